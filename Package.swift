@@ -1,0 +1,42 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Layers, dependencies pointing down:
+//   PaliGemmaCLI (the `paligemma` tool)
+//     → PaliGemma (model, generation, tasks) → GemmaTokenizer, Imaging, SafeTensors
+//       → Kernels (numeric interface, reference + fast backends) → CKernels (C SIMD)
+let v5: [SwiftSetting] = [.swiftLanguageMode(.v5)]
+
+let package = Package(
+    name: "PaliGemmaSwift",
+    platforms: [.macOS(.v14)],
+    products: [
+        .library(name: "PaliGemma", targets: ["PaliGemma"]),
+        .executable(name: "paligemma", targets: ["PaliGemmaCLI"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // C kernels: each fast routine carries its own target attribute and is picked at run
+        // time, so one binary runs on any x86-64 (and on arm64 through the portable paths).
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3", "-fno-math-errno"])]),
+        .target(name: "Kernels", dependencies: ["CKernels"], swiftSettings: v5),
+        .target(name: "SafeTensors", swiftSettings: v5),
+        .target(name: "GemmaTokenizer", swiftSettings: v5),
+        .target(name: "Imaging", swiftSettings: v5),
+        .target(
+            name: "PaliGemma",
+            dependencies: ["Kernels", "SafeTensors", "GemmaTokenizer", "Imaging"],
+            swiftSettings: v5),
+        .executableTarget(
+            name: "PaliGemmaCLI",
+            dependencies: ["PaliGemma", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: v5),
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels"], swiftSettings: v5),
+        .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors"], swiftSettings: v5),
+        .testTarget(name: "GemmaTokenizerTests", dependencies: ["GemmaTokenizer"], swiftSettings: v5),
+        .testTarget(name: "ImagingTests", dependencies: ["Imaging"], swiftSettings: v5),
+        .testTarget(name: "PaliGemmaTests", dependencies: ["PaliGemma", "SafeTensors"], swiftSettings: v5),
+    ]
+)

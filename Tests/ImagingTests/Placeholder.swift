@@ -1,0 +1,3 @@
+import XCTest
+@testable import Imaging
+final class ImagingPlaceholderTests: XCTestCase { func testBuilds() { XCTAssertTrue(true) } }
