@@ -91,7 +91,7 @@ public struct TensorInfo: @unchecked Sendable {
         case .bf16:
             return (0..<n).map { Float(bitPattern: UInt32(data.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self)) << 16) }
         case .f16:
-            return (0..<n).map { Float(float16Bits: data.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self)) }
+            return (0..<n).map { halfToFloat(data.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self)) }
         default:
             throw SafeTensorsError.unsupportedDType(file: file, tensor: name, dtype: dtype.rawValue)
         }
@@ -114,22 +114,18 @@ public struct TensorInfo: @unchecked Sendable {
     }
 }
 
-extension Float {
-    /// IEEE half-precision bits to Float, portable (no Float16 on every platform).
-    public init(float16Bits h: UInt16) {
-        let sign = UInt32(h & 0x8000) << 16
-        let exp = Int((h >> 10) & 0x1F)
-        let mant = UInt32(h & 0x3FF)
-        if exp == 0 {
-            // Zero or subnormal: value = mant × 2^-24.
-            let v = Float(mant) * Float(sign: .plus, exponent: -24, significand: 1)
-            self = sign != 0 ? -v : v
-        } else if exp == 31 {
-            self = Float(bitPattern: sign | 0x7F80_0000 | (mant << 13))
-        } else {
-            self = Float(bitPattern: sign | UInt32(exp - 15 + 127) << 23 | (mant << 13))
-        }
+/// IEEE half-precision bits to Float.
+func halfToFloat(_ h: UInt16) -> Float {
+    let sign = UInt32(h & 0x8000) << 16
+    let exp = Int((h >> 10) & 0x1F)
+    let mant = UInt32(h & 0x3FF)
+    if exp == 0 {
+        let v = Float(mant) * 0x1p-24
+        return sign != 0 ? -v : v
+    } else if exp == 31 {
+        return Float(bitPattern: sign | 0x7F80_0000 | (mant << 13))
     }
+    return Float(bitPattern: sign | UInt32(exp - 15 + 127) << 23 | (mant << 13))
 }
 
 /// A read-only memory map of a whole file, unmapped when released.

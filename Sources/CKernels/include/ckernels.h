@@ -1,1 +1,36 @@
+// C kernels behind the Swift `Kernels` module. Nothing here knows about any model: these are
+// plain row-major float32 routines over weights stored as f32, bf16 or f16.
 #pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// Storage formats of weight matrices (rows = output features, cols = input features).
+enum ck_format { CK_F32 = 0, CK_BF16 = 1, CK_F16 = 2 };
+
+/// 1 when the CPU has AVX-512F (and the fast paths are used), else 0.
+int ck_has_avx512(void);
+/// Forces the portable paths (for tests comparing both); returns the previous setting.
+int ck_force_portable(int on);
+
+/// y[m, n] = sum_k x[m, k] * W[n, k] (+ bias[n]) for m < M and n0 <= n < n1.
+/// x: M×K (row stride ldx), y: M×N (row stride ldy), W: N×K in `format`.
+/// scratch: at least 4*K floats, owned by the calling thread.
+void ck_linear(const float *x, int64_t M, int64_t K, int64_t ldx,
+               const void *W, int format, const float *bias,
+               float *y, int64_t ldy, int64_t n0, int64_t n1, float *scratch);
+
+/// Converts `count` elements of row `row` of W (row length K) to float32.
+void ck_convert_row(const void *W, int format, int64_t K, int64_t row, float *out);
+
+/// Dot product of two float32 vectors.
+float ck_dot(const float *a, const float *b, int64_t n);
+/// y += a * x
+void ck_axpy(float a, const float *x, float *y, int64_t n);
+
+#ifdef __cplusplus
+}
+#endif

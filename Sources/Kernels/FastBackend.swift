@@ -1,0 +1,208 @@
+import CKernels
+import Dispatch
+import Foundation
+
+/// SIMD kernels (AVX-512 when the CPU has it, portable C otherwise) spread over a fixed number of
+/// worker threads. Scratch memory is allocated on first use and reused, so steady-state calls
+/// (every decode step) allocate nothing.
+public final class FastBackend: ComputeBackend, @unchecked Sendable {
+    public let threads: Int
+    private var scratch: [UnsafeMutablePointer<Float>] = []
+    private var scratchFloats = 0
+    private let lock = NSLock()
+
+    /// - Parameter threads: worker threads (default: every core).
+    public init(threads: Int? = nil) {
+        self.threads = max(1, threads ?? ProcessInfo.processInfo.activeProcessorCount)
+    }
+
+    deinit { scratch.forEach { $0.deallocate() } }
+
+    public var name: String { ck_has_avx512() != 0 ? "fast (avx512, \(threads) threads)" : "fast (portable, \(threads) threads)" }
+
+    /// Per-worker scratch of at least `floats` floats.
+    private func scratchBuffers(_ floats: Int) -> [UnsafeMutablePointer<Float>] {
+        lock.lock()
+        defer { lock.unlock() }
+        if floats > scratchFloats || scratch.count < threads {
+            scratch.forEach { $0.deallocate() }
+            scratchFloats = max(floats, scratchFloats)
+            scratch = (0..<threads).map { _ in .allocate(capacity: scratchFloats) }
+        }
+        return scratch
+    }
+
+    /// Runs `body(start, end, worker)` over `count` items split into contiguous chunks.
+    @inline(__always)
+    private func parallel(_ count: Int, minChunk: Int = 1, _ body: (Int, Int, Int) -> Void) {
+        let workers = min(threads, max(1, count / max(1, minChunk)))
+        if workers == 1 {
+            body(0, count, 0)
+            return
+        }
+        DispatchQueue.concurrentPerform(iterations: workers) { w in
+            let start = count * w / workers, end = count * (w + 1) / workers
+            if start < end { body(start, end, w) }
+        }
+    }
+
+    public func linear(_ x: Matrix, _ weight: WeightMatrix, bias: [Float]?, into out: Matrix) {
+        precondition(x.columns == weight.columns && out.columns == weight.rows, "linear shape mismatch")
+        precondition(bias == nil || bias!.count == weight.rows, "bias length mismatch")
+        out.setRows(x.rows)
+        let k = weight.columns
+        let buffers = scratchBuffers(4 * k)
+        let xp = x.storage, yp = out.storage, m = x.rows
+        // Split output features in multiples of 4 (the micro-kernel's width).
+        let groups = (weight.rows + 3) / 4
+        func run(_ b: UnsafePointer<Float>?) {
+            parallel(groups, minChunk: 4) { g0, g1, w in
+                let n0 = g0 * 4, n1 = min(weight.rows, g1 * 4)
+                ck_linear(xp, Int64(m), Int64(k), Int64(x.columns), weight.data, weight.format.rawValue, b,
+                          yp, Int64(out.columns), Int64(n0), Int64(n1), buffers[w])
+            }
+        }
+        if let bias { bias.withUnsafeBufferPointer { run($0.baseAddress) } } else { run(nil) }
+    }
+
+    public func layerNorm(_ x: Matrix, gamma: [Float], beta: [Float], eps: Float, into out: Matrix) {
+        precondition(gamma.count == x.columns && beta.count == x.columns && out.columns == x.columns)
+        out.setRows(x.rows)
+        let n = x.columns
+        gamma.withUnsafeBufferPointer { g in
+            beta.withUnsafeBufferPointer { b in
+                parallel(x.rows, minChunk: 8) { r0, r1, _ in
+                    for r in r0..<r1 {
+                        let src = x.rowPointer(r), dst = out.rowPointer(r)
+                        var mean: Float = 0
+                        for c in 0..<n { mean += src[c] }
+                        mean /= Float(n)
+                        var variance: Float = 0
+                        for c in 0..<n { let d = src[c] - mean; variance += d * d }
+                        variance /= Float(n)
+                        let inv = 1 / (variance + eps).squareRoot()
+                        for c in 0..<n { dst[c] = (src[c] - mean) * inv * g[c] + b[c] }
+                    }
+                }
+            }
+        }
+    }
+
+    public func rmsNorm(_ x: Matrix, weight: [Float], weightOffset: Float, eps: Float, into out: Matrix) {
+        precondition(weight.count == x.columns && out.columns == x.columns)
+        out.setRows(x.rows)
+        let n = x.columns
+        weight.withUnsafeBufferPointer { w in
+            parallel(x.rows, minChunk: 8) { r0, r1, _ in
+                for r in r0..<r1 {
+                    let src = x.rowPointer(r), dst = out.rowPointer(r)
+                    let inv = 1 / (ck_dot(src, src, Int64(n)) / Float(n) + eps).squareRoot()
+                    for c in 0..<n { dst[c] = src[c] * inv * (weightOffset + w[c]) }
+                }
+            }
+        }
+    }
+
+    public func geluTanh(_ a: Matrix, times b: Matrix?, into out: Matrix) {
+        precondition(out.columns == a.columns && (b == nil || (b!.columns == a.columns && b!.rows == a.rows)))
+        out.setRows(a.rows)
+        let total = a.rows * a.columns
+        let ap = a.storage, bp = b?.storage, op = out.storage
+        parallel(total, minChunk: 4096) { i0, i1, _ in
+            for i in i0..<i1 {
+                let x = ap[i]
+                let g = 0.5 * x * (1 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
+                op[i] = bp.map { g * $0[i] } ?? g
+            }
+        }
+    }
+
+    public func add(_ y: Matrix, into x: Matrix) {
+        precondition(x.columns == y.columns && x.rows == y.rows, "add shape mismatch")
+        let xp = x.storage, yp = y.storage
+        for i in 0..<(x.rows * x.columns) { xp[i] += yp[i] }
+    }
+
+    public func softcap(_ x: Matrix, cap: Float) {
+        let xp = x.storage
+        parallel(x.rows * x.columns, minChunk: 4096) { i0, i1, _ in
+            for i in i0..<i1 { xp[i] = cap * tanh(xp[i] / cap) }
+        }
+    }
+
+    public func rope(_ x: Matrix, headDim: Int, firstPosition: Int, theta: Float) {
+        precondition(headDim % 2 == 0 && x.columns % headDim == 0, "rope shape mismatch")
+        let half = headDim / 2
+        let invFreq = (0..<half).map { 1 / pow(theta, Float(2 * $0) / Float(headDim)) }
+        for r in 0..<x.rows {
+            let p = x.rowPointer(r)
+            let position = Float(firstPosition + r)
+            for i in 0..<half {
+                let angle = position * invFreq[i]
+                let (c, s) = (cos(angle), sin(angle))
+                var base = 0
+                while base < x.columns {
+                    let x1 = p[base + i], x2 = p[base + half + i]
+                    p[base + i] = x1 * c - x2 * s
+                    p[base + half + i] = x2 * c + x1 * s
+                    base += headDim
+                }
+            }
+        }
+    }
+
+    public func attention(queries: Matrix, keys: Matrix, values: Matrix, shape: AttentionShape,
+                          mask: AttentionMask, into out: Matrix) {
+        let d = shape.headDim
+        precondition(queries.columns == shape.heads * d && out.columns == shape.heads * d)
+        precondition(keys.columns == shape.kvHeads * d && values.columns == shape.kvHeads * d)
+        precondition(shape.heads % shape.kvHeads == 0 && shape.keyCount <= keys.rowCapacity)
+        out.setRows(queries.rows)
+        let group = shape.heads / shape.kvHeads
+        let keyCount = shape.keyCount
+        let buffers = scratchBuffers(max(keyCount, 1))
+        parallel(queries.rows * shape.heads) { i0, i1, w in
+            let scores = buffers[w]
+            for item in i0..<i1 {
+                let r = item / shape.heads, h = item % shape.heads
+                let q = shape.queryStart + r
+                let kvh = h / group
+                let qp = queries.rowPointer(r) + h * d
+                let op = out.rowPointer(r) + h * d
+                var maxScore = -Float.infinity
+                for k in 0..<keyCount {
+                    guard mask.allows(query: q, key: k) else {
+                        scores[k] = -.infinity
+                        continue
+                    }
+                    var s = ck_dot(qp, keys.rowPointer(k) + kvh * d, Int64(d)) * shape.scale
+                    if let cap = shape.softcap { s = cap * tanh(s / cap) }
+                    scores[k] = s
+                    maxScore = max(maxScore, s)
+                }
+                var total: Float = 0
+                for k in 0..<keyCount {
+                    let e = scores[k] == -.infinity ? 0 : exp(scores[k] - maxScore)
+                    scores[k] = e
+                    total += e
+                }
+                op.update(repeating: 0, count: d)
+                let invTotal = 1 / total
+                for k in 0..<keyCount where scores[k] != 0 {
+                    ck_axpy(scores[k] * invTotal, values.rowPointer(k) + kvh * d, op, Int64(d))
+                }
+            }
+        }
+    }
+
+    public func embed(_ ids: [Int], table: WeightMatrix, scale: Float, into out: Matrix) {
+        precondition(out.columns == table.columns && ids.count <= out.rowCapacity)
+        out.setRows(ids.count)
+        for (r, id) in ids.enumerated() {
+            precondition(id >= 0 && id < table.rows, "token id \(id) outside the embedding table")
+            let p = out.rowPointer(r)
+            ck_convert_row(table.data, table.format.rawValue, Int64(table.columns), Int64(id), p)
+            if scale != 1 { for c in 0..<table.columns { p[c] *= scale } }
+        }
+    }
+}
