@@ -1,1 +1,261 @@
-// PaliGemma module.
+import Foundation
+import Kernels
+import SafeTensors
+
+/// Bad input to the model: ids, token types, pixels or lengths that do not fit it.
+public enum InputError: Error, CustomStringConvertible, Sendable, Equatable {
+    case tokenOutOfRange(id: Int, vocabularySize: Int)
+    case imageTokenCount(found: Int, expected: Int)
+    case tokenTypes(String)
+    case pixelCount(found: Int, expected: Int, imageSize: Int)
+    case tooLong(tokens: Int, capacity: Int)
+    case empty
+
+    public var description: String {
+        switch self {
+        case let .tokenOutOfRange(id, v):
+            return "token id \(id) is outside the vocabulary (0..<\(v))"
+        case let .imageTokenCount(found, expected):
+            return "the prompt holds \(found) <image> tokens but the model expects \(expected) (one per patch); build prompts with the PaliGemma prompt builder"
+        case let .tokenTypes(reason):
+            return "token types: \(reason)"
+        case let .pixelCount(found, expected, size):
+            return "pixel array has \(found) values; a \(size)×\(size) RGB image needs \(expected) (3×\(size)×\(size), channels first)"
+        case let .tooLong(tokens, capacity):
+            return "\(tokens) tokens do not fit the session's capacity of \(capacity); create the session with a larger maxTokens"
+        case .empty:
+            return "the prompt is empty"
+        }
+    }
+}
+
+/// Projected image features: one row per image token, ready to be placed in a prompt. Encode an
+/// image once and reuse it for several prompts.
+public struct ImageEmbedding: @unchecked Sendable {
+    /// [numImageTokens, text hidden size]
+    public let rows: Matrix
+}
+
+/// A loaded PaliGemma 2 checkpoint: SigLIP vision tower → linear projector → Gemma 2 decoder.
+///
+/// ```swift
+/// let model = try PaliGemmaModel(directory: URL(fileURLWithPath: "paligemma2-3b-pt-224"))
+/// let image = try model.encodeImage(pixels: pixels)          // 3×224×224 floats in [-1, 1]
+/// let result = try model.generate(prompt: ids, tokenTypes: types, image: image, maxNewTokens: 32)
+/// ```
+public final class PaliGemmaModel: @unchecked Sendable {
+    public let config: PaliGemmaConfig
+    public let directory: URL
+    public let backend: ComputeBackend
+    let vision: SigLIPVisionTower
+    let projector: WeightMatrix     // multi_modal_projector.linear.weight  [H, Dv]
+    let projectorBias: [Float]      // multi_modal_projector.linear.bias  [H]
+    let decoder: Gemma2Decoder
+    private let checkpoint: SafeTensorsCheckpoint
+
+    /// Loads `config.json` and the safetensors weights (single file or sharded) from `directory`.
+    /// Weights stay memory-mapped. Throws `CheckpointError`/`SafeTensorsError` naming the problem.
+    public init(directory: URL, backend: ComputeBackend = FastBackend()) throws {
+        self.directory = directory
+        self.backend = backend
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw CheckpointError.missingFile(path: directory.path,
+                hint: "Pass the directory of a PaliGemma 2 checkpoint (config.json + *.safetensors).")
+        }
+        config = try PaliGemmaConfig.load(from: directory.appendingPathComponent("config.json"))
+        checkpoint = try SafeTensorsCheckpoint(directory: directory)
+        let reader = CheckpointReader(checkpoint: checkpoint)
+        vision = try SigLIPVisionTower(config: config.vision, reader: reader)
+        let p = try reader.prefix(among: ["multi_modal_projector.", "model.multi_modal_projector."], probe: "linear.weight")
+        projector = try reader.matrix(p + "linear.weight", shape: [config.text.hiddenSize, config.vision.hiddenSize])
+        projectorBias = try reader.vector(p + "linear.bias", count: config.text.hiddenSize)
+        decoder = try Gemma2Decoder(config: config.text, reader: reader)
+        try reader.checkNothingLeft()
+    }
+
+    /// Image tokens per prompt, `(image_size / patch_size)²`.
+    public var numImageTokens: Int { config.numImageTokens }
+    /// Pixels per side the vision tower takes.
+    public var imageSize: Int { config.vision.imageSize }
+
+    /// The vision tower's output for one image: [numImageTokens, vision hidden].
+    public func visionFeatures(pixels: [Float]) throws -> Matrix {
+        let s = config.vision.imageSize
+        let expected = config.vision.numChannels * s * s
+        guard pixels.count == expected else {
+            throw InputError.pixelCount(found: pixels.count, expected: expected, imageSize: s)
+        }
+        return vision.encode(pixels: pixels, backend: backend)
+    }
+
+    /// Vision tower + projector: the rows that replace the `<image>` tokens.
+    public func encodeImage(pixels: [Float]) throws -> ImageEmbedding {
+        let features = try visionFeatures(pixels: pixels)
+        let out = Matrix(rows: features.rows, columns: config.text.hiddenSize)
+        backend.linear(features, projector, bias: projectorBias, into: out)
+        return ImageEmbedding(rows: out)
+    }
+
+    /// A decoding session with room for `maxTokens` tokens (prompt + generated).
+    public func makeSession(maxTokens: Int) -> InferenceSession {
+        InferenceSession(model: self, capacity: maxTokens)
+    }
+
+    /// Greedy (or custom-sampled) generation from a prompt, stopping at an end-of-sequence token
+    /// or after `maxNewTokens`.
+    public func generate(prompt: [Int], tokenTypes: [Int]? = nil, image: ImageEmbedding?,
+                         maxNewTokens: Int, stopTokens: Set<Int>? = nil,
+                         keepLogits: Bool = false) throws -> GenerationResult {
+        let session = makeSession(maxTokens: prompt.count + maxNewTokens)
+        return try session.generate(prompt: prompt, tokenTypes: tokenTypes, image: image, maxNewTokens: maxNewTokens,
+                                    stopTokens: stopTokens ?? Set(config.text.eosTokenIDs), keepLogits: keepLogits)
+    }
+}
+
+/// What generation produced.
+public struct GenerationResult: Sendable {
+    /// Generated ids, including the stop token when one ended generation.
+    public var tokens: [Int]
+    /// Logits of every step (only when asked for), `tokens.count × vocab`.
+    public var logits: [[Float]]
+    /// Why generation ended.
+    public var finishReason: FinishReason
+    public enum FinishReason: String, Sendable, Codable { case stopToken = "stop", maxTokens = "length" }
+}
+
+/// One sequence being decoded: the KV cache and every activation buffer, allocated once.
+/// Not thread-safe; use one session per concurrent request.
+public final class InferenceSession {
+    public let model: PaliGemmaModel
+    let state: Gemma2State
+    private let lastHidden: Matrix   // [1, H]
+    private let lastNormed: Matrix   // [1, H]
+
+    init(model: PaliGemmaModel, capacity: Int) {
+        self.model = model
+        state = Gemma2State(config: model.config.text, capacity: max(1, capacity))
+        lastHidden = Matrix(rows: 1, columns: model.config.text.hiddenSize)
+        lastNormed = Matrix(rows: 1, columns: model.config.text.hiddenSize)
+    }
+
+    /// Tokens in the cache.
+    public var length: Int { state.length }
+    public var capacity: Int { state.capacity }
+
+    /// Forgets the sequence (keeps the buffers).
+    public func reset() {
+        state.length = 0
+        state.prefixLength = 0
+    }
+
+    /// Which prefill positions to compute logits for.
+    public enum LogitsRows: Sendable { case last, all }
+
+    /// Runs the prompt through the decoder. `tokenTypes` (default all 0) marks the bidirectional
+    /// prefix (0: image + prompt) and the causal suffix (1); the zeros must come first. The
+    /// `<image>` positions take the rows of `image`, in order.
+    /// - Returns: logits [1 or prompt.count, vocab].
+    @discardableResult
+    public func prefill(prompt: [Int], tokenTypes: [Int]? = nil, image: ImageEmbedding?,
+                        logits rows: LogitsRows = .last) throws -> Matrix {
+        let c = model.config
+        guard !prompt.isEmpty else { throw InputError.empty }
+        let types = tokenTypes ?? [Int](repeating: 0, count: prompt.count)
+        guard types.count == prompt.count else {
+            throw InputError.tokenTypes("\(types.count) token types for \(prompt.count) tokens")
+        }
+        guard types.allSatisfy({ $0 == 0 || $0 == 1 }) else { throw InputError.tokenTypes("only 0 and 1 are allowed") }
+        let prefixLength = types.firstIndex(of: 1) ?? types.count
+        guard types[prefixLength...].allSatisfy({ $0 == 1 }) else {
+            throw InputError.tokenTypes("the prefix (0) must precede the suffix (1)")
+        }
+        guard state.length == 0 else {
+            throw InputError.tokenTypes("prefill must start a sequence; call reset() first")
+        }
+        guard prompt.count <= state.capacity else { throw InputError.tooLong(tokens: prompt.count, capacity: state.capacity) }
+        let imagePositions = prompt.indices.filter { prompt[$0] == c.imageTokenIndex }
+        let vocab = c.text.vocabSize
+        for id in prompt where id != c.imageTokenIndex && (id < 0 || id >= vocab) {
+            throw InputError.tokenOutOfRange(id: id, vocabularySize: vocab)
+        }
+        if let image {
+            guard imagePositions.count == image.rows.rows else {
+                throw InputError.imageTokenCount(found: imagePositions.count, expected: image.rows.rows)
+            }
+        } else if !imagePositions.isEmpty {
+            throw InputError.imageTokenCount(found: imagePositions.count, expected: 0)
+        }
+
+        // Text rows: embed_tokens[id] · embed_scale (the image token, out of the table when
+        // image_token_index ≥ vocab, looks up pad instead); image rows: projected features, unscaled.
+        let lookup = prompt.map { $0 == c.imageTokenIndex && $0 >= vocab ? c.text.padTokenID : $0 }
+        model.backend.embed(lookup, table: model.decoder.embedTokens, scale: model.decoder.embedScale, into: state.x)
+        if let image {
+            for (i, position) in imagePositions.enumerated() {
+                state.x.copyRows(from: image.rows, sourceRow: i, count: 1, to: position)
+            }
+        }
+        state.prefixLength = prefixLength
+        model.decoder.forward(state, backend: model.backend)
+        switch rows {
+        case .last:
+            lastHidden.copyRows(from: state.x, sourceRow: prompt.count - 1, count: 1, to: 0)
+            model.decoder.logits(hidden: lastHidden, into: state.lastLogits, scratch: lastNormed, backend: model.backend)
+            return state.lastLogits
+        case .all:
+            let out = Matrix(rows: prompt.count, columns: vocab)
+            let scratch = Matrix(rows: prompt.count, columns: c.text.hiddenSize)
+            model.decoder.logits(hidden: state.x, into: out, scratch: scratch, backend: model.backend)
+            return out
+        }
+    }
+
+    /// Feeds one generated token (causal, type 1) and returns the next logits [1, vocab].
+    /// Allocates nothing: the returned matrix is reused by the next call.
+    public func step(token: Int) throws -> Matrix {
+        let vocab = model.config.text.vocabSize
+        guard token >= 0 && token < vocab else { throw InputError.tokenOutOfRange(id: token, vocabularySize: vocab) }
+        guard state.length + 1 <= state.capacity else {
+            throw InputError.tooLong(tokens: state.length + 1, capacity: state.capacity)
+        }
+        model.backend.embed([token], table: model.decoder.embedTokens, scale: model.decoder.embedScale, into: state.x)
+        model.decoder.forward(state, backend: model.backend)
+        model.decoder.logits(hidden: state.x, into: state.lastLogits, scratch: lastNormed, backend: model.backend)
+        return state.lastLogits
+    }
+
+    /// Prefill, then pick tokens with `sampler` (greedy by default) until a stop token or
+    /// `maxNewTokens`.
+    public func generate(prompt: [Int], tokenTypes: [Int]? = nil, image: ImageEmbedding?, maxNewTokens: Int,
+                         stopTokens: Set<Int>, keepLogits: Bool = false,
+                         onToken: ((Int) -> Bool)? = nil) throws -> GenerationResult {
+        reset()
+        var logits = try prefill(prompt: prompt, tokenTypes: tokenTypes, image: image, logits: .last)
+        var result = GenerationResult(tokens: [], logits: [], finishReason: .maxTokens)
+        while result.tokens.count < maxNewTokens {
+            let next = Self.argmax(logits)
+            result.tokens.append(next)
+            if keepLogits { result.logits.append(logits.row(0)) }
+            if stopTokens.contains(next) {
+                result.finishReason = .stopToken
+                break
+            }
+            if let onToken, !onToken(next) { break }
+            if result.tokens.count == maxNewTokens { break }
+            logits = try step(token: next)
+        }
+        return result
+    }
+
+    /// Index of the largest value in row 0 (first on ties, like torch.argmax).
+    static func argmax(_ logits: Matrix) -> Int {
+        var best = 0
+        var bestValue = -Float.infinity
+        for i in 0..<logits.columns where logits[0, i] > bestValue {
+            bestValue = logits[0, i]
+            best = i
+        }
+        return best
+    }
+}

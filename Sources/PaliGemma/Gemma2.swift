@@ -1,0 +1,152 @@
+import Kernels
+
+/// One Gemma 2 decoder layer's weights (`layers.{i}`).
+struct Gemma2Layer {
+    var inputNorm: [Float]            // input_layernorm.weight  [H]
+    var postAttentionNorm: [Float]    // post_attention_layernorm.weight  [H]
+    var preFeedforwardNorm: [Float]   // pre_feedforward_layernorm.weight  [H]
+    var postFeedforwardNorm: [Float]  // post_feedforward_layernorm.weight  [H]
+    var q: WeightMatrix               // self_attn.q_proj.weight  [heads·hd, H]
+    var k: WeightMatrix               // self_attn.k_proj.weight  [kv·hd, H]
+    var v: WeightMatrix               // self_attn.v_proj.weight  [kv·hd, H]
+    var o: WeightMatrix               // self_attn.o_proj.weight  [H, heads·hd]
+    var gate: WeightMatrix            // mlp.gate_proj.weight  [I, H]
+    var up: WeightMatrix              // mlp.up_proj.weight  [I, H]
+    var down: WeightMatrix            // mlp.down_proj.weight  [H, I]
+    var sliding: Bool                 // layer_types[i] == "sliding_attention"
+}
+
+/// Activations and the KV cache of one decoding sequence, allocated once for `capacity` tokens.
+final class Gemma2State {
+    let capacity: Int
+    /// Tokens already in the cache.
+    var length = 0
+    /// Leading tokens that attend bidirectionally (image + prompt prefix).
+    var prefixLength = 0
+    var keys: [Matrix]      // per layer [capacity, kv·hd]
+    var values: [Matrix]    // per layer [capacity, kv·hd]
+    // Scratch, each with `capacity` rows; the active row count follows the chunk being processed.
+    let x, normed, attnOut, sublayerOut: Matrix   // [·, H]
+    let q, attended: Matrix                       // [·, heads·hd]
+    let k, v: Matrix                              // [·, kv·hd]
+    let gate, up: Matrix                          // [·, I]
+    let lastLogits: Matrix                        // [1, vocab]
+
+    init(config: TextConfig, capacity: Int) {
+        self.capacity = capacity
+        let h = config.hiddenSize, qd = config.numAttentionHeads * config.headDim
+        let kvd = config.numKeyValueHeads * config.headDim
+        keys = (0..<config.numHiddenLayers).map { _ in Matrix(rows: 0, columns: kvd, rowCapacity: capacity) }
+        values = (0..<config.numHiddenLayers).map { _ in Matrix(rows: 0, columns: kvd, rowCapacity: capacity) }
+        x = Matrix(rows: 0, columns: h, rowCapacity: capacity)
+        normed = Matrix(rows: 0, columns: h, rowCapacity: capacity)
+        attnOut = Matrix(rows: 0, columns: h, rowCapacity: capacity)
+        sublayerOut = Matrix(rows: 0, columns: h, rowCapacity: capacity)
+        q = Matrix(rows: 0, columns: qd, rowCapacity: capacity)
+        attended = Matrix(rows: 0, columns: qd, rowCapacity: capacity)
+        k = Matrix(rows: 0, columns: kvd, rowCapacity: capacity)
+        v = Matrix(rows: 0, columns: kvd, rowCapacity: capacity)
+        gate = Matrix(rows: 0, columns: config.intermediateSize, rowCapacity: capacity)
+        up = Matrix(rows: 0, columns: config.intermediateSize, rowCapacity: capacity)
+        lastLogits = Matrix(rows: 1, columns: config.vocabSize)
+    }
+}
+
+/// The Gemma 2 decoder: scaled token embeddings, layers with four RMSNorms each, GeGLU MLP,
+/// grouped-query attention with softcapped scores and alternating sliding windows, a final
+/// norm and the tied output projection with an optional final softcap.
+struct Gemma2Decoder {
+    let config: TextConfig
+    var embedTokens: WeightMatrix     // embed_tokens.weight  [V, H]
+    var layers: [Gemma2Layer]
+    var finalNorm: [Float]            // norm.weight  [H]
+    var lmHead: WeightMatrix          // lm_head.weight [V, H], tied to embed_tokens when absent
+    /// `sqrt(hidden)` rounded to the embedding weights' dtype, as transformers'
+    /// `embed_scale.to(weight.dtype)` does (48 for 2304, 59.75 for 3584 and 68 for 4608 in bf16).
+    let embedScale: Float
+
+    init(config: TextConfig, reader: CheckpointReader) throws {
+        self.config = config
+        let p = try reader.prefix(among: ["language_model.model.", "model.language_model.", "language_model."],
+                                  probe: "embed_tokens.weight")
+        let h = config.hiddenSize, hd = config.headDim, i = config.intermediateSize
+        let qd = config.numAttentionHeads * hd, kvd = config.numKeyValueHeads * hd
+        embedTokens = try reader.matrix(p + "embed_tokens.weight", shape: [config.vocabSize, h])
+        layers = try (0..<config.numHiddenLayers).map { l in
+            let b = p + "layers.\(l)."
+            return Gemma2Layer(
+                inputNorm: try reader.vector(b + "input_layernorm.weight", count: h),
+                postAttentionNorm: try reader.vector(b + "post_attention_layernorm.weight", count: h),
+                preFeedforwardNorm: try reader.vector(b + "pre_feedforward_layernorm.weight", count: h),
+                postFeedforwardNorm: try reader.vector(b + "post_feedforward_layernorm.weight", count: h),
+                q: try reader.matrix(b + "self_attn.q_proj.weight", shape: [qd, h]),
+                k: try reader.matrix(b + "self_attn.k_proj.weight", shape: [kvd, h]),
+                v: try reader.matrix(b + "self_attn.v_proj.weight", shape: [kvd, h]),
+                o: try reader.matrix(b + "self_attn.o_proj.weight", shape: [h, qd]),
+                gate: try reader.matrix(b + "mlp.gate_proj.weight", shape: [i, h]),
+                up: try reader.matrix(b + "mlp.up_proj.weight", shape: [i, h]),
+                down: try reader.matrix(b + "mlp.down_proj.weight", shape: [h, i]),
+                sliding: config.slidingLayers[l])
+        }
+        finalNorm = try reader.vector(p + "norm.weight", count: h)
+        let headName = ["language_model.lm_head.weight", "lm_head.weight"].first(where: reader.has)
+        lmHead = try headName.map { try reader.matrix($0, shape: [config.vocabSize, h]) } ?? embedTokens
+        let scale = Float(Double(h).squareRoot())
+        switch embedTokens.format {
+        case .f32: embedScale = scale
+        case .bf16: embedScale = scale.roundedToBFloat16
+        case .f16: embedScale = scale.roundedToFloat16
+        }
+    }
+
+    /// Runs the layers over `state.x` (the embeddings of the next `state.x.rows` tokens), appending
+    /// their keys and values to the cache. Leaves the final hidden states (pre-norm) in `state.x`.
+    func forward(_ state: Gemma2State, backend: ComputeBackend) {
+        let rows = state.x.rows
+        let start = state.length
+        precondition(start + rows <= state.capacity, "sequence exceeds the state's capacity")
+        let c = config
+        for (l, layer) in layers.enumerated() {
+            // h = x + post_attention_layernorm(attn(input_layernorm(x)))
+            backend.rmsNorm(state.x, weight: layer.inputNorm, weightOffset: 1, eps: c.rmsNormEps, into: state.normed)
+            backend.linear(state.normed, layer.q, bias: nil, into: state.q)
+            backend.linear(state.normed, layer.k, bias: nil, into: state.k)
+            backend.linear(state.normed, layer.v, bias: nil, into: state.v)
+            // transformers' PaliGemma positions are 1-based: position = index + 1.
+            backend.rope(state.q, headDim: c.headDim, firstPosition: start + 1, theta: c.ropeTheta)
+            backend.rope(state.k, headDim: c.headDim, firstPosition: start + 1, theta: c.ropeTheta)
+            state.keys[l].setRows(start + rows)
+            state.values[l].setRows(start + rows)
+            state.keys[l].copyRows(from: state.k, count: rows, to: start)
+            state.values[l].copyRows(from: state.v, count: rows, to: start)
+            let shape = AttentionShape(heads: c.numAttentionHeads, kvHeads: c.numKeyValueHeads, headDim: c.headDim,
+                                       scale: 1 / c.queryPreAttnScalar.squareRoot(), softcap: c.attnLogitSoftcapping,
+                                       queryStart: start, keyCount: start + rows)
+            let mask = AttentionMask.prefixLM(prefixLength: state.prefixLength,
+                                              window: layer.sliding ? c.slidingWindow : nil)
+            backend.attention(queries: state.q, keys: state.keys[l], values: state.values[l], shape: shape,
+                              mask: mask, into: state.attended)
+            backend.linear(state.attended, layer.o, bias: nil, into: state.attnOut)
+            backend.rmsNorm(state.attnOut, weight: layer.postAttentionNorm, weightOffset: 1, eps: c.rmsNormEps,
+                            into: state.sublayerOut)
+            backend.add(state.sublayerOut, into: state.x)
+            // out = h + post_feedforward_layernorm(down(gelu_tanh(gate(n)) · up(n))), n = pre_feedforward_layernorm(h)
+            backend.rmsNorm(state.x, weight: layer.preFeedforwardNorm, weightOffset: 1, eps: c.rmsNormEps, into: state.normed)
+            backend.linear(state.normed, layer.gate, bias: nil, into: state.gate)
+            backend.linear(state.normed, layer.up, bias: nil, into: state.up)
+            backend.geluTanh(state.gate, times: state.up, into: state.gate)
+            backend.linear(state.gate, layer.down, bias: nil, into: state.attnOut)
+            backend.rmsNorm(state.attnOut, weight: layer.postFeedforwardNorm, weightOffset: 1, eps: c.rmsNormEps,
+                            into: state.sublayerOut)
+            backend.add(state.sublayerOut, into: state.x)
+        }
+        state.length = start + rows
+    }
+
+    /// Logits for the given hidden-state rows: final norm → lm_head → optional softcap.
+    func logits(hidden: Matrix, into out: Matrix, scratch: Matrix, backend: ComputeBackend) {
+        backend.rmsNorm(hidden, weight: finalNorm, weightOffset: 1, eps: config.rmsNormEps, into: scratch)
+        backend.linear(scratch, lmHead, bias: nil, into: out)
+        if let cap = config.finalLogitSoftcapping { backend.softcap(out, cap: cap) }
+    }
+}
