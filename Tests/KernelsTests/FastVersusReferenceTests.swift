@@ -1,0 +1,149 @@
+import CKernels
+import Kernels
+import XCTest
+
+/// Every fast kernel against its plain twin. Bounds follow the standard forward-error bound of a
+/// float32 sum of n products, γ_n·Σ|terms| with γ_n = n·u/(1 − n·u), u = 2⁻²⁴ (each side may
+/// err by that much, so their difference by twice it).
+final class FastVersusReferenceTests: XCTestCase {
+    var rng = SystemRandomNumberGenerator()
+    let u: Float = 0x1p-24
+
+    func gamma(_ n: Int) -> Float { Float(n) * u / (1 - Float(n) * u) }
+
+    func randomMatrix(_ rows: Int, _ cols: Int, scale: Float = 1) -> Matrix {
+        Matrix(rows: rows, columns: cols, values: (0..<(rows * cols)).map { _ in Float.random(in: -scale...scale, using: &rng) })
+    }
+
+    /// Weights stored in `format`, plus their exact float32 values.
+    func randomWeights(_ rows: Int, _ cols: Int, format: WeightFormat) -> (WeightMatrix, [Float], UnsafeMutableRawPointer) {
+        let n = rows * cols
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: n * format.bytesPerElement, alignment: 64)
+        var exact = [Float](repeating: 0, count: n)
+        for i in 0..<n {
+            let v = Float.random(in: -1...1, using: &rng)
+            switch format {
+            case .f32:
+                raw.storeBytes(of: v, toByteOffset: i * 4, as: Float.self); exact[i] = v
+            case .bf16:
+                let b = UInt16(v.roundedToBFloat16.bitPattern >> 16)
+                raw.storeBytes(of: b, toByteOffset: i * 2, as: UInt16.self)
+                exact[i] = Float(bitPattern: UInt32(b) << 16)
+            case .f16:
+                #if arch(x86_64) || arch(arm64)
+                let h = Float16(v)
+                raw.storeBytes(of: h.bitPattern, toByteOffset: i * 2, as: UInt16.self)
+                exact[i] = Float(h)
+                #endif
+            }
+        }
+        return (WeightMatrix(format: format, rows: rows, columns: cols, data: UnsafeRawPointer(raw)), exact, raw)
+    }
+
+    func testLinearAllFormatsAndShapes() {
+        let fast = FastBackend(threads: 2), reference = ReferenceBackend()
+        for portable in [false, true] {
+            let previous = ck_force_portable(portable ? 1 : 0)
+            defer { _ = ck_force_portable(previous) }
+            for format in [WeightFormat.f32, .bf16, .f16] {
+                for (m, k, n) in [(1, 7, 5), (1, 64, 33), (3, 100, 17), (5, 257, 9), (9, 48, 64), (16, 33, 3)] {
+                    let x = randomMatrix(m, k)
+                    let (w, exact, raw) = randomWeights(n, k, format: format)
+                    defer { raw.deallocate() }
+                    let bias = (0..<n).map { _ in Float.random(in: -1...1, using: &rng) }
+                    let a = Matrix(rows: m, columns: n), b = Matrix(rows: m, columns: n)
+                    fast.linear(x, w, bias: bias, into: a)
+                    reference.linear(x, w, bias: bias, into: b)
+                    for r in 0..<m {
+                        for c in 0..<n {
+                            var magnitude = abs(bias[c])
+                            for i in 0..<k { magnitude += abs(x[r, i] * exact[c * k + i]) }
+                            let bound = 2 * gamma(k + 1) * magnitude
+                            XCTAssertLessThanOrEqual(abs(a[r, c] - b[r, c]), bound,
+                                "\(format) portable=\(portable) m\(m) k\(k) n\(n) at (\(r),\(c))")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    func testNormsActivationsAndRope() {
+        let fast = FastBackend(threads: 2), reference = ReferenceBackend()
+        let x = randomMatrix(7, 96, scale: 3)
+        let w = (0..<96).map { _ in Float.random(in: -0.5...0.5, using: &rng) }
+        let beta = (0..<96).map { _ in Float.random(in: -0.5...0.5, using: &rng) }
+        let a = Matrix(rows: 7, columns: 96), b = Matrix(rows: 7, columns: 96)
+        // Sums of 96 squares: relative error a few γ_96; allow 4γ on values of size ≤ a few units.
+        let tol = 4 * gamma(96) * 10
+        fast.rmsNorm(x, weight: w, weightOffset: 1, eps: 1e-6, into: a)
+        reference.rmsNorm(x, weight: w, weightOffset: 1, eps: 1e-6, into: b)
+        for i in 0..<(7 * 96) { XCTAssertEqual(a.storage[i], b.storage[i], accuracy: tol) }
+        fast.layerNorm(x, gamma: w, beta: beta, eps: 1e-6, into: a)
+        reference.layerNorm(x, gamma: w, beta: beta, eps: 1e-6, into: b)
+        for i in 0..<(7 * 96) { XCTAssertEqual(a.storage[i], b.storage[i], accuracy: tol) }
+        let up = randomMatrix(7, 96)
+        fast.geluTanh(x, times: up, into: a)
+        reference.geluTanh(x, times: up, into: b)
+        for i in 0..<(7 * 96) { XCTAssertEqual(a.storage[i], b.storage[i], accuracy: 4 * u * 10) }
+        let r1 = Matrix(rows: 7, columns: 96, values: x.values), r2 = Matrix(rows: 7, columns: 96, values: x.values)
+        fast.rope(r1, headDim: 32, firstPosition: 5, theta: 10000)
+        reference.rope(r2, headDim: 32, firstPosition: 5, theta: 10000)
+        for i in 0..<(7 * 96) { XCTAssertEqual(r1.storage[i], r2.storage[i], accuracy: 8 * u * 4) }
+    }
+
+    func testAttentionMasksGQAAndSoftcap() {
+        let fast = FastBackend(threads: 2), reference = ReferenceBackend()
+        let heads = 4, kv = 2, d = 16, keys = 23
+        let k = randomMatrix(keys, kv * d, scale: 2), v = randomMatrix(keys, kv * d)
+        let masks: [AttentionMask] = [.bidirectional, .prefixLM(prefixLength: 9, window: nil),
+                                      .prefixLM(prefixLength: 9, window: 4), .prefixLM(prefixLength: 0, window: 6)]
+        for mask in masks {
+            for (queryStart, rows) in [(0, keys), (keys - 1, 1), (15, 8)] {
+                let q = randomMatrix(rows, heads * d, scale: 2)
+                let shape = AttentionShape(heads: heads, kvHeads: kv, headDim: d, scale: 0.25, softcap: 5,
+                                           queryStart: queryStart, keyCount: queryStart + rows)
+                let a = Matrix(rows: rows, columns: heads * d), b = Matrix(rows: rows, columns: heads * d)
+                fast.attention(queries: q, keys: k, values: v, shape: shape, mask: mask, into: a)
+                reference.attention(queries: q, keys: k, values: v, shape: shape, mask: mask, into: b)
+                // Softmax-weighted means of values in [-1, 1]: errors of order γ_keys.
+                for i in 0..<(rows * heads * d) {
+                    XCTAssertEqual(a.storage[i], b.storage[i], accuracy: 8 * gamma(keys + d), "\(mask)")
+                }
+            }
+        }
+    }
+
+    func testMaskSemantics() {
+        let m = AttentionMask.prefixLM(prefixLength: 4, window: 3)
+        XCTAssertTrue(m.allows(query: 0, key: 3), "prefix is bidirectional")
+        XCTAssertTrue(m.allows(query: 3, key: 0), "prefix ignores the window")
+        XCTAssertFalse(m.allows(query: 4, key: 5), "suffix is causal")
+        XCTAssertTrue(m.allows(query: 6, key: 4))
+        XCTAssertFalse(m.allows(query: 6, key: 3), "window excludes k ≤ q − window")
+        XCTAssertTrue(AttentionMask.bidirectional.allows(query: 0, key: 100))
+    }
+
+    func testEmbedAndConversions() {
+        let (w, exact, raw) = randomWeights(10, 24, format: .bf16)
+        defer { raw.deallocate() }
+        let out = Matrix(rows: 0, columns: 24, rowCapacity: 4)
+        FastBackend(threads: 1).embed([3, 9, 0], table: w, scale: 2, into: out)
+        XCTAssertEqual(out.rows, 3)
+        for c in 0..<24 { XCTAssertEqual(out[1, c], exact[9 * 24 + c] * 2) }
+        XCTAssertEqual(Float(2304).squareRoot().roundedToBFloat16, 48)
+        XCTAssertEqual(Float(3584).squareRoot().roundedToBFloat16, 59.75)
+        XCTAssertEqual(Float(4608).squareRoot().roundedToBFloat16, 68)
+        XCTAssertEqual(Float(float16Bits: 0x3C00), 1)
+        XCTAssertEqual(Float(float16Bits: 0xC000), -2)
+        XCTAssertEqual(Float(float16Bits: 0x0001), 0x1p-24)
+    }
+
+    func testPatchesMatchConvolutionLayout() {
+        // 2 channels, 4×4 image, patch 2: patch (py, px) row holds c, dy, dx in that order.
+        let pixels = (0..<32).map(Float.init)
+        let m = Matrix.patches(chw: pixels, channels: 2, height: 4, width: 4, patch: 2)
+        XCTAssertEqual(m.rows, 4)
+        XCTAssertEqual(m.row(1), [2, 3, 6, 7, 18, 19, 22, 23])
+    }
+}

@@ -1,3 +1,0 @@
-import XCTest
-@testable import Kernels
-final class KernelsPlaceholderTests: XCTestCase { func testBuilds() { XCTAssertTrue(true) } }
