@@ -52,6 +52,7 @@ public final class PaliGemmaModel: @unchecked Sendable {
     let projectorBias: [Float]      // multi_modal_projector.linear.bias  [H]
     let decoder: Gemma2Decoder
     private let checkpoint: SafeTensorsCheckpoint
+    var checkpointFiles: [SafeTensorsFile] { checkpoint.files }
 
     /// Loads `config.json` and the safetensors weights (single file or sharded) from `directory`.
     /// Weights stay memory-mapped. Throws `CheckpointError`/`SafeTensorsError` naming the problem.
@@ -258,4 +259,24 @@ public final class InferenceSession {
         }
         return best
     }
+}
+
+extension PaliGemmaModel {
+    /// Weight formats in use and their total size, e.g. "bf16 (6.06 GB)".
+    public var weightSummary: String {
+        var bytes: [String: Int] = [:]
+        for f in checkpointFiles {
+            for t in f.tensors.values { bytes[t.dtype.rawValue.lowercased(), default: 0] += t.byteCount }
+        }
+        return bytes.sorted { $0.value > $1.value }
+            .map { String(format: "%@ (%.2f GB)", $0.key, Double($0.value) / 1e9) }.joined(separator: ", ")
+    }
+
+    /// Bytes of weights mapped from disk.
+    public var weightBytes: Int { checkpointFiles.reduce(0) { $0 + $1.tensors.values.reduce(0) { $0 + $1.byteCount } } }
+}
+
+extension PaliGemmaModel {
+    /// Bytes per element of the decoder's matrices (what a decode step streams).
+    public var decoderBytesPerWeight: Int { decoder.embedTokens.format.bytesPerElement }
 }

@@ -1,0 +1,240 @@
+import ArgumentParser
+import Foundation
+import Kernels
+import PaliGemma
+
+struct Bench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure image encoding, prefill and decode speed on a named configuration.",
+        discussion: """
+        With a preset (3b-224 … 28b-896) a random-weight checkpoint of the published shapes is
+        written once to the cache directory and memory-mapped like a real one; --model measures a
+        real checkpoint instead. Reports time to first token, tokens/s, peak RSS and the fraction
+        of this machine's bandwidth and FLOP ceilings reached.
+
+        Examples:
+          paligemma bench 3b-224
+          paligemma bench 3b-448 --decode-tokens 8 --json
+          paligemma bench --model ~/models/paligemma2-3b-pt-224 --threads 2
+        """)
+
+    @Argument(help: "Configuration: 3b|10b|28b - 224|448|896 (ignored with --model).")
+    var preset: String = "3b-224"
+
+    @Option(name: .shortAndLong, help: "Benchmark this checkpoint directory instead of random weights.")
+    var model: String?
+
+    @Option(help: "Prompt tokens after the image tokens (bos + text + newline).")
+    var promptTokens = 10
+
+    @Option(help: "Tokens to decode after the first.")
+    var decodeTokens = 32
+
+    @Option(help: "Worker threads (default: all cores).")
+    var threads: Int?
+
+    @Option(help: "Where random checkpoints are kept (default: ~/.cache/paligemma/bench).")
+    var cacheDir: String?
+
+    @Option(help: "Memory read ceiling in GB/s used for the bandwidth fraction.")
+    var bandwidthGBs = 49.0
+
+    @Option(help: "Matrix-product ceiling in GFLOP/s used for the compute fraction.")
+    var peakGFLOPs = 395.0
+
+    @Flag(help: "Print one JSON object instead of a table.")
+    var json = false
+
+    struct Report: Codable {
+        var configuration: String
+        var backend: String
+        var threads: Int
+        var weightFormat: String
+        var weightGB: Double
+        var loadSeconds: Double
+        var imageTokens: Int
+        var promptTokens: Int
+        var imageEncodeSeconds: Double
+        var prefillSeconds: Double
+        var prefillTokensPerSecond: Double
+        var timeToFirstTokenSeconds: Double
+        var decodeTokens: Int
+        var decodeTokensPerSecond: Double
+        var peakRSSGB: Double
+        var prefixTFLOP: Double
+        var prefixGFLOPs: Double
+        var computeFraction: Double
+        var decodeGBPerToken: Double
+        var decodeGBs: Double
+        var bandwidthFraction: Double
+    }
+
+    func run() async throws {
+        do {
+            try execute()
+        } catch let e as ExitCode {
+            throw e
+        } catch {
+            throw fail(error)
+        }
+    }
+
+    func execute() throws {
+        let directory: URL
+        var name: String
+        if let model {
+            directory = URL(fileURLWithPath: model)
+            name = directory.lastPathComponent
+        } else {
+            guard let p = ModelPreset(preset) else {
+                throw ValidationError("unknown configuration '\(preset)'; use one of \(ModelPreset.all.map(\.description).joined(separator: ", "))")
+            }
+            name = p.description
+            let root = cacheDir.map { URL(fileURLWithPath: $0) } ?? FileManager.default.homeDirectoryForCurrentUser
+                .appendingPathComponent(".cache/paligemma/bench")
+            directory = root.appendingPathComponent("\(p)-bf16-random")
+            if !FileManager.default.fileExists(atPath: directory.appendingPathComponent("model.safetensors").path) {
+                status("writing random bf16 weights for \(p) to \(directory.path) (once)…")
+                let bar = ProgressBar(label: "weights")
+                try RandomCheckpoint.write(config: p.config, to: directory, bf16: true) { bar.update($0) }
+                bar.finish()
+            }
+        }
+        let backend = FastBackend(threads: threads)
+        var clock = Stopwatch()
+        let m = try PaliGemmaModel(directory: directory, backend: backend)
+        let loadSeconds = clock.lap()
+        let c = m.config
+
+        // A fixed pseudo-random image and prompt.
+        var seed: UInt64 = 7
+        func next() -> UInt64 { seed = seed &* 6364136223846793005 &+ 1442695040888963407; return seed >> 33 }
+        let pixels = (0..<(3 * m.imageSize * m.imageSize)).map { _ in Float(next() % 2001) / 1000 - 1 }
+        let textTokens = max(2, promptTokens)
+        let prompt = [Int](repeating: c.imageTokenIndex, count: m.numImageTokens) + [c.text.bosTokenID]
+            + (0..<(textTokens - 2)).map { _ in 1000 + Int(next() % 5000) } + [108]
+
+        status("encoding the image…")
+        clock.reset()
+        let image = try m.encodeImage(pixels: pixels)
+        let imageSeconds = clock.lap()
+        let session = m.makeSession(maxTokens: prompt.count + decodeTokens + 1)
+        status("prefilling \(prompt.count) tokens…")
+        var logits = try session.prefill(prompt: prompt, image: image)
+        let prefillSeconds = clock.lap()
+        status("decoding \(decodeTokens) tokens…")
+        var token = argmax(logits)
+        for _ in 0..<decodeTokens {
+            logits = try session.step(token: token)
+            token = argmax(logits)
+        }
+        let decodeSeconds = clock.lap()
+
+        let flops = prefixFLOPs(c, promptLength: prompt.count)
+        let stepBytes = decodeBytesPerToken(m)
+        let decodeRate = decodeTokens > 0 ? Double(decodeTokens) / decodeSeconds : 0
+        let report = Report(
+            configuration: name, backend: backend.name, threads: backend.threads, weightFormat: m.weightSummary,
+            weightGB: Double(m.weightBytes) / 1e9, loadSeconds: loadSeconds,
+            imageTokens: m.numImageTokens, promptTokens: prompt.count,
+            imageEncodeSeconds: imageSeconds, prefillSeconds: prefillSeconds,
+            prefillTokensPerSecond: Double(prompt.count) / prefillSeconds,
+            timeToFirstTokenSeconds: imageSeconds + prefillSeconds,
+            decodeTokens: decodeTokens, decodeTokensPerSecond: decodeRate,
+            peakRSSGB: Double(peakResidentBytes()) / 1e9,
+            prefixTFLOP: flops / 1e12, prefixGFLOPs: flops / (imageSeconds + prefillSeconds) / 1e9,
+            computeFraction: flops / (imageSeconds + prefillSeconds) / 1e9 / peakGFLOPs,
+            decodeGBPerToken: stepBytes / 1e9, decodeGBs: stepBytes * decodeRate / 1e9,
+            bandwidthFraction: stepBytes * decodeRate / 1e9 / bandwidthGBs)
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+        } else {
+            print(String(format: """
+            configuration         %@ (%@)
+            backend               %@
+            weights               %@, loaded in %.2f s
+            image encode          %.2f s (%d image tokens)
+            prefill               %.2f s for %d tokens (%.0f tok/s)
+            time to first token   %.2f s   (%.3f TFLOP, %.0f GFLOP/s = %.0f%% of %.0f)
+            decode                %.2f tok/s over %d tokens (%.2f GB/token, %.1f GB/s = %.0f%% of %.0f)
+            peak RSS              %.2f GB
+            """, report.configuration, model == nil ? "random weights" : "checkpoint", report.backend,
+                  report.weightFormat, report.loadSeconds, report.imageEncodeSeconds, report.imageTokens,
+                  report.prefillSeconds, report.promptTokens, report.prefillTokensPerSecond,
+                  report.timeToFirstTokenSeconds, report.prefixTFLOP, report.prefixGFLOPs,
+                  report.computeFraction * 100, peakGFLOPs,
+                  report.decodeTokensPerSecond, report.decodeTokens, report.decodeGBPerToken, report.decodeGBs,
+                  report.bandwidthFraction * 100, bandwidthGBs, report.peakRSSGB))
+        }
+    }
+
+    func argmax(_ logits: Matrix) -> Int {
+        var best = 0
+        for i in 0..<logits.columns where logits[0, i] > logits[0, best] { best = i }
+        return best
+    }
+
+    /// Multiply-adds ×2 of the image encoder, projector and decoder prefill (last-row logits).
+    func prefixFLOPs(_ c: PaliGemmaConfig, promptLength t: Int) -> Double {
+        let v = c.vision, x = c.text
+        let n = Double(v.numPatches), d = Double(v.hiddenSize), i = Double(v.intermediateSize)
+        var f = 2 * n * d * Double(v.numChannels * v.patchSize * v.patchSize)
+        f += Double(v.numHiddenLayers) * (2 * n * (4 * d * d + 2 * d * i) + 4 * n * n * d)
+        f += 2 * n * d * Double(x.hiddenSize)
+        let h = Double(x.hiddenSize), qd = Double(x.numAttentionHeads * x.headDim), kvd = Double(x.numKeyValueHeads * x.headDim)
+        let tt = Double(t)
+        f += Double(x.numHiddenLayers) * (2 * tt * (2 * h * qd + 2 * h * kvd + 3 * h * Double(x.intermediateSize)) + 4 * tt * tt * qd)
+        f += 2 * h * Double(x.vocabSize)
+        return f
+    }
+
+    /// Weight bytes one decode step streams: every decoder layer plus the output projection.
+    func decodeBytesPerToken(_ m: PaliGemmaModel) -> Double {
+        let x = m.config.text
+        let h = x.hiddenSize, qd = x.numAttentionHeads * x.headDim, kvd = x.numKeyValueHeads * x.headDim
+        let perLayer = 2 * h * qd + 2 * h * kvd + 3 * h * x.intermediateSize
+        let bytesPerWeight = Double(m.decoderBytesPerWeight)
+        return (Double(perLayer * x.numHiddenLayers) + Double(x.vocabSize * h)) * bytesPerWeight
+    }
+}
+
+/// Wall-clock laps.
+struct Stopwatch {
+    private var start = DispatchTime.now().uptimeNanoseconds
+    mutating func reset() { start = DispatchTime.now().uptimeNanoseconds }
+    mutating func lap() -> Double {
+        let now = DispatchTime.now().uptimeNanoseconds
+        defer { start = now }
+        return Double(now - start) / 1e9
+    }
+}
+
+/// Peak resident set size of this process (VmHWM), in bytes; 0 where unknown.
+func peakResidentBytes() -> Int {
+    guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+    for line in text.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+        let digits = line.filter(\.isNumber)
+        return (Int(digits) ?? 0) * 1024
+    }
+    return 0
+}
+
+/// A one-line progress bar on a terminal; silent when stderr is not a terminal.
+final class ProgressBar {
+    let label: String
+    let enabled = isatty(2) != 0
+    var last = -1
+    init(label: String) { self.label = label }
+    func update(_ fraction: Double) {
+        guard enabled else { return }
+        let pct = Int(fraction * 100)
+        guard pct != last else { return }
+        last = pct
+        let width = 30, filled = width * pct / 100
+        let bar = String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled)
+        FileHandle.standardError.write(Data("\r\(label) [\(bar)] \(pct)%".utf8))
+    }
+    func finish() { if enabled { FileHandle.standardError.write(Data("\n".utf8)) } }
+}
