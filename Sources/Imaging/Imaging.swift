@@ -1,1 +1,1 @@
-// Imaging module.
+// placeholder
