@@ -73,6 +73,7 @@ int cis_jpeg_decode(const uint8_t *data, size_t len, int64_t max_pixels, cis_ima
         /* A header that ends early is also a truncation. */
         if (jerr.truncated || jerr.pub.msg_code == JERR_INPUT_EMPTY || jerr.pub.msg_code == JERR_INPUT_EOF)
             return CIS_TRUNCATED;
+        if (jerr.pub.msg_code == JERR_EMPTY_IMAGE) return CIS_ZERO_SIZE;
         return CIS_CORRUPT;
     }
     jpeg_create_decompress(&cinfo);

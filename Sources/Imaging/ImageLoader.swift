@@ -90,6 +90,13 @@ public struct ImageLoader: Sendable {
         guard let format = ImageFormat.detect(data) else {
             throw ImageError.unsupportedFormat(file: name, detected: Self.describeMagic(data))
         }
+        if format == .png, data.count >= 24 {
+            // libpng rejects a zero dimension as a generic IHDR error; report it precisely.
+            let b = [UInt8](data.prefix(24))
+            let w = Int(b[16]) << 24 | Int(b[17]) << 16 | Int(b[18]) << 8 | Int(b[19])
+            let h = Int(b[20]) << 24 | Int(b[21]) << 16 | Int(b[22]) << 8 | Int(b[23])
+            if w == 0 || h == 0 { throw ImageError.zeroSize(file: name, format: format.rawValue) }
+        }
         var img = cis_image()
         let limit = Int64(max(0, maxPixels))
         let rc: Int32 = data.withUnsafeBytes { buf -> Int32 in
