@@ -66,76 +66,84 @@ enum PILResample {
         return s < 0 ? 0 : (s > 255 ? 255 : UInt8(truncatingIfNeeded: s))
     }
 
-    /// Resizes `image` to `outW × outH` exactly as `Image.resize((outW, outH), BICUBIC)` does
-    /// for an RGB image.
+    /// Resizes `image` to `outW × outH` as `Image.resize((outW, outH), BICUBIC)` does for an
+    /// RGB image. Pass order: Pillow 13 runs the vertical pass first when the height shrinks
+    /// while the width grows (verified on 600 random size pairs); otherwise horizontal first.
+    /// When both axes shrink Pillow 13 sometimes picks vertical-first by a rule not yet
+    /// reproduced here (about 30% of such random cases; large photos tested were horizontal
+    /// first), which changes a minority of pixels by a few levels.
     static func resize(_ image: RGBImage, width outW: Int, height outH: Int) -> RGBImage {
         let inW = image.width, inH = image.height
         if inW == outW && inH == outH { return image }
         precondition(inW > 0 && inH > 0 && outW > 0 && outH > 0, "resize: empty image")
-        let needH = outW != inW
-        let needV = outH != inH
-        let tv = table(inSize: inH, outSize: outH)
-        var src = image.pixels
-        var srcW = inW
-        var rowOffset = 0
-        var vStarts = tv.starts
-        if needH {
-            let th = table(inSize: inW, outSize: outW)
-            // Only the rows the vertical pass will read.
-            let first = tv.starts[0]
-            let last = tv.starts[outH - 1] + tv.counts[outH - 1]
-            let rows = needV ? last - first : inH
-            let offset = needV ? first : 0
-            var tmp = [UInt8](repeating: 0, count: rows * outW * 3)
-            let ks = th.ksize
-            src.withUnsafeBufferPointer { s in
-                tmp.withUnsafeMutableBufferPointer { d in
-                    th.weights.withUnsafeBufferPointer { wt in
-                        for y in 0..<rows {
-                            let row = s.baseAddress! + (y + offset) * inW * 3
-                            let out = d.baseAddress! + y * outW * 3
-                            for xx in 0..<outW {
-                                let x0 = th.starts[xx], n = th.counts[xx]
-                                let k = wt.baseAddress! + xx * ks
-                                var s0: Int32 = 1 << 21, s1: Int32 = 1 << 21, s2: Int32 = 1 << 21
-                                var p = row + x0 * 3
-                                for x in 0..<n {
-                                    let w = k[x]
-                                    s0 &+= Int32(p[0]) &* w
-                                    s1 &+= Int32(p[1]) &* w
-                                    s2 &+= Int32(p[2]) &* w
-                                    p += 3
+        let verticalFirst = outH < inH && outW > inW
+        var px = image.pixels
+        var w = inW, h = inH
+        if verticalFirst {
+            px = vertical(px, width: w, height: h, outH: outH); h = outH
+            px = horizontal(px, width: w, height: h, outW: outW); w = outW
+        } else {
+            if outW != inW { px = horizontal(px, width: w, height: h, outW: outW); w = outW }
+            if outH != inH { px = vertical(px, width: w, height: h, outH: outH); h = outH }
+        }
+        return RGBImage(width: w, height: h, pixels: px)
+    }
+
+    static func horizontal(_ src: [UInt8], width inW: Int, height rows: Int, outW: Int) -> [UInt8] {
+        let th = table(inSize: inW, outSize: outW)
+        var tmp = [UInt8](repeating: 0, count: rows * outW * 3)
+        let ks = th.ksize
+        src.withUnsafeBufferPointer { s in
+            tmp.withUnsafeMutableBufferPointer { d in
+                th.weights.withUnsafeBufferPointer { wt in
+                    th.starts.withUnsafeBufferPointer { starts in
+                        th.counts.withUnsafeBufferPointer { counts in
+                            for y in 0..<rows {
+                                let row = s.baseAddress! + y * inW * 3
+                                let out = d.baseAddress! + y * outW * 3
+                                for xx in 0..<outW {
+                                    let n = counts[xx]
+                                    let k = wt.baseAddress! + xx * ks
+                                    var s0: Int32 = 1 << 21, s1: Int32 = 1 << 21, s2: Int32 = 1 << 21
+                                    var p = row + starts[xx] * 3
+                                    for x in 0..<n {
+                                        let w = k[x]
+                                        s0 &+= Int32(p[0]) &* w
+                                        s1 &+= Int32(p[1]) &* w
+                                        s2 &+= Int32(p[2]) &* w
+                                        p += 3
+                                    }
+                                    out[xx * 3] = clip8(s0)
+                                    out[xx * 3 + 1] = clip8(s1)
+                                    out[xx * 3 + 2] = clip8(s2)
                                 }
-                                out[xx * 3] = clip8(s0)
-                                out[xx * 3 + 1] = clip8(s1)
-                                out[xx * 3 + 2] = clip8(s2)
                             }
                         }
                     }
                 }
             }
-            src = tmp
-            srcW = outW
-            rowOffset = offset
-            vStarts = tv.starts.map { $0 - rowOffset }
         }
-        guard needV else { return RGBImage(width: outW, height: outH, pixels: src) }
-        var dst = [UInt8](repeating: 0, count: outW * outH * 3)
+        return tmp
+    }
+
+    static func vertical(_ src: [UInt8], width w: Int, height inH: Int, outH: Int) -> [UInt8] {
+        let tv = table(inSize: inH, outSize: outH)
+        var dst = [UInt8](repeating: 0, count: w * outH * 3)
         let ks = tv.ksize
-        let stride = srcW * 3
+        let stride = w * 3
         src.withUnsafeBufferPointer { s in
             dst.withUnsafeMutableBufferPointer { d in
                 tv.weights.withUnsafeBufferPointer { wt in
                     var acc = [Int32](repeating: 0, count: stride)
                     acc.withUnsafeMutableBufferPointer { a in
                         for yy in 0..<outH {
-                            let y0 = vStarts[yy], n = tv.counts[yy]
+                            let y0 = tv.starts[yy], n = tv.counts[yy]
                             let k = wt.baseAddress! + yy * ks
                             for i in 0..<stride { a[i] = 1 << 21 }
                             for y in 0..<n {
-                                let w = k[y]
+                                let wgt = k[y]
                                 let row = s.baseAddress! + (y0 + y) * stride
-                                for i in 0..<stride { a[i] &+= Int32(row[i]) &* w }
+                                for i in 0..<stride { a[i] &+= Int32(row[i]) &* wgt }
                             }
                             let out = d.baseAddress! + yy * stride
                             for i in 0..<stride { out[i] = clip8(a[i]) }
@@ -144,7 +152,7 @@ enum PILResample {
                 }
             }
         }
-        return RGBImage(width: outW, height: outH, pixels: dst)
+        return dst
     }
 }
 
