@@ -187,7 +187,7 @@ int cis_png_decode(const uint8_t *data, size_t len, int64_t max_pixels, cis_imag
         png_destroy_read_struct(&png, &info, NULL);
         free(pixels);
         free(rows);
-        return src.truncated ? CIS_TRUNCATED : CIS_CORRUPT;
+        return ((volatile struct png_src *)&src)->truncated ? CIS_TRUNCATED : CIS_CORRUPT;
     }
     /* Refuse only by our own limit; libpng's default (1e6 per side) would reject earlier
        with a less specific message. */

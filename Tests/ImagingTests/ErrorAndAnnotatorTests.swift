@@ -19,7 +19,7 @@ final class BadInputTests: XCTestCase {
     func testTruncated() {
         for (name, format) in [("truncated.jpg", "JPEG"), ("truncated_header.jpg", "JPEG"),
                                ("truncated.png", "PNG"), ("truncated.webp", "WebP")] {
-            guard case let .truncated(_, f)? = load(name) else { XCTFail("\(name): expected .truncated"); continue }
+            let got = load(name); guard case let .truncated(_, f)? = got else { XCTFail("\(name): expected .truncated, got \(String(describing: got))"); continue }
             XCTAssertEqual(f, format)
         }
     }
