@@ -24,7 +24,16 @@ let package = Package(
         .target(name: "Kernels", dependencies: ["CKernels"], swiftSettings: v5),
         .target(name: "SafeTensors", swiftSettings: v5),
         .target(name: "GemmaTokenizer", swiftSettings: v5),
-        .target(name: "Imaging", swiftSettings: v5),
+        // Image codecs: Debian's libjpeg-turbo, libpng and libwebp as system libraries, wrapped by
+        // a small C shim that turns their longjmp/abort error paths into error codes.
+        .systemLibrary(name: "CJPEG", path: "Sources/CJPEG"),
+        .systemLibrary(name: "CPNG", path: "Sources/CPNG", pkgConfig: "libpng"),
+        .systemLibrary(name: "CWebP", path: "Sources/CWebP", pkgConfig: "libwebp"),
+        .target(
+            name: "CImageShims", dependencies: ["CJPEG", "CPNG", "CWebP"],
+            cSettings: [.unsafeFlags(["-O2"])],
+            linkerSettings: [.linkedLibrary("jpeg"), .linkedLibrary("png16"), .linkedLibrary("z"), .linkedLibrary("webp")]),
+        .target(name: "Imaging", dependencies: ["CImageShims"], swiftSettings: v5),
         .target(
             name: "PaliGemma",
             dependencies: ["Kernels", "SafeTensors", "GemmaTokenizer", "Imaging"],
