@@ -1,0 +1,139 @@
+/// One candidate merge of two adjacent symbols.
+struct MergeCandidate {
+    /// rank << 32 | left position: the smallest key merges first (leftmost on equal rank).
+    var key: UInt64
+    var right: Int32
+    var merged: Int32
+    var leftID: Int32
+    var rightID: Int32
+}
+
+/// A binary min-heap of merge candidates.
+struct CandidateHeap {
+    var items: [MergeCandidate] = []
+
+    mutating func push(_ c: MergeCandidate) {
+        items.append(c)
+        var i = items.count - 1
+        while i > 0 {
+            let parent = (i - 1) / 2
+            if items[parent].key <= items[i].key { break }
+            items.swapAt(parent, i)
+            i = parent
+        }
+    }
+
+    mutating func pop() -> MergeCandidate? {
+        guard let top = items.first else { return nil }
+        let last = items.removeLast()
+        if !items.isEmpty {
+            items[0] = last
+            var i = 0
+            let n = items.count
+            while true {
+                let l = 2 * i + 1, r = l + 1
+                var m = i
+                if l < n && items[l].key < items[m].key { m = l }
+                if r < n && items[r].key < items[m].key { m = r }
+                if m == i { break }
+                items.swapAt(m, i)
+                i = m
+            }
+        }
+        return top
+    }
+}
+
+/// Reusable buffers for one BPE run.
+struct BPEWorkspace {
+    var ids: [Int32] = []
+    var scalars: [UInt32] = []
+    var prev: [Int32] = []
+    var next: [Int32] = []
+    var heap = CandidateHeap()
+    var bytes: [UInt8] = []
+}
+
+extension GemmaTokenizer {
+    @inline(__always)
+    func initialID(_ scalar: UInt32) -> Int32 {
+        if scalar < 0x10000 { return bmpIDs[Int(scalar)] }
+        return model.scalarIDs[scalar] ?? -1
+    }
+
+    /// Encodes one pre-tokenised word (normalised scalars) with BPE merges and byte fallback.
+    func bpe(_ word: ArraySlice<UInt32>, into out: inout [Int32], workspace w: inout BPEWorkspace) {
+        let n = word.count
+        if n == 0 { return }
+        if model.ignoreMerges, n > 1 {
+            var s = String.UnicodeScalarView()
+            for v in word { if let u = Unicode.Scalar(v) { s.append(u) } }
+            if let id = model.vocabLookup[String(s)] { out.append(id); return }
+        }
+        w.ids.removeAll(keepingCapacity: true)
+        w.scalars.removeAll(keepingCapacity: true)
+        w.prev.removeAll(keepingCapacity: true)
+        w.next.removeAll(keepingCapacity: true)
+        w.heap.items.removeAll(keepingCapacity: true)
+        var i: Int32 = 0
+        for v in word {
+            w.ids.append(initialID(v))
+            w.scalars.append(v)
+            w.prev.append(i - 1)
+            w.next.append(i + 1 < Int32(n) ? i + 1 : -1)
+            i += 1
+        }
+        let merges = model.merges
+        @inline(__always) func consider(_ left: Int32, _ right: Int32, _ w: inout BPEWorkspace) {
+            let l = w.ids[Int(left)], r = w.ids[Int(right)]
+            guard l >= 0, r >= 0 else { return }
+            let key = UInt64(UInt32(bitPattern: l)) << 32 | UInt64(UInt32(bitPattern: r))
+            guard let value = merges[key] else { return }
+            w.heap.push(MergeCandidate(
+                key: (value >> 32) << 32 | UInt64(UInt32(bitPattern: left)), right: right,
+                merged: Int32(truncatingIfNeeded: value & 0xFFFF_FFFF), leftID: l, rightID: r))
+        }
+        if n > 1 && !merges.isEmpty {
+            for j in 0..<(Int32(n) - 1) { consider(j, j + 1, &w) }
+            while let c = w.heap.pop() {
+                let left = Int(c.key & 0xFFFF_FFFF), right = Int(c.right)
+                guard w.ids[left] == c.leftID, w.next[left] == c.right, w.ids[right] == c.rightID else { continue }
+                w.ids[left] = c.merged
+                w.ids[right] = -2
+                let after = w.next[right]
+                w.next[left] = after
+                if after >= 0 { w.prev[Int(after)] = Int32(left) }
+                let before = w.prev[left]
+                if before >= 0 { consider(before, Int32(left), &w) }
+                if after >= 0 { consider(Int32(left), after, &w) }
+            }
+        }
+        var k: Int32 = 0
+        while k >= 0 {
+            let id = w.ids[Int(k)]
+            if id >= 0 {
+                out.append(id)
+            } else {
+                appendUnknown(w.scalars[Int(k)], into: &out, bytes: &w.bytes)
+            }
+            k = w.next[Int(k)]
+        }
+    }
+
+    @inline(__always)
+    func appendUnknown(_ scalar: UInt32, into out: inout [Int32], bytes: inout [UInt8]) {
+        if model.byteFallback {
+            bytes.removeAll(keepingCapacity: true)
+            appendUTF8(scalar, to: &bytes)
+            if bytes.allSatisfy({ byteIDTable[Int($0)] >= 0 }) {
+                for b in bytes { out.append(byteIDTable[Int(b)]) }
+                return
+            }
+        }
+        if let unk = model.unkID {
+            // Without byte fallback consecutive unknowns fuse into one <unk> (fuse_unk).
+            if !model.byteFallback, out.last == unk { return }
+            out.append(unk)
+        }
+    }
+}
