@@ -1,0 +1,164 @@
+import Foundation
+import XCTest
+
+@testable import GemmaTokenizer
+
+/// Compares the Swift tokenizer with the Hugging Face reference recorded in Tests/Fixtures/tokenizer.
+final class ReferenceTests: XCTestCase {
+    func testSpecialIDs() {
+        let meta = Fixtures.cases.meta
+        for (name, t) in Fixtures.tokenizers {
+            XCTAssertEqual(t.bosID, meta.bos, name)
+            XCTAssertEqual(t.eosID, meta.eos, name)
+            XCTAssertEqual(t.padID, meta.pad, name)
+            XCTAssertEqual(t.unknownID, meta.unk, name)
+            XCTAssertEqual(t.imageTokenID, meta.image_id, name)
+            XCTAssertEqual(t.vocabularySize, meta.vocab_size_json, name)
+            XCTAssertEqual(t.id(for: "<loc0000>"), Int32(meta.vocab_size_model - 1152), name)
+            XCTAssertEqual(t.id(for: "<seg127>"), Int32(meta.vocab_size_model - 1), name)
+            XCTAssertEqual(t.piece(for: t.imageTokenID), "<image>", name)
+            XCTAssertNil(t.piece(for: -1), name)
+            XCTAssertNil(t.piece(for: Int32(t.vocabularySize)), name)
+            XCTAssertTrue(t.isSpecial(t.bosID) && t.isSpecial(t.imageTokenID), name)
+            XCTAssertFalse(t.isSpecial(t.id(for: "<loc0123>")!), name)
+        }
+    }
+
+    func testCorpusSize() {
+        XCTAssertGreaterThanOrEqual(Fixtures.cases.cases.count, 2000)
+    }
+
+    func testEncodeMatchesReference() {
+        for (name, t) in Fixtures.tokenizers {
+            var failures = 0
+            for c in Fixtures.cases.cases {
+                let ids = t.encode(c.text)
+                if ids != c.ids {
+                    failures += 1
+                    if failures <= 10 { XCTFail("\(name): \(show(c.text)): got \(ids), want \(c.ids)") }
+                }
+            }
+            XCTAssertEqual(failures, 0, "\(name): \(failures) of \(Fixtures.cases.cases.count) strings differ")
+        }
+    }
+
+    func testAddBOS() {
+        XCTAssertEqual(Fixtures.fromJSON.encode("hello", addBOS: true), [Fixtures.fromJSON.bosID] + Fixtures.fromJSON.encode("hello"))
+        XCTAssertEqual(Fixtures.fromJSON.encode(""), [])
+    }
+
+    func testDecodeMatchesReference() {
+        for (name, t) in Fixtures.tokenizers {
+            var failures = 0
+            for c in Fixtures.cases.cases {
+                let skip = t.decode(c.ids, skipSpecialTokens: true)
+                let raw = t.decode(c.ids, skipSpecialTokens: false)
+                if skip != (c.decoded ?? c.text) || raw != (c.decoded_raw ?? c.text) {
+                    failures += 1
+                    if failures <= 10 { XCTFail("\(name): decode \(c.ids): got \(show(skip)) / \(show(raw))") }
+                }
+            }
+            for c in Fixtures.decodeCases {
+                let skip = t.decode(c.ids, skipSpecialTokens: true)
+                let raw = t.decode(c.ids, skipSpecialTokens: false)
+                if skip != c.decoded || raw != c.decoded_raw {
+                    failures += 1
+                    if failures <= 10 {
+                        XCTFail("\(name): decode \(c.ids): got \(show(skip)) / \(show(raw)), want \(show(c.decoded)) / \(show(c.decoded_raw))")
+                    }
+                }
+            }
+            XCTAssertEqual(failures, 0, name)
+        }
+    }
+
+    func testRoundTripWhereReferenceRoundTrips() {
+        var checked = 0
+        for (name, t) in Fixtures.tokenizers {
+            for c in Fixtures.cases.cases where c.decoded_raw == nil {
+                XCTAssertEqual(t.decode(t.encode(c.text), skipSpecialTokens: false), c.text, "\(name): \(show(c.text))")
+                checked += 1
+            }
+        }
+        XCTAssertGreaterThan(checked, 4000)
+    }
+
+    func testPiecesMatchReference() {
+        let t = Fixtures.fromJSON
+        for c in Fixtures.decodeCases {
+            XCTAssertEqual(t.pieces(for: c.ids).map { $0 ?? "?" }, c.pieces)
+        }
+        // The SentencePiece model names byte pieces <0xNN> where the export may rename one (tab).
+        for c in Fixtures.decodeCases {
+            let pieces = Fixtures.fromModel.pieces(for: c.ids).map { $0 ?? "?" }
+            for (p, want) in zip(pieces, c.pieces) where p != want {
+                XCTAssertEqual(byteValue(ofPiece: p).map { String(UnicodeScalar($0)) }, want)
+            }
+        }
+    }
+
+    func testPromptsMatchProcessor() {
+        for (name, t) in Fixtures.tokenizers {
+            for p in Fixtures.prompts {
+                let prompt = t.paliGemmaPrompt(prefix: p.prefix, imageTokens: p.image_tokens, suffix: p.suffix)
+                XCTAssertEqual(prompt.ids, p.ids, "\(name): \(show(p.prefix)) / \(p.suffix.map(show) ?? "nil")")
+                XCTAssertEqual(prompt.tokenTypes, p.token_types, "\(name): \(show(p.prefix))")
+                XCTAssertEqual(prompt.imageTokenCount, p.image_tokens)
+                XCTAssertEqual(prompt.ids.prefix(p.image_tokens + 1).last, t.bosID)
+            }
+        }
+    }
+
+    func testStreamingDecoderEqualsFullDecode() {
+        let sequences = Fixtures.decodeCases.map(\.ids) + Fixtures.cases.cases.map(\.ids)
+        for (name, t) in Fixtures.tokenizers {
+            for skip in [true, false] {
+                for ids in sequences {
+                    var d = t.streamingDecoder(skipSpecialTokens: skip)
+                    var text = ""
+                    for id in ids {
+                        let chunk = d.append(id)
+                        // Each chunk is well-formed text on its own: re-validating its bytes changes nothing.
+                        XCTAssertEqual(String(validating: Array(chunk.utf8), as: UTF8.self), chunk)
+                        text += chunk
+                    }
+                    text += d.finish()
+                    XCTAssertFalse(d.hasPendingBytes)
+                    XCTAssertEqual(text, t.decode(ids, skipSpecialTokens: skip), "\(name) skip=\(skip): \(ids)")
+                }
+            }
+        }
+    }
+
+    func testStreamingHoldsByteRuns() {
+        let t = Fixtures.fromJSON
+        let bytes = Array("😀".utf8).map { t.id(for: String(format: "<0x%02X>", $0))! }
+        var d = t.streamingDecoder()
+        for id in bytes { XCTAssertEqual(d.append(id), "") }
+        XCTAssertTrue(d.hasPendingBytes)
+        XCTAssertEqual(d.append(t.id(for: "<loc0001>")!), "😀<loc0001>")
+        XCTAssertEqual(d.append(bytes[0]), "")
+        XCTAssertEqual(d.finish(), "\u{FFFD}")
+    }
+
+    func testLoadDirectoryPrefersJSON() throws {
+        let t = try GemmaTokenizer.load(directory: Fixtures.directory)
+        XCTAssertEqual(t.encode("hello <loc0001> world"), Fixtures.fromJSON.encode("hello <loc0001> world"))
+
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("gemma-tok-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        XCTAssertThrowsError(try GemmaTokenizer.load(directory: dir)) { error in
+            guard case TokenizerError.noTokenizerFile = error else { return XCTFail("\(error)") }
+        }
+        try FileManager.default.copyItem(at: Fixtures.modelURL, to: dir.appendingPathComponent("tokenizer.model"))
+        XCTAssertEqual(try GemmaTokenizer.load(directory: dir).encode("caption en"),
+                       Fixtures.fromModel.encode("caption en"))
+        // A broken tokenizer.json next to a good tokenizer.model: the JSON is the one read.
+        try Data("{".utf8).write(to: dir.appendingPathComponent("tokenizer.json"))
+        XCTAssertThrowsError(try GemmaTokenizer.load(directory: dir)) { error in
+            guard case TokenizerError.malformedJSON(let file, _) = error else { return XCTFail("\(error)") }
+            XCTAssertTrue(file.hasSuffix("tokenizer.json"))
+        }
+    }
+}
