@@ -101,6 +101,10 @@ extension TokenizerModel {
         }
 
         let count = (byID.keys.max() ?? -1) + 1
+        guard count <= 2 * byID.count + 1024 else {
+            throw TokenizerError.invalidVocabulary(
+                file: file, reason: "ids go up to \(count - 1) but only \(byID.count) pieces are defined")
+        }
         var pieces = [String?](repeating: nil, count: count)
         for (id, p) in byID { pieces[id] = p }
         var special = [Bool](repeating: false, count: count)
