@@ -61,10 +61,36 @@ extension GemmaTokenizer {
         return model.scalarIDs[scalar] ?? -1
     }
 
+    /// Runs BPE separately on the chunks between scalar boundaries no merge can ever cross (exact, and
+    /// keeps the merge queue small for long inputs).
+    func bpeInChunks(_ word: ArraySlice<UInt32>, into out: inout [Int32], workspace w: inout BPEWorkspace) {
+        if model.ignoreMerges || word.count < 2 {
+            bpe(word, into: &out, workspace: &w)
+            return
+        }
+        var start = word.startIndex
+        var previous = word[start]
+        for i in (word.startIndex + 1)..<word.endIndex {
+            let current = word[i]
+            if joinableScalars.value(left: Int32(bitPattern: previous), right: Int32(bitPattern: current)) == nil {
+                bpe(word[start..<i], into: &out, workspace: &w)
+                start = i
+            }
+            previous = current
+        }
+        bpe(word[start..<word.endIndex], into: &out, workspace: &w)
+    }
+
     /// Encodes one pre-tokenised word (normalised scalars) with BPE merges and byte fallback.
     func bpe(_ word: ArraySlice<UInt32>, into out: inout [Int32], workspace w: inout BPEWorkspace) {
         let n = word.count
         if n == 0 { return }
+        if n == 1 {
+            let v = word[word.startIndex]
+            let id = initialID(v)
+            if id >= 0 { out.append(id) } else { appendUnknown(v, into: &out, bytes: &w.bytes) }
+            return
+        }
         if model.ignoreMerges, n > 1 {
             var s = String.UnicodeScalarView()
             for v in word { if let u = Unicode.Scalar(v) { s.append(u) } }
@@ -83,12 +109,10 @@ extension GemmaTokenizer {
             w.next.append(i + 1 < Int32(n) ? i + 1 : -1)
             i += 1
         }
-        let merges = model.merges
+        let merges = mergeTable
         @inline(__always) func consider(_ left: Int32, _ right: Int32, _ w: inout BPEWorkspace) {
             let l = w.ids[Int(left)], r = w.ids[Int(right)]
-            guard l >= 0, r >= 0 else { return }
-            let key = UInt64(UInt32(bitPattern: l)) << 32 | UInt64(UInt32(bitPattern: r))
-            guard let value = merges[key] else { return }
+            guard l >= 0, r >= 0, let value = merges.value(left: l, right: r) else { return }
             w.heap.push(MergeCandidate(
                 key: (value >> 32) << 32 | UInt64(UInt32(bitPattern: left)), right: right,
                 merged: Int32(truncatingIfNeeded: value & 0xFFFF_FFFF), leftID: l, rightID: r))

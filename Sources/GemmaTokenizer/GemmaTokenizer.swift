@@ -17,6 +17,8 @@ public final class GemmaTokenizer: Sendable {
     /// UTF-8 text each id decodes to (with `▁` replaced by a space).
     let decodedPieces: [[UInt8]]
     let trie: AddedTokenTrie
+    let mergeTable: MergeTable
+    let joinableScalars: MergeTable
 
     /// The id of `<bos>`, which starts every PaliGemma prompt.
     public let bosID: Int32
@@ -92,6 +94,17 @@ public final class GemmaTokenizer: Sendable {
         byteValues = values
         decodedPieces = decoded
         trie = AddedTokenTrie(model.addedTokens)
+        mergeTable = MergeTable(model.merges)
+        // Scalar pairs that some merge could join; text splits into independent chunks everywhere else.
+        var joinable: [UInt64: UInt64] = [:]
+        for key in model.merges.keys {
+            let l = Int(key >> 32), r = Int(key & 0xFFFF_FFFF)
+            guard l < model.pieces.count, r < model.pieces.count,
+                let a = model.pieces[l]?.unicodeScalars.last, let b = model.pieces[r]?.unicodeScalars.first
+            else { continue }
+            joinable[UInt64(a.value) << 32 | UInt64(b.value)] = 1
+        }
+        joinableScalars = MergeTable(joinable)
         func required(_ piece: String) throws -> Int32 {
             guard let id = model.vocabLookup[piece] else {
                 throw TokenizerError.missingField(file: file, field: "piece \(piece)")
@@ -191,11 +204,11 @@ public final class GemmaTokenizer: Sendable {
             scalars.append(v)
         }
         if fast {
-            bpe(scalars[...], into: &out, workspace: &w)
+            bpeInChunks(scalars[...], into: &out, workspace: &w)
             return
         }
         for word in GemmaTokenizer.preTokenize(GemmaTokenizer.normalize(scalars, norm), norm.splitSteps) {
-            bpe(word, into: &out, workspace: &w)
+            bpeInChunks(word, into: &out, workspace: &w)
         }
     }
 

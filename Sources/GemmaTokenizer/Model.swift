@@ -113,3 +113,48 @@ func scoreRankedMerges(targets: [(piece: String, id: Int32, score: Float)], look
     }
     return merges
 }
+
+/// An open-addressing hash map from (left id, right id) to (rank << 32 | merged id), faster than
+/// `Dictionary` on the encoder's hot path.
+struct MergeTable: Sendable {
+    private var keys: [UInt64]
+    private var values: [UInt64]
+    private let mask: Int
+    private let shift: UInt64
+    let isEmpty: Bool
+    private static let empty = UInt64.max
+
+    init(_ merges: [UInt64: UInt64]) {
+        var capacity = 16
+        var bits: UInt64 = 4
+        while capacity < merges.count * 2 { capacity <<= 1; bits += 1 }
+        keys = [UInt64](repeating: Self.empty, count: capacity)
+        values = [UInt64](repeating: 0, count: capacity)
+        mask = capacity - 1
+        shift = 64 - bits
+        isEmpty = merges.isEmpty
+        for (k, v) in merges {
+            var i = slot(k)
+            while keys[i] != Self.empty { i = (i + 1) & mask }
+            keys[i] = k
+            values[i] = v
+        }
+    }
+
+    @inline(__always)
+    private func slot(_ key: UInt64) -> Int { Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> shift) }
+
+    @inline(__always)
+    func value(left: Int32, right: Int32) -> UInt64? {
+        let key = UInt64(UInt32(bitPattern: left)) << 32 | UInt64(UInt32(bitPattern: right))
+        return keys.withUnsafeBufferPointer { k in
+            var i = slot(key)
+            while true {
+                let found = k[i]
+                if found == key { return values[i] }
+                if found == Self.empty { return nil }
+                i = (i + 1) & mask
+            }
+        }
+    }
+}
