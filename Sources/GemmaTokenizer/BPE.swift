@@ -96,6 +96,10 @@ extension GemmaTokenizer {
             for v in word { if let u = Unicode.Scalar(v) { s.append(u) } }
             if let id = model.vocabLookup[String(s)] { out.append(id); return }
         }
+        if n <= 48 {
+            smallBPE(word, into: &out, workspace: &w)
+            return
+        }
         w.ids.removeAll(keepingCapacity: true)
         w.scalars.removeAll(keepingCapacity: true)
         w.prev.removeAll(keepingCapacity: true)
@@ -141,6 +145,55 @@ extension GemmaTokenizer {
                 appendUnknown(w.scalars[Int(k)], into: &out, bytes: &w.bytes)
             }
             k = w.next[Int(k)]
+        }
+    }
+
+    /// The same merge order for short words by rescanning a compact array (faster than a heap there):
+    /// the lowest rank merges first, the leftmost on ties.
+    func smallBPE(_ word: ArraySlice<UInt32>, into out: inout [Int32], workspace w: inout BPEWorkspace) {
+        var n = word.count
+        w.ids.removeAll(keepingCapacity: true)
+        w.scalars.removeAll(keepingCapacity: true)
+        for v in word {
+            w.ids.append(initialID(v))
+            w.scalars.append(v)
+        }
+        let merges = mergeTable
+        w.ids.withUnsafeMutableBufferPointer { ids in
+            w.scalars.withUnsafeMutableBufferPointer { scalars in
+                @inline(__always) func pairValue(_ i: Int) -> UInt64 {
+                    let l = ids[i], r = ids[i + 1]
+                    guard l >= 0, r >= 0, let v = merges.value(left: l, right: r) else { return .max }
+                    return v
+                }
+                withUnsafeTemporaryAllocation(of: UInt64.self, capacity: n) { ranks in
+                for i in 0..<(n - 1) { ranks[i] = pairValue(i) }
+                ranks[n - 1] = .max
+                while n > 1 {
+                    var best = 0
+                    var bestRank = ranks[0] >> 32
+                    for i in 1..<(n - 1) where ranks[i] >> 32 < bestRank {
+                        best = i
+                        bestRank = ranks[i] >> 32
+                    }
+                    if ranks[best] == .max { break }
+                    ids[best] = Int32(truncatingIfNeeded: ranks[best] & 0xFFFF_FFFF)
+                    for j in (best + 1)..<(n - 1) {
+                        ids[j] = ids[j + 1]
+                        scalars[j] = scalars[j + 1]
+                        ranks[j] = ranks[j + 1]
+                    }
+                    n -= 1
+                    ranks[n - 1] = .max
+                    if best + 1 < n { ranks[best] = pairValue(best) } else { ranks[best] = .max }
+                    if best > 0 { ranks[best - 1] = pairValue(best - 1) }
+                }
+                }
+            }
+        }
+        for k in 0..<n {
+            let id = w.ids[k]
+            if id >= 0 { out.append(id) } else { appendUnknown(w.scalars[k], into: &out, bytes: &w.bytes) }
         }
     }
 

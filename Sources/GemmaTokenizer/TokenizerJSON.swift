@@ -204,6 +204,16 @@ extension TokenizerModel {
         }
         try normalizer(root["normalizer"])
         try preTokenizer(root["pre_tokenizer"])
+        // transformers' Gemma export splits on " " after the normaliser has replaced every " " with "▁":
+        // that split never fires, so drop it (and keep the fast path).
+        let spacesGone = norm.replacements.contains { $0.from == [0x20] }
+            && !norm.replacements.contains { $0.to.contains(0x20) } && !norm.prependEachSegment.contains(0x20)
+        if spacesGone {
+            norm.splitSteps.removeAll {
+                if case .literal(let pattern, _) = $0, pattern.contains(0x20) { return true }
+                return false
+            }
+        }
         return norm
     }
 }

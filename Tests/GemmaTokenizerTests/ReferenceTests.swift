@@ -162,3 +162,34 @@ final class ReferenceTests: XCTestCase {
         }
     }
 }
+
+/// The three merge strategies (heap, compact rescan, independent chunks) must agree exactly.
+final class MergeStrategyTests: XCTestCase {
+    func testHeapRescanAndChunksAgree() {
+        var rng = SplitMix(seed: 7)
+        let texts = Fixtures.cases.cases.map(\.text).filter { !$0.isEmpty }
+        for (name, t) in Fixtures.tokenizers {
+            var w = BPEWorkspace()
+            for _ in 0..<150 {
+                var s = ""
+                while s.unicodeScalars.count < 60 { s += texts[Int(rng.next() % UInt64(texts.count))] }
+                let word = s.unicodeScalars.map { $0.value == 0x20 ? 0x2581 : $0.value }
+                var heap: [Int32] = [], small: [Int32] = [], chunks: [Int32] = []
+                t.bpe(word[...], into: &heap, workspace: &w)  // > 48 scalars: heap
+                t.smallBPE(word[...], into: &small, workspace: &w)
+                t.bpeInChunks(word[...], into: &chunks, workspace: &w)
+                XCTAssertEqual(heap, small, "\(name): \(show(s))")
+                XCTAssertEqual(heap, chunks, "\(name): \(show(s))")
+            }
+        }
+    }
+
+    func testLongInputs() {
+        let t = Fixtures.fromJSON
+        let long = String(repeating: "the quick brown fox 日本語 😀 <loc0001>  \t\n", count: 2000)
+        let ids = t.encode(long)
+        XCTAssertEqual(t.decode(ids, skipSpecialTokens: false), long)
+        let spaces = String(repeating: " ", count: 5000) + String(repeating: "ab", count: 5000)
+        XCTAssertEqual(t.decode(t.encode(spaces)), spaces)
+    }
+}
