@@ -221,7 +221,9 @@ extension TokenizerModel {
             }
             lookup[p.piece] = id
             pieces.append(p.piece)
-            special.append(p.type == .control || p.type == .unknown)
+            // <locDDDD>/<segDDD> stay in decoded text whatever their piece type (the processor adds them
+            // as ordinary added tokens), so task parsers can read them.
+            special.append((p.type == .control || p.type == .unknown) && !isLocationOrSegmentToken(p.piece))
             switch p.type {
             case .control, .unknown:
                 added[p.piece] = id
@@ -261,4 +263,13 @@ extension TokenizerModel {
         }
         self.normalization = norm
     }
+}
+
+/// Whether a piece is one of PaliGemma's `<locDDDD>` or `<segDDD>` tokens.
+func isLocationOrSegmentToken(_ piece: String) -> Bool {
+    let u = Array(piece.utf8)
+    func digits(_ r: Range<Int>) -> Bool { r.allSatisfy { u[$0] >= 0x30 && u[$0] <= 0x39 } }
+    if u.count == 9, piece.hasPrefix("<loc"), u[8] == 0x3E { return digits(4..<8) }
+    if u.count == 8, piece.hasPrefix("<seg"), u[7] == 0x3E { return digits(4..<7) }
+    return false
 }

@@ -24,6 +24,12 @@ final class ReferenceTests: XCTestCase {
         }
     }
 
+    func testLocationTokenNames() {
+        XCTAssertTrue(isLocationOrSegmentToken("<loc0000>") && isLocationOrSegmentToken("<seg127>"))
+        XCTAssertFalse(isLocationOrSegmentToken("<loc000>") || isLocationOrSegmentToken("<seg12a>")
+            || isLocationOrSegmentToken("<image>") || isLocationOrSegmentToken("<loc00000>"))
+    }
+
     func testCorpusSize() {
         XCTAssertGreaterThanOrEqual(Fixtures.cases.cases.count, 2000)
     }
