@@ -239,7 +239,7 @@ public final class GemmaTokenizer: Sendable {
 
     /// Appends a byte run: its UTF-8 text when valid, else one U+FFFD per byte (Hugging Face ByteFallback).
     static func flush(_ run: inout [UInt8], into out: inout [UInt8]) {
-        if String(validating: run, as: UTF8.self) != nil {
+        if isValidUTF8(run) {
             out.append(contentsOf: run)
         } else {
             for _ in run { out.append(contentsOf: [0xEF, 0xBF, 0xBD]) }

@@ -158,3 +158,29 @@ struct MergeTable: Sendable {
         }
     }
 }
+
+/// Whether bytes are well-formed UTF-8 (no overlongs, surrogates or values above U+10FFFF), the same
+/// test Rust's `String::from_utf8` applies in the reference decoder. (`String(validating:)` needs macOS 15.)
+func isValidUTF8<C: Collection>(_ bytes: C) -> Bool where C.Element == UInt8 {
+    var it = bytes.makeIterator()
+    while let b0 = it.next() {
+        if b0 < 0x80 { continue }
+        let need: Int
+        var lo: UInt8 = 0x80, hi: UInt8 = 0xBF
+        switch b0 {
+        case 0xC2...0xDF: need = 1
+        case 0xE0: need = 2; lo = 0xA0
+        case 0xE1...0xEC, 0xEE...0xEF: need = 2
+        case 0xED: need = 2; hi = 0x9F
+        case 0xF0: need = 3; lo = 0x90
+        case 0xF1...0xF3: need = 3
+        case 0xF4: need = 3; hi = 0x8F
+        default: return false
+        }
+        for k in 0..<need {
+            guard let b = it.next() else { return false }
+            if k == 0 { guard b >= lo && b <= hi else { return false } } else { guard b & 0xC0 == 0x80 else { return false } }
+        }
+    }
+    return true
+}

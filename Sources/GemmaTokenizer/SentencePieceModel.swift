@@ -73,10 +73,10 @@ struct ProtobufReader {
     }
 
     func string(_ r: Range<Int>) throws -> String {
-        guard let s = String(validating: bytes[r], as: UTF8.self) else {
+        guard isValidUTF8(bytes[r]) else {
             throw Failure(offset: r.lowerBound, reason: "string is not valid UTF-8")
         }
-        return s
+        return String(decoding: bytes[r], as: UTF8.self)
     }
 
     /// Reads a varint field after checking its wire type.

@@ -30,6 +30,19 @@ final class ReferenceTests: XCTestCase {
             || isLocationOrSegmentToken("<image>") || isLocationOrSegmentToken("<loc00000>"))
     }
 
+    func testUTF8Validator() {
+        var rng = SplitMix(seed: 3)
+        for _ in 0..<20000 {
+            let bytes = (0..<Int(rng.next() % 6)).map { _ in UInt8(truncatingIfNeeded: rng.next() | (rng.next() % 3 == 0 ? 0x80 : 0)) }
+            let swiftValid = String(decoding: bytes, as: UTF8.self).utf8.elementsEqual(bytes)
+            XCTAssertEqual(isValidUTF8(bytes), swiftValid, "\(bytes)")
+        }
+        XCTAssertFalse(isValidUTF8([0xED, 0xA0, 0x80]))  // surrogate
+        XCTAssertFalse(isValidUTF8([0xC0, 0x80]))  // overlong
+        XCTAssertFalse(isValidUTF8([0xF4, 0x90, 0x80, 0x80]))  // above U+10FFFF
+        XCTAssertTrue(isValidUTF8(Array("é日😀".utf8)))
+    }
+
     func testCorpusSize() {
         XCTAssertGreaterThanOrEqual(Fixtures.cases.cases.count, 2000)
     }
@@ -125,7 +138,7 @@ final class ReferenceTests: XCTestCase {
                     for id in ids {
                         let chunk = d.append(id)
                         // Each chunk is well-formed text on its own: re-validating its bytes changes nothing.
-                        XCTAssertEqual(String(validating: Array(chunk.utf8), as: UTF8.self), chunk)
+                        XCTAssertTrue(isValidUTF8(Array(chunk.utf8)))
                         text += chunk
                     }
                     text += d.finish()
