@@ -98,13 +98,13 @@ func scoreRankedMerges(targets: [(piece: String, id: Int32, score: Float)], look
     for (i, s) in distinct.enumerated() { rankOf[s] = UInt64(i) }
     var merges = [UInt64: UInt64](minimumCapacity: targets.count * 2)
     for t in targets {
-        let scalars = Array(t.piece.unicodeScalars)
-        guard scalars.count >= 2 else { continue }
+        let view = t.piece.unicodeScalars
+        guard view.count >= 2 else { continue }
         let rank = rankOf[t.score] ?? 0
-        for cut in 1..<scalars.count {
-            var left = String.UnicodeScalarView(); left.append(contentsOf: scalars[..<cut])
-            var right = String.UnicodeScalarView(); right.append(contentsOf: scalars[cut...])
-            guard let l = lookup[String(left)], let r = lookup[String(right)] else { continue }
+        var cut = view.index(after: view.startIndex)
+        while cut < view.endIndex {
+            defer { cut = view.index(after: cut) }
+            guard let l = lookup[String(view[..<cut])], let r = lookup[String(view[cut...])] else { continue }
             let key = UInt64(UInt32(bitPattern: l)) << 32 | UInt64(UInt32(bitPattern: r))
             let value = rank << 32 | UInt64(UInt32(bitPattern: t.id))
             if let old = merges[key], old <= value { continue }
