@@ -7,16 +7,37 @@ import Foundation
 /// (every decode step) allocate nothing.
 public final class FastBackend: ComputeBackend, @unchecked Sendable {
     public let threads: Int
+    /// Prefill products with bf16 weights round activations to bf16 and use the CPU's bf16 dot
+    /// products (as PyTorch does in bfloat16); false keeps float32 activations (half the speed).
+    public let bf16Products: Bool
     private var scratch: [UnsafeMutablePointer<Float>] = []
+    private var shared = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
+    private var sharedBytes = 64
     private var scratchFloats = 0
     private let lock = NSLock()
 
     /// - Parameter threads: worker threads (default: every core).
-    public init(threads: Int? = nil) {
+    public init(threads: Int? = nil, bf16Products: Bool = true) {
         self.threads = max(1, threads ?? ProcessInfo.processInfo.activeProcessorCount)
+        self.bf16Products = bf16Products
     }
 
-    deinit { scratch.forEach { $0.deallocate() } }
+    deinit {
+        scratch.forEach { $0.deallocate() }
+        shared.deallocate()
+    }
+
+    /// One buffer shared by all workers (inputs prepared before a parallel region), grown on demand.
+    private func sharedBuffer(bytes: Int) -> UnsafeMutableRawPointer {
+        lock.lock()
+        defer { lock.unlock() }
+        if bytes > sharedBytes {
+            shared.deallocate()
+            sharedBytes = bytes
+            shared = .allocate(byteCount: bytes, alignment: 64)
+        }
+        return shared
+    }
 
     public var name: String { ck_has_avx512() != 0 ? "fast (avx512, \(threads) threads)" : "fast (portable, \(threads) threads)" }
 
@@ -51,6 +72,10 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
         precondition(bias == nil || bias!.count == weight.rows, "bias length mismatch")
         out.setRows(x.rows)
         let k = weight.columns
+        if weight.format == .bf16 && (x.rows == 1 || (bf16Products && ck_has_avx512_bf16() != 0)) {
+            linearBF16(x, weight, bias: bias, into: out)
+            return
+        }
         let buffers = scratchBuffers(4 * k)
         let xp = x.storage, yp = out.storage, m = x.rows
         // Split output features in multiples of 4 (the micro-kernel's width).
@@ -60,6 +85,30 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
                 let n0 = g0 * 4, n1 = min(weight.rows, g1 * 4)
                 ck_linear(xp, Int64(m), Int64(k), Int64(x.columns), weight.data, weight.format.rawValue, b,
                           yp, Int64(out.columns), Int64(n0), Int64(n1), buffers[w])
+            }
+        }
+        if let bias { bias.withUnsafeBufferPointer { run($0.baseAddress) } } else { run(nil) }
+    }
+
+    /// bf16 weights: one row streams the weights once (GEMV); many rows use bf16 dot products.
+    private func linearBF16(_ x: Matrix, _ weight: WeightMatrix, bias: [Float]?, into out: Matrix) {
+        let k = weight.columns, n = weight.rows, m = x.rows
+        let yp = out.storage, ldy = Int64(out.columns)
+        func run(_ b: UnsafePointer<Float>?) {
+            if m == 1 {
+                let xeo = sharedBuffer(bytes: k * 4).assumingMemoryBound(to: Float.self)
+                ck_split_even_odd(x.storage, Int64(k), xeo)
+                // Chunks of 64 rows keep every worker streaming long contiguous runs.
+                parallel((n + 63) / 64, minChunk: 1) { g0, g1, _ in
+                    ck_gemv_bf16(xeo, Int64(k), weight.data, b, yp, Int64(g0 * 64), Int64(min(n, g1 * 64)))
+                }
+            } else {
+                let kp = (k + 31) & ~31
+                let xb = sharedBuffer(bytes: m * kp * 2).assumingMemoryBound(to: UInt16.self)
+                ck_to_bf16_rows(x.storage, Int64(m), Int64(k), Int64(x.columns), xb)
+                parallel((n + 3) / 4, minChunk: 4) { g0, g1, _ in
+                    ck_gemm_bf16(xb, Int64(m), Int64(k), weight.data, b, yp, ldy, Int64(g0 * 4), Int64(min(n, g1 * 4)))
+                }
             }
         }
         if let bias { bias.withUnsafeBufferPointer { run($0.baseAddress) } } else { run(nil) }

@@ -36,14 +36,17 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Where random checkpoints are kept (default: ~/.cache/paligemma/bench).")
     var cacheDir: String?
 
-    @Option(help: "Memory read ceiling in GB/s used for the bandwidth fraction.")
+    @Option(name: .customLong("bandwidth"), help: "Memory read ceiling in GB/s used for the bandwidth fraction.")
     var bandwidthGBs = 49.0
 
-    @Option(help: "Matrix-product ceiling in GFLOP/s used for the compute fraction.")
+    @Option(name: .customLong("peak-gflops"), help: "Matrix-product ceiling in GFLOP/s used for the compute fraction.")
     var peakGFLOPs = 395.0
 
     @Flag(help: "Print one JSON object instead of a table.")
     var json = false
+
+    @Flag(help: "Also print where the time goes, per kernel and phase.")
+    var profile = false
 
     struct Report: Codable {
         var configuration: String
@@ -100,7 +103,9 @@ struct Bench: AsyncParsableCommand {
                 bar.finish()
             }
         }
-        let backend = FastBackend(threads: threads)
+        let fast = FastBackend(threads: threads)
+        let profiler = profile ? ProfilingBackend(fast) : nil
+        let backend: ComputeBackend = profiler ?? fast
         var clock = Stopwatch()
         let m = try PaliGemmaModel(directory: directory, backend: backend)
         let loadSeconds = clock.lap()
@@ -118,10 +123,12 @@ struct Bench: AsyncParsableCommand {
         clock.reset()
         let image = try m.encodeImage(pixels: pixels)
         let imageSeconds = clock.lap()
+        printProfile(profiler, "image encode")
         let session = m.makeSession(maxTokens: prompt.count + decodeTokens + 1)
         status("prefilling \(prompt.count) tokens…")
         var logits = try session.prefill(prompt: prompt, image: image)
         let prefillSeconds = clock.lap()
+        printProfile(profiler, "prefill")
         status("decoding \(decodeTokens) tokens…")
         var token = argmax(logits)
         for _ in 0..<decodeTokens {
@@ -129,12 +136,13 @@ struct Bench: AsyncParsableCommand {
             token = argmax(logits)
         }
         let decodeSeconds = clock.lap()
+        printProfile(profiler, "decode")
 
         let flops = prefixFLOPs(c, promptLength: prompt.count)
         let stepBytes = decodeBytesPerToken(m)
         let decodeRate = decodeTokens > 0 ? Double(decodeTokens) / decodeSeconds : 0
         let report = Report(
-            configuration: name, backend: backend.name, threads: backend.threads, weightFormat: m.weightSummary,
+            configuration: name, backend: backend.name, threads: fast.threads, weightFormat: m.weightSummary,
             weightGB: Double(m.weightBytes) / 1e9, loadSeconds: loadSeconds,
             imageTokens: m.numImageTokens, promptTokens: prompt.count,
             imageEncodeSeconds: imageSeconds, prefillSeconds: prefillSeconds,
@@ -168,6 +176,17 @@ struct Bench: AsyncParsableCommand {
                   report.decodeTokensPerSecond, report.decodeTokens, report.decodeGBPerToken, report.decodeGBs,
                   report.bandwidthFraction * 100, bandwidthGBs, report.peakRSSGB))
         }
+    }
+
+    func printProfile(_ profiler: ProfilingBackend?, _ phase: String) {
+        guard let profiler else { return }
+        let rows = profiler.breakdown
+        let total = rows.reduce(0) { $0 + $1.seconds }
+        status("  \(phase): \(String(format: "%.2f", total)) s in kernels")
+        for r in rows {
+            status(String(format: "    %-20@ %8.3f s %6d calls", r.op as NSString, r.seconds, r.calls))
+        }
+        profiler.reset()
     }
 
     func argmax(_ logits: Matrix) -> Int {

@@ -134,7 +134,8 @@ public final class MappedFile: @unchecked Sendable {
     public let base: UnsafeRawPointer?
     public let count: Int
 
-    public init(path: String) throws {
+    /// - Parameter populate: fault every page in now (one sequential read) rather than on first use.
+    public init(path: String, populate: Bool = false) throws {
         self.path = path
         let fd = open(path, O_RDONLY)
         guard fd >= 0 else {
@@ -153,7 +154,11 @@ public final class MappedFile: @unchecked Sendable {
             base = nil
             return
         }
-        let p = mmap(nil, count, PROT_READ, MAP_PRIVATE, fd, 0)
+        var flags = MAP_PRIVATE
+        #if os(Linux)
+        if populate { flags |= MAP_POPULATE }
+        #endif
+        let p = mmap(nil, count, PROT_READ, flags, fd, 0)
         guard let p, p != MAP_FAILED else {
             throw SafeTensorsError.cannotOpen(file: path, reason: "mmap failed: \(String(cString: strerror(errno)))")
         }
@@ -173,8 +178,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
     public let tensors: [String: TensorInfo]
     private let mapping: MappedFile
 
-    public init(path: String) throws {
-        let map = try MappedFile(path: path)
+    public init(path: String, populate: Bool = false) throws {
+        let map = try MappedFile(path: path, populate: populate)
         mapping = map
         self.path = path
         let file = (path as NSString).lastPathComponent
@@ -317,8 +322,14 @@ public final class SafeTensorsCheckpoint: @unchecked Sendable {
     }
 
     /// Opens the given files as one checkpoint. A tensor name present in two files is an error.
+    /// Files that together fit in half the machine's memory are pre-faulted on open, so the first
+    /// request does not pay for page faults; larger ones are paged in on demand.
     public init(paths: [String]) throws {
-        files = try paths.map { try SafeTensorsFile(path: $0) }
+        let total = paths.reduce(0) { sum, p in
+            sum + ((try? FileManager.default.attributesOfItem(atPath: p)[.size] as? Int) ?? 0)
+        }
+        let populate = Double(total) < 0.5 * Double(ProcessInfo.processInfo.physicalMemory)
+        files = try paths.map { try SafeTensorsFile(path: $0, populate: populate) }
         var merged: [String: TensorInfo] = [:]
         for f in files {
             for (name, info) in f.tensors {

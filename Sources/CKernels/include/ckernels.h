@@ -26,6 +26,23 @@ void ck_linear(const float *x, int64_t M, int64_t K, int64_t ldx,
 /// Converts `count` elements of row `row` of W (row length K) to float32.
 void ck_convert_row(const void *W, int format, int64_t K, int64_t row, float *out);
 
+/// 1 when the CPU has AVX-512 BF16 dot products (and the fast paths are enabled).
+int ck_has_avx512_bf16(void);
+
+/// Reorders x (length K) for ck_gemv_bf16: each 32-chunk becomes its 16 even then 16 odd
+/// elements; the tail past the last full chunk is copied as is.
+void ck_split_even_odd(const float *x, int64_t K, float *out);
+/// y[n] = x · W[n] (+ bias[n]) for n0 <= n < n1, W: N×K bf16, x given split by ck_split_even_odd.
+/// Float32 arithmetic on exactly widened weights; each weight byte is read once.
+void ck_gemv_bf16(const float *xeo, int64_t K, const void *W, const float *bias, float *y, int64_t n0, int64_t n1);
+
+/// Rounds x (M×K, row stride ldx) to bf16 rows padded with zeros to a multiple of 32.
+void ck_to_bf16_rows(const float *x, int64_t M, int64_t K, int64_t ldx, uint16_t *out);
+/// y[m, n] = xb[m] · W[n] (+ bias) for all m < M, n0 <= n < n1; xb from ck_to_bf16_rows, W: N×K bf16.
+/// Products of bf16 values accumulated in float32 (the CPU's bf16 dot-product instruction).
+void ck_gemm_bf16(const uint16_t *xb, int64_t M, int64_t K, const void *W, const float *bias, float *y,
+                  int64_t ldy, int64_t n0, int64_t n1);
+
 /// Dot product of two float32 vectors.
 float ck_dot(const float *a, const float *b, int64_t n);
 /// y += a * x
