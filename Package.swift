@@ -16,6 +16,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.19"),
     ],
     targets: [
         // C kernels: each fast routine carries its own target attribute and is picked at run
@@ -34,9 +35,13 @@ let package = Package(
             cSettings: [.unsafeFlags(["-O2"])],
             linkerSettings: [.linkedLibrary("jpeg"), .linkedLibrary("png16"), .linkedLibrary("z"), .linkedLibrary("webp")]),
         .target(name: "Imaging", dependencies: ["CImageShims"], swiftSettings: v5),
+        // big_vision's VQ-VAE mask decoder (reads vae-oid.npz): <seg> codes → 64×64 masks.
+        .target(name: "MaskDecoder", dependencies: ["ZIPFoundation"], swiftSettings: v5),
+        // Hugging Face hub downloads into the standard cache layout.
+        .target(name: "Hub", swiftSettings: v5),
         .target(
             name: "PaliGemma",
-            dependencies: ["Kernels", "SafeTensors", "GemmaTokenizer", "Imaging"],
+            dependencies: ["Kernels", "SafeTensors", "GemmaTokenizer", "Imaging", "MaskDecoder", "Hub"],
             swiftSettings: v5),
         .executableTarget(
             name: "PaliGemmaCLI",
@@ -46,6 +51,8 @@ let package = Package(
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors"], swiftSettings: v5),
         .testTarget(name: "GemmaTokenizerTests", dependencies: ["GemmaTokenizer"], swiftSettings: v5),
         .testTarget(name: "ImagingTests", dependencies: ["Imaging"], swiftSettings: v5),
+        .testTarget(name: "MaskDecoderTests", dependencies: ["MaskDecoder"], swiftSettings: v5),
+        .testTarget(name: "HubTests", dependencies: ["Hub"], swiftSettings: v5),
         .testTarget(name: "PaliGemmaTests", dependencies: ["PaliGemma", "SafeTensors"], swiftSettings: v5),
     ]
 )

@@ -1,0 +1,1 @@
+// MaskDecoder module.

@@ -1,0 +1,3 @@
+import XCTest
+@testable import Hub
+final class HubPlaceholderTests: XCTestCase { func testBuilds() { XCTAssertTrue(true) } }

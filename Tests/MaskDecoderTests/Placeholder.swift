@@ -1,0 +1,3 @@
+import XCTest
+@testable import MaskDecoder
+final class MaskDecoderPlaceholderTests: XCTestCase { func testBuilds() { XCTAssertTrue(true) } }
