@@ -10,6 +10,7 @@ public enum InputError: Error, CustomStringConvertible, Sendable, Equatable {
     case pixelCount(found: Int, expected: Int, imageSize: Int)
     case tooLong(tokens: Int, capacity: Int)
     case empty
+    case option(String)
 
     public var description: String {
         switch self {
@@ -25,6 +26,8 @@ public enum InputError: Error, CustomStringConvertible, Sendable, Equatable {
             return "\(tokens) tokens do not fit the session's capacity of \(capacity); create the session with a larger maxTokens"
         case .empty:
             return "the prompt is empty"
+        case let .option(reason):
+            return reason
         }
     }
 }
@@ -41,7 +44,8 @@ public struct ImageEmbedding: @unchecked Sendable {
 /// ```swift
 /// let model = try PaliGemmaModel(directory: URL(fileURLWithPath: "paligemma2-3b-pt-224"))
 /// let image = try model.encodeImage(pixels: pixels)          // 3×224×224 floats in [-1, 1]
-/// let result = try model.generate(prompt: ids, tokenTypes: types, image: image, maxNewTokens: 32)
+/// let result = try model.generate(prompt: ids, tokenTypes: types, image: image,
+///                                  options: GenerationOptions(maxNewTokens: 32))
 /// ```
 public final class PaliGemmaModel: @unchecked Sendable {
     public let config: PaliGemmaConfig
@@ -106,10 +110,10 @@ public final class PaliGemmaModel: @unchecked Sendable {
     /// Greedy (or custom-sampled) generation from a prompt, stopping at an end-of-sequence token
     /// or after `maxNewTokens`.
     public func generate(prompt: [Int], tokenTypes: [Int]? = nil, image: ImageEmbedding?,
-                         maxNewTokens: Int, stopTokens: Set<Int>? = nil,
+                         options: GenerationOptions = GenerationOptions(), stopTokens: Set<Int>? = nil,
                          keepLogits: Bool = false) throws -> GenerationResult {
-        let session = makeSession(maxTokens: prompt.count + maxNewTokens)
-        return try session.generate(prompt: prompt, tokenTypes: tokenTypes, image: image, maxNewTokens: maxNewTokens,
+        let session = makeSession(maxTokens: prompt.count + options.maxNewTokens)
+        return try session.generate(prompt: prompt, tokenTypes: tokenTypes, image: image, options: options,
                                     stopTokens: stopTokens ?? Set(config.text.eosTokenIDs), keepLogits: keepLogits)
     }
 }
@@ -118,11 +122,15 @@ public final class PaliGemmaModel: @unchecked Sendable {
 public struct GenerationResult: Sendable {
     /// Generated ids, including the stop token when one ended generation.
     public var tokens: [Int]
+    /// Natural-log probability the model gave each token (softmax of its logits).
+    public var logProbs: [Float]
     /// Logits of every step (only when asked for), `tokens.count × vocab`.
     public var logits: [[Float]]
     /// Why generation ended.
     public var finishReason: FinishReason
-    public enum FinishReason: String, Sendable, Codable { case stopToken = "stop", maxTokens = "length" }
+    public enum FinishReason: String, Sendable, Codable {
+        case stopToken = "stop", maxTokens = "length", cancelled = "cancelled"
+    }
 }
 
 /// One sequence being decoded: the KV cache and every activation buffer, allocated once.
@@ -226,24 +234,32 @@ public final class InferenceSession {
         return state.lastLogits
     }
 
-    /// Prefill, then pick tokens with `sampler` (greedy by default) until a stop token or
-    /// `maxNewTokens`.
-    public func generate(prompt: [Int], tokenTypes: [Int]? = nil, image: ImageEmbedding?, maxNewTokens: Int,
-                         stopTokens: Set<Int>, keepLogits: Bool = false,
-                         onToken: ((Int) -> Bool)? = nil) throws -> GenerationResult {
+    /// Prefill, then pick tokens (greedy unless `options` says otherwise) until a stop token or
+    /// `options.maxNewTokens`. `onToken` sees each token as it is picked; returning false stops.
+    public func generate(prompt: [Int], tokenTypes: [Int]? = nil, image: ImageEmbedding?,
+                         options: GenerationOptions = GenerationOptions(), stopTokens: Set<Int>,
+                         keepLogits: Bool = false, onToken: ((Int) -> Bool)? = nil) throws -> GenerationResult {
+        try options.validate()
         reset()
         var logits = try prefill(prompt: prompt, tokenTypes: tokenTypes, image: image, logits: .last)
-        var result = GenerationResult(tokens: [], logits: [], finishReason: .maxTokens)
-        while result.tokens.count < maxNewTokens {
-            let next = Self.argmax(logits)
+        var sampler = Sampler(options: options, vocabularySize: logits.columns)
+        var result = GenerationResult(tokens: [], logProbs: [], logits: [], finishReason: .maxTokens)
+        result.tokens.reserveCapacity(options.maxNewTokens)
+        result.logProbs.reserveCapacity(options.maxNewTokens)
+        while result.tokens.count < options.maxNewTokens {
+            let (next, logProb) = sampler.pick(logits)
             result.tokens.append(next)
+            result.logProbs.append(logProb)
             if keepLogits { result.logits.append(logits.row(0)) }
             if stopTokens.contains(next) {
                 result.finishReason = .stopToken
                 break
             }
-            if let onToken, !onToken(next) { break }
-            if result.tokens.count == maxNewTokens { break }
+            if let onToken, !onToken(next) {
+                result.finishReason = .cancelled
+                break
+            }
+            if result.tokens.count == options.maxNewTokens { break }
             logits = try step(token: next)
         }
         return result

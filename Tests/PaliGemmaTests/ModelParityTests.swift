@@ -37,7 +37,7 @@ final class ModelParityTests: XCTestCase {
 
         let expectedIDs = try ref.ints("greedy_ids")
         let result = try session.generate(prompt: ids, tokenTypes: types, image: image,
-                                          maxNewTokens: expectedIDs.count,
+                                          options: GenerationOptions(maxNewTokens: expectedIDs.count),
                                           stopTokens: Set(model.config.text.eosTokenIDs), keepLogits: true)
         XCTAssertEqual(result.tokens, expectedIDs, "\(name): greedy ids differ from transformers")
         e.greedy = relativeError(result.logits.flatMap { $0 }, try ref.floats("greedy_logits"))

@@ -199,8 +199,72 @@ def generate_all(out_dir: pathlib.Path):
             margin = build_fixture(name, spec, out_dir, seed=1234 + 100 * i + attempt)
             if margin >= need:
                 break
+    build_e2e(out_dir)
 
 
 def generate(out_dir: pathlib.Path):
     """The fixture tool's entry point."""
     generate_all(out_dir)
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end: image file → processor → model → text, with the tokenizer fixture's vocabulary.
+E2E_CASES = [
+    ("inputs/jpeg_baseline.jpg", "caption en"),
+    ("inputs/png_rgba.png", "detect cat ; dog"),
+    ("inputs/jpeg_exif6.jpg", "answer en what is in the image?"),
+]
+
+
+def build_e2e(root: pathlib.Path, seed=777):
+    from PIL import Image, ImageOps
+    from transformers import GemmaTokenizerFast, PaliGemmaProcessor
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+    fixtures = root.parent
+    tok = GemmaTokenizerFast(tokenizer_file=str(fixtures / "tokenizer" / "tokenizer.json"))
+    image_id = tok.convert_tokens_to_ids("<image>")
+    assert image_id is not None and image_id != tok.unk_token_id, "tokenizer fixture lacks <image>"
+    image_processor = SiglipImageProcessorPil(size={"height": 224, "width": 224})
+    image_processor.image_seq_length = 256   # what the hub's preprocessor_config.json carries
+    processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=tok)
+    vocab = (len(tok) + 63) // 64 * 64
+    spec = dict(
+        image_size=224, vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2),
+        text=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16, sliding_window=4096))
+    vision = dict(model_type="siglip_vision_model", patch_size=14, image_size=224, vision_use_head=False, **spec["vision"])
+    text = dict(model_type="gemma2", vocab_size=vocab, **spec["text"])
+    cfg = PaliGemmaConfig(vision_config=vision, text_config=text, image_token_index=image_id, vocab_size=vocab,
+                          projection_dim=64, hidden_size=64)
+    gen = torch.Generator().manual_seed(seed)
+    model = PaliGemmaForConditionalGeneration(cfg).eval()
+    randomize(model, gen)
+    out_dir = root / "e2e"
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    model = PaliGemmaForConditionalGeneration.from_pretrained(out_dir, dtype=torch.float32, attn_implementation="eager").eval()
+
+    cases, tensors = [], {}
+    for i, (image_file, prompt) in enumerate(E2E_CASES):
+        # We apply EXIF orientation (people expect upright photos); transformers' processor does not,
+        # so the reference is given the upright image.
+        image = ImageOps.exif_transpose(Image.open(fixtures / "image" / image_file))
+        inputs = processor(images=image, text=prompt, return_tensors="pt")
+        with torch.no_grad():
+            out = model.generate(**inputs, max_new_tokens=12, do_sample=False, output_logits=True,
+                                 return_dict_in_generate=True)
+        new = out.sequences[0, inputs["input_ids"].shape[1]:].tolist()
+        top2 = torch.stack(out.logits)[:, 0].topk(2, dim=-1).values
+        cases.append({
+            "image": image_file, "prompt": prompt,
+            "input_ids": inputs["input_ids"][0].tolist(), "token_type_ids": inputs["token_type_ids"][0].tolist(),
+            "generated_ids": new, "text": processor.decode(new, skip_special_tokens=True),
+            "min_margin": float((top2[:, 0] - top2[:, 1]).min()),
+        })
+        tensors[f"pixel_values_{i}"] = inputs["pixel_values"][0].float().contiguous()
+    save_file(tensors, str(out_dir / "reference.safetensors"))
+    (out_dir / "reference.json").write_text(json.dumps({"transformers": transformers.__version__, "cases": cases}, indent=1) + "\n")
+    print(f"   e2e: vocab {vocab}, {len(cases)} cases, texts {[c['text'] for c in cases]}")

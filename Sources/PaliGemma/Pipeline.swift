@@ -1,0 +1,213 @@
+import Dispatch
+import Foundation
+import GemmaTokenizer
+import Imaging
+import Kernels
+
+/// An image ready for prompting: its projected features (computed once) and its original size,
+/// which detection and segmentation results are mapped back to.
+public struct EncodedImage: @unchecked Sendable {
+    public let embedding: ImageEmbedding
+    /// Size of the image as given, before resizing to the model's square input.
+    public let width: Int
+    public let height: Int
+    /// Seconds spent in the vision tower and projector.
+    public let seconds: Double
+}
+
+/// What one prompt produced.
+public struct Generation: Codable, Sendable {
+    /// The prompt text (without image tokens).
+    public var prompt: String
+    /// Decoded output, `<loc>`/`<seg>` tokens kept, control tokens dropped.
+    public var text: String
+    /// Generated token ids (the stop token included when one ended generation).
+    public var tokenIDs: [Int]
+    /// Natural-log probability of each generated token.
+    public var tokenLogProbs: [Float]
+    /// "stop" (end of sequence), "length" (max tokens) or "cancelled".
+    public var finishReason: GenerationResult.FinishReason
+    public var timings: Timings
+
+    public struct Timings: Codable, Sendable {
+        /// Vision tower + projector (0 when the image was encoded before).
+        public var imageSeconds: Double
+        public var prefillSeconds: Double
+        public var decodeSeconds: Double
+        public var promptTokens: Int
+        public var generatedTokens: Int
+        public var decodeTokensPerSecond: Double {
+            generatedTokens > 1 ? Double(generatedTokens - 1) / max(decodeSeconds, 1e-9) : 0
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case imageSeconds = "image_seconds", prefillSeconds = "prefill_seconds", decodeSeconds = "decode_seconds"
+            case promptTokens = "prompt_tokens", generatedTokens = "generated_tokens"
+            case decodeTokensPerSecond = "decode_tokens_per_second"
+        }
+
+        public func encode(to encoder: Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(imageSeconds, forKey: .imageSeconds)
+            try c.encode(prefillSeconds, forKey: .prefillSeconds)
+            try c.encode(decodeSeconds, forKey: .decodeSeconds)
+            try c.encode(promptTokens, forKey: .promptTokens)
+            try c.encode(generatedTokens, forKey: .generatedTokens)
+            try c.encode(decodeTokensPerSecond, forKey: .decodeTokensPerSecond)
+        }
+
+        public init(from decoder: Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            imageSeconds = try c.decode(Double.self, forKey: .imageSeconds)
+            prefillSeconds = try c.decode(Double.self, forKey: .prefillSeconds)
+            decodeSeconds = try c.decode(Double.self, forKey: .decodeSeconds)
+            promptTokens = try c.decode(Int.self, forKey: .promptTokens)
+            generatedTokens = try c.decode(Int.self, forKey: .generatedTokens)
+        }
+
+        init(imageSeconds: Double, prefillSeconds: Double, decodeSeconds: Double, promptTokens: Int, generatedTokens: Int) {
+            self.imageSeconds = imageSeconds
+            self.prefillSeconds = prefillSeconds
+            self.decodeSeconds = decodeSeconds
+            self.promptTokens = promptTokens
+            self.generatedTokens = generatedTokens
+        }
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case prompt, text, tokenIDs = "token_ids", tokenLogProbs = "token_logprobs"
+        case finishReason = "finish_reason", timings
+    }
+}
+
+/// A piece of a streamed generation.
+public enum GenerationEvent: Sendable {
+    /// A generated token and the text it completed (may be empty while a UTF-8 sequence is open).
+    case token(id: Int, text: String)
+    /// Generation ended; the full result.
+    case finished(Generation)
+}
+
+/// Everything needed to go from an image file and a prompt to text: the model, its tokenizer
+/// and its image preprocessing.
+///
+/// ```swift
+/// let pipeline = try PaliGemmaPipeline(directory: URL(fileURLWithPath: "Models/demo"))
+/// let image = try pipeline.encode(image: try pipeline.loadImage(URL(fileURLWithPath: "cat.jpg")))
+/// let caption = try pipeline.generate(prompt: "caption en", image: image)
+/// print(caption.text)
+/// for try await event in pipeline.stream(prompt: "describe en", image: image) { … }
+/// ```
+public final class PaliGemmaPipeline: @unchecked Sendable {
+    public let model: PaliGemmaModel
+    public let tokenizer: GemmaTokenizer
+    public let preprocessor: ImagePreprocessor
+    public let imageLoader: ImageLoader
+
+    /// Loads the checkpoint, tokenizer (tokenizer.json, else tokenizer.model) from `directory`.
+    public init(directory: URL, backend: ComputeBackend = FastBackend(), imageLoader: ImageLoader = ImageLoader(),
+                resize: ResizeFilter = .bicubicPIL) throws {
+        model = try PaliGemmaModel(directory: directory, backend: backend)
+        tokenizer = try GemmaTokenizer.load(directory: directory)
+        self.imageLoader = imageLoader
+        preprocessor = ImagePreprocessor(size: model.imageSize, filter: resize)
+        let imageID = Int(tokenizer.imageTokenID)
+        guard imageID == model.config.imageTokenIndex else {
+            throw CheckpointError.invalidConfig(file: directory.appendingPathComponent("config.json").path,
+                reason: "image_token_index \(model.config.imageTokenIndex) differs from the tokenizer's <image> id \(imageID)")
+        }
+    }
+
+    /// Decodes an image file (JPEG, PNG, WebP), applying EXIF orientation.
+    public func loadImage(_ url: URL) throws -> RGBImage { try imageLoader.load(contentsOf: url) }
+
+    /// Resizes, normalises and runs the vision tower + projector once; reuse the result for
+    /// several prompts on the same image.
+    public func encode(image: RGBImage) throws -> EncodedImage {
+        let start = DispatchTime.now().uptimeNanoseconds
+        let pixels = preprocessor.pixelValues(image)
+        let embedding = try model.encodeImage(pixels: pixels)
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        return EncodedImage(embedding: embedding, width: image.width, height: image.height, seconds: seconds)
+    }
+
+    /// The token ids and types of a prompt, as transformers' PaliGemmaProcessor builds them.
+    public func promptTokens(_ prompt: String) -> PaliGemmaPrompt {
+        tokenizer.paliGemmaPrompt(prefix: prompt, imageTokens: model.numImageTokens)
+    }
+
+    /// Runs one prompt on an encoded image. `onText` receives text as it is produced.
+    public func generate(prompt: String, image: EncodedImage, options: GenerationOptions = GenerationOptions(),
+                         onText: ((String) -> Void)? = nil) throws -> Generation {
+        try options.validate()
+        let p = promptTokens(prompt)
+        let ids = p.ids.map(Int.init), types = p.tokenTypes.map(Int.init)
+        let session = model.makeSession(maxTokens: ids.count + options.maxNewTokens)
+        var decoder = tokenizer.streamingDecoder()
+        var clock = DispatchTime.now().uptimeNanoseconds
+        var prefillSeconds = 0.0
+        var first = true
+        let result = try session.generate(prompt: ids, tokenTypes: types, image: image.embedding, options: options,
+                                          stopTokens: Set(model.config.text.eosTokenIDs)) { token in
+            if first {
+                let now = DispatchTime.now().uptimeNanoseconds
+                prefillSeconds = Double(now - clock) / 1e9
+                clock = now
+                first = false
+            }
+            if let onText {
+                let piece = decoder.append(Int32(token))
+                if !piece.isEmpty { onText(piece) }
+            }
+            return true
+        }
+        if first {
+            // Stopped on the very first token: all of it was prefill.
+            prefillSeconds = Double(DispatchTime.now().uptimeNanoseconds - clock) / 1e9
+            clock = DispatchTime.now().uptimeNanoseconds
+        }
+        if let onText {
+            let rest = decoder.finish()
+            if !rest.isEmpty { onText(rest) }
+        }
+        let decodeSeconds = Double(DispatchTime.now().uptimeNanoseconds - clock) / 1e9
+        return Generation(
+            prompt: prompt, text: tokenizer.decode(result.tokens.map(Int32.init), skipSpecialTokens: true),
+            tokenIDs: result.tokens, tokenLogProbs: result.logProbs, finishReason: result.finishReason,
+            timings: .init(imageSeconds: image.seconds, prefillSeconds: prefillSeconds, decodeSeconds: decodeSeconds,
+                           promptTokens: ids.count, generatedTokens: result.tokens.count))
+    }
+
+    /// The same as `generate`, as an asynchronous stream of tokens ending with the full result.
+    public func stream(prompt: String, image: EncodedImage,
+                       options: GenerationOptions = GenerationOptions()) -> AsyncThrowingStream<GenerationEvent, Error> {
+        AsyncThrowingStream { continuation in
+            let task = Task.detached { [self] in
+                do {
+                    var decoder = tokenizer.streamingDecoder()
+                    let p = promptTokens(prompt)
+                    let session = model.makeSession(maxTokens: p.ids.count + options.maxNewTokens)
+                    let start = DispatchTime.now().uptimeNanoseconds
+                    let result = try session.generate(prompt: p.ids.map(Int.init), tokenTypes: p.tokenTypes.map(Int.init),
+                                                      image: image.embedding, options: options,
+                                                      stopTokens: Set(model.config.text.eosTokenIDs)) { token in
+                        continuation.yield(.token(id: token, text: decoder.append(Int32(token))))
+                        return !Task.isCancelled
+                    }
+                    let tail = decoder.finish()
+                    if !tail.isEmpty, let last = result.tokens.last { continuation.yield(.token(id: last, text: tail)) }
+                    let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+                    continuation.yield(.finished(Generation(
+                        prompt: prompt, text: tokenizer.decode(result.tokens.map(Int32.init)),
+                        tokenIDs: result.tokens, tokenLogProbs: result.logProbs, finishReason: result.finishReason,
+                        timings: .init(imageSeconds: image.seconds, prefillSeconds: 0, decodeSeconds: seconds,
+                                       promptTokens: p.ids.count, generatedTokens: result.tokens.count))))
+                    continuation.finish()
+                } catch {
+                    continuation.finish(throwing: error)
+                }
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+}
