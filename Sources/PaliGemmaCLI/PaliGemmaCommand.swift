@@ -1,6 +1,9 @@
 import ArgumentParser
 import Foundation
+import GemmaTokenizer
+import Imaging
 import PaliGemma
+import SafeTensors
 
 @main
 struct PaliGemmaCommand: AsyncParsableCommand {
@@ -8,19 +11,27 @@ struct PaliGemmaCommand: AsyncParsableCommand {
         commandName: "paligemma",
         abstract: "Run Google's PaliGemma 2 vision-language models on the CPU.",
         discussion: """
+        Without --model the bundled demo model is used (trained on synthetic shapes).
+
         Examples:
-          paligemma info --model ~/models/paligemma2-3b-pt-224
-          paligemma bench 3b-224 --decode-tokens 16
+          paligemma caption Models/demo/example.png
+          paligemma ask photo.jpg --question "what color is the car?"
+          paligemma detect photo.jpg --objects "cat ; dog" --output boxes.png
+          paligemma caption photo.jpg --model google/paligemma2-3b-mix-224 --json
+          paligemma tokenize "detect cat"
+          paligemma bench 3b-224
         """,
-        subcommands: [Info.self, Bench.self])
+        subcommands: [Caption.self, Describe.self, Ask.self, Detect.self, OCR.self, Generate.self,
+                      Tokenize.self, Info.self, Bench.self])
 }
 
 /// Prints a library error the way a person can act on, and picks the exit code.
 func fail(_ error: Error) -> ExitCode {
     FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+    // 3: the model (checkpoint, tokenizer) is unusable; 4: the input (image, prompt, options) is.
     switch error {
-    case is CheckpointError: return ExitCode(3)
-    case is InputError: return ExitCode(4)
+    case is CheckpointError, is SafeTensorsError, is TokenizerError: return ExitCode(3)
+    case is InputError, is ImageError: return ExitCode(4)
     default: return ExitCode(1)
     }
 }

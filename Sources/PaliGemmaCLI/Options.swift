@@ -1,0 +1,86 @@
+import ArgumentParser
+import Foundation
+import Kernels
+import PaliGemma
+
+/// Where the model comes from: --model, $PALIGEMMA_MODEL, ~/.config/paligemma/config.json, or
+/// the demo model shipped in the repository.
+struct ModelOptions: ParsableArguments {
+    @Option(name: .shortAndLong, help: ArgumentHelp(
+        "A checkpoint directory, a hub id resolved in the Hugging Face cache (google/paligemma2-3b-mix-448), or 'demo'.",
+        discussion: "Default: $PALIGEMMA_MODEL, then \"model\" in ~/.config/paligemma/config.json, then the bundled demo model."))
+    var model: String?
+
+    @Option(help: "Worker threads (default: all cores).")
+    var threads: Int?
+
+    /// The demo model inside this checkout (Models/demo), found from this source file's place.
+    static var demoDirectory: URL {
+        if let env = ProcessInfo.processInfo.environment["PALIGEMMA_DEMO_MODEL"] { return URL(fileURLWithPath: env) }
+        return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Models/demo")
+    }
+
+    /// The configured model name, and whether it fell back to the demo.
+    func requestedModel() -> (name: String, isDefault: Bool) {
+        if let model { return (model, false) }
+        if let env = ProcessInfo.processInfo.environment["PALIGEMMA_MODEL"], !env.isEmpty { return (env, false) }
+        let config = FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".config/paligemma/config.json")
+        if let data = try? Data(contentsOf: config),
+           let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
+           let name = object["model"] as? String {
+            return (name, false)
+        }
+        return ("demo", true)
+    }
+
+    /// The checkpoint directory to load.
+    func resolveDirectory() throws -> URL {
+        let (name, isDefault) = requestedModel()
+        if name == "demo" {
+            if isDefault { status("note: no --model given; using the bundled demo model (\(Self.demoDirectory.path))") }
+            return Self.demoDirectory
+        }
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: name, isDirectory: &isDirectory), isDirectory.boolValue {
+            return URL(fileURLWithPath: name)
+        }
+        if let resolved = resolveHubModel(name) { return resolved }
+        throw CheckpointError.missingFile(path: name, hint: name.contains("/") && !name.hasPrefix("/") && !name.hasPrefix(".")
+            ? "Not a directory and not in the Hugging Face cache; run `paligemma download \(name)` first."
+            : "Pass a checkpoint directory, a hub id, or 'demo'.")
+    }
+
+    func backend() -> FastBackend { FastBackend(threads: threads) }
+
+    func pipeline() throws -> PaliGemmaPipeline {
+        try PaliGemmaPipeline(directory: resolveDirectory(), backend: backend())
+    }
+}
+
+/// Sampling and length flags shared by every generating verb.
+struct GenerationFlags: ParsableArguments {
+    @Option(name: .customLong("max-tokens"), help: "Most tokens to generate.")
+    var maxTokens = 64
+
+    @Option(help: "0 = greedy (default); above 0 samples.")
+    var temperature: Float = 0
+
+    @Option(name: .customLong("top-k"), help: "Sample among the k most likely tokens (0 = all).")
+    var topK = 0
+
+    @Option(name: .customLong("top-p"), help: "Sample among the smallest set of tokens with this much probability.")
+    var topP: Float = 1
+
+    @Option(help: "Random seed for sampling.")
+    var seed: UInt64 = 0
+
+    var options: GenerationOptions {
+        GenerationOptions(maxNewTokens: maxTokens, temperature: temperature, topK: topK, topP: topP, seed: seed)
+    }
+}
+
+/// Hub ids in the standard Hugging Face cache (filled in by the Hub module when present).
+func resolveHubModel(_ id: String) -> URL? {
+    hubSnapshot(id)
+}

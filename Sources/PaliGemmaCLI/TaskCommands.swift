@@ -1,0 +1,194 @@
+import ArgumentParser
+import Foundation
+import Imaging
+import PaliGemma
+
+/// One image's answer, as printed with --json (one JSON object per line).
+struct ImageResult: Encodable {
+    var image: String
+    var width: Int
+    var height: Int
+    var generation: Generation
+    var objects: [DetectedObject]?
+    var annotated: String?
+
+    enum CodingKeys: String, CodingKey { case image, width, height, objects, annotated }
+
+    func encode(to encoder: Encoder) throws {
+        try generation.encode(to: encoder)
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(image, forKey: .image)
+        try c.encode(width, forKey: .width)
+        try c.encode(height, forKey: .height)
+        try c.encodeIfPresent(objects, forKey: .objects)
+        try c.encodeIfPresent(annotated, forKey: .annotated)
+    }
+}
+
+/// What kind of answer a verb parses out of the text.
+enum ResultKind { case text, boxes, masks }
+
+/// Shared body of every task verb: load the model once, then for each image encode it once,
+/// run the prompt, parse, print (text or JSON lines) and optionally draw.
+func runTask(images: [String], prompt: String, kind: ResultKind, model: ModelOptions, generation: GenerationFlags,
+             json: Bool, output: String?) throws {
+    guard !images.isEmpty else { throw ValidationError("give at least one image") }
+    let verbose = isatty(2) != 0
+    if verbose { status("loading model…") }
+    let pipeline = try model.pipeline()
+    for (index, path) in images.enumerated() {
+        let image = try pipeline.loadImage(URL(fileURLWithPath: path))
+        if verbose { status("\(path): encoding image (\(image.width)×\(image.height))…") }
+        let encoded = try pipeline.encode(image: image)
+        let streamText = !json && kind == .text && isatty(1) != 0 && images.count == 1
+        let g = try pipeline.generate(prompt: prompt, image: encoded, options: generation.options,
+                                      onText: streamText ? { print($0, terminator: ""); fflush(stdout) } : nil)
+        var result = ImageResult(image: path, width: image.width, height: image.height, generation: g)
+        if kind != .text {
+            result.objects = LocationParser.parse(g.text, imageWidth: image.width, imageHeight: image.height,
+                                                  requireSegmentation: kind == .masks)
+        }
+        if let output {
+            let target = images.count == 1 ? output : numbered(output, index)
+            let boxes = (result.objects ?? []).map { AnnotationBox(label: $0.label, x0: $0.x0, y0: $0.y0, x1: $0.x1, y1: $0.y1) }
+            try PNGEncoder.write(Annotator.draw(image: image, boxes: boxes), to: URL(fileURLWithPath: target))
+            result.annotated = target
+        }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+            print(String(decoding: try encoder.encode(result), as: UTF8.self))
+        } else {
+            let prefix = images.count > 1 ? "\(path): " : ""
+            switch kind {
+            case .text:
+                if streamText { print("") } else { print(prefix + g.text) }
+            case .boxes, .masks:
+                let objects = result.objects ?? []
+                if objects.isEmpty { print(prefix + "(nothing found) \(g.text)") }
+                for o in objects {
+                    print(prefix + String(format: "%@  x0=%.0f y0=%.0f x1=%.0f y1=%.0f", o.label as NSString, o.x0, o.y0, o.x1, o.y1))
+                }
+            }
+            if let a = result.annotated { status("wrote \(a)") }
+        }
+        if verbose {
+            status(String(format: "%@: image %.2f s, prefill %.2f s, %d tokens at %.1f tok/s", path,
+                          g.timings.imageSeconds, g.timings.prefillSeconds, g.timings.generatedTokens,
+                          g.timings.decodeTokensPerSecond))
+        }
+    }
+}
+
+/// out.png → out-1.png for the second image.
+func numbered(_ path: String, _ index: Int) -> String {
+    let url = URL(fileURLWithPath: path)
+    let ext = url.pathExtension.isEmpty ? "png" : url.pathExtension
+    return url.deletingPathExtension().path + "-\(index)." + ext
+}
+
+/// Flags every task verb shares.
+struct TaskFlags: ParsableArguments {
+    @OptionGroup var model: ModelOptions
+    @OptionGroup var generation: GenerationFlags
+
+    @Flag(help: "Print one JSON object per image (text, token ids, log-probs, boxes, timings).")
+    var json = false
+
+    @Option(name: .shortAndLong, help: "Write the image with boxes/masks drawn to this PNG file.")
+    var output: String?
+}
+
+struct Caption: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Caption images.",
+        discussion: "Example: paligemma caption photo.jpg --lang fr")
+    @Argument(help: "Image files (JPEG, PNG, WebP).") var images: [String]
+    @Option(help: "Language code (en, de, fr, es, …).") var lang = "en"
+    @OptionGroup var flags: TaskFlags
+    func run() throws {
+        try wrap { try runTask(images: images, prompt: PaliGemmaTask.caption(language: lang).prompt, kind: .text,
+                               model: flags.model, generation: flags.generation, json: flags.json, output: flags.output) }
+    }
+}
+
+struct Describe: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Describe images at length (pre-trained and docci checkpoints).",
+        discussion: "Example: paligemma describe photo.jpg --max-tokens 200")
+    @Argument(help: "Image files.") var images: [String]
+    @Option(help: "Language code.") var lang = "en"
+    @OptionGroup var flags: TaskFlags
+    func run() throws {
+        try wrap { try runTask(images: images, prompt: PaliGemmaTask.describe(language: lang).prompt, kind: .text,
+                               model: flags.model, generation: flags.generation, json: flags.json, output: flags.output) }
+    }
+}
+
+struct Ask: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Answer a question about images.",
+        discussion: "Example: paligemma ask photo.jpg --question \"how many shapes are there?\"")
+    @Argument(help: "Image files.") var images: [String]
+    @Option(name: .shortAndLong, help: "The question.") var question: String
+    @Option(help: "Language code.") var lang = "en"
+    @OptionGroup var flags: TaskFlags
+    func run() throws {
+        try wrap { try runTask(images: images, prompt: PaliGemmaTask.answer(question: question, language: lang).prompt,
+                               kind: .text, model: flags.model, generation: flags.generation, json: flags.json, output: flags.output) }
+    }
+}
+
+struct Detect: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Find things and print their boxes in image pixels.",
+        discussion: """
+        Boxes are x0 y0 x1 y1 in the original image (the model's <loc> bins / 1023 × size).
+        Example: paligemma detect street.jpg --objects "car ; person" --output boxes.png
+        """)
+    @Argument(help: "Image files.") var images: [String]
+    @Option(help: "What to look for, separated by ';'.") var objects: String
+    @OptionGroup var flags: TaskFlags
+    func run() throws {
+        let names = objects.split(separator: ";").map { String($0) }.filter { !$0.trimmingCharacters(in: .whitespaces).isEmpty }
+        try wrap { try runTask(images: images, prompt: PaliGemmaTask.detect(objects: names).prompt, kind: .boxes,
+                               model: flags.model, generation: flags.generation, json: flags.json, output: flags.output) }
+    }
+}
+
+struct OCR: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ocr", abstract: "Read the text in images.", discussion: "Example: paligemma ocr receipt.png")
+    @Argument(help: "Image files.") var images: [String]
+    @OptionGroup var flags: TaskFlags
+    func run() throws {
+        try wrap { try runTask(images: images, prompt: PaliGemmaTask.ocr.prompt, kind: .text,
+                               model: flags.model, generation: flags.generation, json: flags.json, output: flags.output) }
+    }
+}
+
+struct Generate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run any prompt on images.",
+        discussion: "Example: paligemma generate photo.jpg --prompt \"caption es\" --temperature 0.7 --seed 1")
+    @Argument(help: "Image files.") var images: [String]
+    @Option(name: .shortAndLong, help: "The prompt, sent as is (no <image>/<bos>: they are added).") var prompt: String
+    @OptionGroup var flags: TaskFlags
+    func run() throws {
+        try wrap { try runTask(images: images, prompt: prompt, kind: .text,
+                               model: flags.model, generation: flags.generation, json: flags.json, output: flags.output) }
+    }
+}
+
+/// Runs `body`, turning library errors into a message and an exit code.
+func wrap(_ body: () throws -> Void) throws {
+    do {
+        try body()
+    } catch let e as ExitCode {
+        throw e
+    } catch let e as ValidationError {
+        throw e
+    } catch {
+        throw fail(error)
+    }
+}
