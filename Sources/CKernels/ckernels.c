@@ -316,6 +316,40 @@ AVX512BF16 static void to_bf16_rows(const float *x, int64_t M, int64_t K, int64_
         }
     }
 }
+
+AVX512 static void gemv_q_avx512(const float *x, int64_t K, const void *W, const uint16_t *scales, int format,
+                                 const float *bias, float *y, int64_t n0, int64_t n1) {
+    const int64_t G = K / CK_GROUP;
+    const __m512i low4 = _mm512_set1_epi32(0xF), eight = _mm512_set1_epi32(8);
+    for (int64_t n = n0; n < n1; n++) {
+        const uint16_t *sc = scales + n * G;
+        __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+        if (format == CK_Q8) {
+            const int8_t *w = (const int8_t *)W + n * K;
+            for (int64_t g = 0; g < G; g++) {
+                const int8_t *q = w + g * 32;
+                __m512 a = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)q)));
+                __m512 b = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(q + 16))));
+                __m512 part = _mm512_fmadd_ps(a, _mm512_loadu_ps(x + g * 32),
+                                              _mm512_mul_ps(b, _mm512_loadu_ps(x + g * 32 + 16)));
+                __m512 s = _mm512_set1_ps(f16_to_f32(sc[g]));
+                if (g & 1) acc1 = _mm512_fmadd_ps(part, s, acc1); else acc0 = _mm512_fmadd_ps(part, s, acc0);
+            }
+        } else {
+            const uint8_t *w = (const uint8_t *)W + n * (K / 2);
+            for (int64_t g = 0; g < G; g++) {
+                __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(w + g * 16)));
+                __m512 lo = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_and_si512(bytes, low4), eight));
+                __m512 hi = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_srli_epi32(bytes, 4), eight));
+                __m512 part = _mm512_fmadd_ps(lo, _mm512_loadu_ps(x + g * 32),
+                                              _mm512_mul_ps(hi, _mm512_loadu_ps(x + g * 32 + 16)));
+                __m512 s = _mm512_set1_ps(f16_to_f32(sc[g]));
+                if (g & 1) acc1 = _mm512_fmadd_ps(part, s, acc1); else acc0 = _mm512_fmadd_ps(part, s, acc0);
+            }
+        }
+        y[n] = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) + (bias ? bias[n] : 0.0f);
+    }
+}
 #endif
 
 /* ---------------- dispatch ---------------- */
@@ -406,6 +440,135 @@ void ck_gemm_bf16(const uint16_t *xb, int64_t M, int64_t K, const void *W, const
             for (int64_t k = 0; k < K; k++) s += bf16_to_f32(xb[m * Kp + k]) * bf16_to_f32(w[n * K + k]);
             y[m * ldy + n] = s + (bias ? bias[n] : 0.0f);
         }
+}
+
+uint16_t ck_f32_to_f16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint32_t sign = (u >> 16) & 0x8000;
+    int32_t exp = (int32_t)((u >> 23) & 0xFF) - 127 + 15;
+    uint32_t mant = u & 0x7FFFFF;
+    if (((u >> 23) & 0xFF) == 0xFF) return (uint16_t)(sign | 0x7C00 | (mant ? 0x200 : 0));
+    if (exp >= 31) return (uint16_t)(sign | 0x7C00);
+    if (exp <= 0) {
+        if (exp < -10) return (uint16_t)sign;
+        mant |= 0x800000;
+        uint32_t shift = (uint32_t)(14 - exp);
+        uint32_t half = mant >> shift;
+        uint32_t rem = mant & ((1u << shift) - 1), halfway = 1u << (shift - 1);
+        if (rem > halfway || (rem == halfway && (half & 1))) half++;
+        return (uint16_t)(sign | half);
+    }
+    uint32_t h = sign | ((uint32_t)exp << 10) | (mant >> 13);
+    uint32_t rem = mant & 0x1FFF;
+    if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) h++;
+    return (uint16_t)h;
+}
+
+float ck_f16_to_f32(uint16_t h) { return f16_to_f32(h); }
+
+void ck_convert_row_q(const void *W, const uint16_t *scales, int format, int64_t K, int64_t row, float *out) {
+    const int64_t G = K / CK_GROUP;
+    const uint16_t *sc = scales + row * G;
+    for (int64_t g = 0; g < G; g++) {
+        float s = f16_to_f32(sc[g]);
+        if (format == CK_Q8) {
+            const int8_t *q = (const int8_t *)W + row * K + g * 32;
+            for (int i = 0; i < 32; i++) out[g * 32 + i] = (float)q[i] * s;
+        } else {
+            const uint8_t *q = (const uint8_t *)W + row * (K / 2) + g * 16;
+            for (int i = 0; i < 16; i++) {
+                out[g * 32 + i] = (float)((int)(q[i] & 0xF) - 8) * s;
+                out[g * 32 + 16 + i] = (float)((int)(q[i] >> 4) - 8) * s;
+            }
+        }
+    }
+}
+
+void ck_gemv_q(const float *x, int64_t K, const void *W, const uint16_t *scales, int format, const float *bias,
+               float *y, int64_t n0, int64_t n1) {
+#if CK_X86
+    if (ck_has_avx512()) { gemv_q_avx512(x, K, W, scales, format, bias, y, n0, n1); return; }
+#endif
+    float row[CK_GROUP];
+    const int64_t G = K / CK_GROUP;
+    for (int64_t n = n0; n < n1; n++) {
+        float acc = 0;
+        for (int64_t g = 0; g < G; g++) {
+            /* dequantize one group at a time (no K-sized buffer needed) */
+            float s = f16_to_f32(scales[n * G + g]), part = 0;
+            if (format == CK_Q8) {
+                const int8_t *q = (const int8_t *)W + n * K + g * 32;
+                for (int i = 0; i < 32; i++) row[i] = (float)q[i];
+            } else {
+                const uint8_t *q = (const uint8_t *)W + n * (K / 2) + g * 16;
+                for (int i = 0; i < 16; i++) {
+                    row[i] = (float)((int)(q[i] & 0xF) - 8);
+                    row[16 + i] = (float)((int)(q[i] >> 4) - 8);
+                }
+            }
+            for (int i = 0; i < 32; i++) part += row[i] * x[g * 32 + i];
+            acc += part * s;
+        }
+        y[n] = acc + (bias ? bias[n] : 0.0f);
+    }
+}
+
+void ck_rows_to_bf16(const void *W, const uint16_t *scales, int format, int64_t K, int64_t n0, int64_t count,
+                     uint16_t *out) {
+    float tmp[CK_GROUP];
+    const int64_t G = K / CK_GROUP;
+    for (int64_t r = 0; r < count; r++) {
+        int64_t n = n0 + r;
+        for (int64_t g = 0; g < G; g++) {
+            float s = f16_to_f32(scales[n * G + g]);
+            if (format == CK_Q8) {
+                const int8_t *q = (const int8_t *)W + n * K + g * 32;
+                for (int i = 0; i < 32; i++) tmp[i] = (float)q[i] * s;
+            } else {
+                const uint8_t *q = (const uint8_t *)W + n * (K / 2) + g * 16;
+                for (int i = 0; i < 16; i++) {
+                    tmp[i] = (float)((int)(q[i] & 0xF) - 8) * s;
+                    tmp[16 + i] = (float)((int)(q[i] >> 4) - 8) * s;
+                }
+            }
+            for (int i = 0; i < 32; i++) {
+                uint32_t u;
+                memcpy(&u, &tmp[i], 4);
+                u += 0x7FFF + ((u >> 16) & 1);
+                out[r * K + g * 32 + i] = (uint16_t)(u >> 16);
+            }
+        }
+    }
+}
+
+void ck_quantize_row(const float *w, int64_t K, int format, void *out, uint16_t *scales) {
+    const int64_t G = K / CK_GROUP;
+    for (int64_t g = 0; g < G; g++) {
+        const float *v = w + g * 32;
+        float amax = 0;
+        for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(v[i]));
+        /* symmetric: q8 in [-127, 127], q4 in [-8, 7] with the scale set by the largest magnitude */
+        float limit = format == CK_Q8 ? 127.0f : 7.0f;
+        uint16_t sh = ck_f32_to_f16(amax / limit);
+        scales[g] = sh;
+        float s = f16_to_f32(sh);
+        float inv = s > 0 ? 1.0f / s : 0.0f;
+        if (format == CK_Q8) {
+            int8_t *q = (int8_t *)out + g * 32;
+            for (int i = 0; i < 32; i++) {
+                float r = nearbyintf(v[i] * inv);
+                q[i] = (int8_t)(r > 127 ? 127 : (r < -127 ? -127 : r));
+            }
+        } else {
+            uint8_t *q = (uint8_t *)out + g * 16;
+            for (int i = 0; i < 16; i++) {
+                float a = nearbyintf(v[i] * inv), b = nearbyintf(v[16 + i] * inv);
+                int ia = (int)(a > 7 ? 7 : (a < -8 ? -8 : a)) + 8, ib = (int)(b > 7 ? 7 : (b < -8 ? -8 : b)) + 8;
+                q[i] = (uint8_t)(ia | (ib << 4));
+            }
+        }
+    }
 }
 
 void ck_axpy(float a, const float *x, float *y, int64_t n) {

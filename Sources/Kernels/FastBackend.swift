@@ -76,6 +76,10 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
             linearBF16(x, weight, bias: bias, into: out)
             return
         }
+        if weight.format.isQuantized {
+            linearQuantized(x, weight, bias: bias, into: out)
+            return
+        }
         let buffers = scratchBuffers(4 * k)
         let xp = x.storage, yp = out.storage, m = x.rows
         // Split output features in multiples of 4 (the micro-kernel's width).
@@ -108,6 +112,50 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
                 ck_to_bf16_rows(x.storage, Int64(m), Int64(k), Int64(x.columns), xb)
                 parallel((n + 3) / 4, minChunk: 4) { g0, g1, _ in
                     ck_gemm_bf16(xb, Int64(m), Int64(k), weight.data, b, yp, ldy, Int64(g0 * 4), Int64(min(n, g1 * 4)))
+                }
+            }
+        }
+        if let bias { bias.withUnsafeBufferPointer { run($0.baseAddress) } } else { run(nil) }
+    }
+
+    /// Quantized weights: one row streams them once (GEMV); many rows dequantize panels of 64
+    /// weight rows to bf16 (or float32) per worker and run the dense product on each panel.
+    private func linearQuantized(_ x: Matrix, _ weight: WeightMatrix, bias: [Float]?, into out: Matrix) {
+        let k = weight.columns, n = weight.rows, m = x.rows
+        let yp = out.storage, ldy = Int64(out.columns)
+        let format = weight.format.rawValue
+        let panel = 64
+        func run(_ b: UnsafePointer<Float>?) {
+            if m == 1 {
+                parallel((n + 63) / 64, minChunk: 1) { g0, g1, _ in
+                    ck_gemv_q(x.storage, Int64(k), weight.data, weight.scales, format, b, yp, Int64(g0 * 64), Int64(min(n, g1 * 64)))
+                }
+                return
+            }
+            let useBF16 = bf16Products && ck_has_avx512_bf16() != 0
+            let kp = (k + 31) & ~31
+            var xb: UnsafeMutablePointer<UInt16>? = nil
+            if useBF16 {
+                xb = sharedBuffer(bytes: m * kp * 2).assumingMemoryBound(to: UInt16.self)
+                ck_to_bf16_rows(x.storage, Int64(m), Int64(k), Int64(x.columns), xb)
+            }
+            let buffers = scratchBuffers(panel * k + 4 * k)
+            parallel((n + panel - 1) / panel, minChunk: 1) { p0, p1, w in
+                for p in p0..<p1 {
+                    let n0 = p * panel, count = min(panel, n - n0)
+                    let scratch = buffers[w]
+                    let panelBias = b.map { $0 + n0 }
+                    if let xb {
+                        let wb = UnsafeMutableRawPointer(scratch).assumingMemoryBound(to: UInt16.self)
+                        ck_rows_to_bf16(weight.data, weight.scales, format, Int64(k), Int64(n0), Int64(count), wb)
+                        ck_gemm_bf16(xb, Int64(m), Int64(k), wb, panelBias, yp + n0, ldy, 0, Int64(count))
+                    } else {
+                        for r in 0..<count {
+                            ck_convert_row_q(weight.data, weight.scales, format, Int64(k), Int64(n0 + r), scratch + r * k)
+                        }
+                        ck_linear(x.storage, Int64(m), Int64(k), Int64(x.columns), scratch, WeightFormat.f32.rawValue,
+                                  panelBias, yp + n0, ldy, 0, Int64(count), scratch + panel * k)
+                    }
                 }
             }
         }
@@ -250,7 +298,7 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
         for (r, id) in ids.enumerated() {
             precondition(id >= 0 && id < table.rows, "token id \(id) outside the embedding table")
             let p = out.rowPointer(r)
-            ck_convert_row(table.data, table.format.rawValue, Int64(table.columns), Int64(id), p)
+            table.convertRow(id, into: p)
             if scale != 1 { for c in 0..<table.columns { p[c] *= scale } }
         }
     }

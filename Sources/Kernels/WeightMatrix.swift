@@ -3,13 +3,33 @@ import CKernels
 /// How a weight matrix's elements are stored.
 public enum WeightFormat: Int32, Sendable, CustomStringConvertible {
     case f32 = 0, bf16 = 1, f16 = 2
+    /// int8, one f16 scale per 32 consecutive inputs (8.5 bits per weight).
+    case q8 = 3
+    /// 4-bit, one f16 scale per 32 consecutive inputs (4.5 bits per weight); see ckernels.h.
+    case q4 = 4
 
-    public var bytesPerElement: Int { self == .f32 ? 4 : 2 }
+    /// Elements sharing one scale in the quantized formats.
+    public static let groupSize = 32
+
+    public var isQuantized: Bool { self == .q8 || self == .q4 }
+
+    /// Storage per weight including scales.
+    public var bytesPerWeight: Double {
+        switch self {
+        case .f32: return 4
+        case .bf16, .f16: return 2
+        case .q8: return 1 + 2.0 / 32
+        case .q4: return 0.5 + 2.0 / 32
+        }
+    }
+
     public var description: String {
         switch self {
         case .f32: return "f32"
         case .bf16: return "bf16"
         case .f16: return "f16"
+        case .q8: return "q8"
+        case .q4: return "q4"
         }
     }
 }
@@ -21,13 +41,21 @@ public struct WeightMatrix: @unchecked Sendable {
     public let rows: Int
     public let columns: Int
     public let data: UnsafeRawPointer
+    /// Quantized formats: f16 scales, rows × columns/32.
+    public let scales: UnsafePointer<UInt16>?
 
-    public init(format: WeightFormat, rows: Int, columns: Int, data: UnsafeRawPointer) {
+    public init(format: WeightFormat, rows: Int, columns: Int, data: UnsafeRawPointer, scales: UnsafePointer<UInt16>? = nil) {
+        precondition(!format.isQuantized || (scales != nil && columns % WeightFormat.groupSize == 0),
+                     "quantized weights need scales and a multiple of 32 columns")
         self.format = format
         self.rows = rows
         self.columns = columns
         self.data = data
+        self.scales = scales
     }
+
+    /// Bytes this matrix occupies, scales included.
+    public var byteCount: Int { Int((Double(rows * columns) * format.bytesPerWeight).rounded()) }
 
     /// One element as float32 (reference paths and tests).
     @inline(__always)
@@ -38,6 +66,14 @@ public struct WeightMatrix: @unchecked Sendable {
         case .f32: return data.loadUnaligned(fromByteOffset: i * 4, as: Float.self)
         case .bf16: return Float(bitPattern: UInt32(data.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self)) << 16)
         case .f16: return Float(float16Bits: data.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self))
+        case .q8, .q4:
+            let scale = Float(float16Bits: scales![row * (columns / 32) + column / 32])
+            if format == .q8 { return Float(data.load(fromByteOffset: i, as: Int8.self)) * scale }
+            // byte j of a group: element j (low nibble) and j + 16 (high nibble)
+            let inGroup = column % 32
+            let byte = data.load(fromByteOffset: row * columns / 2 + (column / 32) * 16 + inGroup % 16, as: UInt8.self)
+            let nibble = inGroup < 16 ? byte & 0xF : byte >> 4
+            return Float(Int(nibble) - 8) * scale
         }
     }
 
@@ -45,8 +81,17 @@ public struct WeightMatrix: @unchecked Sendable {
     public func row(_ r: Int) -> [Float] {
         precondition(r >= 0 && r < rows, "weight row out of range")
         return [Float](unsafeUninitializedCapacity: columns) { buf, n in
-            ck_convert_row(data, format.rawValue, Int64(columns), Int64(r), buf.baseAddress!)
+            convertRow(r, into: buf.baseAddress!)
             n = columns
+        }
+    }
+
+    /// Writes row `r` as float32 into `out` (columns floats).
+    public func convertRow(_ r: Int, into out: UnsafeMutablePointer<Float>) {
+        if format.isQuantized {
+            ck_convert_row_q(data, scales, format.rawValue, Int64(columns), Int64(r), out)
+        } else {
+            ck_convert_row(data, format.rawValue, Int64(columns), Int64(r), out)
         }
     }
 }

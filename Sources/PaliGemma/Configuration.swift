@@ -203,6 +203,30 @@ public struct TextConfig: Codable, Sendable, Equatable {
     }
 }
 
+/// Written by `paligemma quantize` into config.json (`quantization_config`).
+public struct QuantizationConfig: Codable, Sendable, Equatable {
+    /// "q8" or "q4".
+    public var format: String
+    /// Inputs sharing one scale.
+    public var groupSize: Int
+    /// Dtype of the weights before quantization ("bf16", "f32", "f16"): the embedding scale is
+    /// rounded to it, as the original model did.
+    public var sourceDType: String
+    /// Always "paligemma-swift": marks the layout documented in the README.
+    public var quantMethod: String
+
+    public init(format: String, groupSize: Int = 32, sourceDType: String) {
+        self.format = format
+        self.groupSize = groupSize
+        self.sourceDType = sourceDType
+        quantMethod = "paligemma-swift"
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case format, groupSize = "group_size", sourceDType = "source_dtype", quantMethod = "quant_method"
+    }
+}
+
 /// A PaliGemma checkpoint's `config.json`.
 public struct PaliGemmaConfig: Codable, Sendable, Equatable {
     public var vision = VisionConfig()        // vision_config
@@ -210,10 +234,12 @@ public struct PaliGemmaConfig: Codable, Sendable, Equatable {
     public var imageTokenIndex = 256000       // image_token_index (alias image_token_id)
     public var projectionDim = 2048           // projection_dim
     public var modelType = "paligemma"        // model_type
+    public var quantization: QuantizationConfig?  // quantization_config (ours only)
 
     enum CodingKeys: String, CodingKey {
         case vision = "vision_config", text = "text_config", imageTokenIndex = "image_token_index"
         case imageTokenID = "image_token_id", projectionDim = "projection_dim", modelType = "model_type"
+        case quantization = "quantization_config"
     }
 
     public init(vision: VisionConfig = VisionConfig(), text: TextConfig = TextConfig(), imageTokenIndex: Int = 256000) {
@@ -237,6 +263,9 @@ public struct PaliGemmaConfig: Codable, Sendable, Equatable {
             ?? c.decodeIfPresent(Int.self, forKey: .imageTokenID) ?? 256000
         projectionDim = try c.decodeIfPresent(Int.self, forKey: .projectionDim) ?? 2048
         modelType = try c.decodeIfPresent(String.self, forKey: .modelType) ?? "paligemma"
+        // Other tools' quantization configs (bitsandbytes, …) are not ours: ignore them here;
+        // their tensors then fail to load with a clear dtype error.
+        quantization = try? c.decodeIfPresent(QuantizationConfig.self, forKey: .quantization)
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -246,6 +275,7 @@ public struct PaliGemmaConfig: Codable, Sendable, Equatable {
         try c.encode(imageTokenIndex, forKey: .imageTokenIndex)
         try c.encode(projectionDim, forKey: .projectionDim)
         try c.encode(modelType, forKey: .modelType)
+        try c.encodeIfPresent(quantization, forKey: .quantization)
     }
 
     /// Image tokens the prompt carries: (image_size / patch_size)².

@@ -65,7 +65,8 @@ struct Gemma2Decoder {
     /// `embed_scale.to(weight.dtype)` does (48 for 2304, 59.75 for 3584 and 68 for 4608 in bf16).
     let embedScale: Float
 
-    init(config: TextConfig, reader: CheckpointReader) throws {
+    /// - Parameter sourceFormat: for quantized embeddings, the dtype they were quantized from.
+    init(config: TextConfig, reader: CheckpointReader, sourceFormat: WeightFormat? = nil) throws {
         self.config = config
         let p = try reader.prefix(among: ["language_model.model.", "model.language_model.", "language_model."],
                                   probe: "embed_tokens.weight")
@@ -92,10 +93,10 @@ struct Gemma2Decoder {
         let headName = ["language_model.lm_head.weight", "lm_head.weight"].first(where: reader.has)
         lmHead = try headName.map { try reader.matrix($0, shape: [config.vocabSize, h]) } ?? embedTokens
         let scale = Float(Double(h).squareRoot())
-        switch embedTokens.format {
-        case .f32: embedScale = scale
+        switch embedTokens.format.isQuantized ? (sourceFormat ?? .bf16) : embedTokens.format {
         case .bf16: embedScale = scale.roundedToBFloat16
         case .f16: embedScale = scale.roundedToFloat16
+        default: embedScale = scale
         }
     }
 

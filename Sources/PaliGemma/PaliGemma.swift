@@ -75,7 +75,10 @@ public final class PaliGemmaModel: @unchecked Sendable {
         let p = try reader.prefix(among: ["multi_modal_projector.", "model.multi_modal_projector."], probe: "linear.weight")
         projector = try reader.matrix(p + "linear.weight", shape: [config.text.hiddenSize, config.vision.hiddenSize])
         projectorBias = try reader.vector(p + "linear.bias", count: config.text.hiddenSize)
-        decoder = try Gemma2Decoder(config: config.text, reader: reader)
+        let source: WeightFormat? = config.quantization.map {
+            switch $0.sourceDType { case "f32": return .f32; case "f16": return .f16; default: return .bf16 }
+        }
+        decoder = try Gemma2Decoder(config: config.text, reader: reader, sourceFormat: source)
         try reader.checkNothingLeft()
     }
 
@@ -294,5 +297,13 @@ extension PaliGemmaModel {
 
 extension PaliGemmaModel {
     /// Bytes per element of the decoder's matrices (what a decode step streams).
-    public var decoderBytesPerWeight: Int { decoder.embedTokens.format.bytesPerElement }
+    public var decoderBytesPerWeight: Double { decoder.layers.first?.gate.format.bytesPerWeight ?? 2 }
+
+    /// Bytes of weights one decode step reads: every decoder matrix and the output projection.
+    public var decodeBytesPerToken: Double {
+        let layerBytes = decoder.layers.reduce(0) { sum, l in
+            sum + [l.q, l.k, l.v, l.o, l.gate, l.up, l.down].reduce(0) { $0 + $1.byteCount }
+        }
+        return Double(layerBytes + decoder.lmHead.byteCount)
+    }
 }

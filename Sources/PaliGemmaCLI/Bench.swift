@@ -139,7 +139,7 @@ struct Bench: AsyncParsableCommand {
         printProfile(profiler, "decode")
 
         let flops = prefixFLOPs(c, promptLength: prompt.count)
-        let stepBytes = decodeBytesPerToken(m)
+        let stepBytes = m.decodeBytesPerToken
         let decodeRate = decodeTokens > 0 ? Double(decodeTokens) / decodeSeconds : 0
         let report = Report(
             configuration: name, backend: backend.name, threads: fast.threads, weightFormat: m.weightSummary,
@@ -209,14 +209,6 @@ struct Bench: AsyncParsableCommand {
         return f
     }
 
-    /// Weight bytes one decode step streams: every decoder layer plus the output projection.
-    func decodeBytesPerToken(_ m: PaliGemmaModel) -> Double {
-        let x = m.config.text
-        let h = x.hiddenSize, qd = x.numAttentionHeads * x.headDim, kvd = x.numKeyValueHeads * x.headDim
-        let perLayer = 2 * h * qd + 2 * h * kvd + 3 * h * x.intermediateSize
-        let bytesPerWeight = Double(m.decoderBytesPerWeight)
-        return (Double(perLayer * x.numHiddenLayers) + Double(x.vocabSize * h)) * bytesPerWeight
-    }
 }
 
 /// Wall-clock laps.

@@ -22,7 +22,7 @@ struct PaliGemmaCommand: AsyncParsableCommand {
           paligemma bench 3b-224
         """,
         subcommands: [Caption.self, Describe.self, Ask.self, Detect.self, OCR.self, Generate.self,
-                      Tokenize.self, Info.self, Bench.self])
+                      Tokenize.self, Info.self, Quantize.self, Bench.self])
 }
 
 /// Prints a library error the way a person can act on, and picks the exit code.

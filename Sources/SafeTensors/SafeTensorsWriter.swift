@@ -62,3 +62,92 @@ public struct SafeTensorsWriter {
         return String(text.dropFirst().dropLast())
     }
 }
+
+/// Writes a safetensors file whose tensors are too large to hold in memory: the header is written
+/// from the declared entries, then each tensor's bytes are appended in order. The file appears
+/// under its name only when complete (written to `<name>.partial`, then moved).
+public final class SafeTensorsStreamWriter {
+    public struct Entry: Sendable {
+        public var name: String
+        public var dtype: SafeTensorsDType
+        public var shape: [Int]
+        public var byteCount: Int { shape.reduce(1, *) * dtype.size }
+        public init(name: String, dtype: SafeTensorsDType, shape: [Int]) {
+            self.name = name; self.dtype = dtype; self.shape = shape
+        }
+    }
+
+    public let url: URL
+    private let partial: URL
+    private let handle: FileHandle
+    private let entries: [Entry]
+    private var current = 0
+    private var writtenInCurrent = 0
+    public private(set) var totalBytes = 0
+    public private(set) var bytesWritten = 0
+
+    public init(url: URL, entries: [Entry], metadata: [String: String] = ["format": "pt"]) throws {
+        self.url = url
+        self.entries = entries
+        partial = url.appendingPathExtension("partial")
+        FileManager.default.createFile(atPath: partial.path, contents: nil)
+        handle = try FileHandle(forWritingTo: partial)
+        var parts: [String] = []
+        if !metadata.isEmpty {
+            let m = metadata.sorted { $0.key < $1.key }.map { "\(Self.quote($0.key)):\(Self.quote($0.value))" }
+            parts.append("\"__metadata__\":{\(m.joined(separator: ","))}")
+        }
+        var offset = 0
+        for e in entries {
+            parts.append("\(Self.quote(e.name)):{\"dtype\":\"\(e.dtype.rawValue)\",\"shape\":[\(e.shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(offset + e.byteCount)]}")
+            offset += e.byteCount
+        }
+        totalBytes = offset
+        var header = Data(("{" + parts.joined(separator: ",") + "}").utf8)
+        while header.count % 8 != 0 { header.append(0x20) }
+        var n = UInt64(header.count).littleEndian
+        try handle.write(contentsOf: withUnsafeBytes(of: &n) { Data($0) })
+        try handle.write(contentsOf: header)
+        skipEmpty()
+    }
+
+    private func skipEmpty() {
+        while current < entries.count && entries[current].byteCount == 0 { current += 1 }
+    }
+
+    /// Appends bytes of the current tensor (a tensor may be written in several pieces).
+    public func write(_ bytes: UnsafeRawBufferPointer) throws {
+        var rest = bytes
+        while !rest.isEmpty {
+            precondition(current < entries.count, "more bytes than the declared tensors hold")
+            let room = entries[current].byteCount - writtenInCurrent
+            let n = min(room, rest.count)
+            try handle.write(contentsOf: Data(bytes: rest.baseAddress!, count: n))
+            writtenInCurrent += n
+            bytesWritten += n
+            rest = UnsafeRawBufferPointer(rebasing: rest[n...])
+            if writtenInCurrent == entries[current].byteCount {
+                current += 1
+                writtenInCurrent = 0
+                skipEmpty()
+            }
+        }
+    }
+
+    public func write(_ data: Data) throws {
+        try data.withUnsafeBytes { try write($0) }
+    }
+
+    /// Checks every declared byte was written and moves the file into place.
+    public func finish() throws {
+        precondition(current == entries.count, "tensor '\(current < entries.count ? entries[current].name : "")' incomplete")
+        try handle.close()
+        if FileManager.default.fileExists(atPath: url.path) { try FileManager.default.removeItem(at: url) }
+        try FileManager.default.moveItem(at: partial, to: url)
+    }
+
+    private static func quote(_ s: String) -> String {
+        let data = try! JSONSerialization.data(withJSONObject: [s], options: [.fragmentsAllowed])
+        return String(String(decoding: data, as: UTF8.self).dropFirst().dropLast())
+    }
+}

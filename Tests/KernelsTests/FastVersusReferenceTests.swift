@@ -18,7 +18,7 @@ final class FastVersusReferenceTests: XCTestCase {
     /// Weights stored in `format`, plus their exact float32 values.
     func randomWeights(_ rows: Int, _ cols: Int, format: WeightFormat) -> (WeightMatrix, [Float], UnsafeMutableRawPointer) {
         let n = rows * cols
-        let raw = UnsafeMutableRawPointer.allocate(byteCount: n * format.bytesPerElement, alignment: 64)
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: n * Int(format.bytesPerWeight), alignment: 64)
         var exact = [Float](repeating: 0, count: n)
         for i in 0..<n {
             let v = Float.random(in: -1...1, using: &rng)
@@ -35,6 +35,8 @@ final class FastVersusReferenceTests: XCTestCase {
                 raw.storeBytes(of: h.bitPattern, toByteOffset: i * 2, as: UInt16.self)
                 exact[i] = Float(h)
                 #endif
+            case .q8, .q4:
+                XCTFail("use QuantizedKernelTests")
             }
         }
         return (WeightMatrix(format: format, rows: rows, columns: cols, data: UnsafeRawPointer(raw)), exact, raw)
@@ -149,5 +151,74 @@ final class FastVersusReferenceTests: XCTestCase {
         let m = Matrix.patches(chw: pixels, channels: 2, height: 4, width: 4, patch: 2)
         XCTAssertEqual(m.rows, 4)
         XCTAssertEqual(m.row(1), [2, 3, 6, 7, 18, 19, 22, 23])
+    }
+}
+
+/// Quantized weights: the fast GEMV/GEMM against the reference on the same dequantized values.
+final class QuantizedKernelTests: XCTestCase {
+    func quantized(_ rows: Int, _ cols: Int, _ format: WeightFormat) -> (WeightMatrix, [Float], () -> Void) {
+        var original = [Float](repeating: 0, count: rows * cols)
+        var g = SystemRandomNumberGenerator()
+        for i in original.indices { original[i] = Float.random(in: -1...1, using: &g) }
+        let rowBytes = format == .q8 ? cols : cols / 2
+        let data = UnsafeMutableRawPointer.allocate(byteCount: rows * rowBytes, alignment: 64)
+        let scales = UnsafeMutablePointer<UInt16>.allocate(capacity: rows * cols / 32)
+        original.withUnsafeBufferPointer { src in
+            for r in 0..<rows {
+                ck_quantize_row(src.baseAddress! + r * cols, Int64(cols), format.rawValue, data + r * rowBytes, scales + r * cols / 32)
+            }
+        }
+        let w = WeightMatrix(format: format, rows: rows, columns: cols, data: UnsafeRawPointer(data), scales: UnsafePointer(scales))
+        return (w, original, { data.deallocate(); scales.deallocate() })
+    }
+
+    func testQuantizationErrorIsBoundedByHalfAStep() {
+        for format in [WeightFormat.q8, .q4] {
+            let (w, original, free) = quantized(5, 96, format)
+            defer { free() }
+            for r in 0..<5 {
+                for g in 0..<3 {
+                    let group = (0..<32).map { original[r * 96 + g * 32 + $0] }
+                    let step = group.map(abs).max()! / (format == .q8 ? 127 : 7)
+                    for i in 0..<32 {
+                        // half a step, plus the f16 rounding of the scale (≤ 2⁻¹¹ relative) times |q|
+                        let bound = step * (0.5 + (format == .q8 ? 127 : 8) * 0x1p-11) + 1e-7
+                        XCTAssertEqual(w.value(row: r, column: g * 32 + i), group[i], accuracy: bound, "\(format)")
+                    }
+                }
+            }
+        }
+    }
+
+    func testFastQuantizedProductsMatchReference() {
+        let fast = FastBackend(threads: 2), reference = ReferenceBackend()
+        for portable in [false, true] {
+            let previous = ck_force_portable(portable ? 1 : 0)
+            defer { _ = ck_force_portable(previous) }
+            for format in [WeightFormat.q8, .q4] {
+                for (m, k, n) in [(1, 64, 70), (1, 256, 9), (3, 96, 17), (20, 128, 130)] {
+                    let (w, _, free) = quantized(n, k, format)
+                    defer { free() }
+                    var g = SystemRandomNumberGenerator()
+                    let x = Matrix(rows: m, columns: k, values: (0..<(m * k)).map { _ in Float.random(in: -1...1, using: &g) })
+                    let bias = (0..<n).map { Float($0) * 0.01 }
+                    let a = Matrix(rows: m, columns: n), b = Matrix(rows: m, columns: n)
+                    fast.linear(x, w, bias: bias, into: a)
+                    reference.linear(x, w, bias: bias, into: b)
+                    let roundsActivations = m > 1 && !portable && ck_has_avx512_bf16() != 0
+                    for r in 0..<m {
+                        for c in 0..<n {
+                            var magnitude = abs(bias[c])
+                            for i in 0..<k { magnitude += abs(x[r, i] * w.value(row: c, column: i)) }
+                            // float32 sums (γ_k each side), plus bf16 rounding of activations and of
+                            // dequantized weights on the prefill path (2⁻⁹ each).
+                            let gamma = Float(k + 1) * 0x1p-24 * 2
+                            let bound = (gamma + (roundsActivations ? 0x1p-8 : 0)) * magnitude + 1e-6
+                            XCTAssertEqual(a[r, c], b[r, c], accuracy: bound, "\(format) portable=\(portable) m\(m) k\(k)")
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -9,7 +9,11 @@ extern "C" {
 #endif
 
 /// Storage formats of weight matrices (rows = output features, cols = input features).
-enum ck_format { CK_F32 = 0, CK_BF16 = 1, CK_F16 = 2 };
+/// Quantized formats hold groups of 32 consecutive input features with one f16 scale each
+/// (scales: N × K/32): CK_Q8 is int8 (value = q · scale); CK_Q4 packs a group in 16 bytes, byte j
+/// holding element j in its low nibble and element j + 16 in its high nibble (value = (nibble − 8) · scale).
+enum ck_format { CK_F32 = 0, CK_BF16 = 1, CK_F16 = 2, CK_Q8 = 3, CK_Q4 = 4 };
+#define CK_GROUP 32
 
 /// 1 when the CPU has AVX-512F (and the fast paths are used), else 0.
 int ck_has_avx512(void);
@@ -42,6 +46,20 @@ void ck_to_bf16_rows(const float *x, int64_t M, int64_t K, int64_t ldx, uint16_t
 /// Products of bf16 values accumulated in float32 (the CPU's bf16 dot-product instruction).
 void ck_gemm_bf16(const uint16_t *xb, int64_t M, int64_t K, const void *W, const float *bias, float *y,
                   int64_t ldy, int64_t n0, int64_t n1);
+
+/// Dequantizes row `row` of a quantized matrix (CK_Q8 / CK_Q4) to float32.
+void ck_convert_row_q(const void *W, const uint16_t *scales, int format, int64_t K, int64_t row, float *out);
+/// y[n] = x · dequant(W[n]) (+ bias) for n0 <= n < n1; quantized weights read once, float32 math.
+void ck_gemv_q(const float *x, int64_t K, const void *W, const uint16_t *scales, int format, const float *bias,
+               float *y, int64_t n0, int64_t n1);
+/// Dequantizes rows n0 ..< n0+count to bf16 (row length K) for the bf16 GEMM.
+void ck_rows_to_bf16(const void *W, const uint16_t *scales, int format, int64_t K, int64_t n0, int64_t count,
+                     uint16_t *out);
+/// Quantizes one float32 row (K a multiple of 32) into `format`; returns its scales through `scales`.
+void ck_quantize_row(const float *w, int64_t K, int format, void *out, uint16_t *scales);
+/// Float32 → IEEE half (round to nearest even) and back.
+uint16_t ck_f32_to_f16(float f);
+float ck_f16_to_f32(uint16_t h);
 
 /// Dot product of two float32 vectors.
 float ck_dot(const float *a, const float *b, int64_t n);
