@@ -201,6 +201,13 @@ final class HubDownloadTests: XCTestCase {
             XCTAssertTrue(e.description.contains("not found"))
         }
         do {
+            // The real hub answers 401 + X-Error-Code: RepoNotFound for a missing (or private) repo.
+            _ = try await client(token: "hf_x").download(repo: "org/private-thing")
+            XCTFail("expected not found")
+        } catch let e as HubError {
+            XCTAssertEqual(e, .repositoryNotFound(repo: "org/private-thing", tokenSent: true))
+        }
+        do {
             _ = try await client().download(repo: "org/model", revision: "v9")
             XCTFail("expected not found")
         } catch let e as HubError {

@@ -189,7 +189,10 @@ final class MockHubServer: @unchecked Sendable {
             String($0).removingPercentEncoding ?? String($0)
         }
         let notFound = { (code: String, msg: String) in
-            self.respond(fd, 404, "Not Found", headers: [("X-Error-Code", code), ("Content-Type", "application/json")],
+            // Like the real hub, an unknown repo under "private-*" answers 401 so as not to reveal private repos.
+            let hidden = code == "RepoNotFound" && comps.contains { $0.hasPrefix("private-") }
+            self.respond(fd, hidden ? 401 : 404, hidden ? "Unauthorized" : "Not Found",
+                         headers: [("X-Error-Code", code), ("Content-Type", "application/json")],
                          body: self.json(["error": msg]), head: head)
         }
         // CDN: /cdn/<sha256>
