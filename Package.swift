@@ -45,7 +45,8 @@ let package = Package(
             swiftSettings: v5),
         .executableTarget(
             name: "PaliGemmaCLI",
-            dependencies: ["PaliGemma", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["PaliGemma", "Hub", "Imaging", "GemmaTokenizer", "Kernels", "SafeTensors",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: v5),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels"], swiftSettings: v5),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors"], swiftSettings: v5),

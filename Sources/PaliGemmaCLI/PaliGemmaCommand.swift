@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GemmaTokenizer
+import Hub
 import Imaging
 import PaliGemma
 import SafeTensors
@@ -22,16 +23,18 @@ struct PaliGemmaCommand: AsyncParsableCommand {
           paligemma bench 3b-224
         """,
         subcommands: [Caption.self, Describe.self, Ask.self, Detect.self, OCR.self, Generate.self,
-                      Tokenize.self, Info.self, Quantize.self, Bench.self])
+                      Tokenize.self, Info.self, Download.self, Quantize.self, Bench.self])
 }
 
 /// Prints a library error the way a person can act on, and picks the exit code.
 func fail(_ error: Error) -> ExitCode {
     FileHandle.standardError.write(Data("error: \(error)\n".utf8))
-    // 3: the model (checkpoint, tokenizer) is unusable; 4: the input (image, prompt, options) is.
+    // 3: the model (checkpoint, tokenizer) is unusable; 4: the input (image, prompt, options) is;
+    // 5: a download failed.
     switch error {
     case is CheckpointError, is SafeTensorsError, is TokenizerError: return ExitCode(3)
     case is InputError, is ImageError: return ExitCode(4)
+    case is HubError: return ExitCode(5)
     default: return ExitCode(1)
     }
 }
