@@ -37,6 +37,20 @@ final class DecoderTests: XCTestCase {
         XCTAssertLessThan(worst, 1e-4)
     }
 
+    /// Google's real vae-oid.npz (not in the repository): set PALIGEMMA_VAE_OID to its path.
+    func testRealVaeOidWhenAvailable() throws {
+        guard let path = ProcessInfo.processInfo.environment["PALIGEMMA_VAE_OID"] else {
+            throw XCTSkip("set PALIGEMMA_VAE_OID to big_vision's vae-oid.npz to compare against its recorded outputs")
+        }
+        let decoder = try VQVAEMaskDecoder(npz: URL(fileURLWithPath: path))
+        XCTAssertEqual(decoder.codebookSize, 128)
+        XCTAssertEqual(decoder.embeddingWidth, 32)
+        XCTAssertEqual(decoder.channelWidths, [128, 128, 64, 32, 16])
+        let worst = try compare(decoder, expected: fixture("expected_vae_oid.npz"))
+        print("vae-oid decoder: worst relative error \(worst)")
+        XCTAssertLessThan(worst, 1e-4)
+    }
+
     func testStoredAndCompressedNpzLoadAndMatch() throws {
         let stored = try VQVAEMaskDecoder(npz: fixture("vae_small.npz"))
         let deflated = try VQVAEMaskDecoder(npz: fixture("vae_small_compressed.npz"))

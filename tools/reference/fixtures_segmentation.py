@@ -12,6 +12,8 @@ Writes Tests/Fixtures/segmentation/:
   bad_truncated.npz      the first half of vae_small.npz's bytes
   expected_d16.npz       codes int64 (N,16), masks float32 (N,64,64): decoder outputs for vae_d16
   expected_small.npz     the same for vae_small
+  expected_vae_oid.npz   the same for the real vae-oid.npz (D=32), written only when $PALIGEMMA_VAE_OID
+                         names that file; the Swift test runs against it when the variable is set
   placement.npz          ramp float32 (64,64); per case i: soft_i float32, the soft mask inside the visible box
   placement.json         per case: image size, loc bins, pixel box, source (row of expected_d16 masks,
                          −1 = ramp), area and the binary mask's RLE counts (column-major, COCO)
@@ -28,6 +30,7 @@ clip(v × 0.5 + 0.5, 0, 1) of the resized logits. A box reaching outside the ima
 full size and then cropped to the image.
 """
 import json
+import os
 import pathlib
 
 import numpy as np
@@ -210,5 +213,14 @@ def generate(out_dir: pathlib.Path) -> None:
     out["ramp"] = ramp
     np.savez_compressed(out_dir / "placement.npz", **out)
     (out_dir / "placement.json").write_text("[\n" + ",\n".join(json.dumps(x) for x in meta) + "\n]\n")
+    real = os.environ.get("PALIGEMMA_VAE_OID")
+    if real:
+        arrays = dict(np.load(real))
+        d = arrays["_vq_vae._embedding"].shape[1]
+        real_model = Decoder(d, arrays["decoder.0.weight"].shape[0]).double()
+        real_model.load_state_dict({k: torch.from_numpy(v.astype(np.float64))
+                                    for k, v in arrays.items() if k.startswith("decoder.")})
+        real_codes = [list(range(16)), [(i * 37 + 5) % 128 for i in range(16)], [77] * 16]
+        np.savez_compressed(out_dir / "expected_vae_oid.npz", **expected(arrays, real_model, real_codes))
     total = sum(p.stat().st_size for p in out_dir.iterdir())
     print(f"segmentation fixtures: {total / 1024:.0f} KiB in {out_dir}")
