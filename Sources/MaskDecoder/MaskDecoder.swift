@@ -1,1 +1,0 @@
-// MaskDecoder module.

@@ -1,3 +1,0 @@
-import XCTest
-@testable import MaskDecoder
-final class MaskDecoderPlaceholderTests: XCTestCase { func testBuilds() { XCTAssertTrue(true) } }
