@@ -3,6 +3,7 @@ import Foundation
 import GemmaTokenizer
 import Hub
 import Imaging
+import MaskDecoder
 import PaliGemma
 import SafeTensors
 
@@ -22,7 +23,7 @@ struct PaliGemmaCommand: AsyncParsableCommand {
           paligemma tokenize "detect cat"
           paligemma bench 3b-224
         """,
-        subcommands: [Caption.self, Describe.self, Ask.self, Detect.self, OCR.self, Generate.self,
+        subcommands: [Caption.self, Describe.self, Ask.self, Detect.self, Segment.self, OCR.self, Generate.self,
                       Tokenize.self, Info.self, Download.self, Quantize.self, Bench.self])
 }
 
@@ -34,6 +35,7 @@ func fail(_ error: Error) -> ExitCode {
     switch error {
     case is CheckpointError, is SafeTensorsError, is TokenizerError: return ExitCode(3)
     case is InputError, is ImageError: return ExitCode(4)
+    case is MaskDecoderError, is NumPyError: return ExitCode(3)
     case is HubError: return ExitCode(5)
     default: return ExitCode(1)
     }

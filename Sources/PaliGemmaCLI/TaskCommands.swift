@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Imaging
+import MaskDecoder
 import PaliGemma
 
 /// One image's answer, as printed with --json (one JSON object per line).
@@ -10,9 +11,11 @@ struct ImageResult: Encodable {
     var height: Int
     var generation: Generation
     var objects: [DetectedObject]?
+    var masks: [SegmentedObject]?
+    var maskFiles: [String]?
     var annotated: String?
 
-    enum CodingKeys: String, CodingKey { case image, width, height, objects, annotated }
+    enum CodingKeys: String, CodingKey { case image, width, height, objects, masks, maskFiles = "mask_files", annotated }
 
     func encode(to encoder: Encoder) throws {
         try generation.encode(to: encoder)
@@ -21,6 +24,8 @@ struct ImageResult: Encodable {
         try c.encode(width, forKey: .width)
         try c.encode(height, forKey: .height)
         try c.encodeIfPresent(objects, forKey: .objects)
+        try c.encodeIfPresent(masks, forKey: .masks)
+        try c.encodeIfPresent(maskFiles, forKey: .maskFiles)
         try c.encodeIfPresent(annotated, forKey: .annotated)
     }
 }
@@ -31,11 +36,14 @@ enum ResultKind { case text, boxes, masks }
 /// Shared body of every task verb: load the model once, then for each image encode it once,
 /// run the prompt, parse, print (text or JSON lines) and optionally draw.
 func runTask(images: [String], prompt: String, kind: ResultKind, model: ModelOptions, generation: GenerationFlags,
-             json: Bool, output: String?) throws {
+             json: Bool, output: String?, segmenter: Segmenter? = nil, maskDirectory: String? = nil) throws {
     guard !images.isEmpty else { throw ValidationError("give at least one image") }
     let verbose = isatty(2) != 0
     if verbose { status("loading model…") }
     let pipeline = try model.pipeline()
+    if let maskDirectory {
+        try FileManager.default.createDirectory(atPath: maskDirectory, withIntermediateDirectories: true)
+    }
     for (index, path) in images.enumerated() {
         let image = try pipeline.loadImage(URL(fileURLWithPath: path))
         if verbose { status("\(path): encoding image (\(image.width)×\(image.height))…") }
@@ -48,10 +56,30 @@ func runTask(images: [String], prompt: String, kind: ResultKind, model: ModelOpt
             result.objects = LocationParser.parse(g.text, imageWidth: image.width, imageHeight: image.height,
                                                   requireSegmentation: kind == .masks)
         }
+        if kind == .masks, let segmenter {
+            let masks = segmenter.segment(text: g.text, imageWidth: image.width, imageHeight: image.height)
+            result.masks = masks
+            result.objects = masks.map(\.object)
+            if let maskDirectory {
+                let stem = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
+                result.maskFiles = try masks.enumerated().map { i, m in
+                    let file = URL(fileURLWithPath: maskDirectory).appendingPathComponent("\(stem)-mask\(i).png")
+                    let bits = try m.mask()
+                    var pixels = [UInt8](repeating: 0, count: bits.count * 3)
+                    for (j, b) in bits.enumerated() where b != 0 { pixels[3 * j] = 255; pixels[3 * j + 1] = 255; pixels[3 * j + 2] = 255 }
+                    try PNGEncoder.write(RGBImage(width: m.width, height: m.height, pixels: pixels), to: file)
+                    return file.path
+                }
+            }
+        }
         if let output {
             let target = images.count == 1 ? output : numbered(output, index)
             let boxes = (result.objects ?? []).map { AnnotationBox(label: $0.label, x0: $0.x0, y0: $0.y0, x1: $0.x1, y1: $0.y1) }
-            try PNGEncoder.write(Annotator.draw(image: image, boxes: boxes), to: URL(fileURLWithPath: target))
+            let overlays = (result.masks ?? []).map { m in
+                AnnotationMask(box: AnnotationBox(label: m.object.label, x0: m.object.x0, y0: m.object.y0, x1: m.object.x1, y1: m.object.y1),
+                               width: 64, height: 64, values: VQVAEMaskDecoder.probabilities(m.mask64))
+            }
+            try PNGEncoder.write(Annotator.draw(image: image, boxes: boxes, masks: overlays), to: URL(fileURLWithPath: target))
             result.annotated = target
         }
         if json {
@@ -66,8 +94,11 @@ func runTask(images: [String], prompt: String, kind: ResultKind, model: ModelOpt
             case .boxes, .masks:
                 let objects = result.objects ?? []
                 if objects.isEmpty { print(prefix + "(nothing found) \(g.text)") }
-                for o in objects {
-                    print(prefix + String(format: "%@  x0=%.0f y0=%.0f x1=%.0f y1=%.0f", o.label as NSString, o.x0, o.y0, o.x1, o.y1))
+                for (i, o) in objects.enumerated() {
+                    var line = prefix + String(format: "%@  x0=%.0f y0=%.0f x1=%.0f y1=%.0f", o.label as NSString, o.x0, o.y0, o.x1, o.y1)
+                    if let m = result.masks?[i] { line += "  mask \(m.area) px" }
+                    if let f = result.maskFiles?[i] { line += " → \(f)" }
+                    print(line)
                 }
             }
             if let a = result.annotated { status("wrote \(a)") }
@@ -153,6 +184,36 @@ struct Detect: ParsableCommand {
         let names = objects.split(separator: ";").map { String($0) }.filter { !$0.trimmingCharacters(in: .whitespaces).isEmpty }
         try wrap { try runTask(images: images, prompt: PaliGemmaTask.detect(objects: names).prompt, kind: .boxes,
                                model: flags.model, generation: flags.generation, json: flags.json, output: flags.output) }
+    }
+}
+
+struct Segment: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Find a thing and print its box and mask.",
+        discussion: """
+        Masks come from big_vision's VQ-VAE decoder (vae-oid.npz): taken from --vae-oid, else the
+        model directory, else the demo model. JSON output carries each mask as COCO run lengths;
+        --mask-dir also writes them as PNG files, --output draws them over the image.
+        Example: paligemma segment photo.jpg --object cat --output cat.png --mask-dir masks/
+        """)
+    @Argument(help: "Image files.") var images: [String]
+    @Option(help: "What to segment.") var object: String
+    @Option(name: .customLong("vae-oid"), help: "big_vision's vae-oid.npz (mask decoder weights).") var vaeOID: String?
+    @Option(name: .customLong("mask-dir"), help: "Write each mask as a PNG into this directory.") var maskDir: String?
+    @OptionGroup var flags: TaskFlags
+    func run() throws {
+        try wrap {
+            let candidates = [vaeOID.map { URL(fileURLWithPath: $0) },
+                              (try? flags.model.resolveDirectory())?.appendingPathComponent("vae-oid.npz"),
+                              ModelOptions.demoDirectory.appendingPathComponent("vae-oid.npz")].compactMap { $0 }
+            guard let file = candidates.first(where: { FileManager.default.fileExists(atPath: $0.path) }) else {
+                throw ValidationError("no vae-oid.npz found; pass --vae-oid (big_vision's file from gs://big_vision/paligemma/vae-oid.npz)")
+            }
+            let segmenter = try Segmenter(vaeFile: file)
+            try runTask(images: images, prompt: PaliGemmaTask.segment(object: object).prompt, kind: .masks,
+                        model: flags.model, generation: flags.generation, json: flags.json, output: flags.output,
+                        segmenter: segmenter, maskDirectory: maskDir)
+        }
     }
 }
 
