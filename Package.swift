@@ -54,6 +54,8 @@ let package = Package(
         .testTarget(name: "ImagingTests", dependencies: ["Imaging"], swiftSettings: v5),
         .testTarget(name: "MaskDecoderTests", dependencies: ["MaskDecoder"], swiftSettings: v5),
         .testTarget(name: "HubTests", dependencies: ["Hub"], swiftSettings: v5),
+        // Runs the built `paligemma` binary on the fixtures, as a person would.
+        .testTarget(name: "CLITests", swiftSettings: v5),
         .testTarget(name: "PaliGemmaTests", dependencies: ["PaliGemma", "SafeTensors"], swiftSettings: v5),
     ]
 )

@@ -23,7 +23,7 @@ struct PaliGemmaCommand: AsyncParsableCommand {
           paligemma tokenize "detect cat"
           paligemma bench 3b-224
         """,
-        subcommands: [Caption.self, Describe.self, Ask.self, Detect.self, Segment.self, OCR.self, Generate.self,
+        subcommands: [Caption.self, Describe.self, Ask.self, Detect.self, Segment.self, OCR.self, Generate.self, Chat.self,
                       Tokenize.self, Info.self, Download.self, Quantize.self, Bench.self])
 }
 

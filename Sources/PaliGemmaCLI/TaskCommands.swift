@@ -230,14 +230,31 @@ struct OCR: ParsableCommand {
 
 struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run any prompt on images.",
-        discussion: "Example: paligemma generate photo.jpg --prompt \"caption es\" --temperature 0.7 --seed 1")
-    @Argument(help: "Image files.") var images: [String]
-    @Option(name: .shortAndLong, help: "The prompt, sent as is (no <image>/<bos>: they are added).") var prompt: String
+        abstract: "Run any prompt on images, or a batch of requests from a JSON-lines file.",
+        discussion: """
+        Examples:
+          paligemma generate photo.jpg --prompt "caption es" --temperature 0.7 --seed 1
+          paligemma generate --input requests.jsonl --results answers.jsonl
+        Each request line is {"image": "a.jpg", "prompt": "caption en", "id": "optional", "max_new_tokens": 32}.
+        With --results, answers are appended as JSON lines and requests already answered there are
+        skipped, so an interrupted batch resumes where it stopped.
+        """)
+    @Argument(help: "Image files.") var images: [String] = []
+    @Option(name: .shortAndLong, help: "The prompt, sent as is (no <image>/<bos>: they are added).") var prompt: String?
+    @Option(help: "A JSON-lines file of requests (batch mode).") var input: String?
+    @Option(help: "Batch mode: append answers to this JSON-lines file and resume from it.") var results: String?
     @OptionGroup var flags: TaskFlags
     func run() throws {
-        try wrap { try runTask(images: images, prompt: prompt, kind: .text,
-                               model: flags.model, generation: flags.generation, json: flags.json, output: flags.output) }
+        try wrap {
+            if let input {
+                guard images.isEmpty, prompt == nil else { throw ValidationError("--input replaces IMAGE and --prompt") }
+                try runBatch(input: input, results: results, model: flags.model, generation: flags.generation)
+                return
+            }
+            guard let prompt else { throw ValidationError("give --prompt (or --input for a batch)") }
+            try runTask(images: images, prompt: prompt, kind: .text,
+                        model: flags.model, generation: flags.generation, json: flags.json, output: flags.output)
+        }
     }
 }
 

@@ -1,0 +1,163 @@
+import Foundation
+import XCTest
+
+/// Runs the real `paligemma` binary (built beside this test bundle) on the committed fixtures.
+final class CLITests: XCTestCase {
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+    var fixtures: URL { root.appendingPathComponent("Tests/Fixtures") }
+    var model: String { fixtures.appendingPathComponent("model/e2e").path }
+    var image: String { fixtures.appendingPathComponent("image/inputs/jpeg_baseline.jpg").path }
+    var tmp: URL!
+
+    override func setUpWithError() throws {
+        tmp = FileManager.default.temporaryDirectory.appendingPathComponent("cli-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: tmp) }
+
+    var binary: URL {
+        // The xctest bundle sits in the build products directory, next to the executable.
+        var dir = Bundle(for: CLITests.self).bundleURL
+        while dir.pathExtension == "xctest" || dir.lastPathComponent == "Contents" { dir.deleteLastPathComponent() }
+        return dir.appendingPathComponent("paligemma")
+    }
+
+    struct Run { let status: Int32; let stdout: String; let stderr: String }
+
+    @discardableResult
+    func run(_ args: [String], stdin: String? = nil, environment: [String: String] = [:]) throws -> Run {
+        XCTAssertTrue(FileManager.default.isExecutableFile(atPath: binary.path), "build the paligemma product first: \(binary.path)")
+        let p = Process()
+        p.executableURL = binary
+        p.arguments = args
+        var env = ProcessInfo.processInfo.environment
+        env.removeValue(forKey: "PALIGEMMA_MODEL")
+        for (k, v) in environment { env[k] = v }
+        p.environment = env
+        let out = Pipe(), err = Pipe(), input = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        p.standardInput = input
+        try p.run()
+        if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
+        try input.fileHandleForWriting.close()
+        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return Run(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+    }
+
+    struct Reference: Decodable {
+        struct Case: Decodable { let image: String; let prompt: String; let text: String; let input_ids: [Int]; let generated_ids: [Int] }
+        let cases: [Case]
+    }
+
+    func reference() throws -> Reference {
+        try JSONDecoder().decode(Reference.self, from: Data(contentsOf: fixtures.appendingPathComponent("model/e2e/reference.json")))
+    }
+
+    func testCaptionJSONMatchesTransformers() throws {
+        let c = try reference().cases[0]
+        let r = try run(["caption", fixtures.appendingPathComponent("image/\(c.image)").path, "--model", model,
+                         "--max-tokens", "\(c.generated_ids.count)", "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let obj = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        XCTAssertEqual(obj["text"] as? String, c.text)
+        XCTAssertEqual(obj["token_ids"] as? [Int], c.generated_ids)
+        XCTAssertEqual(obj["prompt"] as? String, "caption en")
+        XCTAssertEqual((obj["token_logprobs"] as? [Double])?.count, c.generated_ids.count)
+        XCTAssertNotNil(obj["timings"])
+        XCTAssertTrue(r.stderr.isEmpty, "quiet when not on a terminal: \(r.stderr)")
+    }
+
+    func testSeveralImagesGiveOneJSONLineEach() throws {
+        let second = fixtures.appendingPathComponent("image/inputs/png_rgba.png").path
+        let r = try run(["generate", image, second, "--prompt", "detect cat ; dog", "--model", model, "--max-tokens", "4", "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let lines = r.stdout.split(separator: "\n")
+        XCTAssertEqual(lines.count, 2)
+        let images = try lines.map { (try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])?["image"] as? String }
+        XCTAssertEqual(images, [image, second])
+    }
+
+    func testDetectWritesAnnotatedPNG() throws {
+        let out = tmp.appendingPathComponent("boxes.png").path
+        let r = try run(["detect", image, "--objects", "cat ; dog", "--model", model, "--max-tokens", "8", "--output", out])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let data = try Data(contentsOf: URL(fileURLWithPath: out))
+        XCTAssertEqual(Array(data.prefix(8)), [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A])
+    }
+
+    func testTokenizePromptMatchesProcessor() throws {
+        let c = try reference().cases[1]
+        let r = try run(["tokenize", "--model", model, "--prompt", c.prompt, "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let obj = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        XCTAssertEqual(obj["ids"] as? [Int], c.input_ids)
+        let plain = try run(["tokenize", "--model", model, "detect cat"])
+        XCTAssertTrue(plain.stdout.contains("▁cat"), plain.stdout)
+    }
+
+    func testErrorsHaveMessagesAndExitCodes() throws {
+        let missingImage = try run(["caption", tmp.appendingPathComponent("nope.jpg").path, "--model", model])
+        XCTAssertEqual(missingImage.status, 4)
+        XCTAssertTrue(missingImage.stderr.contains("nope.jpg"), missingImage.stderr)
+        let garbage = tmp.appendingPathComponent("garbage.jpg")
+        try Data("not an image".utf8).write(to: garbage)
+        XCTAssertEqual(try run(["caption", garbage.path, "--model", model]).status, 4)
+        let missingModel = try run(["caption", image, "--model", tmp.appendingPathComponent("none").path])
+        XCTAssertEqual(missingModel.status, 3)
+        XCTAssertTrue(missingModel.stderr.contains("none"), missingModel.stderr)
+        XCTAssertEqual(try run(["caption", image, "--model", model, "--max-tokens", "0"]).status, 4)
+        XCTAssertEqual(try run(["caption", "--no-such-flag"]).status, 64)
+        let help = try run(["detect", "--help"])
+        XCTAssertEqual(help.status, 0)
+        XCTAssertTrue(help.stdout.contains("Example"), help.stdout)
+    }
+
+    func testQuantizedCopyRuns() throws {
+        let out = tmp.appendingPathComponent("q8").path
+        let q = try run(["quantize", model, out, "--format", "q8"])
+        XCTAssertEqual(q.status, 0, q.stderr)
+        let r = try run(["caption", image, "--model", out, "--max-tokens", "4", "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let info = try run(["info", "--model", out])
+        XCTAssertTrue(info.stdout.contains("i8"), info.stdout)
+    }
+
+    func testBatchResumesAfterInterruption() throws {
+        let second = fixtures.appendingPathComponent("image/inputs/png_rgba.png").path
+        let list = tmp.appendingPathComponent("list.jsonl")
+        try """
+        {"id": "a", "image": "\(image)", "prompt": "caption en", "max_new_tokens": 3}
+        {"id": "b", "image": "\(image)", "prompt": "detect cat", "max_new_tokens": 4}
+        {"id": "c", "image": "\(second)", "prompt": "ocr", "max_new_tokens": 3}
+
+        """.write(to: list, atomically: true, encoding: .utf8)
+        let results = tmp.appendingPathComponent("out.jsonl")
+        var r = try run(["generate", "--input", list.path, "--results", results.path, "--model", model])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let full = try String(contentsOf: results, encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(full.count, 3)
+        // Simulate an interruption: keep the first answer and half of the second.
+        try (String(full[0]) + "\n" + String(full[1].prefix(20))).write(to: results, atomically: true, encoding: .utf8)
+        r = try run(["generate", "--input", list.path, "--results", results.path, "--model", model])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let resumed = try String(contentsOf: results, encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(resumed.count, 3)
+        XCTAssertEqual(resumed[0], full[0], "answered lines are kept")
+        let ids = try resumed.map { (try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])?["id"] as? String }
+        XCTAssertEqual(ids, ["a", "b", "c"])
+        func tokens(_ lines: [Substring]) throws -> [[Int]] {
+            try lines.map { (try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])?["token_ids"] as? [Int] ?? [] }
+        }
+        XCTAssertEqual(try tokens(resumed), try tokens(full), "greedy answers repeat exactly")
+    }
+
+    func testChatAnswersEachLine() throws {
+        let r = try run(["chat", image, "--model", model, "--max-tokens", "3"], stdin: "what is it?\n\ncaption en\nexit\nignored\n")
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertEqual(r.stdout.split(separator: "\n", omittingEmptySubsequences: false).count, 3, r.stdout)
+    }
+}
