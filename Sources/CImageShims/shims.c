@@ -374,3 +374,43 @@ int cis_inflate(const uint8_t *src, size_t src_len, uint8_t *dst, size_t dst_len
     int rc = uncompress(dst, &n, src, (uLong)src_len);
     return (rc == Z_OK && n == dst_len) ? CIS_OK : CIS_CORRUPT;
 }
+
+/* ---------------- JPEG encoding (benchmarks, tests) ---------------- */
+
+int cis_jpeg_encode(const uint8_t *pixels, int width, int height, int quality, uint8_t **out, size_t *out_len) {
+    *out = NULL;
+    *out_len = 0;
+    if (width <= 0 || height <= 0) return CIS_ZERO_SIZE;
+    struct jpeg_compress_struct cinfo;
+    struct jerr_ctx jerr;
+    memset(&jerr, 0, sizeof jerr);
+    cinfo.err = jpeg_std_error(&jerr.pub);
+    jerr.pub.error_exit = jpeg_fail;
+    jerr.pub.output_message = jpeg_silent;
+    unsigned char *buf = NULL;
+    unsigned long len = 0;
+    if (setjmp(jerr.jump)) {
+        jpeg_destroy_compress(&cinfo);
+        free(buf);
+        return CIS_CORRUPT;
+    }
+    jpeg_create_compress(&cinfo);
+    jpeg_mem_dest(&cinfo, &buf, &len);
+    cinfo.image_width = (JDIMENSION)width;
+    cinfo.image_height = (JDIMENSION)height;
+    cinfo.input_components = 3;
+    cinfo.in_color_space = JCS_RGB;
+    jpeg_set_defaults(&cinfo);
+    jpeg_set_quality(&cinfo, quality, TRUE);
+    jpeg_start_compress(&cinfo, TRUE);
+    size_t stride = (size_t)width * 3;
+    while (cinfo.next_scanline < cinfo.image_height) {
+        JSAMPROW row = (JSAMPROW)(pixels + stride * cinfo.next_scanline);
+        jpeg_write_scanlines(&cinfo, &row, 1);
+    }
+    jpeg_finish_compress(&cinfo);
+    jpeg_destroy_compress(&cinfo);
+    *out = buf;
+    *out_len = (size_t)len;
+    return CIS_OK;
+}

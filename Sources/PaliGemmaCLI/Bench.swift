@@ -1,5 +1,7 @@
 import ArgumentParser
 import Foundation
+import GemmaTokenizer
+import Imaging
 import Kernels
 import PaliGemma
 
@@ -48,6 +50,9 @@ struct Bench: AsyncParsableCommand {
     @Flag(help: "Also print where the time goes, per kernel and phase.")
     var profile = false
 
+    @Option(help: "What to measure: all, model, image (4000×3000 JPEG decode + preprocess), tokenizer (encode MB/s).")
+    var only = "all"
+
     struct Report: Codable {
         var configuration: String
         var backend: String
@@ -64,6 +69,9 @@ struct Bench: AsyncParsableCommand {
         var decodeTokens: Int
         var decodeTokensPerSecond: Double
         var peakRSSGB: Double
+        var jpegDecodeSeconds: Double?
+        var jpegPreprocessSeconds: Double?
+        var tokenizerEncodeMBs: Double?
         var prefixTFLOP: Double
         var prefixGFLOPs: Double
         var computeFraction: Double
@@ -82,7 +90,79 @@ struct Bench: AsyncParsableCommand {
         }
     }
 
+    /// Decode + preprocess of a 4000×3000 JPEG (a phone photo), best of three.
+    func benchImage(size: Int) throws -> (decode: Double, preprocess: Double) {
+        let (w, h) = (4000, 3000)
+        var pixels = [UInt8](repeating: 0, count: w * h * 3)
+        var seed: UInt32 = 1
+        for y in 0..<h {
+            for x in 0..<w {
+                seed = seed &* 1664525 &+ 1013904223
+                let noise = Int(seed >> 28)
+                let i = (y * w + x) * 3
+                pixels[i] = UInt8((x * 255 / w + noise) & 255)
+                pixels[i + 1] = UInt8((y * 255 / h + noise) & 255)
+                pixels[i + 2] = UInt8(((x + y) / 31 * 8 + noise) & 255)
+            }
+        }
+        let jpeg = try JPEGEncoder.encode(RGBImage(width: w, height: h, pixels: pixels), quality: 90)
+        let loader = ImageLoader(), pre = ImagePreprocessor(size: size)
+        var best = (Double.infinity, Double.infinity)
+        for _ in 0..<3 {
+            var clock = Stopwatch()
+            let image = try loader.decode(jpeg, name: "4000x3000.jpg")
+            let d = clock.lap()
+            _ = pre.pixelValues(image)
+            best = (min(best.0, d), min(best.1, clock.lap()))
+        }
+        return best
+    }
+
+    /// Encode throughput over a multilingual corpus of prompt-sized lines.
+    func benchTokenizer(_ tokenizer: GemmaTokenizer) -> Double {
+        let samples = ["caption en", "answer en how many red circles are there?", "detect cat ; dog ; person",
+                       "Der schnelle braune Fuchs springt über den faulen Hund 1234.", "日本語のテキストと中文的句子。",
+                       "Привет, как дела? مرحبا بالعالم नमस्ते दुनिया สวัสดีครับ", "emoji 👍🏽 👨‍👩‍👧 and <loc0123><seg045> tokens"]
+        var lines: [String] = []
+        var total = 0
+        var i = 0
+        while total < 2_000_000 {
+            let line = samples[i % samples.count] + " \(i)"
+            lines.append(line)
+            total += line.utf8.count
+            i += 1
+        }
+        var clock = Stopwatch()
+        var count = 0
+        for line in lines { count += tokenizer.encode(line).count }
+        let seconds = clock.lap()
+        precondition(count > 0)
+        return Double(total) / seconds / 1e6
+    }
+
     func execute() throws {
+        if only != "all" && only != "model" {
+            guard only == "image" || only == "tokenizer" else { throw ValidationError("--only must be all, model, image or tokenizer") }
+        }
+        var extras: (jpeg: (Double, Double)?, tokenizer: Double?) = (nil, nil)
+        if only == "all" || only == "image" {
+            status("decoding and preprocessing a 4000×3000 JPEG…")
+            extras.jpeg = try benchImage(size: ModelPreset(preset)?.resolution ?? 224)
+        }
+        if only == "all" || only == "tokenizer" {
+            let dirs = [model.map { URL(fileURLWithPath: $0) }, ModelOptions.demoDirectory].compactMap { $0 }
+            if let tokenizer = dirs.lazy.compactMap({ try? GemmaTokenizer.load(directory: $0) }).first {
+                status("encoding 2 MB of prompts…")
+                extras.tokenizer = benchTokenizer(tokenizer)
+            } else {
+                status("no tokenizer found (pass --model); skipping the tokenizer measurement")
+            }
+        }
+        if only == "image" || only == "tokenizer" {
+            if let j = extras.jpeg { print(String(format: "4000×3000 JPEG       decode %.3f s + preprocess %.3f s", j.0, j.1)) }
+            if let t = extras.tokenizer { print(String(format: "tokenizer encode     %.1f MB/s", t)) }
+            return
+        }
         let directory: URL
         var name: String
         if let model {
@@ -150,6 +230,7 @@ struct Bench: AsyncParsableCommand {
             timeToFirstTokenSeconds: imageSeconds + prefillSeconds,
             decodeTokens: decodeTokens, decodeTokensPerSecond: decodeRate,
             peakRSSGB: Double(peakResidentBytes()) / 1e9,
+            jpegDecodeSeconds: extras.jpeg?.0, jpegPreprocessSeconds: extras.jpeg?.1, tokenizerEncodeMBs: extras.tokenizer,
             prefixTFLOP: flops / 1e12, prefixGFLOPs: flops / (imageSeconds + prefillSeconds) / 1e9,
             computeFraction: flops / (imageSeconds + prefillSeconds) / 1e9 / peakGFLOPs,
             decodeGBPerToken: stepBytes / 1e9, decodeGBs: stepBytes * decodeRate / 1e9,
@@ -168,13 +249,17 @@ struct Bench: AsyncParsableCommand {
             time to first token   %.2f s   (%.3f TFLOP, %.0f GFLOP/s = %.0f%% of %.0f)
             decode                %.2f tok/s over %d tokens (%.2f GB/token, %.1f GB/s = %.0f%% of %.0f)
             peak RSS              %.2f GB
+            4000×3000 JPEG        %@
+            tokenizer encode      %@
             """, report.configuration, model == nil ? "random weights" : "checkpoint", report.backend,
                   report.weightFormat, report.loadSeconds, report.imageEncodeSeconds, report.imageTokens,
                   report.prefillSeconds, report.promptTokens, report.prefillTokensPerSecond,
                   report.timeToFirstTokenSeconds, report.prefixTFLOP, report.prefixGFLOPs,
                   report.computeFraction * 100, peakGFLOPs,
                   report.decodeTokensPerSecond, report.decodeTokens, report.decodeGBPerToken, report.decodeGBs,
-                  report.bandwidthFraction * 100, bandwidthGBs, report.peakRSSGB))
+                  report.bandwidthFraction * 100, bandwidthGBs, report.peakRSSGB,
+                  extras.jpeg.map { String(format: "decode %.3f s + preprocess %.3f s", $0.0, $0.1) } ?? "not measured",
+                  extras.tokenizer.map { String(format: "%.1f MB/s", $0) } ?? "not measured"))
         }
     }
 

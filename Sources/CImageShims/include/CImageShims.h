@@ -37,6 +37,9 @@ int cis_webp_decode(const uint8_t *data, size_t len, int64_t max_pixels, cis_ima
 int cis_png_encode(const uint8_t *pixels, int width, int height, int channels,
                    uint8_t **out, size_t *out_len, char *message, size_t message_len);
 
+/* Encodes 8-bit RGB as a baseline JPEG of the given quality (1–100) into a malloc'd buffer. */
+int cis_jpeg_encode(const uint8_t *pixels, int width, int height, int quality, uint8_t **out, size_t *out_len);
+
 /* zlib inflate of a whole buffer into a caller-sized destination; returns CIS_OK on success. */
 int cis_inflate(const uint8_t *src, size_t src_len, uint8_t *dst, size_t dst_len);
 
