@@ -571,8 +571,93 @@ void ck_quantize_row(const float *w, int64_t K, int format, void *out, uint16_t 
     }
 }
 
+#if CK_X86
+AVX512 static void axpy_avx512(float a, const float *x, float *y, int64_t n) {
+    __m512 av = _mm512_set1_ps(a);
+    int64_t k = 0;
+    for (; k + 16 <= n; k += 16)
+        _mm512_storeu_ps(y + k, _mm512_fmadd_ps(av, _mm512_loadu_ps(x + k), _mm512_loadu_ps(y + k)));
+    if (k < n) {
+        __mmask16 m = (__mmask16)((1u << (n - k)) - 1);
+        _mm512_mask_storeu_ps(y + k, m, _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m, x + k), _mm512_maskz_loadu_ps(m, y + k)));
+    }
+}
+
+AVX512 static void scale_avx512(float a, float *y, int64_t n) {
+    __m512 av = _mm512_set1_ps(a);
+    int64_t k = 0;
+    for (; k + 16 <= n; k += 16) _mm512_storeu_ps(y + k, _mm512_mul_ps(av, _mm512_loadu_ps(y + k)));
+    for (; k < n; k++) y[k] *= a;
+}
+#endif
+
 void ck_axpy(float a, const float *x, float *y, int64_t n) {
+#if CK_X86
+    if (ck_has_avx512()) { axpy_avx512(a, x, y, n); return; }
+#endif
     for (int64_t k = 0; k < n; k++) y[k] += a * x[k];
+}
+
+static void ck_scale(float a, float *y, int64_t n) {
+#if CK_X86
+    if (ck_has_avx512()) { scale_avx512(a, y, n); return; }
+#endif
+    for (int64_t k = 0; k < n; k++) y[k] *= a;
+}
+
+void ck_attention_block(const float *q, int64_t ldq, int64_t nq, const float *k, int64_t ldk,
+                        const float *v, int64_t ldv, int64_t d, float scale, float cap,
+                        const int64_t *lo, const int64_t *hi, float *out, int64_t ldo, float *scratch) {
+    enum { TILE = 64 };
+    float *acc = scratch;                 /* nq × d running weighted sums */
+    float *mx = acc + nq * d;             /* nq running maxima */
+    float *sum = mx + nq;                 /* nq running denominators */
+    float *s = sum + nq;                  /* TILE scores of the current row */
+    int64_t first = INT64_MAX, last = 0;
+    for (int64_t i = 0; i < nq; i++) {
+        memset(acc + i * d, 0, (size_t)d * sizeof(float));
+        mx[i] = -INFINITY;
+        sum[i] = 0;
+        if (lo[i] < hi[i]) {
+            if (lo[i] < first) first = lo[i];
+            if (hi[i] > last) last = hi[i];
+        }
+    }
+    for (int64_t t0 = first; t0 < last; t0 += TILE) {
+        int64_t t1 = t0 + TILE < last ? t0 + TILE : last;
+        for (int64_t i = 0; i < nq; i++) {
+            int64_t a = lo[i] > t0 ? lo[i] : t0, b = hi[i] < t1 ? hi[i] : t1;
+            if (a >= b) continue;
+            const float *qi = q + i * ldq;
+            float tile_max = -INFINITY;
+            for (int64_t j = a; j < b; j++) {
+                float x = ck_dot(qi, k + j * ldk, d) * scale;
+                if (cap > 0) x = cap * tanhf(x / cap);
+                s[j - a] = x;
+                if (x > tile_max) tile_max = x;
+            }
+            float *ai = acc + i * d;
+            if (tile_max > mx[i]) {
+                /* rescale what was accumulated under the old maximum */
+                float f = expf(mx[i] - tile_max);
+                if (mx[i] != -INFINITY) {
+                    ck_scale(f, ai, d);
+                    sum[i] *= f;
+                }
+                mx[i] = tile_max;
+            }
+            for (int64_t j = a; j < b; j++) {
+                float p = expf(s[j - a] - mx[i]);
+                sum[i] += p;
+                ck_axpy(p, v + j * ldv, ai, d);
+            }
+        }
+    }
+    for (int64_t i = 0; i < nq; i++) {
+        float *o = out + i * ldo;
+        float inv = sum[i] > 0 ? 1.0f / sum[i] : 0.0f;
+        for (int64_t c = 0; c < d; c++) o[c] = acc[i * d + c] * inv;
+    }
 }
 
 void ck_linear(const float *x, int64_t M, int64_t K, int64_t ldx, const void *W, int format,

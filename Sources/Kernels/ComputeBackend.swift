@@ -6,6 +6,21 @@ public enum AttentionMask: Sendable, Equatable {
     /// other; otherwise a query at i sees keys j ≤ i, and with a `window`, only j > i − window.
     case prefixLM(prefixLength: Int, window: Int?)
 
+    /// The keys query `q` sees among 0..<keyCount: always one contiguous range. A prefix query
+    /// sees the whole prefix (bidirectional, no window); a later query sees (q − window, q].
+    @inline(__always)
+    public func keyRange(query q: Int, keyCount: Int) -> Range<Int> {
+        switch self {
+        case .bidirectional:
+            return 0..<keyCount
+        case let .prefixLM(prefix, window):
+            if q < prefix { return 0..<min(prefix, keyCount) }
+            let end = min(q + 1, keyCount)
+            let start = window.map { max(0, q - $0 + 1) } ?? 0
+            return min(start, end)..<end
+        }
+    }
+
     /// Whether the query at index `q` may attend to the key at index `k`.
     @inline(__always)
     public func allows(query q: Int, key k: Int) -> Bool {

@@ -217,7 +217,9 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
     public func add(_ y: Matrix, into x: Matrix) {
         precondition(x.columns == y.columns && x.rows == y.rows, "add shape mismatch")
         let xp = x.storage, yp = y.storage
-        for i in 0..<(x.rows * x.columns) { xp[i] += yp[i] }
+        parallel(x.rows * x.columns, minChunk: 1 << 15) { i0, i1, _ in
+            ck_axpy(1, yp + i0, xp + i0, Int64(i1 - i0))
+        }
     }
 
     public func softcap(_ x: Matrix, cap: Float) {
@@ -227,10 +229,23 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
         }
     }
 
+    /// inv_freq per (headDim, theta), computed once: decode steps allocate nothing.
+    private var invFreqCache: (headDim: Int, theta: Float, values: [Float]) = (0, 0, [])
+
+    private func inverseFrequencies(headDim: Int, theta: Float) -> [Float] {
+        lock.lock()
+        defer { lock.unlock() }
+        if invFreqCache.headDim != headDim || invFreqCache.theta != theta {
+            // inv_freq = 1 / theta^(arange(0, d, 2) / d), in float32 as the reference computes it.
+            invFreqCache = (headDim, theta, (0..<(headDim / 2)).map { 1 / pow(theta, Float(2 * $0) / Float(headDim)) })
+        }
+        return invFreqCache.values
+    }
+
     public func rope(_ x: Matrix, headDim: Int, firstPosition: Int, theta: Float) {
         precondition(headDim % 2 == 0 && x.columns % headDim == 0, "rope shape mismatch")
         let half = headDim / 2
-        let invFreq = (0..<half).map { 1 / pow(theta, Float(2 * $0) / Float(headDim)) }
+        let invFreq = inverseFrequencies(headDim: headDim, theta: theta)
         for r in 0..<x.rows {
             let p = x.rowPointer(r)
             let position = Float(firstPosition + r)
@@ -256,37 +271,27 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
         precondition(shape.heads % shape.kvHeads == 0 && shape.keyCount <= keys.rowCapacity)
         out.setRows(queries.rows)
         let group = shape.heads / shape.kvHeads
-        let keyCount = shape.keyCount
-        let buffers = scratchBuffers(max(keyCount, 1))
-        parallel(queries.rows * shape.heads) { i0, i1, w in
-            let scores = buffers[w]
-            for item in i0..<i1 {
-                let r = item / shape.heads, h = item % shape.heads
-                let q = shape.queryStart + r
-                let kvh = h / group
-                let qp = queries.rowPointer(r) + h * d
-                let op = out.rowPointer(r) + h * d
-                var maxScore = -Float.infinity
-                for k in 0..<keyCount {
-                    guard mask.allows(query: q, key: k) else {
-                        scores[k] = -.infinity
-                        continue
+        let rows = queries.rows, block = 32
+        let blocks = (rows + block - 1) / block
+        let buffers = scratchBuffers(block * (d + 2) + 64)
+        // Work items: (head, block of query rows); each streams its key/value tiles once.
+        parallel(shape.heads * blocks) { i0, i1, w in
+            withUnsafeTemporaryAllocation(of: Int64.self, capacity: 2 * block) { bounds in
+                let lo = bounds.baseAddress!, hi = lo + block
+                for item in i0..<i1 {
+                    let h = item / blocks, r0 = (item % blocks) * block
+                    let n = min(block, rows - r0)
+                    for i in 0..<n {
+                        let range = mask.keyRange(query: shape.queryStart + r0 + i, keyCount: shape.keyCount)
+                        lo[i] = Int64(range.lowerBound)
+                        hi[i] = Int64(range.upperBound)
                     }
-                    var s = ck_dot(qp, keys.rowPointer(k) + kvh * d, Int64(d)) * shape.scale
-                    if let cap = shape.softcap { s = cap * tanh(s / cap) }
-                    scores[k] = s
-                    maxScore = max(maxScore, s)
-                }
-                var total: Float = 0
-                for k in 0..<keyCount {
-                    let e = scores[k] == -.infinity ? 0 : exp(scores[k] - maxScore)
-                    scores[k] = e
-                    total += e
-                }
-                op.update(repeating: 0, count: d)
-                let invTotal = 1 / total
-                for k in 0..<keyCount where scores[k] != 0 {
-                    ck_axpy(scores[k] * invTotal, values.rowPointer(k) + kvh * d, op, Int64(d))
+                    let kvh = h / group
+                    ck_attention_block(queries.rowPointer(r0) + h * d, Int64(queries.columns), Int64(n),
+                                       keys.storage + kvh * d, Int64(keys.columns),
+                                       values.storage + kvh * d, Int64(values.columns), Int64(d),
+                                       shape.scale, shape.softcap ?? 0, lo, hi,
+                                       out.rowPointer(r0) + h * d, Int64(out.columns), buffers[w])
                 }
             }
         }

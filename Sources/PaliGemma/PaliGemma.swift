@@ -143,6 +143,8 @@ public final class InferenceSession {
     let state: Gemma2State
     private let lastHidden: Matrix   // [1, H]
     private let lastNormed: Matrix   // [1, H]
+    /// The one id a decode step embeds, reused so a step allocates nothing.
+    private var stepToken = [0]
 
     init(model: PaliGemmaModel, capacity: Int) {
         self.model = model
@@ -231,7 +233,8 @@ public final class InferenceSession {
         guard state.length + 1 <= state.capacity else {
             throw InputError.tooLong(tokens: state.length + 1, capacity: state.capacity)
         }
-        model.backend.embed([token], table: model.decoder.embedTokens, scale: model.decoder.embedScale, into: state.x)
+        stepToken[0] = token
+        model.backend.embed(stepToken, table: model.decoder.embedTokens, scale: model.decoder.embedScale, into: state.x)
         model.decoder.forward(state, backend: model.backend)
         model.decoder.logits(hidden: state.x, into: state.lastLogits, scratch: lastNormed, backend: model.backend)
         return state.lastLogits

@@ -120,6 +120,33 @@ final class FastVersusReferenceTests: XCTestCase {
         }
     }
 
+    func testKeyRangeAgreesWithAllows() {
+        for mask in [AttentionMask.bidirectional, .prefixLM(prefixLength: 5, window: nil), .prefixLM(prefixLength: 5, window: 3),
+                     .prefixLM(prefixLength: 0, window: 2), .prefixLM(prefixLength: 12, window: 4)] {
+            for keyCount in [1, 7, 12] {
+                for q in 0..<keyCount {
+                    let expected = (0..<keyCount).filter { mask.allows(query: q, key: $0) }
+                    XCTAssertEqual(Array(mask.keyRange(query: q, keyCount: keyCount)), expected, "\(mask) q\(q) n\(keyCount)")
+                }
+            }
+        }
+    }
+
+    func testLongAttentionTilesMatchReference() {
+        // More keys than one 64-key tile and more rows than one 32-row block.
+        let fast = FastBackend(threads: 2), reference = ReferenceBackend()
+        let d = 8, keys = 150
+        let k = randomMatrix(keys, 2 * d, scale: 3), v = randomMatrix(keys, 2 * d)
+        let q = randomMatrix(keys, 4 * d, scale: 3)
+        let shape = AttentionShape(heads: 4, kvHeads: 2, headDim: d, scale: 0.5, softcap: 50, queryStart: 0, keyCount: keys)
+        for mask in [AttentionMask.prefixLM(prefixLength: 70, window: 40), .bidirectional] {
+            let a = Matrix(rows: keys, columns: 4 * d), b = Matrix(rows: keys, columns: 4 * d)
+            fast.attention(queries: q, keys: k, values: v, shape: shape, mask: mask, into: a)
+            reference.attention(queries: q, keys: k, values: v, shape: shape, mask: mask, into: b)
+            for i in 0..<(keys * 4 * d) { XCTAssertEqual(a.storage[i], b.storage[i], accuracy: 8 * gamma(keys + d)) }
+        }
+    }
+
     func testMaskSemantics() {
         let m = AttentionMask.prefixLM(prefixLength: 4, window: 3)
         XCTAssertTrue(m.allows(query: 0, key: 3), "prefix is bidirectional")

@@ -61,6 +61,15 @@ void ck_quantize_row(const float *w, int64_t K, int format, void *out, uint16_t 
 uint16_t ck_f32_to_f16(float f);
 float ck_f16_to_f32(uint16_t h);
 
+/// Attention for a block of query vectors against one key/value head, without materialising the
+/// score matrix: keys are visited in tiles of 64 with an online (running max) softmax, so each key
+/// and value row is read once per block. Query i (row i of q, stride ldq) sees keys lo[i] ..< hi[i];
+/// scores are (q·k)·scale, then cap·tanh(s/cap) when cap > 0; softmax in float32.
+/// out: row i (stride ldo) receives the weighted sum of values. scratch: nq·(d + 66) floats.
+void ck_attention_block(const float *q, int64_t ldq, int64_t nq, const float *k, int64_t ldk,
+                        const float *v, int64_t ldv, int64_t d, float scale, float cap,
+                        const int64_t *lo, const int64_t *hi, float *out, int64_t ldo, float *scratch);
+
 /// Dot product of two float32 vectors.
 float ck_dot(const float *a, const float *b, int64_t n);
 /// y += a * x
