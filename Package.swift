@@ -17,6 +17,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.19"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
     ],
     targets: [
         // C kernels: each fast routine carries its own target attribute and is picked at run
@@ -43,9 +44,14 @@ let package = Package(
             name: "PaliGemma",
             dependencies: ["Kernels", "SafeTensors", "GemmaTokenizer", "Imaging", "MaskDecoder", "Hub"],
             swiftSettings: v5),
+        // HTTP server with a web page (Hummingbird 2): /v1/generate (JSON or SSE), /health, /.
+        .target(
+            name: "PaliGemmaServer",
+            dependencies: ["PaliGemma", "Imaging", "MaskDecoder", .product(name: "Hummingbird", package: "hummingbird")],
+            swiftSettings: v5),
         .executableTarget(
             name: "PaliGemmaCLI",
-            dependencies: ["PaliGemma", "Hub", "Imaging", "MaskDecoder", "GemmaTokenizer", "Kernels", "SafeTensors",
+            dependencies: ["PaliGemma", "PaliGemmaServer", "Hub", "Imaging", "MaskDecoder", "GemmaTokenizer", "Kernels", "SafeTensors",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: v5),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels"], swiftSettings: v5),
@@ -57,5 +63,9 @@ let package = Package(
         // Runs the built `paligemma` binary on the fixtures, as a person would.
         .testTarget(name: "CLITests", swiftSettings: v5),
         .testTarget(name: "PaliGemmaTests", dependencies: ["PaliGemma", "SafeTensors"], swiftSettings: v5),
+        .testTarget(
+            name: "PaliGemmaServerTests",
+            dependencies: ["PaliGemmaServer", "PaliGemma", "Imaging"],
+            swiftSettings: v5),
     ]
 )

@@ -1,0 +1,57 @@
+import ArgumentParser
+import Foundation
+import PaliGemma
+import PaliGemmaServer
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Serve a web page and an HTTP API for the model.",
+        discussion: """
+        GET / is a page to try the model in a browser (image, task, streamed text, boxes and masks);
+        GET /health describes the model; POST /v1/generate takes {"image": base64, "prompt": …} and
+        answers JSON, or Server-Sent Events with ?stream=true. One generation runs at a time; up to
+        --max-waiting requests queue behind it, more are refused with 503.
+        Masks for segment prompts use vae-oid.npz from --vae-oid, else the model directory, else the
+        demo model; without one, segment answers carry boxes only.
+        Example: paligemma serve --model google/paligemma2-3b-mix-448 --port 8080
+        """)
+    @OptionGroup var model: ModelOptions
+    @Option(help: "Address to listen on (0.0.0.0 for every interface).") var host = "127.0.0.1"
+    @Option(help: "Port to listen on (0 picks a free one).") var port = 8080
+    @Option(name: .customLong("vae-oid"), help: "big_vision's vae-oid.npz (mask decoder weights).") var vaeOID: String?
+    @Option(name: .customLong("max-waiting"), help: "Requests that may wait while one generates.") var maxWaiting = 8
+    @Option(name: .customLong("max-body-mb"), help: "Largest request body, in MB.") var maxBodyMB = 32
+
+    func run() async throws {
+        let pipeline: PaliGemmaPipeline
+        var segmenter: Segmenter?
+        do {
+            pipeline = try model.pipeline()
+            let candidates = [vaeOID.map { URL(fileURLWithPath: $0) },
+                              (try? model.resolveDirectory())?.appendingPathComponent("vae-oid.npz"),
+                              ModelOptions.demoDirectory.appendingPathComponent("vae-oid.npz")].compactMap { $0 }
+            if let vaeOID, !FileManager.default.fileExists(atPath: vaeOID) {
+                throw ValidationError("--vae-oid \(vaeOID): no such file")
+            }
+            if let file = candidates.first(where: { FileManager.default.fileExists(atPath: $0.path) }) {
+                segmenter = try Segmenter(vaeFile: file)
+            } else {
+                status("note: no vae-oid.npz found (pass --vae-oid); segment prompts will return boxes without masks")
+            }
+        } catch let e as ValidationError {
+            throw e
+        } catch {
+            throw fail(error)
+        }
+        let config = ServerConfiguration(host: host, port: port, modelName: model.requestedModel().name,
+                                         maxBodyBytes: max(1, maxBodyMB) << 20, maxWaiting: maxWaiting)
+        let service = PaliGemmaService(pipeline: pipeline, segmenter: segmenter, configuration: config)
+        let host = self.host
+        let app = makeServerApplication(service: service) { port in
+            let shown = host.contains(":") ? "[\(host)]" : host
+            print("PaliGemma server on http://\(shown):\(port)/  (Ctrl-C stops)")
+            fflush(stdout)
+        }
+        try await app.runService()
+    }
+}

@@ -1,0 +1,135 @@
+import Foundation
+import Hummingbird
+import PaliGemma
+
+/// A parsed `POST /v1/generate` body: the image bytes, the prompt and the generation options.
+struct GenerateRequest: Sendable {
+    var image: Data
+    var prompt: String
+    var options: GenerationOptions
+
+    /// The JSON body, field by field; missing fields take `GenerationOptions`' defaults.
+    private struct JSONBody: Decodable {
+        var image: String?
+        var prompt: String?
+        var max_new_tokens: Int?
+        var temperature: Float?
+        var top_k: Int?
+        var top_p: Float?
+        var seed: UInt64?
+    }
+
+    /// Parses a JSON (`application/json`, also the default) or `multipart/form-data` body.
+    static func parse(body: Data, contentType: String?) throws -> GenerateRequest {
+        let type = (contentType ?? "").lowercased()
+        if type.hasPrefix("multipart/form-data") {
+            return try parseMultipart(body: body, contentType: contentType ?? "")
+        }
+        guard type.isEmpty || type.hasPrefix("application/json") || type.hasPrefix("text/plain") else {
+            throw APIError(.unsupportedMediaType, code: "unsupported_media_type",
+                           message: "send the request as application/json or multipart/form-data, not \(contentType ?? "")")
+        }
+        guard !body.isEmpty else { throw APIError.badRequest("invalid_json", "the request body is empty; send a JSON object with \"image\" and \"prompt\"") }
+        let json = try JSONDecoder().decode(JSONBody.self, from: body)
+        guard let image = json.image else {
+            throw APIError.badRequest("missing_field", "the request has no \"image\" field (the base64 of a JPEG, PNG or WebP file)")
+        }
+        guard let prompt = json.prompt else {
+            throw APIError.badRequest("missing_field", "the request has no \"prompt\" field (e.g. \"caption en\")")
+        }
+        var options = GenerationOptions()
+        if let v = json.max_new_tokens { options.maxNewTokens = v }
+        if let v = json.temperature { options.temperature = v }
+        if let v = json.top_k { options.topK = v }
+        if let v = json.top_p { options.topP = v }
+        if let v = json.seed { options.seed = v }
+        return GenerateRequest(image: try decodeBase64(image), prompt: prompt, options: options)
+    }
+
+    /// Base64 (standard or URL-safe alphabet, padding optional, whitespace ignored), also as a
+    /// `data:image/…;base64,` URL.
+    static func decodeBase64(_ text: String) throws -> Data {
+        var s = Substring(text)
+        if s.hasPrefix("data:"), let comma = s.firstIndex(of: ",") {
+            guard s[..<comma].hasSuffix(";base64") else {
+                throw APIError.badRequest("invalid_base64", "\"image\" is a data URL without ;base64 encoding")
+            }
+            s = s[s.index(after: comma)...]
+        }
+        var cleaned = String(s.filter { !$0.isWhitespace })
+        cleaned = cleaned.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        if cleaned.count % 4 != 0 { cleaned += String(repeating: "=", count: 4 - cleaned.count % 4) }
+        guard !cleaned.isEmpty else { throw APIError.badRequest("missing_image", "\"image\" is empty") }
+        guard let data = Data(base64Encoded: cleaned) else {
+            throw APIError.badRequest("invalid_base64", "\"image\" is not valid base64; send the image file's bytes base64-encoded")
+        }
+        return data
+    }
+
+    // MARK: multipart/form-data
+
+    /// Fields as parts (`image` a file part; `prompt`, `max_new_tokens`, … text parts).
+    static func parseMultipart(body: Data, contentType: String) throws -> GenerateRequest {
+        guard let boundary = parameter("boundary", in: contentType), !boundary.isEmpty else {
+            throw APIError.badRequest("invalid_multipart", "multipart/form-data without a boundary parameter")
+        }
+        let parts = try multipartParts(body: body, boundary: boundary)
+        guard let image = parts["image"], !image.isEmpty else {
+            throw APIError.badRequest("missing_field", "the form has no \"image\" file part")
+        }
+        func text(_ name: String) -> String? {
+            parts[name].map { String(decoding: $0, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) }
+        }
+        guard let prompt = text("prompt") else { throw APIError.badRequest("missing_field", "the form has no \"prompt\" part (e.g. \"caption en\")") }
+        func number<T: LosslessStringConvertible>(_ name: String, _ kind: String) throws -> T? {
+            guard let t = text(name), !t.isEmpty else { return nil }
+            guard let v = T(t) else { throw APIError.badRequest("invalid_option", "\(name) must be \(kind), got \"\(t)\"") }
+            return v
+        }
+        var options = GenerationOptions()
+        if let v: Int = try number("max_new_tokens", "an integer") { options.maxNewTokens = v }
+        if let v: Float = try number("temperature", "a number") { options.temperature = v }
+        if let v: Int = try number("top_k", "an integer") { options.topK = v }
+        if let v: Float = try number("top_p", "a number") { options.topP = v }
+        if let v: UInt64 = try number("seed", "a non-negative integer") { options.seed = v }
+        return GenerateRequest(image: image, prompt: prompt, options: options)
+    }
+
+    /// `name=value` or `name="value"` from a header value such as a Content-Type.
+    static func parameter(_ name: String, in header: String) -> String? {
+        for piece in header.split(separator: ";").dropFirst() {
+            let kv = piece.split(separator: "=", maxSplits: 1)
+            guard kv.count == 2, kv[0].trimmingCharacters(in: .whitespaces).lowercased() == name else { continue }
+            var v = kv[1].trimmingCharacters(in: .whitespaces)
+            if v.hasPrefix("\""), v.hasSuffix("\""), v.count >= 2 { v = String(v.dropFirst().dropLast()) }
+            return v
+        }
+        return nil
+    }
+
+    /// The parts of a multipart body by their Content-Disposition name (first one wins).
+    static func multipartParts(body: Data, boundary: String) throws -> [String: Data] {
+        let invalid = APIError.badRequest("invalid_multipart", "the multipart/form-data body is malformed")
+        // Prepending CRLF makes the first delimiter look like every other one.
+        let data = Data("\r\n".utf8) + body
+        let delimiter = Data("\r\n--\(boundary)".utf8)
+        let headerEnd = Data("\r\n\r\n".utf8)
+        var parts: [String: Data] = [:]
+        guard var cursor = data.range(of: delimiter)?.upperBound else { throw invalid }
+        while true {
+            // After a delimiter: "--" ends the body, else CRLF then the part's headers.
+            if data[cursor...].starts(with: Data("--".utf8)) { break }
+            guard let headersRange = data.range(of: headerEnd, in: cursor..<data.endIndex),
+                  let next = data.range(of: delimiter, in: headersRange.upperBound..<data.endIndex) else { throw invalid }
+            let headers = String(decoding: data[cursor..<headersRange.lowerBound], as: UTF8.self)
+            var name: String?
+            for line in headers.split(whereSeparator: { $0 == "\r" || $0 == "\n" })
+            where line.lowercased().hasPrefix("content-disposition:") {
+                name = parameter("name", in: String(line))
+            }
+            if let name, parts[name] == nil { parts[name] = Data(data[headersRange.upperBound..<next.lowerBound]) }
+            cursor = next.upperBound
+        }
+        return parts
+    }
+}

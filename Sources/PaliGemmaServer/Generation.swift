@@ -1,0 +1,102 @@
+import Dispatch
+import Foundation
+import Imaging
+import PaliGemma
+
+/// What `/v1/generate` answers: the generation (the same keys as `PaliGemma.Generation`), the
+/// image's size, and for `detect`/`segment` prompts the boxes (and masks) in original-image pixels.
+public struct GenerateResponse: Codable, Sendable {
+    public var prompt: String
+    public var text: String
+    public var tokenIDs: [Int]
+    public var tokenLogProbs: [Float]
+    public var finishReason: String
+    public var timings: Timings
+    /// Size of the image as decoded (EXIF orientation applied).
+    public var width: Int
+    public var height: Int
+    /// For detect and segment prompts: the parsed boxes.
+    public var objects: [DetectedObject]?
+    /// For segment prompts when the server has a mask decoder: one mask per object, COCO RLE.
+    public var masks: [SegmentedObject]?
+
+    public struct Timings: Codable, Sendable {
+        public var imageSeconds: Double
+        public var prefillSeconds: Double
+        public var decodeSeconds: Double
+        public var promptTokens: Int
+        public var generatedTokens: Int
+        public var decodeTokensPerSecond: Double
+        /// Time spent waiting for the model behind other requests.
+        public var queueSeconds: Double
+        /// From the request's arrival to the result (queue included).
+        public var totalSeconds: Double
+
+        enum CodingKeys: String, CodingKey {
+            case imageSeconds = "image_seconds", prefillSeconds = "prefill_seconds", decodeSeconds = "decode_seconds"
+            case promptTokens = "prompt_tokens", generatedTokens = "generated_tokens"
+            case decodeTokensPerSecond = "decode_tokens_per_second"
+            case queueSeconds = "queue_seconds", totalSeconds = "total_seconds"
+        }
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case prompt, text, tokenIDs = "token_ids", tokenLogProbs = "token_logprobs"
+        case finishReason = "finish_reason", timings, width, height, objects, masks
+    }
+}
+
+/// One generated token as streamed: its id (nil for a final piece that only closes an open UTF-8
+/// byte sequence) and the text it completed (may be empty).
+struct TokenEvent: Encodable {
+    let id: Int?
+    let text: String
+}
+
+func monotonicSeconds() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
+
+/// Encodes the image and generates, calling `onToken` per token. Blocking: call it on the
+/// inference queue while holding the gate. Mirrors `PaliGemmaPipeline.generate`, but reports each
+/// token's id with its text and stops when `cancel` is set.
+func runGeneration(pipeline: PaliGemmaPipeline, image: RGBImage, prompt: String, options: GenerationOptions,
+                   cancel: CancellationFlag?, onToken: ((TokenEvent) -> Void)?) throws -> GenerateResponse {
+    try options.validate()
+    let encoded = try pipeline.encode(image: image)
+    let p = pipeline.promptTokens(prompt)
+    let ids = p.ids.map(Int.init), types = p.tokenTypes.map(Int.init)
+    let session = pipeline.model.makeSession(maxTokens: ids.count + options.maxNewTokens)
+    var decoder = pipeline.tokenizer.streamingDecoder()
+    var clock = monotonicSeconds()
+    var prefillSeconds = 0.0
+    var first = true
+    let result = try session.generate(prompt: ids, tokenTypes: types, image: encoded.embedding, options: options,
+                                      stopTokens: Set(pipeline.model.config.text.eosTokenIDs)) { token in
+        if first {
+            let now = monotonicSeconds()
+            prefillSeconds = now - clock
+            clock = now
+            first = false
+        }
+        let piece = decoder.append(Int32(token))
+        onToken?(TokenEvent(id: token, text: piece))
+        return !(cancel?.isCancelled ?? false)
+    }
+    if first {
+        // Stopped on the very first token: all of it was prefill.
+        let now = monotonicSeconds()
+        prefillSeconds = now - clock
+        clock = now
+    }
+    let tail = decoder.finish()
+    if !tail.isEmpty { onToken?(TokenEvent(id: nil, text: tail)) }
+    let decodeSeconds = monotonicSeconds() - clock
+    let n = result.tokens.count
+    return GenerateResponse(
+        prompt: prompt, text: pipeline.tokenizer.decode(result.tokens.map(Int32.init), skipSpecialTokens: true),
+        tokenIDs: result.tokens, tokenLogProbs: result.logProbs, finishReason: result.finishReason.rawValue,
+        timings: .init(imageSeconds: encoded.seconds, prefillSeconds: prefillSeconds, decodeSeconds: decodeSeconds,
+                       promptTokens: ids.count, generatedTokens: n,
+                       decodeTokensPerSecond: n > 1 ? Double(n - 1) / max(decodeSeconds, 1e-9) : 0,
+                       queueSeconds: 0, totalSeconds: 0),
+        width: image.width, height: image.height, objects: nil, masks: nil)
+}

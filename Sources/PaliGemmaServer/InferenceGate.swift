@@ -1,0 +1,92 @@
+import Dispatch
+import Foundation
+
+/// Lets one generation use the model at a time (the compute backend has shared scratch buffers);
+/// others wait in arrival order. When `maxWaiting` requests are already waiting, a new one is refused
+/// with `APIError.busy` (503) instead of queueing without bound.
+///
+/// The model work itself runs on a dedicated serial queue, not on Swift's cooperative thread pool,
+/// so the HTTP side stays responsive while a generation computes.
+actor InferenceGate {
+    let maxWaiting: Int
+    private(set) var running = false
+    private var waiters: [CheckedContinuation<Void, Never>] = []
+    private static let queue = DispatchQueue(label: "paligemma.server.inference", qos: .userInitiated)
+    /// How many model jobs ran at once, at most (1 unless serialisation is broken; for tests).
+    nonisolated let activity = ActivityCounter()
+
+    init(maxWaiting: Int) {
+        self.maxWaiting = max(0, maxWaiting)
+    }
+
+    /// Requests waiting for their turn (not counting the one running).
+    var waiting: Int { waiters.count }
+
+    /// Whether a new request would be refused now.
+    var isFull: Bool { running && waiters.count >= maxWaiting }
+
+    /// Waits for the model; throws `busy` when the queue is full.
+    func acquire() async throws {
+        if !running {
+            running = true
+            return
+        }
+        guard waiters.count < maxWaiting else { throw APIError.busy(waiting: waiters.count) }
+        await withCheckedContinuation { waiters.append($0) }
+        // `release` handed the model over: `running` stayed true.
+    }
+
+    /// Hands the model to the next waiter, or marks it free.
+    func release() {
+        if waiters.isEmpty {
+            running = false
+        } else {
+            waiters.removeFirst().resume()
+        }
+    }
+
+    /// Runs blocking model work on the inference queue. The caller must hold the gate.
+    nonisolated func execute<T>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, Error>) in
+            Self.queue.async { [activity] in
+                activity.enter()
+                let result = Result { try work() }
+                activity.leave()
+                continuation.resume(with: result)
+            }
+        }
+    }
+
+    /// Acquire, run `work` on the inference queue, release.
+    nonisolated func run<T>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+        try await acquire()
+        do {
+            let value = try await execute(work)
+            await release()
+            return value
+        } catch {
+            await release()
+            throw error
+        }
+    }
+}
+
+/// Set from the HTTP side (client gone), read by the generation loop between tokens.
+final class CancellationFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    var isCancelled: Bool { lock.lock(); defer { lock.unlock() }; return value }
+    func cancel() { lock.lock(); value = true; lock.unlock() }
+}
+
+/// Counts jobs in progress and remembers the most seen at once.
+final class ActivityCounter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var current = 0
+    private var peak = 0
+    private var total = 0
+    func enter() { lock.lock(); current += 1; total += 1; peak = max(peak, current); lock.unlock() }
+    func leave() { lock.lock(); current -= 1; lock.unlock() }
+    var maxConcurrent: Int { lock.lock(); defer { lock.unlock() }; return peak }
+    var completed: Int { lock.lock(); defer { lock.unlock() }; return total }
+}

@@ -1,0 +1,284 @@
+import Dispatch
+import Foundation
+import Hummingbird
+import Imaging
+import MaskDecoder
+import NIOCore
+import PaliGemma
+
+/// Limits and addresses of the server.
+public struct ServerConfiguration: Sendable {
+    public var host: String
+    /// 0 picks a free port (see `onServerRunning` of `makeServerApplication`).
+    public var port: Int
+    /// The model's name in `/health` (default: the checkpoint directory's name).
+    public var modelName: String?
+    /// Larger request bodies are refused with 413.
+    public var maxBodyBytes: Int
+    /// Requests that may wait for the model while one runs; more are refused with 503.
+    public var maxWaiting: Int
+    /// Largest `max_new_tokens` accepted (bounds the KV cache a request can allocate).
+    public var maxNewTokensLimit: Int
+    /// Longest prompt accepted, in characters.
+    public var maxPromptCharacters: Int
+    /// Largest image accepted, in pixels (nil: the pipeline's `ImageLoader.maxPixels`).
+    public var maxImagePixels: Int?
+
+    public init(host: String = "127.0.0.1", port: Int = 8080, modelName: String? = nil, maxBodyBytes: Int = 32 << 20,
+                maxWaiting: Int = 8, maxNewTokensLimit: Int = 1024, maxPromptCharacters: Int = 4096,
+                maxImagePixels: Int? = nil) {
+        self.host = host
+        self.port = port
+        self.modelName = modelName
+        self.maxBodyBytes = maxBodyBytes
+        self.maxWaiting = maxWaiting
+        self.maxNewTokensLimit = maxNewTokensLimit
+        self.maxPromptCharacters = maxPromptCharacters
+        self.maxImagePixels = maxImagePixels
+    }
+}
+
+/// The model behind the HTTP API: parses requests, serialises generations, shapes answers.
+public final class PaliGemmaService: @unchecked Sendable {
+    public let pipeline: PaliGemmaPipeline
+    public let segmenter: Segmenter?
+    public let configuration: ServerConfiguration
+    let gate: InferenceGate
+    let imageLoader: ImageLoader
+
+    public init(pipeline: PaliGemmaPipeline, segmenter: Segmenter?, configuration: ServerConfiguration = ServerConfiguration()) {
+        self.pipeline = pipeline
+        self.segmenter = segmenter
+        self.configuration = configuration
+        gate = InferenceGate(maxWaiting: configuration.maxWaiting)
+        var loader = pipeline.imageLoader
+        if let limit = configuration.maxImagePixels { loader.maxPixels = min(loader.maxPixels, limit) }
+        imageLoader = loader
+    }
+
+    public var modelName: String { configuration.modelName ?? pipeline.model.directory.lastPathComponent }
+
+    /// The routes: `GET /`, `GET /health`, `POST /v1/generate` (`?stream=true` for SSE), `POST /v1/stream`.
+    public func router() -> Router<BasicRequestContext> {
+        let router = Router(context: BasicRequestContext.self)
+        router.add(middleware: JSONErrorMiddleware())
+        router.get("/") { _, _ in
+            Response(status: .ok,
+                     headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store"],
+                     body: .init(byteBuffer: ByteBuffer(string: webPageHTML)))
+        }
+        router.get("/health") { [self] _, _ in
+            let health = Health(status: "ok", model: modelName, imageSize: pipeline.model.imageSize,
+                                imageTokens: pipeline.model.numImageTokens, segmentation: segmenter != nil,
+                                busy: await gate.running, waiting: await gate.waiting,
+                                maxWaiting: configuration.maxWaiting, maxBodyBytes: configuration.maxBodyBytes,
+                                maxNewTokens: configuration.maxNewTokensLimit)
+            return try jsonResponse(health)
+        }
+        router.post("/v1/generate") { [self] request, _ in
+            let stream = request.uri.queryParameters["stream"].map { ["1", "true", "yes"].contains($0.lowercased()) } ?? false
+            return try await generate(request, stream: stream)
+        }
+        router.post("/v1/stream") { [self] request, _ in
+            try await generate(request, stream: true)
+        }
+        return router
+    }
+
+    struct Health: Encodable {
+        let status: String, model: String, imageSize: Int, imageTokens: Int, segmentation: Bool
+        let busy: Bool, waiting: Int, maxWaiting: Int, maxBodyBytes: Int, maxNewTokens: Int
+        enum CodingKeys: String, CodingKey {
+            case status, model, imageSize = "image_size", imageTokens = "image_tokens", segmentation, busy, waiting
+            case maxWaiting = "max_waiting", maxBodyBytes = "max_body_bytes", maxNewTokens = "max_new_tokens"
+        }
+    }
+
+    // MARK: generation
+
+    func generate(_ request: Request, stream: Bool) async throws -> Response {
+        let start = monotonicSeconds()
+        let body = try await readBody(request)
+        let parsed = try GenerateRequest.parse(body: body, contentType: request.headers[.contentType])
+        try validate(parsed)
+        let loader = imageLoader
+        let image = try await offload { try loader.decode(parsed.image, name: "image") }
+        if stream {
+            if await gate.isFull { throw APIError.busy(waiting: await gate.waiting) }
+            return streamingResponse(parsed, image: image, start: start)
+        }
+        let (pipeline, prompt, options) = (self.pipeline, parsed.prompt, parsed.options)
+        try await gate.acquire()
+        let queued = monotonicSeconds()
+        var result: GenerateResponse
+        do {
+            result = try await gate.execute {
+                try runGeneration(pipeline: pipeline, image: image, prompt: prompt, options: options, cancel: nil, onToken: nil)
+            }
+            await gate.release()
+        } catch {
+            await gate.release()
+            throw error
+        }
+        result = try await postprocess(result, queued: queued - start, start: start)
+        return try jsonResponse(result)
+    }
+
+    /// Server-Sent Events: `token` per token, then `done` with the full result (or `error`).
+    func streamingResponse(_ parsed: GenerateRequest, image: RGBImage, start: Double) -> Response {
+        let headers: HTTPFields = [.contentType: "text/event-stream; charset=utf-8", .cacheControl: "no-store"]
+        return Response(status: .ok, headers: headers, body: ResponseBody { [self] writer in
+            do {
+                try await gate.acquire()
+            } catch {
+                try await writer.write(ByteBuffer(string: sse("error", APIError.from(error).json)))
+                try await writer.finish(nil)
+                return
+            }
+            let queued = monotonicSeconds()
+            let (events, continuation) = AsyncStream.makeStream(of: String.self)
+            let cancel = CancellationFlag()
+            let (pipeline, prompt, options) = (self.pipeline, parsed.prompt, parsed.options)
+            let generation = Task { () -> Result<GenerateResponse, Error> in
+                defer { continuation.finish() }
+                do {
+                    let r = try await gate.execute {
+                        try runGeneration(pipeline: pipeline, image: image, prompt: prompt, options: options, cancel: cancel) { token in
+                            if let data = try? JSONEncoder().encode(token) {
+                                continuation.yield(sse("token", String(decoding: data, as: UTF8.self)))
+                            }
+                        }
+                    }
+                    await gate.release()
+                    return .success(r)
+                } catch {
+                    await gate.release()
+                    return .failure(error)
+                }
+            }
+            // Write tokens as they come; a client gone stops the generation at the next token.
+            var clientGone = false
+            for await chunk in events where !clientGone {
+                do { try await writer.write(ByteBuffer(string: chunk)) } catch {
+                    clientGone = true
+                    cancel.cancel()
+                }
+            }
+            let outcome = await generation.value
+            if clientGone { return }
+            let final: String
+            switch outcome {
+            case let .success(r):
+                do {
+                    let done = try await postprocess(r, queued: queued - start, start: start)
+                    final = sse("done", String(decoding: try encoder().encode(done), as: UTF8.self))
+                } catch {
+                    final = sse("error", APIError.from(error).json)
+                }
+            case let .failure(error):
+                final = sse("error", APIError.from(error).json)
+            }
+            try await writer.write(ByteBuffer(string: final))
+            try await writer.finish(nil)
+        })
+    }
+
+    /// Boxes for detect/segment prompts, masks for segment prompts, and the timings of the whole request.
+    func postprocess(_ result: GenerateResponse, queued: Double, start: Double) async throws -> GenerateResponse {
+        var r = result
+        let p = r.prompt.trimmingCharacters(in: .whitespacesAndNewlines).lowercased()
+        let isSegment = p == "segment" || p.hasPrefix("segment ")
+        if isSegment || p == "detect" || p.hasPrefix("detect ") {
+            r.objects = LocationParser.parse(r.text, imageWidth: r.width, imageHeight: r.height)
+        }
+        if isSegment, let segmenter {
+            let (text, w, h) = (r.text, r.width, r.height)
+            r.masks = await offload { segmenter.segment(text: text, imageWidth: w, imageHeight: h) }
+        }
+        r.timings.queueSeconds = queued
+        r.timings.totalSeconds = monotonicSeconds() - start
+        return r
+    }
+
+    /// Refuses prompts and options that make no sense before any model work.
+    func validate(_ request: GenerateRequest) throws {
+        let prompt = request.prompt.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !prompt.isEmpty else { throw APIError.badRequest("invalid_prompt", "the prompt is empty; e.g. \"caption en\"") }
+        guard request.prompt.count <= configuration.maxPromptCharacters else {
+            throw APIError.badRequest("invalid_prompt", "the prompt has \(request.prompt.count) characters; at most \(configuration.maxPromptCharacters) are accepted")
+        }
+        try request.options.validate()
+        guard request.options.maxNewTokens <= configuration.maxNewTokensLimit else {
+            throw APIError.badRequest("invalid_option", "max_new_tokens must be in 1…\(configuration.maxNewTokensLimit) on this server, got \(request.options.maxNewTokens)")
+        }
+    }
+
+    /// The whole body, refusing more than `maxBodyBytes` (413) without buffering it.
+    func readBody(_ request: Request) async throws -> Data {
+        let limit = configuration.maxBodyBytes
+        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > limit {
+            throw APIError.bodyTooLarge(limit: limit)
+        }
+        var buffer = ByteBuffer()
+        for try await var chunk in request.body {
+            guard buffer.readableBytes + chunk.readableBytes <= limit else { throw APIError.bodyTooLarge(limit: limit) }
+            buffer.writeBuffer(&chunk)
+        }
+        return Data(buffer.readableBytesView)
+    }
+}
+
+/// Runs CPU work (image decoding, mask placement) off Swift's cooperative threads.
+func offload<T>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, Error>) in
+        DispatchQueue.global(qos: .userInitiated).async { continuation.resume(with: Result { try work() }) }
+    }
+}
+
+func offload<T>(_ work: @escaping @Sendable () -> T) async -> T {
+    await withCheckedContinuation { (continuation: CheckedContinuation<T, Never>) in
+        DispatchQueue.global(qos: .userInitiated).async { continuation.resume(returning: work()) }
+    }
+}
+
+func encoder() -> JSONEncoder {
+    let e = JSONEncoder()
+    e.outputFormatting = [.withoutEscapingSlashes]
+    // A sampled token can have a log-probability of -inf; never fail the response for it.
+    e.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "Infinity", negativeInfinity: "-Infinity", nan: "NaN")
+    return e
+}
+
+func jsonResponse(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
+    let data = try encoder().encode(value)
+    return Response(status: status, headers: [.contentType: "application/json; charset=utf-8"],
+                    body: .init(byteBuffer: ByteBuffer(bytes: data)))
+}
+
+/// One Server-Sent Event (`data` is one line of JSON).
+func sse(_ event: String, _ data: String) -> String { "event: \(event)\ndata: \(data)\n\n" }
+
+/// The HTTP server for `pipeline`, bound to `host:port`. Run it with `try await app.runService()`.
+///
+/// - Parameters:
+///   - segmenter: big_vision's mask decoder; without it `segment` prompts return boxes only.
+///   - onServerRunning: called with the bound port once the server listens (useful with port 0).
+public func makeServerApplication(pipeline: PaliGemmaPipeline, segmenter: Segmenter? = nil,
+                                  host: String = "127.0.0.1", port: Int = 8080,
+                                  configuration: ServerConfiguration = ServerConfiguration(),
+                                  onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
+    var config = configuration
+    config.host = host
+    config.port = port
+    return makeServerApplication(service: PaliGemmaService(pipeline: pipeline, segmenter: segmenter, configuration: config),
+                                 onServerRunning: onServerRunning)
+}
+
+/// The HTTP server for an existing service (its configuration gives the address).
+public func makeServerApplication(service: PaliGemmaService,
+                                  onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
+    Application(router: service.router(),
+                configuration: .init(address: .hostname(service.configuration.host, port: service.configuration.port),
+                                     serverName: "paligemma"),
+                onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? service.configuration.port) })
+}

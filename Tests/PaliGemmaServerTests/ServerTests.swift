@@ -1,0 +1,297 @@
+import Foundation
+import Hummingbird
+import Imaging
+import PaliGemma
+@testable import PaliGemmaServer
+import XCTest
+
+func fixtures(_ part: String) -> URL {
+    URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures").appendingPathComponent(part)
+}
+
+/// Starts the real server on 127.0.0.1 with a free port, with the tiny e2e checkpoint, and talks
+/// to it over loopback sockets.
+final class ServerTests: XCTestCase {
+    struct Case: Decodable { let image: String, prompt: String, text: String, generated_ids: [Int] }
+    struct Reference: Decodable { let cases: [Case] }
+
+    static let modelDirectory = fixtures("model").appendingPathComponent("e2e")
+    static let pipeline: PaliGemmaPipeline = try! PaliGemmaPipeline(directory: modelDirectory)
+    static let reference: Reference = try! JSONDecoder().decode(
+        Reference.self, from: Data(contentsOf: modelDirectory.appendingPathComponent("reference.json")))
+
+    func imageData(_ name: String) throws -> Data { try Data(contentsOf: fixtures("image").appendingPathComponent(name)) }
+
+    /// Runs `body` against a live server, then stops it.
+    func withServer(_ configuration: ServerConfiguration = ServerConfiguration(), segmenter: Segmenter? = nil,
+                    _ body: (Int, PaliGemmaService) async throws -> Void) async throws {
+        var config = configuration
+        config.host = "127.0.0.1"
+        config.port = 0
+        let service = PaliGemmaService(pipeline: Self.pipeline, segmenter: segmenter, configuration: config)
+        let (ports, portSink) = AsyncStream.makeStream(of: Int.self)
+        let app = makeServerApplication(service: service) { port in portSink.yield(port) }
+        let server = Task { try await app.run() }
+        var iterator = ports.makeAsyncIterator()
+        guard let port = await iterator.next() else { return XCTFail("the server did not start") }
+        do {
+            try await body(port, service)
+        } catch {
+            server.cancel()
+            _ = await server.result
+            throw error
+        }
+        server.cancel()
+        _ = await server.result
+    }
+
+    func generateBody(_ c: Case) throws -> [String: Any] {
+        ["image": try imageData(c.image).base64EncodedString(), "prompt": c.prompt,
+         "max_new_tokens": c.generated_ids.count, "temperature": 0, "top_k": 0, "top_p": 1, "seed": 0]
+    }
+
+    // MARK: -
+
+    func testHealthAndPage() async throws {
+        try await withServer { port, _ in
+            let health = try await HTTPClient.request(port: port, method: "GET", path: "/health")
+            XCTAssertEqual(health.status, 200)
+            XCTAssertTrue(health.headers["content-type"]?.hasPrefix("application/json") ?? false)
+            XCTAssertEqual(health.json["status"] as? String, "ok")
+            XCTAssertEqual(health.json["model"] as? String, "e2e")
+            XCTAssertEqual(health.json["image_size"] as? Int, Self.pipeline.model.imageSize)
+            XCTAssertEqual(health.json["image_tokens"] as? Int, 256)
+
+            let page = try await HTTPClient.request(port: port, method: "GET", path: "/")
+            XCTAssertEqual(page.status, 200)
+            XCTAssertTrue(page.headers["content-type"]?.hasPrefix("text/html") ?? false)
+            for needle in ["<form", "type=\"file\"", "id=\"task\"", "value=\"caption\"", "value=\"describe\"", "value=\"answer\"",
+                           "value=\"detect\"", "value=\"segment\"", "value=\"ocr\"", "value=\"free\"", "id=\"lang\"",
+                           "id=\"max-tokens\"", "id=\"temperature\"", "<canvas", "<label for=\"file\"",
+                           "/v1/generate?stream=true", "aria-live"] {
+                XCTAssertTrue(page.text.contains(needle), "the page lacks \(needle)")
+            }
+            // Self-contained: no external scripts, styles or images.
+            XCTAssertFalse(page.text.contains("src=\"http"))
+            XCTAssertFalse(page.text.contains("href=\"http"))
+
+            let missing = try await HTTPClient.request(port: port, method: "GET", path: "/nope")
+            XCTAssertEqual(missing.status, 404)
+            XCTAssertEqual(missing.errorCode, "not_found")
+        }
+    }
+
+    func testGenerateGivesTheReferenceTextAndTokens() async throws {
+        try await withServer { port, _ in
+            for c in Self.reference.cases {
+                let reply = try await HTTPClient.postJSON(port: port, try generateBody(c))
+                XCTAssertEqual(reply.status, 200, reply.text)
+                XCTAssertEqual(reply.json["text"] as? String, c.text, c.prompt)
+                XCTAssertEqual(reply.json["token_ids"] as? [Int], c.generated_ids, c.prompt)
+                XCTAssertEqual((reply.json["token_logprobs"] as? [Any])?.count, c.generated_ids.count)
+                XCTAssertEqual(reply.json["finish_reason"] as? String, "length")
+                XCTAssertEqual(reply.json["prompt"] as? String, c.prompt)
+                let image = try Self.pipeline.imageLoader.decode(try imageData(c.image), name: c.image)
+                XCTAssertEqual(reply.json["width"] as? Int, image.width)
+                XCTAssertEqual(reply.json["height"] as? Int, image.height)
+                let timings = try XCTUnwrap(reply.json["timings"] as? [String: Any])
+                XCTAssertEqual(timings["generated_tokens"] as? Int, c.generated_ids.count)
+                for key in ["image_seconds", "prefill_seconds", "decode_seconds", "queue_seconds", "total_seconds"] {
+                    XCTAssertNotNil(timings[key] as? Double, key)
+                }
+                if c.prompt.hasPrefix("detect") {
+                    XCTAssertNotNil(reply.json["objects"] as? [Any], "detect answers carry objects")
+                } else {
+                    XCTAssertNil(reply.json["objects"] as? [Any], "only detect/segment answers carry objects")
+                }
+            }
+        }
+    }
+
+    func testDetectAndSegmentCarryObjectsAndMasks() async throws {
+        let segmenter = try Segmenter(vaeFile: fixtures("segmentation").appendingPathComponent("vae_d16.npz"))
+        try await withServer(segmenter: segmenter) { port, _ in
+            let png = try imageData("inputs/png_rgb.png").base64EncodedString()
+            let detect = try await HTTPClient.postJSON(port: port, ["image": png, "prompt": "detect cat ; dog", "max_new_tokens": 8])
+            XCTAssertEqual(detect.status, 200, detect.text)
+            let objects = try XCTUnwrap(detect.json["objects"] as? [[String: Any]])
+            XCTAssertEqual(objects.count, LocationParser.parse(detect.json["text"] as? String ?? "", imageWidth: 300, imageHeight: 200).count)
+            XCTAssertNil(detect.json["masks"] as? [Any])
+            let segment = try await HTTPClient.postJSON(port: port, ["image": png, "prompt": "segment cat", "max_new_tokens": 8])
+            XCTAssertEqual(segment.status, 200, segment.text)
+            XCTAssertNotNil(segment.json["objects"] as? [Any])
+            XCTAssertNotNil(segment.json["masks"] as? [Any], "segment answers carry masks when a decoder is loaded")
+        }
+    }
+
+    func testStreamingTokensAddUpToTheFinalText() async throws {
+        try await withServer { port, _ in
+            for (path, c) in [("/v1/generate?stream=true", Self.reference.cases[0]), ("/v1/stream", Self.reference.cases[2])] {
+                let reply = try await HTTPClient.postJSON(port: port, path: path, try generateBody(c))
+                XCTAssertEqual(reply.status, 200, reply.text)
+                XCTAssertTrue(reply.headers["content-type"]?.hasPrefix("text/event-stream") ?? false)
+                let events = reply.events
+                let tokens = events.filter { $0.event == "token" }.map {
+                    (try? JSONSerialization.jsonObject(with: Data($0.data.utf8))) as? [String: Any] ?? [:]
+                }
+                XCTAssertFalse(tokens.isEmpty)
+                XCTAssertEqual(events.last?.event, "done")
+                XCTAssertEqual(events.filter { $0.event == "done" }.count, 1)
+                let done = try XCTUnwrap((try? JSONSerialization.jsonObject(with: Data(events.last!.data.utf8))) as? [String: Any])
+                let streamed = tokens.map { $0["text"] as? String ?? "" }.joined()
+                XCTAssertEqual(streamed, done["text"] as? String, path)
+                XCTAssertEqual(done["text"] as? String, c.text, path)
+                XCTAssertEqual(done["token_ids"] as? [Int], c.generated_ids, path)
+                let ids = tokens.compactMap { $0["id"] as? Int }
+                XCTAssertEqual(ids, Array(c.generated_ids.prefix(ids.count)), "token events carry the ids in order")
+            }
+        }
+    }
+
+    func testMultipartForm() async throws {
+        try await withServer { port, _ in
+            let c = Self.reference.cases[0]
+            let boundary = "----paligemma-test-boundary"
+            var body = Data()
+            func field(_ name: String, _ value: String) {
+                body += Data("--\(boundary)\r\nContent-Disposition: form-data; name=\"\(name)\"\r\n\r\n\(value)\r\n".utf8)
+            }
+            field("prompt", c.prompt)
+            field("max_new_tokens", String(c.generated_ids.count))
+            body += Data("--\(boundary)\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n".utf8)
+            body += try imageData(c.image) + Data("\r\n".utf8)
+            field("temperature", "0")
+            body += Data("--\(boundary)--\r\n".utf8)
+            let reply = try await HTTPClient.request(port: port, method: "POST", path: "/v1/generate",
+                                                     headers: ["Content-Type": "multipart/form-data; boundary=\(boundary)"], body: body)
+            XCTAssertEqual(reply.status, 200, reply.text)
+            XCTAssertEqual(reply.json["text"] as? String, c.text)
+            XCTAssertEqual(reply.json["token_ids"] as? [Int], c.generated_ids)
+        }
+    }
+
+    func testBadInputGetsAStatusAndAJSONError() async throws {
+        try await withServer(ServerConfiguration(maxBodyBytes: 1 << 20, maxNewTokensLimit: 256)) { port, _ in
+            let jpeg = try imageData("inputs/jpeg_baseline.jpg").base64EncodedString()
+            func b64(_ name: String) throws -> String { try imageData(name).base64EncodedString() }
+            let json = ["Content-Type": "application/json"]
+            let cases: [(String, Data, [String: String], Int, String)] = [
+                ("malformed JSON", Data("{\"image\": ".utf8), json, 400, "invalid_json"),
+                ("not an object", Data("[1, 2]".utf8), json, 400, "invalid_json"),
+                ("empty body", Data(), json, 400, "invalid_json"),
+                ("missing image", try JSONSerialization.data(withJSONObject: ["prompt": "caption en"]), json, 400, "missing_field"),
+                ("missing prompt", try JSONSerialization.data(withJSONObject: ["image": jpeg]), json, 400, "missing_field"),
+                ("image not a string", try JSONSerialization.data(withJSONObject: ["image": 5, "prompt": "x"]), json, 400, "invalid_json"),
+                ("invalid base64", try JSONSerialization.data(withJSONObject: ["image": "@@not base64!!", "prompt": "x"]), json, 400, "invalid_base64"),
+                ("empty image", try JSONSerialization.data(withJSONObject: ["image": "", "prompt": "x"]), json, 400, "missing_image"),
+                ("empty prompt", try JSONSerialization.data(withJSONObject: ["image": jpeg, "prompt": "  "]), json, 400, "invalid_prompt"),
+                ("max_new_tokens 0", try JSONSerialization.data(withJSONObject: ["image": jpeg, "prompt": "caption en", "max_new_tokens": 0]), json, 400, "invalid_option"),
+                ("max_new_tokens over the server's limit", try JSONSerialization.data(withJSONObject: ["image": jpeg, "prompt": "caption en", "max_new_tokens": 100_000]), json, 400, "invalid_option"),
+                ("top_p 0", try JSONSerialization.data(withJSONObject: ["image": jpeg, "prompt": "caption en", "top_p": 0]), json, 400, "invalid_option"),
+                ("negative temperature", try JSONSerialization.data(withJSONObject: ["image": jpeg, "prompt": "caption en", "temperature": -1]), json, 400, "invalid_option"),
+                ("text, not an image", try JSONSerialization.data(withJSONObject: ["image": Data("hello world".utf8).base64EncodedString(), "prompt": "x"]), json, 415, "unsupported_image"),
+                ("GIF", try JSONSerialization.data(withJSONObject: ["image": try b64("bad/image.gif"), "prompt": "x"]), json, 415, "unsupported_image"),
+                ("garbage with a JPEG name", try JSONSerialization.data(withJSONObject: ["image": try b64("bad/garbage.jpg"), "prompt": "x"]), json, 415, "unsupported_image"),
+                ("truncated PNG", try JSONSerialization.data(withJSONObject: ["image": try b64("bad/truncated.png"), "prompt": "x"]), json, 422, "undecodable_image"),
+                ("truncated JPEG", try JSONSerialization.data(withJSONObject: ["image": try b64("bad/truncated.jpg"), "prompt": "x"]), json, 422, "undecodable_image"),
+                ("bad CRC", try JSONSerialization.data(withJSONObject: ["image": try b64("bad/bad_crc.png"), "prompt": "x"]), json, 422, "undecodable_image"),
+                ("zero size", try JSONSerialization.data(withJSONObject: ["image": try b64("bad/zero_size.png"), "prompt": "x"]), json, 422, "undecodable_image"),
+                ("decompression bomb", try JSONSerialization.data(withJSONObject: ["image": try b64("bad/bomb.png"), "prompt": "x"]), json, 413, "image_too_large"),
+                ("body over the limit", try JSONSerialization.data(withJSONObject: ["image": String(repeating: "A", count: 1_500_000), "prompt": "x"]), json, 413, "body_too_large"),
+                ("unsupported content type", Data("<xml/>".utf8), ["Content-Type": "application/xml"], 415, "unsupported_media_type"),
+                ("multipart without an image", Data("--b\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\nocr\r\n--b--\r\n".utf8),
+                 ["Content-Type": "multipart/form-data; boundary=b"], 400, "missing_field"),
+                ("malformed multipart", Data("nothing here".utf8), ["Content-Type": "multipart/form-data; boundary=b"], 400, "invalid_multipart"),
+            ]
+            for (name, body, headers, status, code) in cases {
+                for path in ["/v1/generate", "/v1/generate?stream=true"] {
+                    let reply = try await HTTPClient.request(port: port, method: "POST", path: path, headers: headers, body: body)
+                    XCTAssertEqual(reply.status, status, "\(name) \(path): \(reply.text)")
+                    XCTAssertEqual(reply.errorCode, code, "\(name) \(path): \(reply.text)")
+                    XCTAssertFalse((reply.errorMessage ?? "").isEmpty, "\(name): the error says why")
+                    XCTAssertTrue(reply.headers["content-type"]?.hasPrefix("application/json") ?? false, name)
+                }
+            }
+            // Still serving.
+            let ok = try await HTTPClient.postJSON(port: port, ["image": jpeg, "prompt": "caption en", "max_new_tokens": 2])
+            XCTAssertEqual(ok.status, 200, ok.text)
+        }
+    }
+
+    func testConcurrentRequestsAreSerialisedAndAllSucceed() async throws {
+        try await withServer { port, service in
+            let cases = Self.reference.cases
+            let bodies = try (0..<6).map { try generateBody(cases[$0 % cases.count]) }
+            let replies = try await withThrowingTaskGroup(of: (Int, HTTPReply).self) { group in
+                for (i, body) in bodies.enumerated() {
+                    group.addTask {
+                        (i, try await HTTPClient.postJSON(port: port, path: i % 2 == 0 ? "/v1/generate" : "/v1/stream", body))
+                    }
+                }
+                var out: [Int: HTTPReply] = [:]
+                for try await (i, r) in group { out[i] = r }
+                return out
+            }
+            for i in 0..<bodies.count {
+                let reply = try XCTUnwrap(replies[i])
+                let c = cases[i % cases.count]
+                XCTAssertEqual(reply.status, 200, reply.text)
+                let result = i % 2 == 0 ? reply.json
+                    : ((try? JSONSerialization.jsonObject(with: Data((reply.events.last?.data ?? "").utf8))) as? [String: Any] ?? [:])
+                XCTAssertEqual(result["token_ids"] as? [Int], c.generated_ids, "request \(i)")
+                XCTAssertEqual(result["text"] as? String, c.text, "request \(i)")
+            }
+            XCTAssertEqual(service.gate.activity.maxConcurrent, 1, "one generation at a time")
+            XCTAssertGreaterThanOrEqual(service.gate.activity.completed, bodies.count)
+            let running = await service.gate.running
+            XCTAssertFalse(running)
+        }
+    }
+
+    func testBusyServerAnswers503() async throws {
+        try await withServer(ServerConfiguration(maxWaiting: 0)) { port, service in
+            let body = try generateBody(Self.reference.cases[0])
+            try await service.gate.acquire()   // a generation in progress
+            for path in ["/v1/generate", "/v1/generate?stream=true"] {
+                let reply = try await HTTPClient.postJSON(port: port, path: path, body)
+                XCTAssertEqual(reply.status, 503, reply.text)
+                XCTAssertEqual(reply.errorCode, "busy")
+                XCTAssertEqual(reply.headers["retry-after"], "1")
+            }
+            await service.gate.release()
+            let reply = try await HTTPClient.postJSON(port: port, body)
+            XCTAssertEqual(reply.status, 200, reply.text)
+        }
+    }
+
+    func testGateQueuesInOrderAndBoundsTheWait() async throws {
+        let gate = InferenceGate(maxWaiting: 2)
+        try await gate.acquire()
+        let order = OrderLog()
+        let a = Task { try await gate.acquire(); order.append("a"); await gate.release() }
+        while await gate.waiting < 1 { await Task.yield() }
+        let b = Task { try await gate.acquire(); order.append("b"); await gate.release() }
+        while await gate.waiting < 2 { await Task.yield() }
+        do {
+            try await gate.acquire()
+            XCTFail("a third waiter is refused")
+        } catch let e as APIError {
+            XCTAssertEqual(e.status, .serviceUnavailable)
+            XCTAssertEqual(e.code, "busy")
+        }
+        await gate.release()
+        try await a.value
+        try await b.value
+        XCTAssertEqual(order.items, ["a", "b"])
+        let running = await gate.running
+        XCTAssertFalse(running)
+    }
+}
+
+final class OrderLog: @unchecked Sendable {
+    private let lock = NSLock()
+    private var list: [String] = []
+    func append(_ s: String) { lock.lock(); list.append(s); lock.unlock() }
+    var items: [String] { lock.lock(); defer { lock.unlock() }; return list }
+}
