@@ -131,7 +131,7 @@ struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             return try await next(request, context)
         } catch {
             let e = APIError.from(error)
-            if e.status.code >= 500 { context.logger.error("\(request.method) \(request.uri.path): \(e)") }
+            if e.status.code >= 500 && e.status != .serviceUnavailable { context.logger.error("\(request.method) \(request.uri.path): \(e)") }
             return e.response()
         }
     }

@@ -123,7 +123,7 @@ struct GenerateRequest: Sendable {
                   let next = data.range(of: delimiter, in: headersRange.upperBound..<data.endIndex) else { throw invalid }
             let headers = String(decoding: data[cursor..<headersRange.lowerBound], as: UTF8.self)
             var name: String?
-            for line in headers.split(whereSeparator: { $0 == "\r" || $0 == "\n" })
+            for line in headers.split(whereSeparator: \.isNewline)
             where line.lowercased().hasPrefix("content-disposition:") {
                 name = parameter("name", in: String(line))
             }

@@ -1,8 +1,10 @@
 import Foundation
 import Hummingbird
 import Imaging
+import Logging
 import PaliGemma
 @testable import PaliGemmaServer
+import ServiceLifecycle
 import XCTest
 
 func fixtures(_ part: String) -> URL {
@@ -32,18 +34,21 @@ final class ServerTests: XCTestCase {
         let service = PaliGemmaService(pipeline: Self.pipeline, segmenter: segmenter, configuration: config)
         let (ports, portSink) = AsyncStream.makeStream(of: Int.self)
         let app = makeServerApplication(service: service) { port in portSink.yield(port) }
-        let server = Task { try await app.run() }
+        var logger = Logger(label: "ServerTests")
+        logger.logLevel = .warning
+        let group = ServiceGroup(configuration: .init(services: [app], logger: logger))
+        let server = Task { try await group.run() }
         var iterator = ports.makeAsyncIterator()
         guard let port = await iterator.next() else { return XCTFail("the server did not start") }
         do {
             try await body(port, service)
         } catch {
-            server.cancel()
+            await group.triggerGracefulShutdown()
             _ = await server.result
             throw error
         }
-        server.cancel()
-        _ = await server.result
+        await group.triggerGracefulShutdown()
+        try await server.value
     }
 
     func generateBody(_ c: Case) throws -> [String: Any] {
