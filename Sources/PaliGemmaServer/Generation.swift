@@ -51,6 +51,14 @@ public struct GenerateResponse: Codable, Sendable {
 struct TokenEvent: Encodable {
     let id: Int?
     let text: String
+
+    enum CodingKeys: String, CodingKey { case id, text }
+
+    func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(id, forKey: .id)  // null, not absent, for the closing piece
+        try c.encode(text, forKey: .text)
+    }
 }
 
 func monotonicSeconds() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }

@@ -108,8 +108,9 @@ public final class PaliGemmaService: @unchecked Sendable {
             return streamingResponse(parsed, image: image, start: start)
         }
         let (pipeline, prompt, options) = (self.pipeline, parsed.prompt, parsed.options)
+        let waitStart = monotonicSeconds()
         try await gate.acquire()
-        let queued = monotonicSeconds()
+        let queued = monotonicSeconds() - waitStart
         var result: GenerateResponse
         do {
             result = try await gate.execute {
@@ -120,7 +121,7 @@ public final class PaliGemmaService: @unchecked Sendable {
             await gate.release()
             throw error
         }
-        result = try await postprocess(result, queued: queued - start, start: start)
+        result = try await postprocess(result, queued: queued, start: start)
         return try jsonResponse(result)
     }
 
@@ -128,6 +129,7 @@ public final class PaliGemmaService: @unchecked Sendable {
     func streamingResponse(_ parsed: GenerateRequest, image: RGBImage, start: Double) -> Response {
         let headers: HTTPFields = [.contentType: "text/event-stream; charset=utf-8", .cacheControl: "no-store"]
         return Response(status: .ok, headers: headers, body: ResponseBody { [self] writer in
+            let waitStart = monotonicSeconds()
             do {
                 try await gate.acquire()
             } catch {
@@ -135,7 +137,7 @@ public final class PaliGemmaService: @unchecked Sendable {
                 try await writer.finish(nil)
                 return
             }
-            let queued = monotonicSeconds()
+            let queued = monotonicSeconds() - waitStart
             let (events, continuation) = AsyncStream.makeStream(of: String.self)
             let cancel = CancellationFlag()
             let (pipeline, prompt, options) = (self.pipeline, parsed.prompt, parsed.options)
@@ -144,7 +146,7 @@ public final class PaliGemmaService: @unchecked Sendable {
                 do {
                     let r = try await gate.execute {
                         try runGeneration(pipeline: pipeline, image: image, prompt: prompt, options: options, cancel: cancel) { token in
-                            if let data = try? JSONEncoder().encode(token) {
+                            if let data = try? encoder().encode(token) {
                                 continuation.yield(sse("token", String(decoding: data, as: UTF8.self)))
                             }
                         }
@@ -170,7 +172,7 @@ public final class PaliGemmaService: @unchecked Sendable {
             switch outcome {
             case let .success(r):
                 do {
-                    let done = try await postprocess(r, queued: queued - start, start: start)
+                    let done = try await postprocess(r, queued: queued, start: start)
                     final = sse("done", String(decoding: try encoder().encode(done), as: UTF8.self))
                 } catch {
                     final = sse("error", APIError.from(error).json)
@@ -243,7 +245,7 @@ func offload<T>(_ work: @escaping @Sendable () -> T) async -> T {
 
 func encoder() -> JSONEncoder {
     let e = JSONEncoder()
-    e.outputFormatting = [.withoutEscapingSlashes]
+    e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
     // A sampled token can have a log-probability of -inf; never fail the response for it.
     e.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "Infinity", negativeInfinity: "-Infinity", nan: "NaN")
     return e

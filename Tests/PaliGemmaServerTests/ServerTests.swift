@@ -141,6 +141,7 @@ final class ServerTests: XCTestCase {
                     (try? JSONSerialization.jsonObject(with: Data($0.data.utf8))) as? [String: Any] ?? [:]
                 }
                 XCTAssertFalse(tokens.isEmpty)
+                XCTAssertTrue(tokens.allSatisfy { $0.keys.contains("id") && $0["text"] is String }, "each token event has id and text")
                 XCTAssertEqual(events.last?.event, "done")
                 XCTAssertEqual(events.filter { $0.event == "done" }.count, 1)
                 let done = try XCTUnwrap((try? JSONSerialization.jsonObject(with: Data(events.last!.data.utf8))) as? [String: Any])
