@@ -21,7 +21,7 @@ let webPageHTML = #"""
   main { display: grid; grid-template-columns: minmax(280px, 380px) 1fr; gap: 1.25rem; padding: 1.25rem; }
   @media (max-width: 800px) { main { grid-template-columns: 1fr; } }
   form { display: flex; flex-direction: column; gap: .8rem; }
-  fieldset { border: 1px solid var(--line); border-radius: 8px; padding: .75rem; margin: 0; display: flex; flex-direction: column; gap: .6rem; }
+  fieldset { border: 1px solid var(--line); border-radius: 8px; padding: .75rem; margin: 0; display: flex; flex-direction: column; gap: .6rem; min-inline-size: 0; }
   legend { font-weight: 600; padding: 0 .25rem; }
   label { display: flex; flex-direction: column; gap: .2rem; font-size: .95rem; }
   input, select, textarea, button { font: inherit; color: inherit; }
@@ -29,6 +29,7 @@ let webPageHTML = #"""
   .row { display: flex; gap: .6rem; } .row > label { flex: 1; }
   #drop { border: 2px dashed var(--line); border-radius: 8px; padding: 1rem; text-align: center; color: var(--muted); cursor: pointer; }
   #drop.over { border-color: var(--accent); color: var(--accent); }
+  #drop input { max-width: 100%; margin-top: .4rem; }
   #drop:focus-within { outline: 2px solid var(--accent); outline-offset: 2px; }
   .visually-hidden { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap; }
   button { padding: .5rem 1rem; border-radius: 6px; border: 1px solid var(--accent); background: var(--accent); color: #fff; cursor: pointer; }
@@ -190,6 +191,7 @@ function useFile(file) {
   img.src = url;
 }
 fileInput.addEventListener("change", () => useFile(fileInput.files[0]));
+drop.addEventListener("click", (e) => { if (e.target === drop) fileInput.click(); });
 drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
 drop.addEventListener("dragleave", () => drop.classList.remove("over"));
 drop.addEventListener("drop", (e) => {
