@@ -111,7 +111,7 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
             struct Inner: Encodable { let code: String, message: String }
             let error: Inner
         }
-        let data = (try? JSONEncoder().encode(Body(error: .init(code: code, message: message)))) ?? Data()
+        let data = (try? encoder().encode(Body(error: .init(code: code, message: message)))) ?? Data()
         return String(decoding: data, as: UTF8.self)
     }
 

@@ -30,7 +30,15 @@ struct GenerateRequest: Sendable {
                            message: "send the request as application/json or multipart/form-data, not \(contentType ?? "")")
         }
         guard !body.isEmpty else { throw APIError.badRequest("invalid_json", "the request body is empty; send a JSON object with \"image\" and \"prompt\"") }
-        let json = try JSONDecoder().decode(JSONBody.self, from: body)
+        let json: JSONBody
+        do {
+            json = try JSONDecoder().decode(JSONBody.self, from: body)
+        } catch let error as DecodingError {
+            // Foundation's messages on Linux say "not valid JSON" for a number out of range;
+            // find the field at fault instead.
+            try explain(body)
+            throw error
+        }
         guard let image = json.image else {
             throw APIError.badRequest("missing_field", "the request has no \"image\" field (the base64 of a JPEG, PNG or WebP file)")
         }
@@ -44,6 +52,31 @@ struct GenerateRequest: Sendable {
         if let v = json.top_p { options.topP = v }
         if let v = json.seed { options.seed = v }
         return GenerateRequest(image: try decodeBase64(image), prompt: prompt, options: options)
+    }
+
+    /// Throws an error naming the field whose value has the wrong type or range, if one does.
+    private static func explain(_ body: Data) throws {
+        guard let object = try? JSONSerialization.jsonObject(with: body, options: [.fragmentsAllowed]) else {
+            throw APIError.badRequest("invalid_json", "the request body is not valid JSON")
+        }
+        guard let fields = object as? [String: Any] else {
+            throw APIError.badRequest("invalid_json", "the request body must be a JSON object")
+        }
+        struct One<T: Decodable>: Decodable { let v: T }
+        func check<T: Decodable>(_ key: String, _: T.Type, code: String, _ expected: String) throws {
+            guard let value = fields[key], !(value is NSNull),
+                  let data = try? JSONSerialization.data(withJSONObject: ["v": value]) else { return }
+            if (try? JSONDecoder().decode(One<T>.self, from: data)) == nil {
+                throw APIError.badRequest(code, "\"\(key)\" must be \(expected)")
+            }
+        }
+        try check("image", String.self, code: "invalid_json", "a string (the base64 of the image file)")
+        try check("prompt", String.self, code: "invalid_json", "a string")
+        try check("max_new_tokens", Int.self, code: "invalid_option", "an integer")
+        try check("temperature", Float.self, code: "invalid_option", "a number")
+        try check("top_k", Int.self, code: "invalid_option", "an integer")
+        try check("top_p", Float.self, code: "invalid_option", "a number")
+        try check("seed", UInt64.self, code: "invalid_option", "an integer in 0…\(UInt64.max)")
     }
 
     /// Base64 (standard or URL-safe alphabet, padding optional, whitespace ignored), also as a

@@ -209,6 +209,13 @@ public final class PaliGemmaService: @unchecked Sendable {
         guard request.prompt.count <= configuration.maxPromptCharacters else {
             throw APIError.badRequest("invalid_prompt", "the prompt has \(request.prompt.count) characters; at most \(configuration.maxPromptCharacters) are accepted")
         }
+        // Control tokens typed into the prompt (e.g. "<image>") would fail in prefill; refuse them
+        // now, so that a streaming request gets a status rather than an error event.
+        let imageID = pipeline.tokenizer.imageTokenID
+        let found = pipeline.promptTokens(request.prompt).ids.reduce(0) { $0 + ($1 == imageID ? 1 : 0) }
+        if found != pipeline.model.numImageTokens {
+            throw APIError.badRequest("invalid_prompt", "the prompt contains <image>, which stands for the image's own tokens; remove it")
+        }
         try request.options.validate()
         guard request.options.maxNewTokens <= configuration.maxNewTokensLimit else {
             throw APIError.badRequest("invalid_option", "max_new_tokens must be in 1…\(configuration.maxNewTokensLimit) on this server, got \(request.options.maxNewTokens)")

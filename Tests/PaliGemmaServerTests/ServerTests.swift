@@ -189,6 +189,10 @@ final class ServerTests: XCTestCase {
                 ("missing image", try JSONSerialization.data(withJSONObject: ["prompt": "caption en"]), json, 400, "missing_field"),
                 ("missing prompt", try JSONSerialization.data(withJSONObject: ["image": jpeg]), json, 400, "missing_field"),
                 ("image not a string", try JSONSerialization.data(withJSONObject: ["image": 5, "prompt": "x"]), json, 400, "invalid_json"),
+                ("negative seed", Data("{\"image\": \"\(jpeg)\", \"prompt\": \"x\", \"seed\": -1}".utf8), json, 400, "invalid_option"),
+                ("fractional max_new_tokens", Data("{\"image\": \"\(jpeg)\", \"prompt\": \"x\", \"max_new_tokens\": 1.5}".utf8), json, 400, "invalid_option"),
+                ("temperature as a string", Data("{\"image\": \"\(jpeg)\", \"prompt\": \"x\", \"temperature\": \"hot\"}".utf8), json, 400, "invalid_option"),
+                ("image tokens in the prompt", try JSONSerialization.data(withJSONObject: ["image": jpeg, "prompt": "caption <image> en"]), json, 400, "invalid_prompt"),
                 ("invalid base64", try JSONSerialization.data(withJSONObject: ["image": "@@not base64!!", "prompt": "x"]), json, 400, "invalid_base64"),
                 ("empty image", try JSONSerialization.data(withJSONObject: ["image": "", "prompt": "x"]), json, 400, "missing_image"),
                 ("empty prompt", try JSONSerialization.data(withJSONObject: ["image": jpeg, "prompt": "  "]), json, 400, "invalid_prompt"),
@@ -216,6 +220,7 @@ final class ServerTests: XCTestCase {
                     XCTAssertEqual(reply.status, status, "\(name) \(path): \(reply.text)")
                     XCTAssertEqual(reply.errorCode, code, "\(name) \(path): \(reply.text)")
                     XCTAssertFalse((reply.errorMessage ?? "").isEmpty, "\(name): the error says why")
+                    if name == "negative seed" { XCTAssertTrue(reply.errorMessage?.contains("seed") ?? false, reply.text) }
                     XCTAssertTrue(reply.headers["content-type"]?.hasPrefix("application/json") ?? false, name)
                 }
             }
