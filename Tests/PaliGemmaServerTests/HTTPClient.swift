@@ -47,10 +47,33 @@ enum HTTPClient {
                           body: try JSONSerialization.data(withJSONObject: object))
     }
 
-    static func blockingRequest(port: Int, method: String, path: String, headers: [String: String], body: Data) throws -> HTTPReply {
+    /// Sends a request, reads until `marker` arrives, then hangs up; returns what was read.
+    static func readUntilThenHangUp(port: Int, path: String, json: [String: Any], marker: String) async throws -> String {
+        let body = try JSONSerialization.data(withJSONObject: json)
+        return try await withCheckedThrowingContinuation { (c: CheckedContinuation<String, Error>) in
+            DispatchQueue.global().async {
+                c.resume(with: Result {
+                    let fd = try connectLoopback(port: port)
+                    defer { close(fd) }
+                    let head = "POST \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\n\r\n"
+                    let request = Data(head.utf8) + body
+                    _ = request.withUnsafeBytes { send(fd, $0.baseAddress!, $0.count, Int32(MSG_NOSIGNAL)) }
+                    var text = ""
+                    var buffer = [UInt8](repeating: 0, count: 4096)
+                    while !text.contains(marker) {
+                        let n = recv(fd, &buffer, buffer.count, 0)
+                        if n <= 0 { break }
+                        text += String(decoding: buffer[0..<n], as: UTF8.self)
+                    }
+                    return text
+                })
+            }
+        }
+    }
+
+    static func connectLoopback(port: Int) throws -> Int32 {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw ClientError.socket("socket: \(errno)") }
-        defer { close(fd) }
         var timeout = timeval(tv_sec: 50, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         var addr = sockaddr_in()
@@ -60,7 +83,13 @@ enum HTTPClient {
         let connected = withUnsafePointer(to: &addr) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
-        guard connected == 0 else { throw ClientError.socket("connect: \(errno)") }
+        guard connected == 0 else { close(fd); throw ClientError.socket("connect: \(errno)") }
+        return fd
+    }
+
+    static func blockingRequest(port: Int, method: String, path: String, headers: [String: String], body: Data) throws -> HTTPReply {
+        let fd = try connectLoopback(port: port)
+        defer { close(fd) }
         var head = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nConnection: close\r\n"
         for (k, v) in headers { head += "\(k): \(v)\r\n" }
         if !body.isEmpty || method == "POST" { head += "Content-Length: \(body.count)\r\n" }

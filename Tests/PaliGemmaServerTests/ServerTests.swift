@@ -260,6 +260,23 @@ final class ServerTests: XCTestCase {
         }
     }
 
+    func testAClientThatHangsUpMidStreamFreesTheModel() async throws {
+        try await withServer { port, service in
+            var body = try generateBody(Self.reference.cases[0])
+            body["max_new_tokens"] = 1024
+            let seen = try await HTTPClient.readUntilThenHangUp(port: port, path: "/v1/stream", json: body, marker: "event: token")
+            XCTAssertTrue(seen.contains("event: token"), seen)
+            // The generation stops at its next token and releases the model.
+            let deadline = Date().addingTimeInterval(20)
+            while await service.gate.running, Date() < deadline { try await Task.sleep(nanoseconds: 10_000_000) }
+            let running = await service.gate.running
+            XCTAssertFalse(running)
+            let reply = try await HTTPClient.postJSON(port: port, try generateBody(Self.reference.cases[0]))
+            XCTAssertEqual(reply.status, 200, reply.text)
+            XCTAssertEqual(reply.json["token_ids"] as? [Int], Self.reference.cases[0].generated_ids)
+        }
+    }
+
     func testBusyServerAnswers503() async throws {
         try await withServer(ServerConfiguration(maxWaiting: 0)) { port, service in
             let body = try generateBody(Self.reference.cases[0])
