@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Imaging
 import Kernels
 import PaliGemma
 
@@ -13,6 +14,12 @@ struct ModelOptions: ParsableArguments {
 
     @Option(help: "Worker threads (default: all cores).")
     var threads: Int?
+
+    @Option(help: ArgumentHelp("Image resize: bicubic (PIL's, as transformers does; default) or bilinear-aa (big_vision's antialiased bilinear, as the model was trained)."))
+    var resize = "bicubic"
+
+    @Option(name: .customLong("max-pixels"), help: "Refuse images larger than this many pixels (checked before decoding).")
+    var maxPixels = 100_000_000
 
     /// The demo model inside this checkout (Models/demo), found from this source file's place.
     static var demoDirectory: URL {
@@ -54,7 +61,15 @@ struct ModelOptions: ParsableArguments {
     func backend() -> FastBackend { FastBackend(threads: threads) }
 
     func pipeline() throws -> PaliGemmaPipeline {
-        try PaliGemmaPipeline(directory: resolveDirectory(), backend: backend())
+        let filter: ResizeFilter
+        switch resize {
+        case "bicubic": filter = .bicubicPIL
+        case "bilinear-aa", "bilinear": filter = .bilinearAntialias
+        default: throw ValidationError("--resize must be bicubic or bilinear-aa")
+        }
+        guard maxPixels > 0 else { throw ValidationError("--max-pixels must be positive") }
+        return try PaliGemmaPipeline(directory: resolveDirectory(), backend: backend(),
+                                     imageLoader: ImageLoader(maxPixels: maxPixels), resize: filter)
     }
 }
 
