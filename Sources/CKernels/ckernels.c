@@ -503,6 +503,59 @@ AVX512VNNI static void gemv_q_vnni(const ck_qinput *in, int64_t K, const void *W
         y[n] = r + (bias ? bias[n] : 0.0f);
     }
 }
+
+/* exp(x) for float32 lanes: 2^n · p(r) with x = n·ln2 + r, |r| ≤ ln2/2, a degree-6 polynomial
+ * (relative error about 2e-7, below float32's rounding of the reference's own exp). */
+AVX512 static inline __m512 exp_avx512(__m512 x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.3f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187045e-06f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 720);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* tanh(u) = sign(u)·(1 − 2/(exp(2|u|) + 1)); for tiny |u| the series u − u³/3 avoids cancellation. */
+AVX512 static inline __m512 tanh_avx512(__m512 u) {
+    __m512 a = _mm512_abs_ps(u);
+    __m512 e = exp_avx512(_mm512_add_ps(a, a));
+    __m512 t = _mm512_sub_ps(_mm512_set1_ps(1.0f), _mm512_div_ps(_mm512_set1_ps(2.0f), _mm512_add_ps(e, _mm512_set1_ps(1.0f))));
+    __m512 u2 = _mm512_mul_ps(a, a);
+    __m512 small = _mm512_fnmadd_ps(_mm512_mul_ps(u2, a), _mm512_set1_ps(1.0f / 3), a);
+    t = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, _mm512_set1_ps(0.004f), _CMP_LT_OQ), t, small);
+    /* copy the sign of u */
+    return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(t),
+        _mm512_and_si512(_mm512_castps_si512(u), _mm512_set1_epi32((int)0x80000000u))));
+}
+
+AVX512 static void gelu_tanh_avx512(const float *a, const float *b, float *out, int64_t n) {
+    const __m512 c = _mm512_set1_ps(0.7978845608028654f), k = _mm512_set1_ps(0.044715f), half = _mm512_set1_ps(0.5f);
+    int64_t i = 0;
+    for (; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        __m512 x = _mm512_maskz_loadu_ps(m, a + i);
+        __m512 inner = _mm512_mul_ps(c, _mm512_fmadd_ps(_mm512_mul_ps(k, x), _mm512_mul_ps(x, x), x));
+        __m512 g = _mm512_mul_ps(_mm512_mul_ps(half, x), _mm512_add_ps(_mm512_set1_ps(1.0f), tanh_avx512(inner)));
+        if (b) g = _mm512_mul_ps(g, _mm512_maskz_loadu_ps(m, b + i));
+        _mm512_mask_storeu_ps(out + i, m, g);
+    }
+}
+
+AVX512 static void softcap_avx512(float *x, int64_t n, float cap) {
+    const __m512 c = _mm512_set1_ps(cap), inv = _mm512_set1_ps(1.0f / cap);
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+        _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(c, tanh_avx512(_mm512_mul_ps(v, inv))));
+    }
+}
 #endif
 
 /* ---------------- dispatch ---------------- */
@@ -648,6 +701,24 @@ void ck_convert_row_q(const void *W, const uint16_t *scales, int format, int64_t
             }
         }
     }
+}
+
+void ck_gelu_tanh(const float *a, const float *b, float *out, int64_t n) {
+#if CK_X86
+    if (ck_has_avx512()) { gelu_tanh_avx512(a, b, out, n); return; }
+#endif
+    for (int64_t i = 0; i < n; i++) {
+        float x = a[i];
+        float g = 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+        out[i] = b ? g * b[i] : g;
+    }
+}
+
+void ck_softcap(float *x, int64_t n, float cap) {
+#if CK_X86
+    if (ck_has_avx512()) { softcap_avx512(x, n, cap); return; }
+#endif
+    for (int64_t i = 0; i < n; i++) x[i] = cap * tanhf(x[i] / cap);
 }
 
 int ck_has_avx512_vnni(void) {

@@ -229,12 +229,8 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
         out.setRows(a.rows)
         let total = a.rows * a.columns
         let ap = a.storage, bp = b?.storage, op = out.storage
-        parallel(total, minChunk: 4096) { i0, i1, _ in
-            for i in i0..<i1 {
-                let x = ap[i]
-                let g = 0.5 * x * (1 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
-                op[i] = bp.map { g * $0[i] } ?? g
-            }
+        parallel(total, minChunk: 1 << 14) { i0, i1, _ in
+            ck_gelu_tanh(ap + i0, bp.map { $0 + i0 }, op + i0, Int64(i1 - i0))
         }
     }
 
@@ -248,8 +244,8 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
 
     public func softcap(_ x: Matrix, cap: Float) {
         let xp = x.storage
-        parallel(x.rows * x.columns, minChunk: 4096) { i0, i1, _ in
-            for i in i0..<i1 { xp[i] = cap * tanh(xp[i] / cap) }
+        parallel(x.rows * x.columns, minChunk: 1 << 14) { i0, i1, _ in
+            ck_softcap(xp + i0, Int64(i1 - i0), cap)
         }
     }
 

@@ -147,6 +147,24 @@ final class FastVersusReferenceTests: XCTestCase {
         }
     }
 
+    func testVectorGeluAndSoftcapAcrossTheRange() {
+        // The SIMD tanh is exp-based; over a dense grid it must track the double-precision formula.
+        let xs = stride(from: -12.0, through: 12.0, by: 0.0037).map { Float($0) }
+        let a = Matrix(rows: 1, columns: xs.count, values: xs), out = Matrix(rows: 1, columns: xs.count)
+        FastBackend(threads: 1).geluTanh(a, times: nil, into: out)
+        for (i, x) in xs.enumerated() {
+            let d = Double(x)
+            let expected = 0.5 * d * (1 + Foundation.tanh(0.7978845608028654 * (d + 0.044715 * d * d * d)))
+            XCTAssertEqual(Double(out[0, i]), expected, accuracy: 2e-6 * max(1, abs(expected)), "gelu(\(x))")
+        }
+        let capped = Matrix(rows: 1, columns: xs.count, values: xs.map { $0 * 10 })
+        FastBackend(threads: 1).softcap(capped, cap: 30)
+        for (i, x) in xs.enumerated() {
+            let expected = 30 * Foundation.tanh(Double(x) * 10 / 30)
+            XCTAssertEqual(Double(capped[0, i]), expected, accuracy: 3e-6 * 30, "softcap(\(x * 10))")
+        }
+    }
+
     func testMaskSemantics() {
         let m = AttentionMask.prefixLM(prefixLength: 4, window: 3)
         XCTAssertTrue(m.allows(query: 0, key: 3), "prefix is bidirectional")

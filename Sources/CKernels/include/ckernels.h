@@ -96,6 +96,12 @@ void ck_attention_block(const float *q, int64_t ldq, int64_t nq, const float *k,
                         const float *v, int64_t ldv, int64_t d, float scale, float cap,
                         const int64_t *lo, const int64_t *hi, float *out, int64_t ldo, float *scratch);
 
+/// out = gelu_tanh(a) · b (b may be NULL; out may alias a): 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³))).
+/// Vectorised exp-based tanh, relative error about 1e-6.
+void ck_gelu_tanh(const float *a, const float *b, float *out, int64_t n);
+/// x = cap · tanh(x / cap), in place.
+void ck_softcap(float *x, int64_t n, float cap);
+
 /// Dot product of two float32 vectors.
 float ck_dot(const float *a, const float *b, int64_t n);
 /// y += a * x
