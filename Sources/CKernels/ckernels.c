@@ -548,6 +548,19 @@ AVX512 static void gelu_tanh_avx512(const float *a, const float *b, float *out, 
     }
 }
 
+/* x[i] = exp(x[i] − shift); returns the sum. */
+AVX512 static float exp_shift_avx512(float *x, int64_t n, float shift) {
+    __m512 sum = _mm512_setzero_ps(), sh = _mm512_set1_ps(shift);
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        __m512 e = exp_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), sh));
+        e = _mm512_maskz_mov_ps(m, e);
+        _mm512_mask_storeu_ps(x + i, m, e);
+        sum = _mm512_add_ps(sum, e);
+    }
+    return _mm512_reduce_add_ps(sum);
+}
+
 AVX512 static void softcap_avx512(float *x, int64_t n, float cap) {
     const __m512 c = _mm512_set1_ps(cap), inv = _mm512_set1_ps(1.0f / cap);
     for (int64_t i = 0; i < n; i += 16) {
@@ -712,6 +725,15 @@ void ck_gelu_tanh(const float *a, const float *b, float *out, int64_t n) {
         float g = 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
         out[i] = b ? g * b[i] : g;
     }
+}
+
+static float ck_exp_shift(float *x, int64_t n, float shift) {
+#if CK_X86
+    if (ck_has_avx512()) return exp_shift_avx512(x, n, shift);
+#endif
+    float sum = 0;
+    for (int64_t i = 0; i < n; i++) { x[i] = expf(x[i] - shift); sum += x[i]; }
+    return sum;
 }
 
 void ck_softcap(float *x, int64_t n, float cap) {
@@ -927,28 +949,23 @@ void ck_attention_block(const float *q, int64_t ldq, int64_t nq, const float *k,
             int64_t a = lo[i] > t0 ? lo[i] : t0, b = hi[i] < t1 ? hi[i] : t1;
             if (a >= b) continue;
             const float *qi = q + i * ldq;
+            int64_t len = b - a;
+            for (int64_t j = a; j < b; j++) s[j - a] = ck_dot(qi, k + j * ldk, d) * scale;
+            if (cap > 0) ck_softcap(s, len, cap);
             float tile_max = -INFINITY;
-            for (int64_t j = a; j < b; j++) {
-                float x = ck_dot(qi, k + j * ldk, d) * scale;
-                if (cap > 0) x = cap * tanhf(x / cap);
-                s[j - a] = x;
-                if (x > tile_max) tile_max = x;
-            }
+            for (int64_t j = 0; j < len; j++) if (s[j] > tile_max) tile_max = s[j];
             float *ai = acc + i * d;
             if (tile_max > mx[i]) {
                 /* rescale what was accumulated under the old maximum */
-                float f = expf(mx[i] - tile_max);
                 if (mx[i] != -INFINITY) {
+                    float f = expf(mx[i] - tile_max);
                     ck_scale(f, ai, d);
                     sum[i] *= f;
                 }
                 mx[i] = tile_max;
             }
-            for (int64_t j = a; j < b; j++) {
-                float p = expf(s[j - a] - mx[i]);
-                sum[i] += p;
-                ck_axpy(p, v + j * ldv, ai, d);
-            }
+            sum[i] += ck_exp_shift(s, len, mx[i]);
+            for (int64_t j = a; j < b; j++) ck_axpy(s[j - a], v + j * ldv, ai, d);
         }
     }
     for (int64_t i = 0; i < nq; i++) {
