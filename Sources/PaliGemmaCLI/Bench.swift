@@ -27,6 +27,9 @@ struct Bench: AsyncParsableCommand {
     @Option(name: .shortAndLong, help: "Benchmark this checkpoint directory instead of random weights.")
     var model: String?
 
+    @Option(help: "Random weights' decoder format: bf16, q8 or q4 (the vision tower stays bf16).")
+    var weights = "bf16"
+
     @Option(help: "Prompt tokens after the image tokens (bos + text + newline).")
     var promptTokens = 10
 
@@ -232,14 +235,18 @@ struct Bench: AsyncParsableCommand {
             guard let p = ModelPreset(preset) else {
                 throw ValidationError("unknown configuration '\(preset)'; use one of \(ModelPreset.all.map(\.description).joined(separator: ", "))")
             }
-            name = p.description
+            name = "\(p) \(weights)"
+            guard weights == "bf16" || Quantizer.Format(rawValue: weights) != nil else {
+                throw ValidationError("--weights must be bf16, q8 or q4")
+            }
             let root = cacheDir.map { URL(fileURLWithPath: $0) } ?? FileManager.default.homeDirectoryForCurrentUser
                 .appendingPathComponent(".cache/paligemma/bench")
-            directory = root.appendingPathComponent("\(p)-bf16-random")
+            directory = root.appendingPathComponent("\(p)-\(weights)-random")
             if !FileManager.default.fileExists(atPath: directory.appendingPathComponent("model.safetensors").path) {
-                status("writing random bf16 weights for \(p) to \(directory.path) (once)…")
+                status("writing random \(weights) weights for \(p) to \(directory.path) (once)…")
                 let bar = ProgressBar(label: "weights")
-                try RandomCheckpoint.write(config: p.config, to: directory, bf16: true) { bar.update($0) }
+                try RandomCheckpoint.write(config: p.config, to: directory, bf16: true,
+                                           quantize: Quantizer.Format(rawValue: weights)) { bar.update($0) }
                 bar.finish()
             }
         }
