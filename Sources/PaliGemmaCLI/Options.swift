@@ -21,6 +21,14 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .customLong("max-pixels"), help: "Refuse images larger than this many pixels (checked before decoding).")
     var maxPixels = 100_000_000
 
+    @Option(help: ArgumentHelp(
+        "Prefill products: float32 (exact), bf16 (the CPU's bf16 dot products, as PyTorch in bfloat16; about twice as fast) or auto.",
+        discussion: "auto uses float32 for small checkpoints (under 256 MB, where it costs nothing) and bf16 otherwise."))
+    var products = "auto"
+
+    /// The demo-model note is printed once per run.
+    nonisolated(unsafe) static var saidDemo = false
+
     /// The demo model inside this checkout (Models/demo), found from this source file's place.
     static var demoDirectory: URL {
         if let env = ProcessInfo.processInfo.environment["PALIGEMMA_DEMO_MODEL"] { return URL(fileURLWithPath: env) }
@@ -45,7 +53,10 @@ struct ModelOptions: ParsableArguments {
     func resolveDirectory() throws -> URL {
         let (name, isDefault) = requestedModel()
         if name == "demo" {
-            if isDefault { status("note: no --model given; using the bundled demo model (\(Self.demoDirectory.path))") }
+            if isDefault && !Self.saidDemo {
+                Self.saidDemo = true
+                status("note: no --model given; using the bundled demo model (\(Self.demoDirectory.path))")
+            }
             return Self.demoDirectory
         }
         var isDirectory: ObjCBool = false
@@ -58,7 +69,22 @@ struct ModelOptions: ParsableArguments {
             : "Pass a checkpoint directory, a hub id, or 'demo'.")
     }
 
-    func backend() -> FastBackend { FastBackend(threads: threads) }
+    /// The compute backend for the checkpoint in `directory`.
+    func backend(for directory: URL) throws -> FastBackend {
+        let exact: Bool
+        switch products {
+        case "float32": exact = true
+        case "bf16": exact = false
+        case "auto":
+            let files = (try? FileManager.default.contentsOfDirectory(at: directory, includingPropertiesForKeys: [.fileSizeKey])) ?? []
+            let bytes = files.filter { $0.pathExtension == "safetensors" }
+                .reduce(0) { $0 + ((try? $1.resourceValues(forKeys: [.fileSizeKey]).fileSize) ?? 0) }
+            exact = bytes < 256 << 20
+        default:
+            throw ValidationError("--products must be auto, float32 or bf16")
+        }
+        return FastBackend(threads: threads, bf16Products: !exact)
+    }
 
     func pipeline() throws -> PaliGemmaPipeline {
         let filter: ResizeFilter
@@ -68,7 +94,8 @@ struct ModelOptions: ParsableArguments {
         default: throw ValidationError("--resize must be bicubic or bilinear-aa")
         }
         guard maxPixels > 0 else { throw ValidationError("--max-pixels must be positive") }
-        return try PaliGemmaPipeline(directory: resolveDirectory(), backend: backend(),
+        let directory = try resolveDirectory()
+        return try PaliGemmaPipeline(directory: directory, backend: backend(for: directory),
                                      imageLoader: ImageLoader(maxPixels: maxPixels), resize: filter)
     }
 }
