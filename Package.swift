@@ -51,7 +51,7 @@ let package = Package(
             swiftSettings: v5),
         .executableTarget(
             name: "PaliGemmaCLI",
-            dependencies: ["PaliGemma", "PaliGemmaServer", "Hub", "Imaging", "MaskDecoder", "GemmaTokenizer", "Kernels", "SafeTensors",
+            dependencies: ["PaliGemma", "PaliGemmaServer", "Hub", "Imaging", "MaskDecoder", "GemmaTokenizer", "Kernels", "CKernels", "SafeTensors",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: v5),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels"], swiftSettings: v5),

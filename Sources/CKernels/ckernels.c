@@ -88,7 +88,7 @@ static float dot_portable(const float *a, const float *b, int64_t n) {
 
 /* ---------------- AVX-512 paths ---------------- */
 #if CK_X86
-#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,fma")))
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c")))
 
 AVX512 static void convert_row_avx512(const void *W, int format, int64_t K, int64_t row, float *out) {
     if (format == CK_BF16) {
@@ -296,6 +296,88 @@ AVX512BF16 static void gemm_bf16_dp(const uint16_t *xb, int64_t M, int64_t K, co
     }
 }
 
+/* Packs weight rows n .. n+nc (nc ≤ 32) of a bf16 matrix for the broadcast kernel: for each
+ * pair of inputs (k, k+1), 32 consecutive 32-bit words hold that pair for each output row,
+ * zero-padded past nc rows and past K. */
+static void pack_panel_bf16(const uint16_t *W, int64_t K, int64_t Kp, int64_t n, int64_t nc, uint32_t *pack) {
+    for (int64_t j = 0; j < 32; j++) {
+        if (j >= nc) {
+            for (int64_t k2 = 0; k2 < Kp / 2; k2++) pack[k2 * 32 + j] = 0;
+            continue;
+        }
+        const uint16_t *row = W + (n + j) * K;
+        int64_t k2 = 0;
+        for (; 2 * k2 + 1 < K; k2++) {
+            uint32_t pair;
+            memcpy(&pair, row + 2 * k2, 4);
+            pack[k2 * 32 + j] = pair;
+        }
+        if (2 * k2 < K) { pack[k2 * 32 + j] = row[2 * k2]; k2++; }
+        for (; k2 < Kp / 2; k2++) pack[k2 * 32 + j] = 0;
+    }
+}
+
+/* bf16 GEMM in the broadcast form: a 12-row × 32-column tile of y accumulates in 24 registers;
+ * per pair of inputs, two packed weight vectors are loaded and each row's input pair is broadcast.
+ * K is blocked so a weight chunk (32 × 256 inputs) and the x chunk stay in L1. */
+#define GEMM_ROWS 12
+#define GEMM_KC 256
+AVX512BF16 static void gemm_bf16_packed(const uint16_t *xb, int64_t M, int64_t K, const uint16_t *W,
+                                        const float *bias, float *y, int64_t ldy, int64_t n0, int64_t n1,
+                                        uint32_t *pack) {
+    const int64_t Kp = (K + 31) & ~(int64_t)31;
+    for (int64_t n = n0; n < n1; n += 32) {
+        int64_t nc = n1 - n < 32 ? n1 - n : 32;
+        pack_panel_bf16(W, K, Kp, n, nc, pack);
+        __mmask16 m0 = nc >= 16 ? 0xFFFF : (__mmask16)((1u << nc) - 1);
+        __mmask16 m1 = nc <= 16 ? 0 : (nc >= 32 ? 0xFFFF : (__mmask16)((1u << (nc - 16)) - 1));
+        for (int64_t kb = 0; kb < Kp; kb += GEMM_KC) {
+            int64_t ke = kb + GEMM_KC < Kp ? kb + GEMM_KC : Kp;
+            int last = ke == Kp;
+            for (int64_t m = 0; m < M; m += GEMM_ROWS) {
+                int64_t rows = M - m < GEMM_ROWS ? M - m : GEMM_ROWS;
+                const uint16_t *xr[GEMM_ROWS];
+                float *yr[GEMM_ROWS];
+                for (int r = 0; r < GEMM_ROWS; r++) {
+                    int64_t rr = m + (r < rows ? r : 0);
+                    xr[r] = xb + rr * Kp;
+                    yr[r] = y + rr * ldy + n;
+                }
+                __m512 a0[GEMM_ROWS], a1[GEMM_ROWS];
+                for (int r = 0; r < GEMM_ROWS; r++) {
+                    if (kb == 0) {
+                        a0[r] = _mm512_setzero_ps();
+                        a1[r] = _mm512_setzero_ps();
+                    } else {
+                        a0[r] = _mm512_maskz_loadu_ps(m0, yr[r]);
+                        a1[r] = _mm512_maskz_loadu_ps(m1, yr[r] + 16);
+                    }
+                }
+                for (int64_t k2 = kb / 2; k2 < ke / 2; k2++) {
+                    __m512bh w0 = (__m512bh)_mm512_loadu_si512((const void *)(pack + k2 * 32));
+                    __m512bh w1 = (__m512bh)_mm512_loadu_si512((const void *)(pack + k2 * 32 + 16));
+                    for (int r = 0; r < GEMM_ROWS; r++) {
+                        uint32_t pair;
+                        memcpy(&pair, xr[r] + 2 * k2, 4);
+                        __m512bh xv = (__m512bh)_mm512_set1_epi32((int)pair);
+                        a0[r] = _mm512_dpbf16_ps(a0[r], xv, w0);
+                        a1[r] = _mm512_dpbf16_ps(a1[r], xv, w1);
+                    }
+                }
+                __m512 b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps();
+                if (last && bias) {
+                    b0 = _mm512_maskz_loadu_ps(m0, bias + n);
+                    b1 = _mm512_maskz_loadu_ps(m1, bias + n + 16);
+                }
+                for (int r = 0; r < rows; r++) {
+                    _mm512_mask_storeu_ps(yr[r], m0, _mm512_add_ps(a0[r], b0));
+                    _mm512_mask_storeu_ps(yr[r] + 16, m1, _mm512_add_ps(a1[r], b1));
+                }
+            }
+        }
+    }
+}
+
 AVX512BF16 static void to_bf16_rows(const float *x, int64_t M, int64_t K, int64_t ldx, uint16_t *out) {
     const int64_t Kp = (K + 31) & ~(int64_t)31;
     for (int64_t m = 0; m < M; m++) {
@@ -317,37 +399,174 @@ AVX512BF16 static void to_bf16_rows(const float *x, int64_t M, int64_t K, int64_
     }
 }
 
+/* Quantized GEMV: scales are widened 16 at a time (F16C) into a small buffer, then each group's
+ * partial dot product is scaled once. Two rows per pass share the x loads. */
 AVX512 static void gemv_q_avx512(const float *x, int64_t K, const void *W, const uint16_t *scales, int format,
                                  const float *bias, float *y, int64_t n0, int64_t n1) {
     const int64_t G = K / CK_GROUP;
     const __m512i low4 = _mm512_set1_epi32(0xF), eight = _mm512_set1_epi32(8);
-    for (int64_t n = n0; n < n1; n++) {
-        const uint16_t *sc = scales + n * G;
-        __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-        if (format == CK_Q8) {
-            const int8_t *w = (const int8_t *)W + n * K;
-            for (int64_t g = 0; g < G; g++) {
-                const int8_t *q = w + g * 32;
-                __m512 a = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)q)));
-                __m512 b = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(q + 16))));
-                __m512 part = _mm512_fmadd_ps(a, _mm512_loadu_ps(x + g * 32),
-                                              _mm512_mul_ps(b, _mm512_loadu_ps(x + g * 32 + 16)));
-                __m512 s = _mm512_set1_ps(f16_to_f32(sc[g]));
-                if (g & 1) acc1 = _mm512_fmadd_ps(part, s, acc1); else acc0 = _mm512_fmadd_ps(part, s, acc0);
-            }
-        } else {
-            const uint8_t *w = (const uint8_t *)W + n * (K / 2);
-            for (int64_t g = 0; g < G; g++) {
-                __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(w + g * 16)));
-                __m512 lo = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_and_si512(bytes, low4), eight));
-                __m512 hi = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_srli_epi32(bytes, 4), eight));
-                __m512 part = _mm512_fmadd_ps(lo, _mm512_loadu_ps(x + g * 32),
-                                              _mm512_mul_ps(hi, _mm512_loadu_ps(x + g * 32 + 16)));
-                __m512 s = _mm512_set1_ps(f16_to_f32(sc[g]));
-                if (g & 1) acc1 = _mm512_fmadd_ps(part, s, acc1); else acc0 = _mm512_fmadd_ps(part, s, acc0);
+    float sf[2][16];
+    for (int64_t n = n0; n < n1; n += 2) {
+        int two = n + 1 < n1;
+        __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+        for (int64_t g0 = 0; g0 < G; g0 += 16) {
+            int64_t gn = G - g0 < 16 ? G - g0 : 16;
+            __mmask16 gm = (__mmask16)((1u << gn) - 1);
+            for (int r = 0; r <= two; r++)
+                _mm512_storeu_ps(sf[r], _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(gm, scales + (n + r) * G + g0)));
+            for (int64_t g = g0; g < g0 + gn; g++) {
+                __m512 xa = _mm512_loadu_ps(x + g * 32), xb2 = _mm512_loadu_ps(x + g * 32 + 16);
+                for (int r = 0; r <= two; r++) {
+                    __m512 a, b;
+                    if (format == CK_Q8) {
+                        const int8_t *q = (const int8_t *)W + (n + r) * K + g * 32;
+                        a = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)q)));
+                        b = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(q + 16))));
+                    } else {
+                        const uint8_t *q = (const uint8_t *)W + (n + r) * (K / 2) + g * 16;
+                        __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)q));
+                        a = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_and_si512(bytes, low4), eight));
+                        b = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_srli_epi32(bytes, 4), eight));
+                    }
+                    __m512 part = _mm512_fmadd_ps(a, xa, _mm512_mul_ps(b, xb2));
+                    acc[r] = _mm512_fmadd_ps(part, _mm512_set1_ps(sf[r][g - g0]), acc[r]);
+                }
             }
         }
-        y[n] = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) + (bias ? bias[n] : 0.0f);
+        for (int r = 0; r <= two; r++) y[n + r] = _mm512_reduce_add_ps(acc[r]) + (bias ? bias[n + r] : 0.0f);
+    }
+}
+
+#define AVX512VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c")))
+
+/* Integer GEMV for quantized weights (decode). The input row was quantized once per call by
+ * ck_quantize_input: per group of 32, xs = max|x|/127 and xq = round(x/xs) in int8, kept as |xq|
+ * (u8) plus a sign mask, and as the sum of each 4 consecutive xq. vpdpbusd then multiplies
+ * u8 × s8 in groups of 4:
+ *   q8: weights s8 with the sign of x applied → Σ|xq|·sign(xq)·w = Σ xq·w;
+ *   q4: nibbles (0…15) as u8 against xq as s8 → Σ nib·xq, minus 8·Σxq for the −8 offset.
+ * 64 inputs (two groups) per step: lanes 0–7 hold group g, lanes 8–15 group g+1, each scaled by
+ * its weight scale × input scale. */
+AVX512VNNI static void gemv_q_vnni(const ck_qinput *in, int64_t K, const void *W, const uint16_t *scales,
+                                   int format, const float *bias, float *y, int64_t n0, int64_t n1) {
+    const int64_t G = K / CK_GROUP, G2 = G & ~(int64_t)1;
+    const __m256i nib = _mm256_set1_epi8(0x0F);
+    float cs[16];
+    for (int64_t n = n0; n < n1; n++) {
+        __m512 acc = _mm512_setzero_ps();
+        const uint16_t *sc = scales + n * G;
+        for (int64_t g0 = 0; g0 < G2; g0 += 16) {
+            int64_t gn = G2 - g0 < 16 ? G2 - g0 : 16;
+            __mmask16 gm = (__mmask16)((1u << gn) - 1);
+            __m512 ws = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(gm, sc + g0));
+            _mm512_storeu_ps(cs, _mm512_mul_ps(ws, _mm512_maskz_loadu_ps(gm, in->scale + g0)));
+            for (int64_t g = g0; g < g0 + gn; g += 2) {
+                __m512i d;
+                if (format == CK_Q8) {
+                    __m512i w = _mm512_loadu_si512((const void *)((const int8_t *)W + n * K + g * 32));
+                    __mmask64 neg = in->negative[g / 2];
+                    w = _mm512_mask_sub_epi8(w, neg, _mm512_setzero_si512(), w);
+                    d = _mm512_dpbusd_epi32(_mm512_setzero_si512(),
+                                            _mm512_loadu_si512((const void *)(in->magnitude + g * 32)), w);
+                } else {
+                    __m256i v = _mm256_loadu_si256((const __m256i *)((const uint8_t *)W + n * (K / 2) + g * 16));
+                    __m256i lo = _mm256_and_si256(v, nib), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), nib);
+                    __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+                    z = _mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(3, 1, 2, 0));  /* lo.g, hi.g, lo.g+1, hi.g+1 */
+                    d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), z,
+                                            _mm512_loadu_si512((const void *)(in->value + g * 32)));
+                    __m512i ls = _mm512_loadu_si512((const void *)(in->sum4 + g * 8));
+                    d = _mm512_sub_epi32(d, _mm512_slli_epi32(ls, 3));
+                }
+                __m512 sv = _mm512_insertf32x8(_mm512_set1_ps(cs[g - g0]), _mm256_set1_ps(cs[g - g0 + 1]), 1);
+                acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), sv, acc);
+            }
+        }
+        float r = _mm512_reduce_add_ps(acc);
+        if (G2 < G) {
+            /* an odd last group: integer dot product in scalar code */
+            int64_t g = G2;
+            int32_t dot = 0;
+            for (int i = 0; i < 32; i++) {
+                int xq = in->value[g * 32 + i];
+                int w;
+                if (format == CK_Q8) {
+                    w = ((const int8_t *)W)[n * K + g * 32 + i];
+                } else {
+                    uint8_t b = ((const uint8_t *)W)[n * (K / 2) + g * 16 + (i & 15)];
+                    w = (int)(i < 16 ? (b & 0xF) : (b >> 4)) - 8;
+                }
+                dot += xq * w;
+            }
+            r += (float)dot * f16_to_f32(sc[g]) * in->scale[g];
+        }
+        y[n] = r + (bias ? bias[n] : 0.0f);
+    }
+}
+
+/* exp(x) for float32 lanes: 2^n · p(r) with x = n·ln2 + r, |r| ≤ ln2/2, a degree-6 polynomial
+ * (relative error about 2e-7, below float32's rounding of the reference's own exp). */
+AVX512 static inline __m512 exp_avx512(__m512 x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.3f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187045e-06f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 720);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* tanh(u) = sign(u)·(1 − 2/(exp(2|u|) + 1)); for tiny |u| the series u − u³/3 avoids cancellation. */
+AVX512 static inline __m512 tanh_avx512(__m512 u) {
+    __m512 a = _mm512_abs_ps(u);
+    __m512 e = exp_avx512(_mm512_add_ps(a, a));
+    __m512 t = _mm512_sub_ps(_mm512_set1_ps(1.0f), _mm512_div_ps(_mm512_set1_ps(2.0f), _mm512_add_ps(e, _mm512_set1_ps(1.0f))));
+    __m512 u2 = _mm512_mul_ps(a, a);
+    __m512 small = _mm512_fnmadd_ps(_mm512_mul_ps(u2, a), _mm512_set1_ps(1.0f / 3), a);
+    t = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, _mm512_set1_ps(0.004f), _CMP_LT_OQ), t, small);
+    /* copy the sign of u */
+    return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(t),
+        _mm512_and_si512(_mm512_castps_si512(u), _mm512_set1_epi32((int)0x80000000u))));
+}
+
+AVX512 static void gelu_tanh_avx512(const float *a, const float *b, float *out, int64_t n) {
+    const __m512 c = _mm512_set1_ps(0.7978845608028654f), k = _mm512_set1_ps(0.044715f), half = _mm512_set1_ps(0.5f);
+    int64_t i = 0;
+    for (; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        __m512 x = _mm512_maskz_loadu_ps(m, a + i);
+        __m512 inner = _mm512_mul_ps(c, _mm512_fmadd_ps(_mm512_mul_ps(k, x), _mm512_mul_ps(x, x), x));
+        __m512 g = _mm512_mul_ps(_mm512_mul_ps(half, x), _mm512_add_ps(_mm512_set1_ps(1.0f), tanh_avx512(inner)));
+        if (b) g = _mm512_mul_ps(g, _mm512_maskz_loadu_ps(m, b + i));
+        _mm512_mask_storeu_ps(out + i, m, g);
+    }
+}
+
+/* x[i] = exp(x[i] − shift); returns the sum. */
+AVX512 static float exp_shift_avx512(float *x, int64_t n, float shift) {
+    __m512 sum = _mm512_setzero_ps(), sh = _mm512_set1_ps(shift);
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        __m512 e = exp_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), sh));
+        e = _mm512_maskz_mov_ps(m, e);
+        _mm512_mask_storeu_ps(x + i, m, e);
+        sum = _mm512_add_ps(sum, e);
+    }
+    return _mm512_reduce_add_ps(sum);
+}
+
+AVX512 static void softcap_avx512(float *x, int64_t n, float cap) {
+    const __m512 c = _mm512_set1_ps(cap), inv = _mm512_set1_ps(1.0f / cap);
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+        _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(c, tanh_avx512(_mm512_mul_ps(v, inv))));
     }
 }
 #endif
@@ -427,6 +646,18 @@ void ck_to_bf16_rows(const float *x, int64_t M, int64_t K, int64_t ldx, uint16_t
         }
 }
 
+void ck_gemm_bf16_packed(const uint16_t *xb, int64_t M, int64_t K, const void *W, const float *bias, float *y,
+                         int64_t ldy, int64_t n0, int64_t n1, void *pack) {
+#if CK_X86
+    if (ck_has_avx512_bf16()) {
+        gemm_bf16_packed(xb, M, K, (const uint16_t *)W, bias, y, ldy, n0, n1, (uint32_t *)pack);
+        return;
+    }
+#endif
+    (void)pack;
+    ck_gemm_bf16(xb, M, K, W, bias, y, ldy, n0, n1);
+}
+
 void ck_gemm_bf16(const uint16_t *xb, int64_t M, int64_t K, const void *W, const float *bias, float *y,
                   int64_t ldy, int64_t n0, int64_t n1) {
 #if CK_X86
@@ -482,6 +713,95 @@ void ck_convert_row_q(const void *W, const uint16_t *scales, int format, int64_t
                 out[g * 32 + 16 + i] = (float)((int)(q[i] >> 4) - 8) * s;
             }
         }
+    }
+}
+
+void ck_gelu_tanh(const float *a, const float *b, float *out, int64_t n) {
+#if CK_X86
+    if (ck_has_avx512()) { gelu_tanh_avx512(a, b, out, n); return; }
+#endif
+    for (int64_t i = 0; i < n; i++) {
+        float x = a[i];
+        float g = 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+        out[i] = b ? g * b[i] : g;
+    }
+}
+
+static float ck_exp_shift(float *x, int64_t n, float shift) {
+#if CK_X86
+    if (ck_has_avx512()) return exp_shift_avx512(x, n, shift);
+#endif
+    float sum = 0;
+    for (int64_t i = 0; i < n; i++) { x[i] = expf(x[i] - shift); sum += x[i]; }
+    return sum;
+}
+
+void ck_softcap(float *x, int64_t n, float cap) {
+#if CK_X86
+    if (ck_has_avx512()) { softcap_avx512(x, n, cap); return; }
+#endif
+    for (int64_t i = 0; i < n; i++) x[i] = cap * tanhf(x[i] / cap);
+}
+
+int ck_has_avx512_vnni(void) {
+#if CK_X86
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx512vnni") ? 1 : 0;
+    }
+    return cached && ck_has_avx512();
+#else
+    return 0;
+#endif
+}
+
+void ck_quantize_input(const float *x, int64_t K, ck_qinput *out) {
+    const int64_t G = K / CK_GROUP;
+    for (int64_t g = 0; g < G; g++) {
+        const float *v = x + g * 32;
+        float amax = 0;
+        for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(v[i]));
+        float s = amax / 127.0f, inv = amax > 0 ? 127.0f / amax : 0.0f;
+        out->scale[g] = s;
+        uint64_t neg = 0;
+        for (int i = 0; i < 32; i++) {
+            float r = nearbyintf(v[i] * inv);
+            int q = (int)(r > 127 ? 127 : (r < -127 ? -127 : r));
+            out->value[g * 32 + i] = (int8_t)q;
+            out->magnitude[g * 32 + i] = (uint8_t)(q < 0 ? -q : q);
+            if (q < 0) neg |= 1ull << i;
+        }
+        if (g % 2 == 0) out->negative[g / 2] = neg; else out->negative[g / 2] |= neg << 32;
+        for (int i = 0; i < 8; i++)
+            out->sum4[g * 8 + i] = out->value[g * 32 + 4 * i] + out->value[g * 32 + 4 * i + 1] +
+                                   out->value[g * 32 + 4 * i + 2] + out->value[g * 32 + 4 * i + 3];
+    }
+}
+
+void ck_gemv_q_int8(const ck_qinput *in, int64_t K, const void *W, const uint16_t *scales, int format,
+                    const float *bias, float *y, int64_t n0, int64_t n1) {
+#if CK_X86
+    if (ck_has_avx512_vnni()) { gemv_q_vnni(in, K, W, scales, format, bias, y, n0, n1); return; }
+#endif
+    const int64_t G = K / CK_GROUP;
+    for (int64_t n = n0; n < n1; n++) {
+        float r = 0;
+        for (int64_t g = 0; g < G; g++) {
+            int32_t dot = 0;
+            for (int i = 0; i < 32; i++) {
+                int w;
+                if (format == CK_Q8) {
+                    w = ((const int8_t *)W)[n * K + g * 32 + i];
+                } else {
+                    uint8_t b = ((const uint8_t *)W)[n * (K / 2) + g * 16 + (i & 15)];
+                    w = (int)(i < 16 ? (b & 0xF) : (b >> 4)) - 8;
+                }
+                dot += in->value[g * 32 + i] * w;
+            }
+            r += (float)dot * f16_to_f32(scales[n * G + g]) * in->scale[g];
+        }
+        y[n] = r + (bias ? bias[n] : 0.0f);
     }
 }
 
@@ -629,28 +949,23 @@ void ck_attention_block(const float *q, int64_t ldq, int64_t nq, const float *k,
             int64_t a = lo[i] > t0 ? lo[i] : t0, b = hi[i] < t1 ? hi[i] : t1;
             if (a >= b) continue;
             const float *qi = q + i * ldq;
+            int64_t len = b - a;
+            for (int64_t j = a; j < b; j++) s[j - a] = ck_dot(qi, k + j * ldk, d) * scale;
+            if (cap > 0) ck_softcap(s, len, cap);
             float tile_max = -INFINITY;
-            for (int64_t j = a; j < b; j++) {
-                float x = ck_dot(qi, k + j * ldk, d) * scale;
-                if (cap > 0) x = cap * tanhf(x / cap);
-                s[j - a] = x;
-                if (x > tile_max) tile_max = x;
-            }
+            for (int64_t j = 0; j < len; j++) if (s[j] > tile_max) tile_max = s[j];
             float *ai = acc + i * d;
             if (tile_max > mx[i]) {
                 /* rescale what was accumulated under the old maximum */
-                float f = expf(mx[i] - tile_max);
                 if (mx[i] != -INFINITY) {
+                    float f = expf(mx[i] - tile_max);
                     ck_scale(f, ai, d);
                     sum[i] *= f;
                 }
                 mx[i] = tile_max;
             }
-            for (int64_t j = a; j < b; j++) {
-                float p = expf(s[j - a] - mx[i]);
-                sum[i] += p;
-                ck_axpy(p, v + j * ldv, ai, d);
-            }
+            sum[i] += ck_exp_shift(s, len, mx[i]);
+            for (int64_t j = a; j < b; j++) ck_axpy(s[j - a], v + j * ldv, ai, d);
         }
     }
     for (int64_t i = 0; i < nq; i++) {

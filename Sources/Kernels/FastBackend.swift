@@ -10,6 +10,9 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
     /// Prefill products with bf16 weights round activations to bf16 and use the CPU's bf16 dot
     /// products (as PyTorch does in bfloat16); false keeps float32 activations (half the speed).
     public let bf16Products: Bool
+    /// Decode with quantized weights rounds the input row to int8 per group of 32 and uses the
+    /// CPU's integer dot products (VNNI), as llama.cpp does; false keeps float32 inputs.
+    public let int8Activations: Bool
     private var scratch: [UnsafeMutablePointer<Float>] = []
     private var shared = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
     private var sharedBytes = 64
@@ -17,9 +20,10 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
     private let lock = NSLock()
 
     /// - Parameter threads: worker threads (default: every core).
-    public init(threads: Int? = nil, bf16Products: Bool = true) {
+    public init(threads: Int? = nil, bf16Products: Bool = true, int8Activations: Bool = true) {
         self.threads = max(1, threads ?? ProcessInfo.processInfo.activeProcessorCount)
         self.bf16Products = bf16Products
+        self.int8Activations = int8Activations
     }
 
     deinit {
@@ -126,6 +130,26 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
         let format = weight.format.rawValue
         let panel = 64
         func run(_ b: UnsafePointer<Float>?) {
+            if m == 1 && int8Activations && ck_has_avx512_vnni() != 0 {
+                // Layout of the quantized input in the shared buffer, each part 64-byte aligned.
+                func up(_ v: Int) -> Int { (v + 63) & ~63 }
+                let groups = k / 32
+                let offsets = [0, up(k), up(k) * 2, up(k) * 2 + up(max(1, (groups + 1) / 2) * 8)]
+                let scaleOffset = offsets[3] + up(k)
+                let base = sharedBuffer(bytes: scaleOffset + up(groups * 4))
+                var input = ck_qinput(
+                    value: (base + offsets[0]).assumingMemoryBound(to: Int8.self),
+                    magnitude: (base + offsets[1]).assumingMemoryBound(to: UInt8.self),
+                    negative: (base + offsets[2]).assumingMemoryBound(to: UInt64.self),
+                    sum4: (base + offsets[3]).assumingMemoryBound(to: Int32.self),
+                    scale: (base + scaleOffset).assumingMemoryBound(to: Float.self))
+                ck_quantize_input(x.storage, Int64(k), &input)
+                parallel((n + 63) / 64, minChunk: 1) { g0, g1, _ in
+                    ck_gemv_q_int8(&input, Int64(k), weight.data, weight.scales, format, b, yp,
+                                   Int64(g0 * 64), Int64(min(n, g1 * 64)))
+                }
+                return
+            }
             if m == 1 {
                 parallel((n + 63) / 64, minChunk: 1) { g0, g1, _ in
                     ck_gemv_q(x.storage, Int64(k), weight.data, weight.scales, format, b, yp, Int64(g0 * 64), Int64(min(n, g1 * 64)))
@@ -205,12 +229,8 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
         out.setRows(a.rows)
         let total = a.rows * a.columns
         let ap = a.storage, bp = b?.storage, op = out.storage
-        parallel(total, minChunk: 4096) { i0, i1, _ in
-            for i in i0..<i1 {
-                let x = ap[i]
-                let g = 0.5 * x * (1 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
-                op[i] = bp.map { g * $0[i] } ?? g
-            }
+        parallel(total, minChunk: 1 << 14) { i0, i1, _ in
+            ck_gelu_tanh(ap + i0, bp.map { $0 + i0 }, op + i0, Int64(i1 - i0))
         }
     }
 
@@ -224,8 +244,8 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
 
     public func softcap(_ x: Matrix, cap: Float) {
         let xp = x.storage
-        parallel(x.rows * x.columns, minChunk: 4096) { i0, i1, _ in
-            for i in i0..<i1 { xp[i] = cap * tanh(xp[i] / cap) }
+        parallel(x.rows * x.columns, minChunk: 1 << 14) { i0, i1, _ in
+            ck_softcap(xp + i0, Int64(i1 - i0), cap)
         }
     }
 

@@ -1,24 +1,62 @@
+import CKernels
 import Foundation
 import SafeTensors
 
 /// Writes a random-weight checkpoint of a given configuration in the hub layout, streaming the
 /// tensors to disk (a 3B model never sits in memory). Used by `paligemma bench` and by tests.
 public enum RandomCheckpoint {
-    /// Writes config.json and model.safetensors (bf16 or f32) into `directory`.
+    /// Writes config.json and model.safetensors (bf16 or f32) into `directory`; with `quantize`,
+    /// the decoder matrices are written directly in that format (random codes and scales), as
+    /// `paligemma quantize` would lay them out, without a bf16 copy first.
     /// `progress` receives the fraction written.
-    public static func write(config: PaliGemmaConfig, to directory: URL, bf16: Bool = true, seed: UInt64 = 42,
+    public static func write(config: PaliGemmaConfig, to directory: URL, bf16: Bool = true,
+                             quantize: Quantizer.Format? = nil, seed: UInt64 = 42,
                              progress: ((Double) -> Void)? = nil) throws {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        var config = config
+        if let quantize { config.quantization = QuantizationConfig(format: quantize.rawValue, sourceDType: bf16 ? "bf16" : "f32") }
         try JSONEncoder().encode(config).write(to: directory.appendingPathComponent("config.json"))
         let tensors = checkpointTensorShapes(config)
-        let writer = try SafeTensorsStreamWriter(
-            url: directory.appendingPathComponent("model.safetensors"),
-            entries: tensors.map { .init(name: $0.name, dtype: bf16 ? .bf16 : .f32, shape: $0.shape) })
+        var entries: [SafeTensorsStreamWriter.Entry] = []
+        for t in tensors {
+            if let quantize, Quantizer.shouldQuantize(t.name, shape: t.shape) {
+                let (rows, cols) = (t.shape[0], t.shape[1])
+                entries.append(.init(name: t.name, dtype: quantize == .q8 ? .i8 : .u8, shape: [rows, quantize == .q8 ? cols : cols / 2]))
+                entries.append(.init(name: t.name + "_scales", dtype: .f16, shape: [rows, cols / 32]))
+            } else {
+                entries.append(.init(name: t.name, dtype: bf16 ? .bf16 : .f32, shape: t.shape))
+            }
+        }
+        let writer = try SafeTensorsStreamWriter(url: directory.appendingPathComponent("model.safetensors"), entries: entries)
         var rng = SplitMix64(seed: seed)
         let chunk = 1 << 20
         var values = [Float](repeating: 0, count: chunk)
         var halves = [UInt16](repeating: 0, count: chunk)
         for t in tensors {
+            if let quantize, Quantizer.shouldQuantize(t.name, shape: t.shape) {
+                // Random codes, and scales that give the same spread as the float weights below.
+                let (rows, cols) = (t.shape[0], t.shape[1])
+                let codeBytes = rows * (quantize == .q8 ? cols : cols / 2)
+                var bytes = [UInt8](repeating: 0, count: chunk * 4)
+                var done = 0
+                while done < codeBytes {
+                    let n = min(bytes.count, codeBytes - done)
+                    for i in stride(from: 0, to: n, by: 8) {
+                        let r = rng.next()
+                        withUnsafeBytes(of: r) { raw in
+                            for j in 0..<min(8, n - i) { bytes[i + j] = quantize == .q8 ? raw[j] | 0x01 : raw[j] }
+                        }
+                    }
+                    try bytes.withUnsafeBytes { try writer.write(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+                    done += n
+                    progress?(Double(writer.bytesWritten) / Double(max(writer.totalBytes, 1)))
+                }
+                let spread = t.name.contains("embed") ? Float(1) : 1.7 / Float(cols).squareRoot()
+                let scale = ck_f32_to_f16(spread / (quantize == .q8 ? 127 : 7))
+                let scales = [UInt16](repeating: scale, count: rows * cols / 32)
+                try scales.withUnsafeBytes { try writer.write($0) }
+                continue
+            }
             let count = t.shape.reduce(1, *)
             // Scale like a trained network: unit-variance activations through every product.
             let isNormOrBias = t.name.hasSuffix("norm.weight") || t.name.contains("layer_norm") || t.name.hasSuffix(".bias")

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import GemmaTokenizer
 import Imaging
+import CKernels
 import Kernels
 import PaliGemma
 
@@ -25,6 +26,9 @@ struct Bench: AsyncParsableCommand {
 
     @Option(name: .shortAndLong, help: "Benchmark this checkpoint directory instead of random weights.")
     var model: String?
+
+    @Option(help: "Random weights' decoder format: bf16, q8 or q4 (the vision tower stays bf16).")
+    var weights = "bf16"
 
     @Option(help: "Prompt tokens after the image tokens (bos + text + newline).")
     var promptTokens = 10
@@ -50,7 +54,7 @@ struct Bench: AsyncParsableCommand {
     @Flag(help: "Also print where the time goes, per kernel and phase.")
     var profile = false
 
-    @Option(help: "What to measure: all, model, image (4000×3000 JPEG decode + preprocess), tokenizer (encode MB/s).")
+    @Option(help: "What to measure: all, model, image (4000×3000 JPEG decode + preprocess), tokenizer (encode MB/s), kernels (matrix products at 3B shapes).")
     var only = "all"
 
     struct Report: Codable {
@@ -140,9 +144,68 @@ struct Bench: AsyncParsableCommand {
         return Double(total) / seconds / 1e6
     }
 
+    /// Matrix products at 3B-224 shapes on random bf16 / q8 / q4 weights: prefill GEMM GFLOP/s
+    /// and decode GEMV GB/s (weights streamed), each the best of a few runs.
+    func benchKernels() throws {
+        let backend = FastBackend(threads: threads)
+        let (k, n, m) = (2304, 9216, 266)
+        let count = n * k
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: count * 2, alignment: 64)
+        defer { raw.deallocate() }
+        var seed: UInt64 = 9
+        let floats = UnsafeMutablePointer<Float>.allocate(capacity: count)
+        defer { floats.deallocate() }
+        for i in 0..<count {
+            seed = seed &* 6364136223846793005 &+ 1442695040888963407
+            floats[i] = Float(Int64(bitPattern: seed) >> 40) * 0x1p-24
+            raw.storeBytes(of: UInt16(floats[i].bitPattern >> 16), toByteOffset: i * 2, as: UInt16.self)
+        }
+        var weights = [("bf16", WeightMatrix(format: .bf16, rows: n, columns: k, data: raw))]
+        var keep: [UnsafeMutableRawPointer] = []
+        for format in [WeightFormat.q8, .q4] {
+            let rowBytes = format == .q8 ? k : k / 2
+            let data = UnsafeMutableRawPointer.allocate(byteCount: n * rowBytes, alignment: 64)
+            let scales = UnsafeMutablePointer<UInt16>.allocate(capacity: n * k / 32)
+            for r in 0..<n {
+                ck_quantize_row(floats + r * k, Int64(k), format.rawValue, data + r * rowBytes, scales + r * k / 32)
+            }
+            keep.append(data)
+            keep.append(UnsafeMutableRawPointer(scales))
+            weights.append((format.description, WeightMatrix(format: format, rows: n, columns: k, data: UnsafeRawPointer(data),
+                                                             scales: UnsafePointer(scales))))
+        }
+        defer { keep.forEach { $0.deallocate() } }
+        let x = Matrix(rows: m, columns: k, values: (0..<(m * k)).map { Float($0 % 97) / 97 - 0.5 })
+        let x1 = Matrix(rows: 1, columns: k, values: (0..<k).map { Float($0 % 89) / 89 - 0.5 })
+        let y = Matrix(rows: m, columns: n), y1 = Matrix(rows: 1, columns: n)
+        print("kernels at 3B shapes, \(backend.name)")
+        for (name, w) in weights {
+            var best = Double.infinity
+            for _ in 0..<3 {
+                var clock = Stopwatch()
+                backend.linear(x, w, bias: nil, into: y)
+                best = min(best, clock.lap())
+            }
+            var bestV = Double.infinity
+            for _ in 0..<20 {
+                var clock = Stopwatch()
+                backend.linear(x1, w, bias: nil, into: y1)
+                bestV = min(bestV, clock.lap())
+            }
+            print(String(format: "  %@  prefill %d×%d×%d: %6.1f GFLOP/s   decode %d×%d: %6.1f GB/s of weights",
+                         name as NSString, m, k, n, 2 * Double(m * k * n) / best / 1e9, k, n, Double(w.byteCount) / bestV / 1e9))
+        }
+    }
+
     func execute() throws {
         if only != "all" && only != "model" {
-            guard only == "image" || only == "tokenizer" else { throw ValidationError("--only must be all, model, image or tokenizer") }
+            guard ["image", "tokenizer", "kernels"].contains(only) else {
+                throw ValidationError("--only must be all, model, image, tokenizer or kernels")
+            }
+        }
+        if only == "kernels" {
+            try benchKernels()
+            return
         }
         var extras: (jpeg: (Double, Double)?, tokenizer: Double?) = (nil, nil)
         if only == "all" || only == "image" {
@@ -172,14 +235,18 @@ struct Bench: AsyncParsableCommand {
             guard let p = ModelPreset(preset) else {
                 throw ValidationError("unknown configuration '\(preset)'; use one of \(ModelPreset.all.map(\.description).joined(separator: ", "))")
             }
-            name = p.description
+            name = "\(p) \(weights)"
+            guard weights == "bf16" || Quantizer.Format(rawValue: weights) != nil else {
+                throw ValidationError("--weights must be bf16, q8 or q4")
+            }
             let root = cacheDir.map { URL(fileURLWithPath: $0) } ?? FileManager.default.homeDirectoryForCurrentUser
                 .appendingPathComponent(".cache/paligemma/bench")
-            directory = root.appendingPathComponent("\(p)-bf16-random")
+            directory = root.appendingPathComponent("\(p)-\(weights)-random")
             if !FileManager.default.fileExists(atPath: directory.appendingPathComponent("model.safetensors").path) {
-                status("writing random bf16 weights for \(p) to \(directory.path) (once)…")
+                status("writing random \(weights) weights for \(p) to \(directory.path) (once)…")
                 let bar = ProgressBar(label: "weights")
-                try RandomCheckpoint.write(config: p.config, to: directory, bf16: true) { bar.update($0) }
+                try RandomCheckpoint.write(config: p.config, to: directory, bf16: true,
+                                           quantize: Quantizer.Format(rawValue: weights)) { bar.update($0) }
                 bar.finish()
             }
         }

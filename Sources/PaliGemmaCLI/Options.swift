@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Imaging
 import Kernels
 import PaliGemma
 
@@ -13,6 +14,20 @@ struct ModelOptions: ParsableArguments {
 
     @Option(help: "Worker threads (default: all cores).")
     var threads: Int?
+
+    @Option(help: ArgumentHelp("Image resize: bicubic (PIL's, as transformers does; default) or bilinear-aa (big_vision's antialiased bilinear, as the model was trained)."))
+    var resize = "bicubic"
+
+    @Option(name: .customLong("max-pixels"), help: "Refuse images larger than this many pixels (checked before decoding).")
+    var maxPixels = 100_000_000
+
+    @Option(help: ArgumentHelp(
+        "Prefill products: float32 (exact), bf16 (the CPU's bf16 dot products, as PyTorch in bfloat16; about twice as fast) or auto.",
+        discussion: "auto uses float32 for small checkpoints (under 256 MB, where it costs nothing) and bf16 otherwise."))
+    var products = "auto"
+
+    /// The demo-model note is printed once per run.
+    nonisolated(unsafe) static var saidDemo = false
 
     /// The demo model inside this checkout (Models/demo), found from this source file's place.
     static var demoDirectory: URL {
@@ -38,7 +53,10 @@ struct ModelOptions: ParsableArguments {
     func resolveDirectory() throws -> URL {
         let (name, isDefault) = requestedModel()
         if name == "demo" {
-            if isDefault { status("note: no --model given; using the bundled demo model (\(Self.demoDirectory.path))") }
+            if isDefault && !Self.saidDemo {
+                Self.saidDemo = true
+                status("note: no --model given; using the bundled demo model (\(Self.demoDirectory.path))")
+            }
             return Self.demoDirectory
         }
         var isDirectory: ObjCBool = false
@@ -51,10 +69,34 @@ struct ModelOptions: ParsableArguments {
             : "Pass a checkpoint directory, a hub id, or 'demo'.")
     }
 
-    func backend() -> FastBackend { FastBackend(threads: threads) }
+    /// The compute backend for the checkpoint in `directory`.
+    func backend(for directory: URL) throws -> FastBackend {
+        let exact: Bool
+        switch products {
+        case "float32": exact = true
+        case "bf16": exact = false
+        case "auto":
+            let files = (try? FileManager.default.contentsOfDirectory(at: directory, includingPropertiesForKeys: [.fileSizeKey])) ?? []
+            let bytes = files.filter { $0.pathExtension == "safetensors" }
+                .reduce(0) { $0 + ((try? $1.resourceValues(forKeys: [.fileSizeKey]).fileSize) ?? 0) }
+            exact = bytes < 256 << 20
+        default:
+            throw ValidationError("--products must be auto, float32 or bf16")
+        }
+        return FastBackend(threads: threads, bf16Products: !exact)
+    }
 
     func pipeline() throws -> PaliGemmaPipeline {
-        try PaliGemmaPipeline(directory: resolveDirectory(), backend: backend())
+        let filter: ResizeFilter
+        switch resize {
+        case "bicubic": filter = .bicubicPIL
+        case "bilinear-aa", "bilinear": filter = .bilinearAntialias
+        default: throw ValidationError("--resize must be bicubic or bilinear-aa")
+        }
+        guard maxPixels > 0 else { throw ValidationError("--max-pixels must be positive") }
+        let directory = try resolveDirectory()
+        return try PaliGemmaPipeline(directory: directory, backend: backend(for: directory),
+                                     imageLoader: ImageLoader(maxPixels: maxPixels), resize: filter)
     }
 }
 

@@ -24,7 +24,7 @@ struct PaliGemmaCommand: AsyncParsableCommand {
           paligemma bench 3b-224
         """,
         subcommands: [Caption.self, Describe.self, Ask.self, Detect.self, Segment.self, OCR.self, Generate.self, Chat.self,
-                      Tokenize.self, Info.self, Download.self, Quantize.self, Bench.self, Serve.self])
+                      Tokenize.self, Info.self, Download.self, Quantize.self, Bench.self, Eval.self, Serve.self])
 }
 
 /// Prints a library error the way a person can act on, and picks the exit code.

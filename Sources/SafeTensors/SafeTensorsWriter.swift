@@ -29,25 +29,7 @@ public struct SafeTensorsWriter {
 
     /// The serialized file: 8-byte header length, JSON header padded to 8 bytes, data.
     public func serialized() -> Data {
-        var header = "{"
-        var parts: [String] = []
-        if !metadata.isEmpty {
-            let m = metadata.sorted { $0.key < $1.key }.map { "\(jsonString($0.key)):\(jsonString($0.value))" }
-            parts.append("\"__metadata__\":{\(m.joined(separator: ","))}")
-        }
-        var offset = 0
-        for e in entries {
-            let end = offset + e.bytes.count
-            parts.append("\(jsonString(e.name)):{\"dtype\":\"\(e.dtype.rawValue)\",\"shape\":[\(e.shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(end)]}")
-            offset = end
-        }
-        header += parts.joined(separator: ",") + "}"
-        var headerData = Data(header.utf8)
-        while headerData.count % 8 != 0 { headerData.append(0x20) }
-        var out = Data()
-        var n = UInt64(headerData.count).littleEndian
-        withUnsafeBytes(of: &n) { out.append(contentsOf: $0) }
-        out.append(headerData)
+        var out = safeTensorsHeader(entries.map { ($0.name, $0.dtype, $0.shape, $0.bytes.count) }, metadata: metadata)
         for e in entries { out.append(e.bytes) }
         return out
     }
@@ -56,11 +38,6 @@ public struct SafeTensorsWriter {
         try serialized().write(to: url, options: .atomic)
     }
 
-    private func jsonString(_ s: String) -> String {
-        let data = try! JSONSerialization.data(withJSONObject: [s], options: [.fragmentsAllowed])
-        let text = String(decoding: data, as: UTF8.self)
-        return String(text.dropFirst().dropLast())
-    }
 }
 
 /// Writes a safetensors file whose tensors are too large to hold in memory: the header is written
@@ -92,22 +69,9 @@ public final class SafeTensorsStreamWriter {
         partial = url.appendingPathExtension("partial")
         FileManager.default.createFile(atPath: partial.path, contents: nil)
         handle = try FileHandle(forWritingTo: partial)
-        var parts: [String] = []
-        if !metadata.isEmpty {
-            let m = metadata.sorted { $0.key < $1.key }.map { "\(Self.quote($0.key)):\(Self.quote($0.value))" }
-            parts.append("\"__metadata__\":{\(m.joined(separator: ","))}")
-        }
-        var offset = 0
-        for e in entries {
-            parts.append("\(Self.quote(e.name)):{\"dtype\":\"\(e.dtype.rawValue)\",\"shape\":[\(e.shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(offset + e.byteCount)]}")
-            offset += e.byteCount
-        }
-        totalBytes = offset
-        var header = Data(("{" + parts.joined(separator: ",") + "}").utf8)
-        while header.count % 8 != 0 { header.append(0x20) }
-        var n = UInt64(header.count).littleEndian
-        try handle.write(contentsOf: withUnsafeBytes(of: &n) { Data($0) })
-        try handle.write(contentsOf: header)
+        totalBytes = entries.reduce(0) { $0 + $1.byteCount }
+        try handle.write(contentsOf: safeTensorsHeader(entries.map { ($0.name, $0.dtype, $0.shape, $0.byteCount) },
+                                                       metadata: metadata))
         skipEmpty()
     }
 
@@ -146,8 +110,32 @@ public final class SafeTensorsStreamWriter {
         try FileManager.default.moveItem(at: partial, to: url)
     }
 
-    private static func quote(_ s: String) -> String {
+}
+
+/// The 8-byte length and the JSON header (padded to 8 bytes) of a safetensors file whose tensors
+/// follow back to back in the given order.
+func safeTensorsHeader(_ entries: [(name: String, dtype: SafeTensorsDType, shape: [Int], byteCount: Int)],
+                       metadata: [String: String]) -> Data {
+    func quote(_ s: String) -> String {
         let data = try! JSONSerialization.data(withJSONObject: [s], options: [.fragmentsAllowed])
         return String(String(decoding: data, as: UTF8.self).dropFirst().dropLast())
     }
+    var parts: [String] = []
+    if !metadata.isEmpty {
+        let m = metadata.sorted { $0.key < $1.key }.map { "\(quote($0.key)):\(quote($0.value))" }
+        parts.append("\"__metadata__\":{\(m.joined(separator: ","))}")
+    }
+    var offset = 0
+    for e in entries {
+        let shape = e.shape.map(String.init).joined(separator: ",")
+        parts.append("\(quote(e.name)):{\"dtype\":\"\(e.dtype.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + e.byteCount)]}")
+        offset += e.byteCount
+    }
+    var header = Data(("{" + parts.joined(separator: ",") + "}").utf8)
+    while header.count % 8 != 0 { header.append(0x20) }
+    var out = Data()
+    var n = UInt64(header.count).littleEndian
+    withUnsafeBytes(of: &n) { out.append(contentsOf: $0) }
+    out.append(header)
+    return out
 }

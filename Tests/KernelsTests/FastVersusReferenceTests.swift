@@ -147,6 +147,24 @@ final class FastVersusReferenceTests: XCTestCase {
         }
     }
 
+    func testVectorGeluAndSoftcapAcrossTheRange() {
+        // The SIMD tanh is exp-based; over a dense grid it must track the double-precision formula.
+        let xs = stride(from: -12.0, through: 12.0, by: 0.0037).map { Float($0) }
+        let a = Matrix(rows: 1, columns: xs.count, values: xs), out = Matrix(rows: 1, columns: xs.count)
+        FastBackend(threads: 1).geluTanh(a, times: nil, into: out)
+        for (i, x) in xs.enumerated() {
+            let d = Double(x)
+            let expected = 0.5 * d * (1 + Foundation.tanh(0.7978845608028654 * (d + 0.044715 * d * d * d)))
+            XCTAssertEqual(Double(out[0, i]), expected, accuracy: 2e-6 * max(1, abs(expected)), "gelu(\(x))")
+        }
+        let capped = Matrix(rows: 1, columns: xs.count, values: xs.map { $0 * 10 })
+        FastBackend(threads: 1).softcap(capped, cap: 30)
+        for (i, x) in xs.enumerated() {
+            let expected = 30 * Foundation.tanh(Double(x) * 10 / 30)
+            XCTAssertEqual(Double(capped[0, i]), expected, accuracy: 3e-6 * 30, "softcap(\(x * 10))")
+        }
+    }
+
     func testMaskSemantics() {
         let m = AttentionMask.prefixLM(prefixLength: 4, window: 3)
         XCTAssertTrue(m.allows(query: 0, key: 3), "prefix is bidirectional")
@@ -233,6 +251,7 @@ final class QuantizedKernelTests: XCTestCase {
                     fast.linear(x, w, bias: bias, into: a)
                     reference.linear(x, w, bias: bias, into: b)
                     let roundsActivations = m > 1 && !portable && ck_has_avx512_bf16() != 0
+                    let int8Inputs = m == 1 && !portable && ck_has_avx512_vnni() != 0
                     for r in 0..<m {
                         for c in 0..<n {
                             var magnitude = abs(bias[c])
@@ -240,7 +259,14 @@ final class QuantizedKernelTests: XCTestCase {
                             // float32 sums (γ_k each side), plus bf16 rounding of activations and of
                             // dequantized weights on the prefill path (2⁻⁹ each).
                             let gamma = Float(k + 1) * 0x1p-24 * 2
-                            let bound = (gamma + (roundsActivations ? 0x1p-8 : 0)) * magnitude + 1e-6
+                            var bound = (gamma + (roundsActivations ? 0x1p-8 : 0)) * magnitude + 1e-6
+                            if int8Inputs {
+                                // int8 inputs: each |x| errs by at most half a step of its group's
+                                // max|x|/127; |x| ≤ 1 here, weights bounded by their group's max.
+                                var wsum: Float = 0
+                                for i in 0..<k { wsum += abs(w.value(row: c, column: i)) }
+                                bound += 0.5 / 127 * wsum
+                            }
                             XCTAssertEqual(a[r, c], b[r, c], accuracy: bound, "\(format) portable=\(portable) m\(m) k\(k)")
                         }
                     }

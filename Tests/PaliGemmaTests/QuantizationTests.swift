@@ -67,4 +67,21 @@ final class QuantizationTests: XCTestCase {
         // A quantized checkpoint is not quantized again.
         XCTAssertThrowsError(try Quantizer.quantize(source: dir, destination: dir.appendingPathComponent("again"), format: .q8))
     }
+
+    func testRandomCheckpointsInEveryFormatLoadAndRun() throws {
+        let config = try PaliGemmaConfig.load(from: fixturesDirectory("model").appendingPathComponent("gqa2_window/config.json"))
+        for format in [nil, Quantizer.Format.q8, .q4] {
+            let dir = FileManager.default.temporaryDirectory.appendingPathComponent("random-\(UUID().uuidString)")
+            defer { try? FileManager.default.removeItem(at: dir) }
+            try RandomCheckpoint.write(config: config, to: dir, quantize: format)
+            let model = try PaliGemmaModel(directory: dir)
+            XCTAssertEqual(model.config.quantization?.format, format?.rawValue)
+            let pixels = [Float](repeating: 0.1, count: 3 * model.imageSize * model.imageSize)
+            let prompt = [Int](repeating: model.config.imageTokenIndex, count: model.numImageTokens) + [2, 10, 11]
+            let r = try model.generate(prompt: prompt, image: try model.encodeImage(pixels: pixels),
+                                       options: GenerationOptions(maxNewTokens: 3), stopTokens: [])
+            XCTAssertEqual(r.tokens.count, 3)
+            XCTAssertTrue(r.logProbs.allSatisfy(\.isFinite))
+        }
+    }
 }

@@ -127,6 +127,10 @@ def make_inputs():
     cases.append(("png_interlaced", "png", write_png(np.asarray(scene(200, 133, 28)), 2, 8, interlace=True), True))
     cases.append(("png_upscale_37x23", "png", save(scene(37, 23, 29, noise=20), "PNG"), True))
     cases.append(("png_tall", "png", save(scene(50, 300, 30), "PNG"), True))
+    # Both axes shrink, the height much more: Pillow 13 runs the vertical pass first when
+    # (in_h − out_h) > 2·(in_w − out_w); noise makes a wrong pass order visible.
+    cases.append(("png_portrait_240x300", "png", save(scene(240, 300, 33, noise=60), "PNG"), True))
+    cases.append(("jpeg_portrait_300x620", "jpg", save(scene(300, 620, 34, noise=40), "JPEG", quality=90), False))
     cases.append(("png_1bit", "png", save(scene(64, 64, 31).convert("1"), "PNG"), True))
     cases.append(("png_exif6", "png", save(scene(90, 60, 32), "PNG", exif=exif_bytes(6)), True))
     cases.append(("webp_lossy", "webp", save(scene(240, 180, 40), "WEBP", quality=80), False))

@@ -47,11 +47,37 @@ void ck_to_bf16_rows(const float *x, int64_t M, int64_t K, int64_t ldx, uint16_t
 void ck_gemm_bf16(const uint16_t *xb, int64_t M, int64_t K, const void *W, const float *bias, float *y,
                   int64_t ldy, int64_t n0, int64_t n1);
 
+/// The same product with weights packed per 32-row panel into `pack` (scratch of 32·Kp
+/// 32-bit words, Kp = K rounded up to 32) and a 12×32 broadcast tile: the fast form for many rows.
+void ck_gemm_bf16_packed(const uint16_t *xb, int64_t M, int64_t K, const void *W, const float *bias, float *y,
+                         int64_t ldy, int64_t n0, int64_t n1, void *pack);
+
 /// Dequantizes row `row` of a quantized matrix (CK_Q8 / CK_Q4) to float32.
 void ck_convert_row_q(const void *W, const uint16_t *scales, int format, int64_t K, int64_t row, float *out);
 /// y[n] = x · dequant(W[n]) (+ bias) for n0 <= n < n1; quantized weights read once, float32 math.
 void ck_gemv_q(const float *x, int64_t K, const void *W, const uint16_t *scales, int format, const float *bias,
                float *y, int64_t n0, int64_t n1);
+/// An input row quantized for integer dot products (decode with quantized weights): per group of
+/// 32, scale[g] = max|x|/127 and value = round(x/scale) in int8; magnitude = |value| (u8),
+/// negative = sign bits (one 64-bit mask per two groups), sum4 = sums of 4 consecutive values.
+/// Arrays sized K, K, K/64 (at least 1), K/4 and K/32; K a multiple of 32.
+typedef struct {
+    int8_t *value;
+    uint8_t *magnitude;
+    uint64_t *negative;
+    int32_t *sum4;
+    float *scale;
+} ck_qinput;
+
+/// 1 when the CPU has AVX-512 VNNI (and the fast paths are enabled).
+int ck_has_avx512_vnni(void);
+/// Quantizes x (length K) into `out`.
+void ck_quantize_input(const float *x, int64_t K, ck_qinput *out);
+/// y[n] = Σ_g scale_w[n,g]·scale_x[g]·(Σ_i q_w·q_x) (+ bias) for n0 <= n < n1: integer dot
+/// products (VNNI) with int8 inputs, for decode with CK_Q8 / CK_Q4 weights.
+void ck_gemv_q_int8(const ck_qinput *in, int64_t K, const void *W, const uint16_t *scales, int format,
+                    const float *bias, float *y, int64_t n0, int64_t n1);
+
 /// Dequantizes rows n0 ..< n0+count to bf16 (row length K) for the bf16 GEMM.
 void ck_rows_to_bf16(const void *W, const uint16_t *scales, int format, int64_t K, int64_t n0, int64_t count,
                      uint16_t *out);
@@ -69,6 +95,12 @@ float ck_f16_to_f32(uint16_t h);
 void ck_attention_block(const float *q, int64_t ldq, int64_t nq, const float *k, int64_t ldk,
                         const float *v, int64_t ldv, int64_t d, float scale, float cap,
                         const int64_t *lo, const int64_t *hi, float *out, int64_t ldo, float *scratch);
+
+/// out = gelu_tanh(a) · b (b may be NULL; out may alias a): 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³))).
+/// Vectorised exp-based tanh, relative error about 1e-6.
+void ck_gelu_tanh(const float *a, const float *b, float *out, int64_t n);
+/// x = cap · tanh(x / cap), in place.
+void ck_softcap(float *x, int64_t n, float cap);
 
 /// Dot product of two float32 vectors.
 float ck_dot(const float *a, const float *b, int64_t n);

@@ -1,0 +1,44 @@
+import ArgumentParser
+import Foundation
+import PaliGemma
+
+struct Eval: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Score a model on a held-out set (caption/VQA/OCR exact match, detection recall and IoU, mask IoU).",
+        discussion: """
+        The set is a directory with heldout.jsonl (one {image, task, prompt, expected, boxes, labels,
+        mask, output_ids} per line, as tools/demo/heldout.py writes it) and its images. Also
+        reports how many outputs are identical to transformers' recorded ones.
+        Example: paligemma eval --set Tests/Fixtures/demo
+        """)
+    @Option(help: "Held-out set directory.") var set: String
+    @Option(help: "Only the first N prompts.") var limit: Int?
+    @Option(name: .customLong("vae-oid"), help: "Mask decoder weights (default: the model's vae-oid.npz).") var vaeOID: String?
+    @Flag(help: "Print the report as JSON.") var json = false
+    @OptionGroup var model: ModelOptions
+
+    func run() throws {
+        try wrap {
+            let directory = try model.resolveDirectory()
+            let pipeline = try model.pipeline()
+            let vae = vaeOID.map { URL(fileURLWithPath: $0) } ?? directory.appendingPathComponent("vae-oid.npz")
+            let segmenter = FileManager.default.fileExists(atPath: vae.path) ? try Segmenter(vaeFile: vae) : nil
+            let bar = ProgressBar(label: "eval")
+            let report = try Evaluator.run(pipeline: pipeline, segmenter: segmenter, directory: URL(fileURLWithPath: set),
+                                           limit: limit) { done, total in bar.update(Double(done) / Double(total)) }
+            bar.finish()
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                print(String(decoding: try encoder.encode(report), as: UTF8.self))
+                return
+            }
+            for (name, m) in report.metrics.sorted(by: { $0.key < $1.key }) {
+                print(String(format: "%-24@ %6.1f%%  (n=%d)", name as NSString, m.value * 100, m.count))
+            }
+            let i = report.identicalToReference
+            print(String(format: "%-24@ %6.1f%%  (n=%d)", "identical to transformers" as NSString, i.value * 100, i.count))
+            print(String(format: "%d prompts in %.1f s", report.prompts, report.seconds))
+        }
+    }
+}
