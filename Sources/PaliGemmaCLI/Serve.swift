@@ -7,12 +7,12 @@ struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Serve a web page and an HTTP API for the model.",
         discussion: """
-        GET / is a page to try the model in a browser (image, task, streamed text, boxes and masks);
-        GET /health describes the model; POST /v1/generate takes {"image": base64, "prompt": …} and
-        answers JSON, or Server-Sent Events with ?stream=true. One generation runs at a time; up to
-        --max-waiting requests queue behind it, more are refused with 503.
-        Masks for segment prompts use vae-oid.npz from --vae-oid, else the model directory, else the
-        demo model; without one, segment answers carry boxes only.
+        GET / is a page to try the model in a browser: image, task, streamed text, boxes and masks.
+        GET /health describes the model.
+        POST /v1/generate takes {"image": base64, "prompt": …} (or a multipart form) and answers JSON; with ?stream=true, Server-Sent Events.
+
+        One generation runs at a time; up to --max-waiting requests queue behind it and more are refused with 503. Masks for segment prompts use vae-oid.npz from --vae-oid, else the model directory, else the demo model; without one, segment answers carry boxes only.
+
         Example: paligemma serve --model google/paligemma2-3b-mix-448 --port 8080
         """)
     @OptionGroup var model: ModelOptions
