@@ -195,6 +195,9 @@ AVX512 static void linear_avx512(const float *x, int64_t M, int64_t K, int64_t l
 /* bf16 weights, one input row (decode): stream each weight byte once, widen in registers.
  * A 512-bit load holds 32 bf16 = 16 pairs; `w << 16` is the even elements as float32 and
  * `w & 0xFFFF0000` the odd ones, so x is pre-split into even/odd halves per 32-chunk. */
+#ifndef GEMV_AHEAD
+#define GEMV_AHEAD 1024
+#endif
 AVX512 static void gemv_bf16_avx512(const float *xeo, int64_t K, const uint16_t *W, const float *bias,
                                     float *y, int64_t n0, int64_t n1) {
     const __m512i hi_mask = _mm512_set1_epi32((int)0xFFFF0000u);
@@ -206,6 +209,11 @@ AVX512 static void gemv_bf16_avx512(const float *xeo, int64_t K, const uint16_t 
         __m512 b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps(), b2 = _mm512_setzero_ps(), b3 = _mm512_setzero_ps();
         for (int64_t k = 0; k < K32; k += 32) {
             __m512 xe = _mm512_loadu_ps(xeo + k), xo = _mm512_loadu_ps(xeo + k + 16);
+            /* Rows are short (a few KB): prefetch ahead so each new group of rows starts warm. */
+            _mm_prefetch((const char *)(w0 + k + GEMV_AHEAD), _MM_HINT_T0);
+            _mm_prefetch((const char *)(w1 + k + GEMV_AHEAD), _MM_HINT_T0);
+            _mm_prefetch((const char *)(w2 + k + GEMV_AHEAD), _MM_HINT_T0);
+            _mm_prefetch((const char *)(w3 + k + GEMV_AHEAD), _MM_HINT_T0);
             __m512i v0 = _mm512_loadu_si512((const void *)(w0 + k));
             __m512i v1 = _mm512_loadu_si512((const void *)(w1 + k));
             __m512i v2 = _mm512_loadu_si512((const void *)(w2 + k));
@@ -910,6 +918,31 @@ AVX512 static void scale_avx512(float a, float *y, int64_t n) {
     for (; k < n; k++) y[k] *= a;
 }
 #endif
+
+#if CK_X86
+AVX512 static float read_all_avx512(const float *p, int64_t n) {
+    __m512 a = _mm512_setzero_ps(), b = a, c = a, d = a;
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        a = _mm512_add_ps(a, _mm512_loadu_ps(p + i));
+        b = _mm512_add_ps(b, _mm512_loadu_ps(p + i + 16));
+        c = _mm512_add_ps(c, _mm512_loadu_ps(p + i + 32));
+        d = _mm512_add_ps(d, _mm512_loadu_ps(p + i + 48));
+    }
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a, b), _mm512_add_ps(c, d)));
+    for (; i < n; i++) s += p[i];
+    return s;
+}
+#endif
+
+float ck_read_all(const float *p, int64_t n) {
+#if CK_X86
+    if (ck_has_avx512()) return read_all_avx512(p, n);
+#endif
+    float s = 0;
+    for (int64_t i = 0; i < n; i++) s += p[i];
+    return s;
+}
 
 void ck_axpy(float a, const float *x, float *y, int64_t n) {
 #if CK_X86

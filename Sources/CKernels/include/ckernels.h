@@ -102,6 +102,9 @@ void ck_gelu_tanh(const float *a, const float *b, float *out, int64_t n);
 /// x = cap · tanh(x / cap), in place.
 void ck_softcap(float *x, int64_t n, float cap);
 
+/// Sums n floats with wide loads: a memory-read bandwidth probe.
+float ck_read_all(const float *p, int64_t n);
+
 /// Dot product of two float32 vectors.
 float ck_dot(const float *a, const float *b, int64_t n);
 /// y += a * x
