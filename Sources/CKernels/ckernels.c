@@ -386,6 +386,110 @@ AVX512BF16 static void gemm_bf16_packed(const uint16_t *xb, int64_t M, int64_t K
     }
 }
 
+/* float32 GEMM in the broadcast form (the classic BLIS micro-kernel): weights of a 32-row panel
+ * are widened to float32 and packed as [k][32]; a 12-row × 32-column tile of y accumulates in
+ * 24 registers, each step loading two weight vectors and broadcasting one input per row.
+ * Exact float32 products; on CPUs whose FMA units outrun their bf16 dot products it is also the
+ * faster path. K is blocked by 256 so the packed chunk (32 KB) and the inputs stay in L1. */
+#define F32_ROWS 12
+#define F32_KC 256
+AVX512 static void gemm_f32_packed(const float *x, int64_t M, int64_t K, int64_t ldx, const void *W,
+                                   const uint16_t *scales, int format, const float *bias, float *y, int64_t ldy,
+                                   int64_t n0, int64_t n1, float *pack, float *row) {
+    for (int64_t n = n0; n < n1; n += 32) {
+        int64_t nc = n1 - n < 32 ? n1 - n : 32;
+        const void *src = W;
+        int src_format = format;
+        int64_t src_n = n;
+        if (format == CK_Q8 || format == CK_Q4) {
+            /* Dequantize the panel's rows to float32 first (contiguous), then gather-pack them. */
+            for (int64_t j = 0; j < nc; j++) ck_convert_row_q(W, scales, format, K, n + j, row + j * K);
+            src = row;
+            src_format = CK_F32;
+            src_n = 0;
+        }
+        if ((src_format == CK_BF16 && K % 2 == 0) || src_format == CK_F32) {
+            /* Gather 16 rows' elements per instruction: for bf16 a 32-bit word holds inputs k and
+             * k+1 of one row, split by shift and mask; rows past nc repeat the last one. */
+            for (int h = 0; h < 2; h++) {
+                int idx[16];
+                for (int j = 0; j < 16; j++) {
+                    int64_t row_j = h * 16 + j < nc ? h * 16 + j : nc - 1;
+                    idx[j] = (int)(row_j * (src_format == CK_BF16 ? K / 2 : K));
+                }
+                __m512i vi = _mm512_loadu_si512((const void *)idx);
+                if (src_format == CK_BF16) {
+                    const int *base = (const int *)((const uint16_t *)src + src_n * K);
+                    for (int64_t k2 = 0; k2 < K / 2; k2++) {
+                        __m512i g = _mm512_i32gather_epi32(_mm512_add_epi32(vi, _mm512_set1_epi32((int)k2)), base, 4);
+                        _mm512_storeu_ps(pack + (2 * k2) * 32 + h * 16, _mm512_castsi512_ps(_mm512_slli_epi32(g, 16)));
+                        _mm512_storeu_ps(pack + (2 * k2 + 1) * 32 + h * 16,
+                                         _mm512_castsi512_ps(_mm512_and_si512(g, _mm512_set1_epi32((int)0xFFFF0000u))));
+                    }
+                } else {
+                    const float *base = (const float *)src + src_n * K;
+                    for (int64_t k = 0; k < K; k++)
+                        _mm512_storeu_ps(pack + k * 32 + h * 16,
+                                         _mm512_i32gather_ps(_mm512_add_epi32(vi, _mm512_set1_epi32((int)k)), base, 4));
+                }
+            }
+        } else {
+            for (int64_t j = 0; j < 32; j++) {
+                if (j < nc) {
+                    if (format == CK_Q8 || format == CK_Q4) ck_convert_row_q(W, scales, format, K, n + j, row);
+                    else ck_convert_row(W, format, K, n + j, row);
+                    for (int64_t k = 0; k < K; k++) pack[k * 32 + j] = row[k];
+                } else {
+                    for (int64_t k = 0; k < K; k++) pack[k * 32 + j] = 0;
+                }
+            }
+        }
+        __mmask16 m0 = nc >= 16 ? 0xFFFF : (__mmask16)((1u << nc) - 1);
+        __mmask16 m1 = nc <= 16 ? 0 : (nc >= 32 ? 0xFFFF : (__mmask16)((1u << (nc - 16)) - 1));
+        for (int64_t kb = 0; kb < K; kb += F32_KC) {
+            int64_t ke = kb + F32_KC < K ? kb + F32_KC : K;
+            int last = ke == K;
+            for (int64_t m = 0; m < M; m += F32_ROWS) {
+                int64_t rows = M - m < F32_ROWS ? M - m : F32_ROWS;
+                const float *xr[F32_ROWS];
+                float *yr[F32_ROWS];
+                for (int r = 0; r < F32_ROWS; r++) {
+                    int64_t rr = m + (r < rows ? r : 0);
+                    xr[r] = x + rr * ldx;
+                    yr[r] = y + rr * ldy + n;
+                }
+                __m512 a0[F32_ROWS], a1[F32_ROWS];
+                for (int r = 0; r < F32_ROWS; r++) {
+                    if (kb == 0) {
+                        a0[r] = _mm512_setzero_ps();
+                        a1[r] = _mm512_setzero_ps();
+                    } else {
+                        a0[r] = _mm512_maskz_loadu_ps(m0, yr[r]);
+                        a1[r] = _mm512_maskz_loadu_ps(m1, yr[r] + 16);
+                    }
+                }
+                for (int64_t k = kb; k < ke; k++) {
+                    __m512 w0 = _mm512_loadu_ps(pack + k * 32), w1 = _mm512_loadu_ps(pack + k * 32 + 16);
+                    for (int r = 0; r < F32_ROWS; r++) {
+                        __m512 xv = _mm512_set1_ps(xr[r][k]);
+                        a0[r] = _mm512_fmadd_ps(xv, w0, a0[r]);
+                        a1[r] = _mm512_fmadd_ps(xv, w1, a1[r]);
+                    }
+                }
+                __m512 b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps();
+                if (last && bias) {
+                    b0 = _mm512_maskz_loadu_ps(m0, bias + n);
+                    b1 = _mm512_maskz_loadu_ps(m1, bias + n + 16);
+                }
+                for (int r = 0; r < rows; r++) {
+                    _mm512_mask_storeu_ps(yr[r], m0, _mm512_add_ps(a0[r], b0));
+                    _mm512_mask_storeu_ps(yr[r] + 16, m1, _mm512_add_ps(a1[r], b1));
+                }
+            }
+        }
+    }
+}
+
 AVX512BF16 static void to_bf16_rows(const float *x, int64_t M, int64_t K, int64_t ldx, uint16_t *out) {
     const int64_t Kp = (K + 31) & ~(int64_t)31;
     for (int64_t m = 0; m < M; m++) {
@@ -652,6 +756,23 @@ void ck_to_bf16_rows(const float *x, int64_t M, int64_t K, int64_t ldx, uint16_t
                 out[m * Kp + k] = 0;
             }
         }
+}
+
+void ck_gemm_f32_packed(const float *x, int64_t M, int64_t K, int64_t ldx, const void *W, const uint16_t *scales,
+                        int format, const float *bias, float *y, int64_t ldy, int64_t n0, int64_t n1, float *scratch) {
+#if CK_X86
+    if (ck_has_avx512()) {
+        gemm_f32_packed(x, M, K, ldx, W, scales, format, bias, y, ldy, n0, n1, scratch, scratch + 32 * K);  /* row: 32·K */
+        return;
+    }
+#endif
+    /* portable: one weight row at a time, widened into the scratch */
+    for (int64_t n = n0; n < n1; n++) {
+        if (format == CK_Q8 || format == CK_Q4) ck_convert_row_q(W, scales, format, K, n, scratch);
+        else ck_convert_row(W, format, K, n, scratch);
+        for (int64_t m = 0; m < M; m++)
+            y[m * ldy + n] = dot_portable(x + m * ldx, scratch, K) + (bias ? bias[n] : 0.0f);
+    }
 }
 
 void ck_gemm_bf16_packed(const uint16_t *xb, int64_t M, int64_t K, const void *W, const float *bias, float *y,

@@ -43,7 +43,11 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
         return shared
     }
 
-    public var name: String { ck_has_avx512() != 0 ? "fast (avx512, \(threads) threads)" : "fast (portable, \(threads) threads)" }
+    public var name: String {
+        guard ck_has_avx512() != 0 else { return "fast (portable, \(threads) threads)" }
+        let products = bf16Products && prefersBF16DotProducts ? "bf16 dot products" : "float32 FMA"
+        return "fast (avx512, \(products), \(threads) threads)"
+    }
 
     /// Per-worker scratch of at least `floats` floats.
     private func scratchBuffers(_ floats: Int) -> [UnsafeMutablePointer<Float>] {
@@ -76,6 +80,10 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
         precondition(bias == nil || bias!.count == weight.rows, "bias length mismatch")
         out.setRows(x.rows)
         let k = weight.columns
+        if x.rows > 1 && ck_has_avx512() != 0 && !(bf16Products && prefersBF16DotProducts) {
+            linearPackedF32(x, weight, bias: bias, into: out)
+            return
+        }
         if weight.format == .bf16 && (x.rows == 1 || (bf16Products && ck_has_avx512_bf16() != 0)) {
             linearBF16(x, weight, bias: bias, into: out)
             return
@@ -93,6 +101,58 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
                 let n0 = g0 * 4, n1 = min(weight.rows, g1 * 4)
                 ck_linear(xp, Int64(m), Int64(k), Int64(x.columns), weight.data, weight.format.rawValue, b,
                           yp, Int64(out.columns), Int64(n0), Int64(n1), buffers[w])
+            }
+        }
+        if let bias { bias.withUnsafeBufferPointer { run($0.baseAddress) } } else { run(nil) }
+    }
+
+    /// Whether bf16 dot products beat float32 FMAs on this CPU, measured once on a small product.
+    /// (AMD Zen 4 runs bf16 dot products at twice its FMA rate; Intel Sapphire Rapids the reverse.)
+    public private(set) lazy var prefersBF16DotProducts: Bool = {
+        guard ck_has_avx512_bf16() != 0 else { return false }
+        let (m, k, n) = (48, 512, 256)
+        let w = UnsafeMutablePointer<UInt16>.allocate(capacity: n * k)
+        defer { w.deallocate() }
+        for i in 0..<(n * k) { w[i] = UInt16(0x3F80 ^ (i & 0x7F)) }
+        let x = UnsafeMutablePointer<Float>.allocate(capacity: m * k)
+        defer { x.deallocate() }
+        for i in 0..<(m * k) { x[i] = Float(i % 13) * 0.01 }
+        let y = UnsafeMutablePointer<Float>.allocate(capacity: m * n)
+        defer { y.deallocate() }
+        let xb = UnsafeMutablePointer<UInt16>.allocate(capacity: m * k)
+        defer { xb.deallocate() }
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: 64 * k)
+        defer { scratch.deallocate() }
+        func time(_ body: () -> Void) -> UInt64 {
+            var best = UInt64.max
+            for _ in 0..<5 {
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                body()
+                best = min(best, DispatchTime.now().uptimeNanoseconds - t0)
+            }
+            return best
+        }
+        let dot = time {
+            ck_to_bf16_rows(x, Int64(m), Int64(k), Int64(k), xb)
+            ck_gemm_bf16(xb, Int64(m), Int64(k), w, nil, y, Int64(n), 0, Int64(n))
+        }
+        let fma = time {
+            ck_gemm_f32_packed(x, Int64(m), Int64(k), Int64(k), w, nil, WeightFormat.bf16.rawValue, nil, y, Int64(n), 0, Int64(n), scratch)
+        }
+        return dot < fma
+    }()
+
+    /// Many rows, any weight format: weights widened to float32 per 32-row panel and multiplied
+    /// with fused multiply-adds in 12×32 register tiles (exact float32 products).
+    private func linearPackedF32(_ x: Matrix, _ weight: WeightMatrix, bias: [Float]?, into out: Matrix) {
+        let k = weight.columns, n = weight.rows
+        let buffers = scratchBuffers(64 * k)
+        let xp = x.storage, yp = out.storage, m = x.rows
+        func run(_ b: UnsafePointer<Float>?) {
+            parallel((n + 31) / 32, minChunk: 1) { p0, p1, w in
+                ck_gemm_f32_packed(xp, Int64(m), Int64(k), Int64(x.columns), weight.data, weight.scales,
+                                   weight.format.rawValue, b, yp, Int64(out.columns), Int64(p0 * 32),
+                                   Int64(min(n, p1 * 32)), buffers[w])
             }
         }
         if let bias { bias.withUnsafeBufferPointer { run($0.baseAddress) } } else { run(nil) }

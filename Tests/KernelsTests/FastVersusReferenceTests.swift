@@ -58,7 +58,7 @@ final class FastVersusReferenceTests: XCTestCase {
                     reference.linear(x, w, bias: bias, into: b)
                     // Many rows × bf16 weights take the bf16 dot-product path, which first rounds
                     // activations to bf16 (relative error ≤ 2⁻⁹ each), as PyTorch's bfloat16 does.
-                    let roundsActivations = format == .bf16 && m > 1 && !portable && ck_has_avx512_bf16() != 0
+                    let roundsActivations = format == .bf16 && m > 1 && !portable && fast.prefersBF16DotProducts
                     let activationRounding: Float = roundsActivations ? 0x1p-9 : 0
                     for r in 0..<m {
                         for c in 0..<n {
@@ -250,7 +250,7 @@ final class QuantizedKernelTests: XCTestCase {
                     let a = Matrix(rows: m, columns: n), b = Matrix(rows: m, columns: n)
                     fast.linear(x, w, bias: bias, into: a)
                     reference.linear(x, w, bias: bias, into: b)
-                    let roundsActivations = m > 1 && !portable && ck_has_avx512_bf16() != 0
+                    let roundsActivations = m > 1 && !portable && fast.prefersBF16DotProducts
                     let int8Inputs = m == 1 && !portable && ck_has_avx512_vnni() != 0
                     for r in 0..<m {
                         for c in 0..<n {

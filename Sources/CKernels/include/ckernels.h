@@ -52,6 +52,12 @@ void ck_gemm_bf16(const uint16_t *xb, int64_t M, int64_t K, const void *W, const
 void ck_gemm_bf16_packed(const uint16_t *xb, int64_t M, int64_t K, const void *W, const float *bias, float *y,
                          int64_t ldy, int64_t n0, int64_t n1, void *pack);
 
+/// y[m, n] = x[m] · W[n] (+ bias) in exact float32 for all m < M, n0 <= n < n1, W in any format
+/// (scales for CK_Q8/CK_Q4, else NULL): weights widened and packed per 32-row panel, 12×32
+/// register tiles of fused multiply-adds. scratch: 64·K floats owned by the calling thread.
+void ck_gemm_f32_packed(const float *x, int64_t M, int64_t K, int64_t ldx, const void *W, const uint16_t *scales,
+                        int format, const float *bias, float *y, int64_t ldy, int64_t n0, int64_t n1, float *scratch);
+
 /// Dequantizes row `row` of a quantized matrix (CK_Q8 / CK_Q4) to float32.
 void ck_convert_row_q(const void *W, const uint16_t *scales, int format, int64_t K, int64_t row, float *out);
 /// y[n] = x · dequant(W[n]) (+ bias) for n0 <= n < n1; quantized weights read once, float32 math.
