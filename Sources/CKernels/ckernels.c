@@ -572,6 +572,12 @@ AVX512VNNI static void gemv_q_vnni(const ck_qinput *in, int64_t K, const void *W
             __mmask16 gm = (__mmask16)((1u << gn) - 1);
             __m512 ws = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(gm, sc + g0));
             _mm512_storeu_ps(cs, _mm512_mul_ps(ws, _mm512_maskz_loadu_ps(gm, in->scale + g0)));
+            /* Rows are short and contiguous: prefetch a few KB ahead in the weight stream (and the
+             * scales) so each next row is already on its way. */
+            const char *ahead = format == CK_Q8 ? (const char *)W + n * K + g0 * 32 + 4096
+                                                : (const char *)W + n * (K / 2) + g0 * 16 + 4096;
+            for (int i = 0; i < 8; i++) _mm_prefetch(ahead + 64 * i, _MM_HINT_T0);
+            _mm_prefetch((const char *)(sc + g0) + 512, _MM_HINT_T0);
             for (int64_t g = g0; g < g0 + gn; g += 2) {
                 __m512i d;
                 if (format == CK_Q8) {
