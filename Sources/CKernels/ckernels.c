@@ -1085,6 +1085,39 @@ static void ck_scale(float a, float *y, int64_t n) {
     for (int64_t k = 0; k < n; k++) y[k] *= a;
 }
 
+#if CK_X86
+/* Four dot products sharing the loads of b: out[r] = a_r · b. */
+AVX512 static void dot4_avx512(const float *a0, const float *a1, const float *a2, const float *a3, const float *b,
+                               int64_t n, float out[4]) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    for (int64_t k = 0; k < n; k += 16) {
+        __mmask16 m = n - k >= 16 ? 0xFFFF : (__mmask16)((1u << (n - k)) - 1);
+        __m512 bv = _mm512_maskz_loadu_ps(m, b + k);
+        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a0 + k), bv, s0);
+        s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a1 + k), bv, s1);
+        s2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a2 + k), bv, s2);
+        s3 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a3 + k), bv, s3);
+    }
+    out[0] = _mm512_reduce_add_ps(s0);
+    out[1] = _mm512_reduce_add_ps(s1);
+    out[2] = _mm512_reduce_add_ps(s2);
+    out[3] = _mm512_reduce_add_ps(s3);
+}
+
+/* y_r += p_r · x for four rows, sharing the loads of x; rows with p_r == 0 are skipped. */
+AVX512 static void axpy4_avx512(const float p[4], const float *x, float *y0, float *y1, float *y2, float *y3, int64_t n) {
+    __m512 p0 = _mm512_set1_ps(p[0]), p1 = _mm512_set1_ps(p[1]), p2 = _mm512_set1_ps(p[2]), p3 = _mm512_set1_ps(p[3]);
+    for (int64_t k = 0; k < n; k += 16) {
+        __mmask16 m = n - k >= 16 ? 0xFFFF : (__mmask16)((1u << (n - k)) - 1);
+        __m512 xv = _mm512_maskz_loadu_ps(m, x + k);
+        _mm512_mask_storeu_ps(y0 + k, m, _mm512_fmadd_ps(p0, xv, _mm512_maskz_loadu_ps(m, y0 + k)));
+        _mm512_mask_storeu_ps(y1 + k, m, _mm512_fmadd_ps(p1, xv, _mm512_maskz_loadu_ps(m, y1 + k)));
+        _mm512_mask_storeu_ps(y2 + k, m, _mm512_fmadd_ps(p2, xv, _mm512_maskz_loadu_ps(m, y2 + k)));
+        _mm512_mask_storeu_ps(y3 + k, m, _mm512_fmadd_ps(p3, xv, _mm512_maskz_loadu_ps(m, y3 + k)));
+    }
+}
+#endif
+
 void ck_attention_block(const float *q, int64_t ldq, int64_t nq, const float *k, int64_t ldk,
                         const float *v, int64_t ldv, int64_t d, float scale, float cap,
                         const int64_t *lo, const int64_t *hi, float *out, int64_t ldo, float *scratch) {
@@ -1092,7 +1125,7 @@ void ck_attention_block(const float *q, int64_t ldq, int64_t nq, const float *k,
     float *acc = scratch;                 /* nq × d running weighted sums */
     float *mx = acc + nq * d;             /* nq running maxima */
     float *sum = mx + nq;                 /* nq running denominators */
-    float *s = sum + nq;                  /* TILE scores of the current row */
+    float *s = sum + nq;                  /* 4 × TILE scores of the current rows */
     int64_t first = INT64_MAX, last = 0;
     for (int64_t i = 0; i < nq; i++) {
         memset(acc + i * d, 0, (size_t)d * sizeof(float));
@@ -1103,29 +1136,64 @@ void ck_attention_block(const float *q, int64_t ldq, int64_t nq, const float *k,
             if (hi[i] > last) last = hi[i];
         }
     }
+    const int wide = ck_has_avx512();
     for (int64_t t0 = first; t0 < last; t0 += TILE) {
         int64_t t1 = t0 + TILE < last ? t0 + TILE : last;
-        for (int64_t i = 0; i < nq; i++) {
-            int64_t a = lo[i] > t0 ? lo[i] : t0, b = hi[i] < t1 ? hi[i] : t1;
-            if (a >= b) continue;
-            const float *qi = q + i * ldq;
-            int64_t len = b - a;
-            for (int64_t j = a; j < b; j++) s[j - a] = ck_dot(qi, k + j * ldk, d) * scale;
-            if (cap > 0) ck_softcap(s, len, cap);
-            float tile_max = -INFINITY;
-            for (int64_t j = 0; j < len; j++) if (s[j] > tile_max) tile_max = s[j];
-            float *ai = acc + i * d;
-            if (tile_max > mx[i]) {
-                /* rescale what was accumulated under the old maximum */
-                if (mx[i] != -INFINITY) {
-                    float f = expf(mx[i] - tile_max);
-                    ck_scale(f, ai, d);
-                    sum[i] *= f;
+        /* Rows go four at a time so each key and value row is loaded once for all four. */
+        for (int64_t i0 = 0; i0 < nq; i0 += 4) {
+            int64_t nr = nq - i0 < 4 ? nq - i0 : 4;
+            int64_t ra[4], rb[4], a = INT64_MAX, b = 0;
+            for (int r = 0; r < 4; r++) {
+                int64_t i = i0 + (r < nr ? r : 0);
+                ra[r] = lo[i] > t0 ? lo[i] : t0;
+                rb[r] = hi[i] < t1 ? hi[i] : t1;
+                if (r >= nr) rb[r] = ra[r];  /* padding rows see nothing */
+                if (ra[r] < rb[r]) {
+                    if (ra[r] < a) a = ra[r];
+                    if (rb[r] > b) b = rb[r];
                 }
-                mx[i] = tile_max;
             }
-            sum[i] += ck_exp_shift(s, len, mx[i]);
-            for (int64_t j = a; j < b; j++) ck_axpy(s[j - a], v + j * ldv, ai, d);
+            if (a >= b) continue;
+            const float *qr[4];
+            for (int r = 0; r < 4; r++) qr[r] = q + (i0 + (r < nr ? r : 0)) * ldq;
+            for (int64_t j = a; j < b; j++) {
+                float dots[4];
+#if CK_X86
+                if (wide) dot4_avx512(qr[0], qr[1], qr[2], qr[3], k + j * ldk, d, dots); else
+#endif
+                for (int r = 0; r < 4; r++) dots[r] = ck_dot(qr[r], k + j * ldk, d);
+                for (int r = 0; r < 4; r++) s[r * TILE + (j - t0)] = dots[r] * scale;
+            }
+            for (int r = 0; r < 4; r++) {
+                if (ra[r] >= rb[r]) continue;
+                int64_t i = i0 + r;
+                float *sr = s + r * TILE + (ra[r] - t0);
+                int64_t len = rb[r] - ra[r];
+                if (cap > 0) ck_softcap(sr, len, cap);
+                float tile_max = -INFINITY;
+                for (int64_t j = 0; j < len; j++) if (sr[j] > tile_max) tile_max = sr[j];
+                if (tile_max > mx[i]) {
+                    /* rescale what was accumulated under the old maximum */
+                    if (mx[i] != -INFINITY) {
+                        float f = expf(mx[i] - tile_max);
+                        ck_scale(f, acc + i * d, d);
+                        sum[i] *= f;
+                    }
+                    mx[i] = tile_max;
+                }
+                sum[i] += ck_exp_shift(sr, len, mx[i]);
+            }
+            for (int64_t j = a; j < b; j++) {
+                float p[4];
+                for (int r = 0; r < 4; r++) p[r] = (j >= ra[r] && j < rb[r]) ? s[r * TILE + (j - t0)] : 0.0f;
+#if CK_X86
+                if (wide && nr == 4) {
+                    axpy4_avx512(p, v + j * ldv, acc + i0 * d, acc + (i0 + 1) * d, acc + (i0 + 2) * d, acc + (i0 + 3) * d, d);
+                    continue;
+                }
+#endif
+                for (int r = 0; r < nr; r++) if (p[r] != 0.0f) ck_axpy(p[r], v + j * ldv, acc + (i0 + r) * d, d);
+            }
         }
     }
     for (int64_t i = 0; i < nq; i++) {
