@@ -304,88 +304,6 @@ AVX512BF16 static void gemm_bf16_dp(const uint16_t *xb, int64_t M, int64_t K, co
     }
 }
 
-/* Packs weight rows n .. n+nc (nc ≤ 32) of a bf16 matrix for the broadcast kernel: for each
- * pair of inputs (k, k+1), 32 consecutive 32-bit words hold that pair for each output row,
- * zero-padded past nc rows and past K. */
-static void pack_panel_bf16(const uint16_t *W, int64_t K, int64_t Kp, int64_t n, int64_t nc, uint32_t *pack) {
-    for (int64_t j = 0; j < 32; j++) {
-        if (j >= nc) {
-            for (int64_t k2 = 0; k2 < Kp / 2; k2++) pack[k2 * 32 + j] = 0;
-            continue;
-        }
-        const uint16_t *row = W + (n + j) * K;
-        int64_t k2 = 0;
-        for (; 2 * k2 + 1 < K; k2++) {
-            uint32_t pair;
-            memcpy(&pair, row + 2 * k2, 4);
-            pack[k2 * 32 + j] = pair;
-        }
-        if (2 * k2 < K) { pack[k2 * 32 + j] = row[2 * k2]; k2++; }
-        for (; k2 < Kp / 2; k2++) pack[k2 * 32 + j] = 0;
-    }
-}
-
-/* bf16 GEMM in the broadcast form: a 12-row × 32-column tile of y accumulates in 24 registers;
- * per pair of inputs, two packed weight vectors are loaded and each row's input pair is broadcast.
- * K is blocked so a weight chunk (32 × 256 inputs) and the x chunk stay in L1. */
-#define GEMM_ROWS 12
-#define GEMM_KC 256
-AVX512BF16 static void gemm_bf16_packed(const uint16_t *xb, int64_t M, int64_t K, const uint16_t *W,
-                                        const float *bias, float *y, int64_t ldy, int64_t n0, int64_t n1,
-                                        uint32_t *pack) {
-    const int64_t Kp = (K + 31) & ~(int64_t)31;
-    for (int64_t n = n0; n < n1; n += 32) {
-        int64_t nc = n1 - n < 32 ? n1 - n : 32;
-        pack_panel_bf16(W, K, Kp, n, nc, pack);
-        __mmask16 m0 = nc >= 16 ? 0xFFFF : (__mmask16)((1u << nc) - 1);
-        __mmask16 m1 = nc <= 16 ? 0 : (nc >= 32 ? 0xFFFF : (__mmask16)((1u << (nc - 16)) - 1));
-        for (int64_t kb = 0; kb < Kp; kb += GEMM_KC) {
-            int64_t ke = kb + GEMM_KC < Kp ? kb + GEMM_KC : Kp;
-            int last = ke == Kp;
-            for (int64_t m = 0; m < M; m += GEMM_ROWS) {
-                int64_t rows = M - m < GEMM_ROWS ? M - m : GEMM_ROWS;
-                const uint16_t *xr[GEMM_ROWS];
-                float *yr[GEMM_ROWS];
-                for (int r = 0; r < GEMM_ROWS; r++) {
-                    int64_t rr = m + (r < rows ? r : 0);
-                    xr[r] = xb + rr * Kp;
-                    yr[r] = y + rr * ldy + n;
-                }
-                __m512 a0[GEMM_ROWS], a1[GEMM_ROWS];
-                for (int r = 0; r < GEMM_ROWS; r++) {
-                    if (kb == 0) {
-                        a0[r] = _mm512_setzero_ps();
-                        a1[r] = _mm512_setzero_ps();
-                    } else {
-                        a0[r] = _mm512_maskz_loadu_ps(m0, yr[r]);
-                        a1[r] = _mm512_maskz_loadu_ps(m1, yr[r] + 16);
-                    }
-                }
-                for (int64_t k2 = kb / 2; k2 < ke / 2; k2++) {
-                    __m512bh w0 = (__m512bh)_mm512_loadu_si512((const void *)(pack + k2 * 32));
-                    __m512bh w1 = (__m512bh)_mm512_loadu_si512((const void *)(pack + k2 * 32 + 16));
-                    for (int r = 0; r < GEMM_ROWS; r++) {
-                        uint32_t pair;
-                        memcpy(&pair, xr[r] + 2 * k2, 4);
-                        __m512bh xv = (__m512bh)_mm512_set1_epi32((int)pair);
-                        a0[r] = _mm512_dpbf16_ps(a0[r], xv, w0);
-                        a1[r] = _mm512_dpbf16_ps(a1[r], xv, w1);
-                    }
-                }
-                __m512 b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps();
-                if (last && bias) {
-                    b0 = _mm512_maskz_loadu_ps(m0, bias + n);
-                    b1 = _mm512_maskz_loadu_ps(m1, bias + n + 16);
-                }
-                for (int r = 0; r < rows; r++) {
-                    _mm512_mask_storeu_ps(yr[r], m0, _mm512_add_ps(a0[r], b0));
-                    _mm512_mask_storeu_ps(yr[r] + 16, m1, _mm512_add_ps(a1[r], b1));
-                }
-            }
-        }
-    }
-}
-
 /* float32 GEMM in the broadcast form (the classic BLIS micro-kernel): weights of a 32-row panel
  * are widened to float32 and packed as [k][32]; a 12-row × 32-column tile of y accumulates in
  * 24 registers, each step loading two weight vectors and broadcasting one input per row.
@@ -779,18 +697,6 @@ void ck_gemm_f32_packed(const float *x, int64_t M, int64_t K, int64_t ldx, const
         for (int64_t m = 0; m < M; m++)
             y[m * ldy + n] = dot_portable(x + m * ldx, scratch, K) + (bias ? bias[n] : 0.0f);
     }
-}
-
-void ck_gemm_bf16_packed(const uint16_t *xb, int64_t M, int64_t K, const void *W, const float *bias, float *y,
-                         int64_t ldy, int64_t n0, int64_t n1, void *pack) {
-#if CK_X86
-    if (ck_has_avx512_bf16()) {
-        gemm_bf16_packed(xb, M, K, (const uint16_t *)W, bias, y, ldy, n0, n1, (uint32_t *)pack);
-        return;
-    }
-#endif
-    (void)pack;
-    ck_gemm_bf16(xb, M, K, W, bias, y, ldy, n0, n1);
 }
 
 void ck_gemm_bf16(const uint16_t *xb, int64_t M, int64_t K, const void *W, const float *bias, float *y,

@@ -199,28 +199,6 @@ struct Bench: AsyncParsableCommand {
                                                              scales: UnsafePointer(scales))))
         }
         defer { keep.forEach { $0.deallocate() } }
-        do {
-            // The packed-broadcast bf16 kernel, alone, for comparison with the dot-product one.
-            let kp = (k + 31) & ~31
-            let xb = UnsafeMutablePointer<UInt16>.allocate(capacity: m * kp)
-            let xf = (0..<(m * k)).map { Float($0 % 97) / 97 - 0.5 }
-            xf.withUnsafeBufferPointer { ck_to_bf16_rows($0.baseAddress, Int64(m), Int64(k), Int64(k), xb) }
-            let y = UnsafeMutablePointer<Float>.allocate(capacity: m * n)
-            let workers = backend.threads
-            let packs = (0..<workers).map { _ in UnsafeMutableRawPointer.allocate(byteCount: 32 * kp * 4, alignment: 64) }
-            var best = Double.infinity
-            for _ in 0..<3 {
-                var clock = Stopwatch()
-                DispatchQueue.concurrentPerform(iterations: workers) { w in
-                    let panels = (n + 31) / 32
-                    let p0 = panels * w / workers, p1 = panels * (w + 1) / workers
-                    ck_gemm_bf16_packed(xb, Int64(m), Int64(k), raw, nil, y, Int64(n), Int64(p0 * 32), Int64(min(n, p1 * 32)), packs[w])
-                }
-                best = min(best, clock.lap())
-            }
-            print(String(format: "  bf16 packed-broadcast kernel prefill: %6.1f GFLOP/s", 2 * Double(m * k * n) / best / 1e9))
-            xb.deallocate(); y.deallocate(); packs.forEach { $0.deallocate() }
-        }
         let x = Matrix(rows: m, columns: k, values: (0..<(m * k)).map { Float($0 % 97) / 97 - 0.5 })
         let x1 = Matrix(rows: 1, columns: k, values: (0..<k).map { Float($0 % 89) / 89 - 0.5 })
         let y = Matrix(rows: m, columns: n), y1 = Matrix(rows: 1, columns: n)

@@ -47,11 +47,6 @@ void ck_to_bf16_rows(const float *x, int64_t M, int64_t K, int64_t ldx, uint16_t
 void ck_gemm_bf16(const uint16_t *xb, int64_t M, int64_t K, const void *W, const float *bias, float *y,
                   int64_t ldy, int64_t n0, int64_t n1);
 
-/// The same product with weights packed per 32-row panel into `pack` (scratch of 32·Kp
-/// 32-bit words, Kp = K rounded up to 32) and a 12×32 broadcast tile: the fast form for many rows.
-void ck_gemm_bf16_packed(const uint16_t *xb, int64_t M, int64_t K, const void *W, const float *bias, float *y,
-                         int64_t ldy, int64_t n0, int64_t n1, void *pack);
-
 /// y[m, n] = x[m] · W[n] (+ bias) in exact float32 for all m < M, n0 <= n < n1, W in any format
 /// (scales for CK_Q8/CK_Q4, else NULL): weights widened and packed per 32-row panel, 12×32
 /// register tiles of fused multiply-adds. scratch: 64·K floats owned by the calling thread.
