@@ -176,7 +176,11 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache", default="/tmp/demo_train_cache.pt")
     ap.add_argument("--ckpt", default="/tmp/demo_model_ckpt")
-    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--resume", action="store_true", help="continue from --ckpt (fresh optimizer)")
+    ap.add_argument("--warmup", type=int, default=150)
+    ap.add_argument("--decay-frac", type=float, default=1.0,
+                    help="cosine decay over the last fraction of the budget (constant before)")
+    ap.add_argument("--seed", type=int, default=1234)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -228,18 +232,19 @@ def main():
     nodecay = [p for n, p in model.named_parameters() if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
                              {"params": nodecay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.98))
-    batcher = Batcher(tok, data, 1234, image_id)
+    batcher = Batcher(tok, data, args.seed, image_id)
     budget = args.minutes * 60
     t0 = time.time()
     step = 0
     ema = None
-    warm = 150
+    warm = args.warmup
     while step < args.max_steps:
         el = time.time() - t0
         if el > budget:
             break
         frac = el / budget
-        lr = args.lr * min(1.0, (step + 1) / warm) * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac)))
+        d = max(0.0, (frac - (1 - args.decay_frac)) / args.decay_frac)
+        lr = args.lr * min(1.0, (step + 1) / warm) * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * d)))
         for g in opt.param_groups:
             g["lr"] = lr
         b = batcher.batch(args.batch)
@@ -255,7 +260,7 @@ def main():
         if step % 25 == 0:
             print(f"step {step} loss {loss.item():.4f} ema {ema:.4f} lr {lr:.2e} "
                   f"{(time.time() - t0) / step:.2f}s/step elapsed {(time.time() - t0) / 60:.1f}m", flush=True)
-        if step % 500 == 0:
+        if step % 250 == 0:
             model.save_pretrained(args.ckpt)
     print(f"trained {step} steps, {step * args.batch} examples in {(time.time() - t0) / 60:.1f} min", flush=True)
     model.save_pretrained(args.ckpt)
