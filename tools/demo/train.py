@@ -27,8 +27,8 @@ import scenes  # noqa: E402
 RES = 128
 PATCH = 16
 N_IMG = (RES // PATCH) ** 2
-TASK_WEIGHTS = {"caption en": 0.09, "caption de": 0.09, "caption fr": 0.09, "answer": 0.27,
-                "detect": 0.2, "ocr": 0.11, "segment": 0.15}
+TASK_WEIGHTS = {"caption en": 0.06, "caption de": 0.06, "caption fr": 0.06, "answer": 0.42,
+                "detect": 0.16, "ocr": 0.10, "segment": 0.14}
 
 
 def model_config(vocab_size, image_token_id, args):
