@@ -1,0 +1,289 @@
+"""Train the bundled PaliGemma 2 demo model end to end on synthetic scenes.
+
+    python tools/demo/train.py                 # VAE (if missing) + tokenizer (if missing) + model
+    python tools/demo/train.py --minutes 55    # time budget for the model training
+
+Writes Models/demo/: model.safetensors (bf16), config.json, generation_config.json,
+preprocessor_config.json, tokenizer files, vae-oid.npz. Logs in tools/demo/logs/.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, HERE)
+import scenes  # noqa: E402
+
+RES = 128
+PATCH = 16
+N_IMG = (RES // PATCH) ** 2
+TASK_WEIGHTS = {"caption en": 0.06, "caption de": 0.06, "caption fr": 0.06, "answer": 0.42,
+                "detect": 0.16, "ocr": 0.10, "segment": 0.14}
+
+
+def model_config(vocab_size, image_token_id, args):
+    from transformers import PaliGemmaConfig
+    th = args.text_hidden
+    cfg = PaliGemmaConfig(
+        vision_config=dict(
+            model_type="siglip_vision_model", hidden_size=args.vision_hidden,
+            intermediate_size=args.vision_hidden * 4, num_hidden_layers=args.vision_layers,
+            num_attention_heads=args.vision_hidden // 64, image_size=RES, patch_size=PATCH,
+            num_channels=3, vision_use_head=False, layer_norm_eps=1e-6,
+            hidden_act="gelu_pytorch_tanh", projection_dim=th),
+        text_config=dict(
+            model_type="gemma2", hidden_size=th, intermediate_size=args.text_mlp,
+            num_hidden_layers=args.text_layers, num_attention_heads=4, num_key_value_heads=2,
+            head_dim=64, query_pre_attn_scalar=64, vocab_size=vocab_size, sliding_window=64,
+            attn_logit_softcapping=50.0, final_logit_softcapping=30.0,
+            max_position_embeddings=512, rms_norm_eps=1e-6, rope_theta=10000.0,
+            hidden_activation="gelu_pytorch_tanh", pad_token_id=0, eos_token_id=1, bos_token_id=2,
+            tie_word_embeddings=True),
+        image_token_index=image_token_id, vocab_size=vocab_size, projection_dim=th,
+        pad_token_id=0, eos_token_id=1, bos_token_id=2, tie_word_embeddings=True)
+    return cfg
+
+
+# --- data ------------------------------------------------------------------------------
+
+def render(seed, sizes=(128, 128, 128, 128, 160, 192, 256)):
+    rng = np.random.default_rng(seed + 7)
+    size = int(sizes[int(rng.integers(len(sizes)))])
+    sc = scenes.sample_scene(seed, size)
+    img = sc.image
+    if size != RES:
+        img = img.resize((RES, RES), Image.BICUBIC)  # what the processor does
+    return sc, np.asarray(img, dtype=np.uint8)
+
+
+def build_cache(n, seed0, vae_encoder, path):
+    if os.path.exists(path):
+        d = torch.load(path, weights_only=False)
+        if len(d["images"]) >= n:
+            return d
+    t0 = time.time()
+    images = np.zeros((n, RES, RES, 3), np.uint8)
+    metas = []
+    crops = []
+    for i in range(n):
+        sc, arr = render(seed0 + i)
+        images[i] = arr
+        for o in sc.objs:
+            crops.append(scenes.mask_crop(o))
+            o.mask = None
+        sc.image = None
+        metas.append(sc)
+    x = torch.from_numpy(np.stack(crops))[:, None] * 2 - 1
+    codes = []
+    with torch.no_grad():
+        for j in range(0, len(x), 512):
+            codes.append(vae_encoder(x[j:j + 512]))
+    codes = torch.cat(codes).numpy()
+    k = 0
+    for sc in metas:
+        for o in sc.objs:
+            o.codes = [int(c) for c in codes[k]]
+            k += 1
+    d = {"images": torch.from_numpy(images), "scenes": metas}
+    torch.save(d, path)
+    print(f"cache {path}: {n} images in {time.time() - t0:.0f}s", flush=True)
+    return d
+
+
+class Batcher:
+    def __init__(self, tok, data, seed, image_token_id):
+        self.tok = tok
+        self.data = data
+        self.rng = np.random.default_rng(seed)
+        self.cache = {}
+        self.img_id = image_token_id
+        self.tasks = list(TASK_WEIGHTS)
+        self.p = np.array([TASK_WEIGHTS[t] for t in self.tasks])
+        self.p /= self.p.sum()
+
+    def enc(self, s):
+        v = self.cache.get(s)
+        if v is None:
+            v = self.tok.encode(s, add_special_tokens=False)
+            self.cache[s] = v
+        return v
+
+    def example(self, i, task):
+        sc = self.data["scenes"][i]
+        if task == "ocr" and sc.word is None:
+            task = "answer"
+        prompt, target, _ = scenes.make_example(sc, task, self.rng, seg_codes=lambda o: o.codes)
+        pre = [self.img_id] * N_IMG + [2] + self.enc(prompt + "\n")
+        suf = self.enc(target) + [1]
+        return pre, suf
+
+    def batch(self, bs):
+        n = len(self.data["images"])
+        idx = self.rng.integers(n, size=bs)
+        tasks = self.rng.choice(len(self.tasks), size=bs, p=self.p)
+        exs = [self.example(int(i), self.tasks[t]) for i, t in zip(idx, tasks)]
+        L = max(len(p) + len(s) for p, s in exs)
+        ids = torch.zeros((bs, L), dtype=torch.long)
+        tt = torch.zeros((bs, L), dtype=torch.long)
+        am = torch.zeros((bs, L), dtype=torch.long)
+        lab = torch.full((bs, L), -100, dtype=torch.long)
+        for b, (p, s) in enumerate(exs):
+            ids[b, :len(p) + len(s)] = torch.tensor(p + s)
+            tt[b, len(p):len(p) + len(s)] = 1
+            am[b, :len(p) + len(s)] = 1
+            lab[b, len(p):len(p) + len(s)] = torch.tensor(s)
+        px = self.data["images"][torch.from_numpy(idx)].permute(0, 3, 1, 2).float()
+        px = (px / 255.0 - 0.5) / 0.5
+        return dict(input_ids=ids, token_type_ids=tt, attention_mask=am, labels=lab, pixel_values=px)
+
+
+def init_loc_embeddings(model, loc0, std=0.02):
+    """Smooth (sinusoidal) init for <locXXXX> rows so neighbouring bins start out similar."""
+    emb = model.get_input_embeddings().weight
+    d = emb.shape[1]
+    k = torch.arange(1024, dtype=torch.float32)[:, None] / 1023.0
+    freqs = torch.exp(torch.linspace(math.log(0.5), math.log(300.0), d // 2))[None]
+    feats = torch.cat([torch.sin(2 * math.pi * k * freqs), torch.cos(2 * math.pi * k * freqs)], 1)
+    feats = feats / feats.std() * std
+    with torch.no_grad():
+        emb[loc0:loc0 + 1024] = feats + torch.randn_like(feats) * std * 0.3
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=os.path.join(ROOT, "Models", "demo"))
+    ap.add_argument("--minutes", type=float, default=55.0, help="time budget for model training")
+    ap.add_argument("--max-steps", type=int, default=100000)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--n-train", type=int, default=20000)
+    ap.add_argument("--vision-hidden", type=int, default=192)
+    ap.add_argument("--vision-layers", type=int, default=4)
+    ap.add_argument("--text-hidden", type=int, default=320)
+    ap.add_argument("--text-layers", type=int, default=4)
+    ap.add_argument("--text-mlp", type=int, default=1024)
+    ap.add_argument("--bf16", type=int, default=1, help="bf16 autocast for matmuls")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--cache", default="/tmp/demo_train_cache.pt")
+    ap.add_argument("--ckpt", default="/tmp/demo_model_ckpt")
+    ap.add_argument("--resume", action="store_true", help="continue from --ckpt (fresh optimizer)")
+    ap.add_argument("--warmup", type=int, default=150)
+    ap.add_argument("--decay-frac", type=float, default=1.0,
+                    help="cosine decay over the last fraction of the budget (constant before)")
+    ap.add_argument("--seed", type=int, default=1234)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    os.makedirs(args.out, exist_ok=True)
+    t_start = time.time()
+
+    # 1. mask VQ-VAE
+    vae_npz = os.path.join(args.out, "vae-oid.npz")
+    vae_pt = "/tmp/demo_vae.pt"
+    if not (os.path.exists(vae_npz) and os.path.exists(vae_pt)):
+        import train_vae
+        sys.argv = [sys.argv[0], "--out", vae_npz, "--ckpt", vae_pt]
+        train_vae.main()
+    from vae import VQVAE
+    vae = VQVAE(np.load(vae_npz)["_vq_vae._embedding"].shape[1])
+    vae.load_state_dict(torch.load(vae_pt))
+    vae.eval()
+
+    # 2. tokenizer
+    if not os.path.exists(os.path.join(args.out, "tokenizer.json")):
+        import tok as tokmod
+        tokmod.build(args.out)
+    from transformers import AutoTokenizer, PaliGemmaForConditionalGeneration
+    tok = AutoTokenizer.from_pretrained(args.out)
+    image_id = tok.convert_tokens_to_ids("<image>")
+    loc0 = tok.convert_tokens_to_ids("<loc0000>")
+    vocab = int(math.ceil(len(tok) / 64) * 64)
+    print(f"tokenizer: {len(tok)} pieces, <image>={image_id}, <loc0000>={loc0}, vocab {vocab}", flush=True)
+
+    # 3. data cache
+    data = build_cache(args.n_train, 0, vae.encode, args.cache)
+    print(f"data ready ({time.time() - t_start:.0f}s)", flush=True)
+
+    # 4. model
+    cfg = model_config(vocab, image_id, args)
+    cfg.text_config._attn_implementation = "eager"
+    cfg.vision_config._attn_implementation = "eager"
+    cfg._attn_implementation = "eager"
+    if args.resume and os.path.exists(args.ckpt):
+        model = PaliGemmaForConditionalGeneration.from_pretrained(args.ckpt, attn_implementation="eager",
+                                                                  dtype=torch.float32)
+    else:
+        model = PaliGemmaForConditionalGeneration(cfg)
+        init_loc_embeddings(model, loc0)
+    model.train()
+    nparam = sum(p.numel() for p in model.parameters())
+    print(f"model: {nparam / 1e6:.2f}M parameters", flush=True)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    nodecay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
+                             {"params": nodecay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.98))
+    batcher = Batcher(tok, data, args.seed, image_id)
+    budget = args.minutes * 60
+    t0 = time.time()
+    step = 0
+    ema = None
+    warm = args.warmup
+    while step < args.max_steps:
+        el = time.time() - t0
+        if el > budget:
+            break
+        frac = el / budget
+        d = max(0.0, (frac - (1 - args.decay_frac)) / args.decay_frac)
+        lr = args.lr * min(1.0, (step + 1) / warm) * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * d)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        b = batcher.batch(args.batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(args.bf16)):
+            out = model(**b)
+        loss = out.loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+        step += 1
+        if step % 25 == 0:
+            print(f"step {step} loss {loss.item():.4f} ema {ema:.4f} lr {lr:.2e} "
+                  f"{(time.time() - t0) / step:.2f}s/step elapsed {(time.time() - t0) / 60:.1f}m", flush=True)
+        if step % 250 == 0:
+            model.save_pretrained(args.ckpt)
+    print(f"trained {step} steps, {step * args.batch} examples in {(time.time() - t0) / 60:.1f} min", flush=True)
+    model.save_pretrained(args.ckpt)
+    export(model, tok, args.out)
+    print(f"total {(time.time() - t_start) / 60:.1f} min", flush=True)
+
+
+def export(model, tok, out):
+    from transformers import GenerationConfig
+    model = model.to(torch.bfloat16)
+    model.generation_config = GenerationConfig(bos_token_id=2, eos_token_id=1, pad_token_id=0,
+                                               do_sample=False, max_new_tokens=64)
+    model.save_pretrained(out)
+    pre = {"image_processor_type": "SiglipImageProcessor", "processor_class": "PaliGemmaProcessor",
+           "do_resize": True, "size": {"height": RES, "width": RES}, "resample": 3,
+           "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+           "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "do_convert_rgb": True,
+           "image_seq_length": N_IMG}
+    json.dump(pre, open(os.path.join(out, "preprocessor_config.json"), "w"), indent=2)
+    json.dump({"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>", "unk_token": "<unk>",
+               "additional_special_tokens": ["<image>"]},
+              open(os.path.join(out, "special_tokens_map.json"), "w"), indent=2)
+
+
+if __name__ == "__main__":
+    main()
