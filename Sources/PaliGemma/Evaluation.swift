@@ -8,7 +8,7 @@ public struct EvaluationItem: Decodable, Sendable {
     public var image: String
     public var task: String
     public var prompt: String
-    public var expected: String
+    public var expected: String?
     /// transformers' greedy ids (ending with the stop token) and text on the same input.
     public var outputIDs: [Int]?
     public var outputText: String?
@@ -95,7 +95,7 @@ public enum Evaluator {
                 } else {
                     key = item.task == "answer" ? "VQA accuracy" : "OCR exact"
                 }
-                exact[key, default: []].append(text == item.expected ? 1 : 0)
+                exact[key, default: []].append(text == (item.expected ?? "") ? 1 : 0)
             case "detect":
                 let found = LocationParser.parse(text, imageWidth: image.width, imageHeight: image.height)
                 for (box, label) in zip(item.boxes ?? [], item.labels ?? []) {

@@ -33,11 +33,11 @@ struct Eval: ParsableCommand {
                 print(String(decoding: try encoder.encode(report), as: UTF8.self))
                 return
             }
-            for (name, m) in report.metrics.sorted(by: { $0.key < $1.key }) {
-                print(String(format: "%-24@ %6.1f%%  (n=%d)", name as NSString, m.value * 100, m.count))
+            func line(_ name: String, _ m: EvaluationReport.Metric) {
+                print(name.padding(toLength: 28, withPad: " ", startingAt: 0) + String(format: "%6.1f%%  (n=%d)", m.value * 100, m.count))
             }
-            let i = report.identicalToReference
-            print(String(format: "%-24@ %6.1f%%  (n=%d)", "identical to transformers" as NSString, i.value * 100, i.count))
+            for (name, m) in report.metrics.sorted(by: { $0.key < $1.key }) { line(name, m) }
+            line("identical to transformers", report.identicalToReference)
             print(String(format: "%d prompts in %.1f s", report.prompts, report.seconds))
         }
     }
