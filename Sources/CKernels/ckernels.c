@@ -623,18 +623,20 @@ float ck_dot(const float *a, const float *b, int64_t n) {
     return dot_portable(a, b, n);
 }
 
-int ck_has_avx512_bf16(void) {
+/* An AVX-512 extension, detected once; off when AVX-512 itself is off (or forced portable). */
 #if CK_X86
-    static int cached = -1;
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx512bf16") ? 1 : 0;
-    }
-    return cached && ck_has_avx512();
+#define AVX512_EXTENSION(name)                                              \
+    static int cached = -1;                                                 \
+    if (cached < 0) {                                                       \
+        __builtin_cpu_init();                                               \
+        cached = __builtin_cpu_supports(name) ? 1 : 0;                      \
+    }                                                                       \
+    return cached && ck_has_avx512()
 #else
-    return 0;
+#define AVX512_EXTENSION(name) return 0
 #endif
-}
+
+int ck_has_avx512_bf16(void) { AVX512_EXTENSION("avx512bf16"); }
 
 void ck_split_even_odd(const float *x, int64_t K, float *out) {
     int64_t K32 = K & ~(int64_t)31;
@@ -784,18 +786,7 @@ void ck_softcap(float *x, int64_t n, float cap) {
     for (int64_t i = 0; i < n; i++) x[i] = cap * tanhf(x[i] / cap);
 }
 
-int ck_has_avx512_vnni(void) {
-#if CK_X86
-    static int cached = -1;
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx512vnni") ? 1 : 0;
-    }
-    return cached && ck_has_avx512();
-#else
-    return 0;
-#endif
-}
+int ck_has_avx512_vnni(void) { AVX512_EXTENSION("avx512vnni"); }
 
 void ck_quantize_input(const float *x, int64_t K, ck_qinput *out) {
     const int64_t G = K / CK_GROUP;
