@@ -37,12 +37,12 @@ final class DecoderTests: XCTestCase {
         XCTAssertLessThan(worst, 1e-4)
     }
 
-    /// Google's real vae-oid.npz (not in the repository): set PALIGEMMA_VAE_OID to its path.
-    func testRealVaeOidWhenAvailable() throws {
-        guard let path = ProcessInfo.processInfo.environment["PALIGEMMA_VAE_OID"] else {
-            throw XCTSkip("set PALIGEMMA_VAE_OID to big_vision's vae-oid.npz to compare against its recorded outputs")
-        }
-        let decoder = try VQVAEMaskDecoder(npz: URL(fileURLWithPath: path))
+    /// A trained, dense vae-oid.npz with the real widths: the demo model's (Models/demo), whose
+    /// PyTorch outputs were recorded in expected_vae_oid.npz.
+    func testTrainedVaeOidOfTheDemoModel() throws {
+        let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Models/demo/vae-oid.npz")
+        let decoder = try VQVAEMaskDecoder(npz: path)
         XCTAssertEqual(decoder.codebookSize, 128)
         XCTAssertEqual(decoder.embeddingWidth, 32)
         XCTAssertEqual(decoder.channelWidths, [128, 128, 64, 32, 16])
