@@ -12,7 +12,7 @@ Writes Tests/Fixtures/segmentation/:
   bad_truncated.npz      the first half of vae_small.npz's bytes
   expected_d16.npz       codes int64 (N,16), masks float32 (N,64,64): decoder outputs for vae_d16
   expected_small.npz     the same for vae_small
-  expected_vae_oid.npz   the same for the real vae-oid.npz (D=32), written only when $PALIGEMMA_VAE_OID
+  expected_vae_oid.npz   the same for a trained vae-oid.npz (D=32): Models/demo's, or $PALIGEMMA_VAE_OID
                          names that file; the Swift test runs against it when the variable is set
   placement.npz          ramp float32 (64,64); per case i: soft_i float32, the soft mask inside the visible box
   placement.json         per case: image size, loc bins, pixel box, source (row of expected_d16 masks,
@@ -213,8 +213,9 @@ def generate(out_dir: pathlib.Path) -> None:
     out["ramp"] = ramp
     np.savez_compressed(out_dir / "placement.npz", **out)
     (out_dir / "placement.json").write_text("[\n" + ",\n".join(json.dumps(x) for x in meta) + "\n]\n")
-    real = os.environ.get("PALIGEMMA_VAE_OID")
-    if real:
+    # A trained, dense decoder with the real widths: the demo model's (or $PALIGEMMA_VAE_OID).
+    real = os.environ.get("PALIGEMMA_VAE_OID") or str(out_dir.parent.parent.parent / "Models" / "demo" / "vae-oid.npz")
+    if os.path.exists(real):
         arrays = dict(np.load(real))
         d = arrays["_vq_vae._embedding"].shape[1]
         real_model = Decoder(d, arrays["decoder.0.weight"].shape[0]).double()
