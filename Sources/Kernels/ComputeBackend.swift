@@ -50,6 +50,13 @@ public struct AttentionShape: Sendable {
     /// Keys (and values) rows 0..<keyCount are valid.
     public var keyCount: Int
 
+    /// Checks the buffers fit this shape (an internal invariant: callers size them from the config).
+    func check(queries: Matrix, keys: Matrix, values: Matrix, out: Matrix) {
+        precondition(queries.columns == heads * headDim && out.columns == heads * headDim)
+        precondition(keys.columns == kvHeads * headDim && values.columns == kvHeads * headDim)
+        precondition(heads % kvHeads == 0 && keyCount <= keys.rowCapacity)
+    }
+
     public init(heads: Int, kvHeads: Int, headDim: Int, scale: Float, softcap: Float?, queryStart: Int, keyCount: Int) {
         self.heads = heads
         self.kvHeads = kvHeads

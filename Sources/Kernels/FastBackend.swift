@@ -346,9 +346,7 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
     public func attention(queries: Matrix, keys: Matrix, values: Matrix, shape: AttentionShape,
                           mask: AttentionMask, into out: Matrix) {
         let d = shape.headDim
-        precondition(queries.columns == shape.heads * d && out.columns == shape.heads * d)
-        precondition(keys.columns == shape.kvHeads * d && values.columns == shape.kvHeads * d)
-        precondition(shape.heads % shape.kvHeads == 0 && shape.keyCount <= keys.rowCapacity)
+        shape.check(queries: queries, keys: keys, values: values, out: out)
         out.setRows(queries.rows)
         let group = shape.heads / shape.kvHeads
         let rows = queries.rows, block = 32

@@ -94,9 +94,7 @@ public struct ReferenceBackend: ComputeBackend {
     public func attention(queries: Matrix, keys: Matrix, values: Matrix, shape: AttentionShape,
                           mask: AttentionMask, into out: Matrix) {
         let d = shape.headDim
-        precondition(queries.columns == shape.heads * d && out.columns == shape.heads * d)
-        precondition(keys.columns == shape.kvHeads * d && values.columns == shape.kvHeads * d)
-        precondition(shape.heads % shape.kvHeads == 0 && shape.keyCount <= keys.rowCapacity)
+        shape.check(queries: queries, keys: keys, values: values, out: out)
         out.setRows(queries.rows)
         let group = shape.heads / shape.kvHeads
         for r in 0..<queries.rows {

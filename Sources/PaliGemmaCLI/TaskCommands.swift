@@ -128,6 +128,13 @@ struct TaskFlags: ParsableArguments {
 
     @Option(name: .shortAndLong, help: "Write the image with boxes/masks drawn to this PNG file.")
     var output: String?
+
+    /// Runs `prompt` on every image with these flags.
+    func run(images: [String], prompt: String, kind: ResultKind, segmenter: Segmenter? = nil,
+             maskDirectory: String? = nil) throws {
+        try runTask(images: images, prompt: prompt, kind: kind, model: model, generation: generation,
+                    json: json, output: output, segmenter: segmenter, maskDirectory: maskDirectory)
+    }
 }
 
 struct Caption: ParsableCommand {
@@ -138,8 +145,7 @@ struct Caption: ParsableCommand {
     @Option(help: "Language code (en, de, fr, es, …).") var lang = "en"
     @OptionGroup var flags: TaskFlags
     func run() throws {
-        try wrap { try runTask(images: images, prompt: PaliGemmaTask.caption(language: lang).prompt, kind: .text,
-                               model: flags.model, generation: flags.generation, json: flags.json, output: flags.output) }
+        try wrap { try flags.run(images: images, prompt: PaliGemmaTask.caption(language: lang).prompt, kind: .text) }
     }
 }
 
@@ -151,8 +157,7 @@ struct Describe: ParsableCommand {
     @Option(help: "Language code.") var lang = "en"
     @OptionGroup var flags: TaskFlags
     func run() throws {
-        try wrap { try runTask(images: images, prompt: PaliGemmaTask.describe(language: lang).prompt, kind: .text,
-                               model: flags.model, generation: flags.generation, json: flags.json, output: flags.output) }
+        try wrap { try flags.run(images: images, prompt: PaliGemmaTask.describe(language: lang).prompt, kind: .text) }
     }
 }
 
@@ -165,8 +170,7 @@ struct Ask: ParsableCommand {
     @Option(help: "Language code.") var lang = "en"
     @OptionGroup var flags: TaskFlags
     func run() throws {
-        try wrap { try runTask(images: images, prompt: PaliGemmaTask.answer(question: question, language: lang).prompt,
-                               kind: .text, model: flags.model, generation: flags.generation, json: flags.json, output: flags.output) }
+        try wrap { try flags.run(images: images, prompt: PaliGemmaTask.answer(question: question, language: lang).prompt, kind: .text) }
     }
 }
 
@@ -182,8 +186,7 @@ struct Detect: ParsableCommand {
     @OptionGroup var flags: TaskFlags
     func run() throws {
         let names = objects.split(separator: ";").map { String($0) }.filter { !$0.trimmingCharacters(in: .whitespaces).isEmpty }
-        try wrap { try runTask(images: images, prompt: PaliGemmaTask.detect(objects: names).prompt, kind: .boxes,
-                               model: flags.model, generation: flags.generation, json: flags.json, output: flags.output) }
+        try wrap { try flags.run(images: images, prompt: PaliGemmaTask.detect(objects: names).prompt, kind: .boxes) }
     }
 }
 
@@ -210,9 +213,7 @@ struct Segment: ParsableCommand {
                 throw ValidationError("no vae-oid.npz found; pass --vae-oid (big_vision's file from gs://big_vision/paligemma/vae-oid.npz)")
             }
             let segmenter = try Segmenter(vaeFile: file)
-            try runTask(images: images, prompt: PaliGemmaTask.segment(object: object).prompt, kind: .masks,
-                        model: flags.model, generation: flags.generation, json: flags.json, output: flags.output,
-                        segmenter: segmenter, maskDirectory: maskDir)
+            try flags.run(images: images, prompt: PaliGemmaTask.segment(object: object).prompt, kind: .masks, segmenter: segmenter, maskDirectory: maskDir)
         }
     }
 }
@@ -223,8 +224,7 @@ struct OCR: ParsableCommand {
     @Argument(help: "Image files.") var images: [String]
     @OptionGroup var flags: TaskFlags
     func run() throws {
-        try wrap { try runTask(images: images, prompt: PaliGemmaTask.ocr.prompt, kind: .text,
-                               model: flags.model, generation: flags.generation, json: flags.json, output: flags.output) }
+        try wrap { try flags.run(images: images, prompt: PaliGemmaTask.ocr.prompt, kind: .text) }
     }
 }
 
@@ -252,8 +252,7 @@ struct Generate: ParsableCommand {
                 return
             }
             guard let prompt else { throw ValidationError("give --prompt (or --input for a batch)") }
-            try runTask(images: images, prompt: prompt, kind: .text,
-                        model: flags.model, generation: flags.generation, json: flags.json, output: flags.output)
+            try flags.run(images: images, prompt: prompt, kind: .text)
         }
     }
 }
