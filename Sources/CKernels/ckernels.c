@@ -540,6 +540,65 @@ AVX512VNNI static void gemv_q_vnni(const ck_qinput *in, int64_t K, const void *W
     }
 }
 
+/* 4-bit weights, two rows at a time. Per pair of groups the 32 weight bytes unpack with one
+ * shift and one mask into [g 0–15 | g+1 0–15 | g 16–31 | g+1 16–31] (the input was reordered
+ * to match once per call, ck_quantize_input), vpdpbusd starts from −8·Σx (the nibbles' offset),
+ * and one permute spreads the two groups' scales over their lanes. */
+AVX512VNNI static void gemv_q4_vnni(const ck_qinput *in, int64_t K, const uint8_t *W, const uint16_t *scales,
+                                    const float *bias, float *y, int64_t n0, int64_t n1) {
+    const int64_t G = K / CK_GROUP, G2 = G & ~(int64_t)1;
+    const __m512i nib = _mm512_set1_epi8(0x0F);
+    __m512i pick[8];
+    for (int j = 0; j < 8; j++) {
+        __m128i a = _mm_set1_epi32(2 * j), b = _mm_set1_epi32(2 * j + 1);
+        pick[j] = _mm512_inserti32x4(_mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(a), b, 1), a, 2), b, 3);
+    }
+    int64_t n = n0;
+    for (; n + 1 < n1; n += 2) {
+        __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+        const uint8_t *w0 = W + n * (K / 2), *w1 = w0 + K / 2;
+        const uint16_t *sc0 = scales + n * G, *sc1 = sc0 + G;
+        for (int64_t g0 = 0; g0 < G2; g0 += 16) {
+            int64_t gn = G2 - g0 < 16 ? G2 - g0 : 16;
+            __mmask16 gm = (__mmask16)((1u << gn) - 1);
+            __m512 xsv = _mm512_maskz_loadu_ps(gm, in->scale + g0);
+            __m512 cs0 = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(gm, sc0 + g0)), xsv);
+            __m512 cs1 = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(gm, sc1 + g0)), xsv);
+            _mm_prefetch((const char *)(w0 + g0 * 16) + 2048, _MM_HINT_T0);
+            _mm_prefetch((const char *)(w0 + g0 * 16) + 2112, _MM_HINT_T0);
+            _mm_prefetch((const char *)(w1 + g0 * 16) + 2048, _MM_HINT_T0);
+            _mm_prefetch((const char *)(w1 + g0 * 16) + 2112, _MM_HINT_T0);
+            for (int64_t j = 0; j < gn / 2; j++) {
+                int64_t g = g0 + 2 * j;
+                __m512i xv = _mm512_loadu_si512((const void *)(in->value_pair + g * 32));
+                __m512i off = _mm512_loadu_si512((const void *)(in->offset_pair + g * 8));
+                __m256i v0 = _mm256_loadu_si256((const __m256i *)(w0 + g * 16));
+                __m256i v1 = _mm256_loadu_si256((const __m256i *)(w1 + g * 16));
+                __m512i z0 = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(v0), _mm256_srli_epi16(v0, 4), 1), nib);
+                __m512i z1 = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(v1), _mm256_srli_epi16(v1, 4), 1), nib);
+                __m512i d0 = _mm512_dpbusd_epi32(off, z0, xv), d1 = _mm512_dpbusd_epi32(off, z1, xv);
+                acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d0), _mm512_permutexvar_ps(pick[j], cs0), acc0);
+                acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d1), _mm512_permutexvar_ps(pick[j], cs1), acc1);
+            }
+        }
+        float r0 = _mm512_reduce_add_ps(acc0), r1 = _mm512_reduce_add_ps(acc1);
+        if (G2 < G) {
+            int64_t g = G2;
+            int32_t dot0 = 0, dot1 = 0;
+            for (int i = 0; i < 32; i++) {
+                int xq = in->value[g * 32 + i];
+                dot0 += xq * ((int)(i < 16 ? (w0[g * 16 + i] & 0xF) : (w0[g * 16 + i - 16] >> 4)) - 8);
+                dot1 += xq * ((int)(i < 16 ? (w1[g * 16 + i] & 0xF) : (w1[g * 16 + i - 16] >> 4)) - 8);
+            }
+            r0 += (float)dot0 * f16_to_f32(sc0[g]) * in->scale[g];
+            r1 += (float)dot1 * f16_to_f32(sc1[g]) * in->scale[g];
+        }
+        y[n] = r0 + (bias ? bias[n] : 0.0f);
+        y[n + 1] = r1 + (bias ? bias[n + 1] : 0.0f);
+    }
+    if (n < n1) gemv_q_vnni(in, K, W, scales, CK_Q4, bias, y, n, n1);
+}
+
 /* exp(x) for float32 lanes: 2^n · p(r) with x = n·ln2 + r, |r| ≤ ln2/2, a degree-6 polynomial
  * (relative error about 2e-7, below float32's rounding of the reference's own exp). */
 AVX512 static inline __m512 exp_avx512(__m512 x) {
@@ -809,12 +868,27 @@ void ck_quantize_input(const float *x, int64_t K, ck_qinput *out) {
             out->sum4[g * 8 + i] = out->value[g * 32 + 4 * i] + out->value[g * 32 + 4 * i + 1] +
                                    out->value[g * 32 + 4 * i + 2] + out->value[g * 32 + 4 * i + 3];
     }
+    /* the 4-bit kernel's order: per pair of groups, [g 0–15 | g+1 0–15 | g 16–31 | g+1 16–31] */
+    for (int64_t g = 0; g + 1 < G; g += 2) {
+        int8_t *dst = out->value_pair + g * 32;
+        const int8_t *a = out->value + g * 32, *b = a + 32;
+        memcpy(dst, a, 16);
+        memcpy(dst + 16, b, 16);
+        memcpy(dst + 32, a + 16, 16);
+        memcpy(dst + 48, b + 16, 16);
+        for (int i = 0; i < 16; i++)
+            out->offset_pair[g * 8 + i] = -8 * (dst[4 * i] + dst[4 * i + 1] + dst[4 * i + 2] + dst[4 * i + 3]);
+    }
 }
 
 void ck_gemv_q_int8(const ck_qinput *in, int64_t K, const void *W, const uint16_t *scales, int format,
                     const float *bias, float *y, int64_t n0, int64_t n1) {
 #if CK_X86
-    if (ck_has_avx512_vnni()) { gemv_q_vnni(in, K, W, scales, format, bias, y, n0, n1); return; }
+    if (ck_has_avx512_vnni()) {
+        if (format == CK_Q4) gemv_q4_vnni(in, K, W, scales, bias, y, n0, n1);
+        else gemv_q_vnni(in, K, W, scales, format, bias, y, n0, n1);
+        return;
+    }
 #endif
     const int64_t G = K / CK_GROUP;
     for (int64_t n = n0; n < n1; n++) {
@@ -1119,4 +1193,202 @@ void ck_linear(const float *x, int64_t M, int64_t K, int64_t ldx, const void *W,
         for (int64_t m = 0; m < M; m++)
             y[m * ldy + n] = dot_portable(x + m * ldx, w, K) + (bias ? bias[n] : 0.0f);
     }
+}
+
+/* ---------------- integer GEMM for quantized weights (prefill) ---------------- */
+
+/* Offset-u8 activations: per row and group of 32, xs = max|x|/127, q = round(x/xs) in
+ * [-127, 127], stored as u = q + 128 so that vpdpbusd (u8 × s8) can take them; the extra
+ * 128·Σw per weight group is subtracted afterwards (the "compensation"). */
+static void quantize_rows_u8_portable(const float *x, int64_t M, int64_t K, int64_t ldx, uint8_t *xq, float *xs) {
+    const int64_t G = K / CK_GROUP;
+    for (int64_t m = 0; m < M; m++) {
+        for (int64_t g = 0; g < G; g++) {
+            const float *v = x + m * ldx + g * 32;
+            float amax = 0;
+            for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(v[i]));
+            float inv = amax > 0 ? 127.0f / amax : 0.0f;
+            xs[m * G + g] = amax / 127.0f;
+            for (int i = 0; i < 32; i++) {
+                float r = nearbyintf(v[i] * inv);
+                int q = (int)(r > 127 ? 127 : (r < -127 ? -127 : r));
+                xq[m * K + g * 32 + i] = (uint8_t)(q + 128);
+            }
+        }
+    }
+}
+
+/* Weight value i of group g in row n, as a signed integer. */
+static inline int q_weight(const void *W, int format, int64_t K, int64_t n, int64_t g, int i) {
+    if (format == CK_Q8) return ((const int8_t *)W)[n * K + g * 32 + i];
+    uint8_t b = ((const uint8_t *)W)[n * (K / 2) + g * 16 + (i & 15)];
+    return (int)(i < 16 ? (b & 0xF) : (b >> 4)) - 8;
+}
+
+static void gemm_q_int8_portable(const uint8_t *xq, const float *xs, int64_t M, int64_t K, const void *W,
+                                 const uint16_t *scales, int format, const float *bias, float *y, int64_t ldy,
+                                 int64_t n0, int64_t n1) {
+    const int64_t G = K / CK_GROUP;
+    for (int64_t m = 0; m < M; m++) {
+        for (int64_t n = n0; n < n1; n++) {
+            float r = 0;
+            for (int64_t g = 0; g < G; g++) {
+                int32_t dot = 0, wsum = 0;
+                for (int i = 0; i < 32; i++) {
+                    int w = q_weight(W, format, K, n, g, i);
+                    dot += (int32_t)xq[m * K + g * 32 + i] * w;
+                    wsum += w;
+                }
+                r += (float)(dot - 128 * wsum) * (f16_to_f32(scales[n * G + g]) * xs[m * G + g]);
+            }
+            y[m * ldy + n] = r + (bias ? bias[n] : 0.0f);
+        }
+    }
+}
+
+#if CK_X86
+AVX512 static void quantize_rows_u8_avx512(const float *x, int64_t M, int64_t K, int64_t ldx, uint8_t *xq, float *xs) {
+    const int64_t G = K / CK_GROUP;
+    for (int64_t m = 0; m < M; m++) {
+        for (int64_t g = 0; g < G; g++) {
+            const float *v = x + m * ldx + g * 32;
+            __m512 a = _mm512_loadu_ps(v), b = _mm512_loadu_ps(v + 16);
+            float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b)));
+            float inv = amax > 0 ? 127.0f / amax : 0.0f;
+            xs[m * G + g] = amax / 127.0f;
+            __m512 iv = _mm512_set1_ps(inv);
+            /* round to nearest even as nearbyintf does; |x·inv| ≤ 127 by construction */
+            __m512i qa = _mm512_cvtps_epi32(_mm512_mul_ps(a, iv)), qb = _mm512_cvtps_epi32(_mm512_mul_ps(b, iv));
+            const __m512i off = _mm512_set1_epi32(128);
+            _mm_storeu_si128((__m128i *)(xq + m * K + g * 32), _mm512_cvtepi32_epi8(_mm512_add_epi32(qa, off)));
+            _mm_storeu_si128((__m128i *)(xq + m * K + g * 32 + 16), _mm512_cvtepi32_epi8(_mm512_add_epi32(qb, off)));
+        }
+    }
+}
+
+#define QG_NR 32 /* output columns per packed panel: two 16-lane vectors */
+#define QG_MR 6  /* activation rows per register tile */
+
+/* Packs columns n0 ..< n0+cols (≤ 32, the rest zero) of a quantized matrix for the VNNI tile:
+ * per group g and 4-byte chunk c, 32 columns × 4 consecutive s8 weights (128 bytes), then per
+ * group the 32 compensations 128·Σw (int32) and the 32 weight scales (float). */
+AVX512VNNI static void pack_q_panel(const void *W, const uint16_t *scales, int format, int64_t K, int64_t n0,
+                                    int64_t cols, int8_t *pw, int32_t *comp, float *ws) {
+    const int64_t G = K / CK_GROUP;
+    for (int64_t j = 0; j < QG_NR; j++) {
+        for (int64_t g = 0; g < G; g++) {
+            int8_t vals[32];
+            int32_t sum = 0;
+            if (j < cols) {
+                if (format == CK_Q8) {
+                    memcpy(vals, (const int8_t *)W + (n0 + j) * K + g * 32, 32);
+                } else {
+                    const uint8_t *b = (const uint8_t *)W + (n0 + j) * (K / 2) + g * 16;
+                    for (int i = 0; i < 16; i++) {
+                        vals[i] = (int8_t)((b[i] & 0xF) - 8);
+                        vals[16 + i] = (int8_t)((b[i] >> 4) - 8);
+                    }
+                }
+                for (int i = 0; i < 32; i++) sum += vals[i];
+                ws[g * QG_NR + j] = f16_to_f32(scales[(n0 + j) * G + g]);
+            } else {
+                memset(vals, 0, 32);
+                ws[g * QG_NR + j] = 0;
+            }
+            comp[g * QG_NR + j] = 128 * sum;
+            for (int c = 0; c < 8; c++) memcpy(pw + ((g * 8 + c) * QG_NR + j) * 4, vals + 4 * c, 4);
+        }
+    }
+}
+
+/* One register tile: mr (≤ 6) rows × 32 columns over all of K. Integer sums per group in int32
+ * lanes, then (sum − compensation) · w_scale · x_scale accumulated in float32. */
+AVX512VNNI static inline __attribute__((always_inline)) void q_tile(
+    const uint8_t *xq, const float *xs, int64_t K, const int8_t *pw, const int32_t *comp, const float *ws,
+    const float *bias, float *y, int64_t ldy, int64_t cols, const int mr) {
+    const int64_t G = K / CK_GROUP;
+    __m512 acc[QG_MR][2];
+    for (int r = 0; r < mr; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    for (int64_t g = 0; g < G; g++) {
+        __m512i dot[QG_MR][2];
+        for (int r = 0; r < mr; r++) dot[r][0] = dot[r][1] = _mm512_setzero_si512();
+        const int8_t *p = pw + g * 8 * QG_NR * 4;
+        for (int c = 0; c < 8; c++) {
+            __m512i w0 = _mm512_load_si512((const void *)(p + c * 128));
+            __m512i w1 = _mm512_load_si512((const void *)(p + c * 128 + 64));
+            for (int r = 0; r < mr; r++) {
+                int32_t xv;
+                memcpy(&xv, xq + r * K + g * 32 + c * 4, 4);
+                __m512i b = _mm512_set1_epi32(xv);
+                dot[r][0] = _mm512_dpbusd_epi32(dot[r][0], b, w0);
+                dot[r][1] = _mm512_dpbusd_epi32(dot[r][1], b, w1);
+            }
+        }
+        __m512i c0 = _mm512_load_si512((const void *)(comp + g * QG_NR));
+        __m512i c1 = _mm512_load_si512((const void *)(comp + g * QG_NR + 16));
+        __m512 s0 = _mm512_load_ps(ws + g * QG_NR), s1 = _mm512_load_ps(ws + g * QG_NR + 16);
+        for (int r = 0; r < mr; r++) {
+            __m512 sx = _mm512_set1_ps(xs[r * G + g]);
+            acc[r][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(dot[r][0], c0)), _mm512_mul_ps(s0, sx), acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(dot[r][1], c1)), _mm512_mul_ps(s1, sx), acc[r][1]);
+        }
+    }
+    __mmask16 m0 = (__mmask16)(cols >= 16 ? 0xFFFF : (1u << cols) - 1);
+    __mmask16 m1 = (__mmask16)(cols >= 32 ? 0xFFFF : cols <= 16 ? 0 : (1u << (cols - 16)) - 1);
+    __m512 b0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
+    __m512 b1 = bias ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
+    for (int r = 0; r < mr; r++) {
+        _mm512_mask_storeu_ps(y + r * ldy, m0, _mm512_add_ps(acc[r][0], b0));
+        _mm512_mask_storeu_ps(y + r * ldy + 16, m1, _mm512_add_ps(acc[r][1], b1));
+    }
+}
+
+AVX512VNNI static void gemm_q_int8_vnni(const uint8_t *xq, const float *xs, int64_t M, int64_t K, const void *W,
+                                        const uint16_t *scales, int format, const float *bias, float *y,
+                                        int64_t ldy, int64_t n0, int64_t n1, void *scratch) {
+    const int64_t G = K / CK_GROUP;
+    int8_t *pw = (int8_t *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+    int32_t *comp = (int32_t *)(pw + K * QG_NR);
+    float *ws = (float *)(comp + G * QG_NR);
+    for (int64_t n = n0; n < n1; n += QG_NR) {
+        int64_t cols = n1 - n < QG_NR ? n1 - n : QG_NR;
+        pack_q_panel(W, scales, format, K, n, cols, pw, comp, ws);
+        const float *b = bias ? bias + n : NULL;
+        int64_t m = 0;
+        for (; m + QG_MR <= M; m += QG_MR)
+            q_tile(xq + m * K, xs + m * G, K, pw, comp, ws, b, y + m * ldy + n, ldy, cols, QG_MR);
+        switch (M - m) {
+        case 5: q_tile(xq + m * K, xs + m * G, K, pw, comp, ws, b, y + m * ldy + n, ldy, cols, 5); break;
+        case 4: q_tile(xq + m * K, xs + m * G, K, pw, comp, ws, b, y + m * ldy + n, ldy, cols, 4); break;
+        case 3: q_tile(xq + m * K, xs + m * G, K, pw, comp, ws, b, y + m * ldy + n, ldy, cols, 3); break;
+        case 2: q_tile(xq + m * K, xs + m * G, K, pw, comp, ws, b, y + m * ldy + n, ldy, cols, 2); break;
+        case 1: q_tile(xq + m * K, xs + m * G, K, pw, comp, ws, b, y + m * ldy + n, ldy, cols, 1); break;
+        default: break;
+        }
+    }
+}
+#endif
+
+void ck_quantize_rows_u8(const float *x, int64_t M, int64_t K, int64_t ldx, uint8_t *xq, float *xs) {
+#if CK_X86
+    if (ck_has_avx512()) { quantize_rows_u8_avx512(x, M, K, ldx, xq, xs); return; }
+#endif
+    quantize_rows_u8_portable(x, M, K, ldx, xq, xs);
+}
+
+int64_t ck_gemm_q_int8_scratch_bytes(int64_t K) {
+    /* packed weights (32 per input feature) + compensations and scales (32 each per group of 32) */
+    return K * 32 + (K / CK_GROUP) * 32 * 8 + 64;
+}
+
+void ck_gemm_q_int8(const uint8_t *xq, const float *xs, int64_t M, int64_t K, const void *W, const uint16_t *scales,
+                    int format, const float *bias, float *y, int64_t ldy, int64_t n0, int64_t n1, void *scratch) {
+#if CK_X86
+    if (ck_has_avx512_vnni()) {
+        gemm_q_int8_vnni(xq, xs, M, K, W, scales, format, bias, y, ldy, n0, n1, scratch);
+        return;
+    }
+#endif
+    (void)scratch;
+    gemm_q_int8_portable(xq, xs, M, K, W, scales, format, bias, y, ldy, n0, n1);
 }

@@ -10,8 +10,9 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
     /// Prefill products with bf16 weights round activations to bf16 and use the CPU's bf16 dot
     /// products (as PyTorch does in bfloat16); false keeps float32 activations (half the speed).
     public let bf16Products: Bool
-    /// Decode with quantized weights rounds the input row to int8 per group of 32 and uses the
-    /// CPU's integer dot products (VNNI), as llama.cpp does; false keeps float32 inputs.
+    /// Products with quantized weights round the input rows to int8 per group of 32 and use the
+    /// CPU's integer dot products (VNNI), as llama.cpp does, in decode and prefill; false keeps
+    /// float32 inputs.
     public let int8Activations: Bool
     private var scratch: [UnsafeMutablePointer<Float>] = []
     private var shared = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
@@ -80,6 +81,10 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
         precondition(bias == nil || bias!.count == weight.rows, "bias length mismatch")
         out.setRows(x.rows)
         let k = weight.columns
+        if x.rows > 1 && weight.format.isQuantized && int8Activations && ck_has_avx512_vnni() != 0 {
+            linearQuantizedInt8(x, weight, bias: bias, into: out)
+            return
+        }
         if x.rows > 1 && ck_has_avx512() != 0 && !(bf16Products && prefersBF16DotProducts) {
             linearPackedF32(x, weight, bias: bias, into: out)
             return
@@ -158,6 +163,29 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
         if let bias { bias.withUnsafeBufferPointer { run($0.baseAddress) } } else { run(nil) }
     }
 
+    /// Many rows, quantized weights, VNNI: activations rounded to int8 per row and group of 32
+    /// (as decode does), integer dot products against panels of 32 repacked weight rows.
+    private func linearQuantizedInt8(_ x: Matrix, _ weight: WeightMatrix, bias: [Float]?, into out: Matrix) {
+        let k = weight.columns, n = weight.rows, m = x.rows, groups = k / 32
+        let scratchFloats = Int(ck_gemm_q_int8_scratch_bytes(Int64(k))) / 4 + 16
+        let buffers = scratchBuffers(scratchFloats)
+        let quantizedBytes = (m * k + 63) & ~63
+        let base = sharedBuffer(bytes: quantizedBytes + m * groups * 4)
+        let xq = base.assumingMemoryBound(to: UInt8.self)
+        let xs = (base + quantizedBytes).assumingMemoryBound(to: Float.self)
+        parallel(m, minChunk: 16) { r0, r1, _ in
+            ck_quantize_rows_u8(x.rowPointer(r0), Int64(r1 - r0), Int64(k), Int64(x.columns), xq + r0 * k, xs + r0 * groups)
+        }
+        let yp = out.storage, ldy = Int64(out.columns)
+        func run(_ b: UnsafePointer<Float>?) {
+            parallel((n + 31) / 32, minChunk: 1) { p0, p1, w in
+                ck_gemm_q_int8(xq, xs, Int64(m), Int64(k), weight.data, weight.scales, weight.format.rawValue, b,
+                               yp, ldy, Int64(p0 * 32), Int64(min(n, p1 * 32)), UnsafeMutableRawPointer(buffers[w]))
+            }
+        }
+        if let bias { bias.withUnsafeBufferPointer { run($0.baseAddress) } } else { run(nil) }
+    }
+
     /// bf16 weights: one row streams the weights once (GEMV); many rows use bf16 dot products.
     private func linearBF16(_ x: Matrix, _ weight: WeightMatrix, bias: [Float]?, into out: Matrix) {
         let k = weight.columns, n = weight.rows, m = x.rows
@@ -191,18 +219,21 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
         let panel = 64
         func run(_ b: UnsafePointer<Float>?) {
             if m == 1 && int8Activations && ck_has_avx512_vnni() != 0 {
-                // Layout of the quantized input in the shared buffer, each part 64-byte aligned.
+                // Layout of the quantized input in the shared buffer, each part 64-byte aligned:
+                // value, magnitude, value_pair (k bytes each), negative, sum4, offset_pair, scale.
                 func up(_ v: Int) -> Int { (v + 63) & ~63 }
-                let groups = k / 32
-                let offsets = [0, up(k), up(k) * 2, up(k) * 2 + up(max(1, (groups + 1) / 2) * 8)]
-                let scaleOffset = offsets[3] + up(k)
-                let base = sharedBuffer(bytes: scaleOffset + up(groups * 4))
+                let groups = k / 32, kb = up(k)
+                let negativeAt = 3 * kb, sum4At = negativeAt + up(max(1, (groups + 1) / 2) * 8)
+                let offsetPairAt = sum4At + kb, scaleAt = offsetPairAt + kb
+                let base = sharedBuffer(bytes: scaleAt + up(groups * 4))
                 var input = ck_qinput(
-                    value: (base + offsets[0]).assumingMemoryBound(to: Int8.self),
-                    magnitude: (base + offsets[1]).assumingMemoryBound(to: UInt8.self),
-                    negative: (base + offsets[2]).assumingMemoryBound(to: UInt64.self),
-                    sum4: (base + offsets[3]).assumingMemoryBound(to: Int32.self),
-                    scale: (base + scaleOffset).assumingMemoryBound(to: Float.self))
+                    value: base.assumingMemoryBound(to: Int8.self),
+                    magnitude: (base + kb).assumingMemoryBound(to: UInt8.self),
+                    negative: (base + negativeAt).assumingMemoryBound(to: UInt64.self),
+                    sum4: (base + sum4At).assumingMemoryBound(to: Int32.self),
+                    scale: (base + scaleAt).assumingMemoryBound(to: Float.self),
+                    value_pair: (base + 2 * kb).assumingMemoryBound(to: Int8.self),
+                    offset_pair: (base + offsetPairAt).assumingMemoryBound(to: Int32.self))
                 ck_quantize_input(x.storage, Int64(k), &input)
                 parallel((n + 63) / 64, minChunk: 1) { g0, g1, _ in
                     ck_gemv_q_int8(&input, Int64(k), weight.data, weight.scales, format, b, yp,

@@ -241,7 +241,7 @@ final class QuantizedKernelTests: XCTestCase {
             let previous = ck_force_portable(portable ? 1 : 0)
             defer { _ = ck_force_portable(previous) }
             for format in [WeightFormat.q8, .q4] {
-                for (m, k, n) in [(1, 64, 70), (1, 256, 9), (3, 96, 17), (20, 128, 130)] {
+                for (m, k, n) in [(1, 64, 70), (1, 256, 9), (3, 96, 17), (20, 128, 130), (7, 64, 33)] {
                     let (w, _, free) = quantized(n, k, format)
                     defer { free() }
                     var g = SystemRandomNumberGenerator()
@@ -250,8 +250,8 @@ final class QuantizedKernelTests: XCTestCase {
                     let a = Matrix(rows: m, columns: n), b = Matrix(rows: m, columns: n)
                     fast.linear(x, w, bias: bias, into: a)
                     reference.linear(x, w, bias: bias, into: b)
-                    let roundsActivations = m > 1 && !portable && fast.prefersBF16DotProducts
-                    let int8Inputs = m == 1 && !portable && ck_has_avx512_vnni() != 0
+                    let int8Inputs = !portable && ck_has_avx512_vnni() != 0
+                    let roundsActivations = m > 1 && !portable && !int8Inputs && fast.prefersBF16DotProducts
                     for r in 0..<m {
                         for c in 0..<n {
                             var magnitude = abs(bias[c])
@@ -261,8 +261,8 @@ final class QuantizedKernelTests: XCTestCase {
                             let gamma = Float(k + 1) * 0x1p-24 * 2
                             var bound = (gamma + (roundsActivations ? 0x1p-8 : 0)) * magnitude + 1e-6
                             if int8Inputs {
-                                // int8 inputs: each |x| errs by at most half a step of its group's
-                                // max|x|/127; |x| ≤ 1 here, weights bounded by their group's max.
+                                // int8 inputs (decode and prefill): each |x| errs by at most half a
+                                // step of its group's max|x|/127, and |x| ≤ 1 here.
                                 var wsum: Float = 0
                                 for i in 0..<k { wsum += abs(w.value(row: c, column: i)) }
                                 bound += 0.5 / 127 * wsum
@@ -274,4 +274,70 @@ final class QuantizedKernelTests: XCTestCase {
             }
         }
     }
+
+    /// The integer prefill kernel (VNNI where present) and its portable twin against the same
+    /// formula evaluated here from the quantized inputs: Σ_g xs[g]·Σ_i (u_i − 128)·w_i. Both sides
+    /// compute the same integers, so they differ only by float32 rounding of the group sums (tails:
+    /// rows past a 6-row tile, columns past a 32-column panel).
+    func testIntegerPrefillKernelMatchesItsFormula() {
+        var g = SystemRandomNumberGenerator()
+        for format in [WeightFormat.q8, .q4] {
+            for (m, k, n) in [(1, 32, 5), (6, 64, 32), (13, 96, 70), (40, 256, 33)] {
+                let (w, _, free) = quantized(n, k, format)
+                defer { free() }
+                let groups = k / 32
+                let x: [Float] = (0..<(m * k)).map { _ in Float.random(in: -3...3, using: &g) }
+                let bias: [Float] = (0..<n).map { Float($0) * 0.1 }
+                var xq = [UInt8](repeating: 0, count: m * k), xs = [Float](repeating: 0, count: m * groups)
+                ck_quantize_rows_u8(x, Int64(m), Int64(k), Int64(k), &xq, &xs)
+                // Shifted integer inputs q = u − 128, checked against x: |q·xs − x| ≤ xs/2.
+                var q = [Float](repeating: 0, count: m * k)
+                for r in 0..<m {
+                    for gi in 0..<groups {
+                        var amax: Float = 0
+                        for i in 0..<32 { amax = max(amax, abs(x[r * k + gi * 32 + i])) }
+                        let scale = xs[r * groups + gi]
+                        XCTAssertEqual(scale, amax / 127, accuracy: amax * 1e-6)
+                        for i in 0..<32 {
+                            let j = r * k + gi * 32 + i
+                            q[j] = Float(Int(xq[j]) - 128)
+                            XCTAssertEqual(q[j] * scale, x[j], accuracy: amax / 254 * 1.0001)
+                        }
+                    }
+                }
+                for portable in [false, true] {
+                    let previous = ck_force_portable(portable ? 1 : 0)
+                    defer { _ = ck_force_portable(previous) }
+                    var y = [Float](repeating: .nan, count: m * n)
+                    var scratch = [UInt8](repeating: 0, count: Int(ck_gemm_q_int8_scratch_bytes(Int64(k))))
+                    ck_gemm_q_int8(xq, xs, Int64(m), Int64(k), w.data, w.scales, format.rawValue, bias, &y,
+                                   Int64(n), 0, Int64(n), &scratch)
+                    for r in 0..<m {
+                        for c in 0..<n {
+                            var expected: Float = bias[c]
+                            var magnitude: Float = abs(bias[c])
+                            for gi in 0..<groups {
+                                var sum: Float = 0
+                                var absSum: Float = 0
+                                for i in 0..<32 {
+                                    let term: Float = q[r * k + gi * 32 + i] * w.value(row: c, column: gi * 32 + i)
+                                    sum += term
+                                    absSum += abs(term)
+                                }
+                                let scale: Float = xs[r * groups + gi]
+                                expected += scale * sum
+                                magnitude += scale * absSum
+                            }
+                            // float32 sums of at most k + k/32 + 3 terms on either side (the kernel's
+                            // integer sums are exact), relative to Σ|terms|.
+                            let bound: Float = 2 * gammaBound(k + groups + 3) * magnitude + 1e-6
+                            XCTAssertEqual(y[r * n + c], expected, accuracy: bound, "\(format) portable=\(portable) m\(m) k\(k) n\(n)")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    func gammaBound(_ n: Int) -> Float { Float(n) * 0x1p-24 / (1 - Float(n) * 0x1p-24) }
 }

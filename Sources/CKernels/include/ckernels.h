@@ -60,14 +60,18 @@ void ck_gemv_q(const float *x, int64_t K, const void *W, const uint16_t *scales,
                float *y, int64_t n0, int64_t n1);
 /// An input row quantized for integer dot products (decode with quantized weights): per group of
 /// 32, scale[g] = max|x|/127 and value = round(x/scale) in int8; magnitude = |value| (u8),
-/// negative = sign bits (one 64-bit mask per two groups), sum4 = sums of 4 consecutive values.
-/// Arrays sized K, K, K/64 (at least 1), K/4 and K/32; K a multiple of 32.
+/// negative = sign bits (one 64-bit mask per two groups), sum4 = sums of 4 consecutive values;
+/// for 4-bit weights, value_pair = each two groups' values in the order their nibbles unpack
+/// (g 0–15, g+1 0–15, g 16–31, g+1 16–31) and offset_pair = −8 × the sums of 4 of them.
+/// Arrays sized K, K, K/64 (at least 1), K/4, K/32, K and K/4; K a multiple of 32.
 typedef struct {
     int8_t *value;
     uint8_t *magnitude;
     uint64_t *negative;
     int32_t *sum4;
     float *scale;
+    int8_t *value_pair;
+    int32_t *offset_pair;
 } ck_qinput;
 
 /// 1 when the CPU has AVX-512 VNNI (and the fast paths are enabled).
@@ -78,6 +82,19 @@ void ck_quantize_input(const float *x, int64_t K, ck_qinput *out);
 /// products (VNNI) with int8 inputs, for decode with CK_Q8 / CK_Q4 weights.
 void ck_gemv_q_int8(const ck_qinput *in, int64_t K, const void *W, const uint16_t *scales, int format,
                     const float *bias, float *y, int64_t n0, int64_t n1);
+
+/// Rows of activations for ck_gemm_q_int8: per row and group of 32, xs = max|x|/127 and
+/// q = round(x/xs) in [-127, 127], stored offset as u8 q + 128. x: M×K (row stride ldx, K a
+/// multiple of 32); xq: M×K bytes; xs: M×K/32 floats.
+void ck_quantize_rows_u8(const float *x, int64_t M, int64_t K, int64_t ldx, uint8_t *xq, float *xs);
+/// Scratch bytes one ck_gemm_q_int8 caller needs for row length K.
+int64_t ck_gemm_q_int8_scratch_bytes(int64_t K);
+/// y[m, n] = Σ_g w_scale[n,g]·xs[m,g]·Σ_i q_w·q_x (+ bias) for m < M, n0 <= n < n1: integer dot
+/// products (VNNI) for prefill with CK_Q8 / CK_Q4 weights, panels of 32 weight rows repacked
+/// per call into `scratch` (ck_gemm_q_int8_scratch_bytes(K), owned by the calling thread).
+/// Without VNNI the same integer arithmetic runs in portable C.
+void ck_gemm_q_int8(const uint8_t *xq, const float *xs, int64_t M, int64_t K, const void *W, const uint16_t *scales,
+                    int format, const float *bias, float *y, int64_t ldy, int64_t n0, int64_t n1, void *scratch);
 
 /// Dequantizes rows n0 ..< n0+count to bf16 (row length K) for the bf16 GEMM.
 void ck_rows_to_bf16(const void *W, const uint16_t *scales, int format, int64_t K, int64_t n0, int64_t count,
