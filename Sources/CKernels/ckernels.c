@@ -1089,9 +1089,150 @@ AVX512 static void axpy4_avx512(const float p[4], const float *x, float *y0, flo
 }
 #endif
 
+#if CK_X86
+/* A block of up to 32 queries as small matrix products with the queries in the lanes (two
+ * 16-lane vectors), so nothing is transposed per key tile and the softmax needs no horizontal
+ * reductions. Qᵀ (d × 32) is built once per call; per tile of 64 keys:
+ *   Sᵀ[j] = scale · Σ_c K[j, c] · Qᵀ[c]        (6 keys × 32 queries register tiles)
+ *   mask (key outside lo..<hi → −∞), softcap, running max m, weights Pᵀ[j] = exp(Sᵀ[j] − m)
+ *   Oᵀ[c] = Oᵀ[c] · exp(m_old − m) + Σ_j V[j, c] · Pᵀ[j]   (6 features × 32 queries tiles)
+ * and Oᵀ is transposed back and divided by the running denominators at the end. */
+AVX512 static void attention_block_avx512(const float *q, int64_t ldq, int64_t nq, const float *k, int64_t ldk,
+                                          const float *v, int64_t ldv, int64_t d, float scale, float cap,
+                                          const int64_t *lo, const int64_t *hi, float *out, int64_t ldo,
+                                          float *scratch) {
+    enum { TILE = 64, QL = 32 };
+    float *base = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+    float *qt = base;              /* d × 32 */
+    float *ot = qt + d * QL;       /* d × 32 running weighted sums */
+    float *st = ot + d * QL;       /* TILE × 32 scores, then weights */
+    int64_t first = INT64_MAX, last = 0;
+    int32_t lo32[QL], hi32[QL];
+    for (int64_t i = 0; i < QL; i++) {
+        int64_t l = i < nq ? lo[i] : 0, h = i < nq ? hi[i] : 0;
+        if (l < h) {
+            if (l < first) first = l;
+            if (h > last) last = h;
+        }
+        lo32[i] = (int32_t)l;
+        hi32[i] = (int32_t)h;
+    }
+    for (int64_t c = 0; c < d; c++)
+        for (int64_t i = 0; i < QL; i++) qt[c * QL + i] = i < nq ? q[i * ldq + c] * scale : 0.0f;
+    memset(ot, 0, (size_t)(d * QL) * sizeof(float));
+    const __m512i lo0 = _mm512_loadu_si512(lo32), lo1 = _mm512_loadu_si512(lo32 + 16);
+    const __m512i hi0 = _mm512_loadu_si512(hi32), hi1 = _mm512_loadu_si512(hi32 + 16);
+    const __m512 vcap = _mm512_set1_ps(cap), vinv = _mm512_set1_ps(cap > 0 ? 1.0f / cap : 0.0f);
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    __m512 m0 = ninf, m1 = ninf, l0 = _mm512_setzero_ps(), l1 = _mm512_setzero_ps();
+    for (int64_t t0 = first; t0 < last; t0 += TILE) {
+        int64_t len = last - t0 < TILE ? last - t0 : TILE;
+        /* Sᵀ = K·Qᵀ, six keys at a time */
+        for (int64_t j0 = 0; j0 < len; j0 += 6) {
+            int nj = len - j0 < 6 ? (int)(len - j0) : 6;
+            __m512 a[6][2];
+            for (int r = 0; r < 6; r++) a[r][0] = a[r][1] = _mm512_setzero_ps();
+            const float *kr[6];
+            for (int r = 0; r < 6; r++) kr[r] = k + (t0 + j0 + (r < nj ? r : 0)) * ldk;
+            for (int64_t c = 0; c < d; c++) {
+                __m512 q0 = _mm512_load_ps(qt + c * QL), q1 = _mm512_load_ps(qt + c * QL + 16);
+                for (int r = 0; r < 6; r++) {
+                    __m512 b = _mm512_set1_ps(kr[r][c]);
+                    a[r][0] = _mm512_fmadd_ps(b, q0, a[r][0]);
+                    a[r][1] = _mm512_fmadd_ps(b, q1, a[r][1]);
+                }
+            }
+            for (int r = 0; r < nj; r++) {
+                _mm512_store_ps(st + (j0 + r) * QL, a[r][0]);
+                _mm512_store_ps(st + (j0 + r) * QL + 16, a[r][1]);
+            }
+        }
+        /* mask, softcap, running max */
+        __m512 n0 = m0, n1 = m1;
+        for (int64_t j = 0; j < len; j++) {
+            __m512i pos = _mm512_set1_epi32((int32_t)(t0 + j));
+            __mmask16 v0 = _mm512_cmple_epi32_mask(lo0, pos) & _mm512_cmpgt_epi32_mask(hi0, pos);
+            __mmask16 v1 = _mm512_cmple_epi32_mask(lo1, pos) & _mm512_cmpgt_epi32_mask(hi1, pos);
+            __m512 x0 = _mm512_load_ps(st + j * QL), x1 = _mm512_load_ps(st + j * QL + 16);
+            if (cap > 0) {
+                x0 = _mm512_mul_ps(vcap, tanh_avx512(_mm512_mul_ps(x0, vinv)));
+                x1 = _mm512_mul_ps(vcap, tanh_avx512(_mm512_mul_ps(x1, vinv)));
+            }
+            x0 = _mm512_mask_mov_ps(ninf, v0, x0);
+            x1 = _mm512_mask_mov_ps(ninf, v1, x1);
+            _mm512_store_ps(st + j * QL, x0);
+            _mm512_store_ps(st + j * QL + 16, x1);
+            n0 = _mm512_max_ps(n0, x0);
+            n1 = _mm512_max_ps(n1, x1);
+        }
+        /* rescale what was accumulated under the old maxima (queries with no key yet keep 1) */
+        __mmask16 seen0 = _mm512_cmp_ps_mask(n0, ninf, _CMP_NEQ_OQ), seen1 = _mm512_cmp_ps_mask(n1, ninf, _CMP_NEQ_OQ);
+        __m512 f0 = _mm512_mask_mov_ps(_mm512_set1_ps(1.0f), seen0, exp_avx512(_mm512_sub_ps(m0, n0)));
+        __m512 f1 = _mm512_mask_mov_ps(_mm512_set1_ps(1.0f), seen1, exp_avx512(_mm512_sub_ps(m1, n1)));
+        f0 = _mm512_mask_mov_ps(f0, _mm512_cmp_ps_mask(m0, ninf, _CMP_EQ_OQ), _mm512_setzero_ps());
+        f1 = _mm512_mask_mov_ps(f1, _mm512_cmp_ps_mask(m1, ninf, _CMP_EQ_OQ), _mm512_setzero_ps());
+        m0 = n0;
+        m1 = n1;
+        l0 = _mm512_mul_ps(l0, f0);
+        l1 = _mm512_mul_ps(l1, f1);
+        for (int64_t j = 0; j < len; j++) {
+            __m512 x0 = _mm512_load_ps(st + j * QL), x1 = _mm512_load_ps(st + j * QL + 16);
+            __m512 e0 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x0, ninf, _CMP_NEQ_OQ), exp_avx512(_mm512_sub_ps(x0, m0)));
+            __m512 e1 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x1, ninf, _CMP_NEQ_OQ), exp_avx512(_mm512_sub_ps(x1, m1)));
+            _mm512_store_ps(st + j * QL, e0);
+            _mm512_store_ps(st + j * QL + 16, e1);
+            l0 = _mm512_add_ps(l0, e0);
+            l1 = _mm512_add_ps(l1, e1);
+        }
+        /* Oᵀ = Oᵀ·f + Vᵀ·Pᵀ, six features at a time */
+        for (int64_t c0 = 0; c0 < d; c0 += 6) {
+            int nc = d - c0 < 6 ? (int)(d - c0) : 6;
+            __m512 o[6][2];
+            for (int r = 0; r < 6; r++) {
+                int64_t c = c0 + (r < nc ? r : 0);
+                o[r][0] = _mm512_mul_ps(_mm512_load_ps(ot + c * QL), f0);
+                o[r][1] = _mm512_mul_ps(_mm512_load_ps(ot + c * QL + 16), f1);
+            }
+            for (int64_t j = 0; j < len; j++) {
+                __m512 p0 = _mm512_load_ps(st + j * QL), p1 = _mm512_load_ps(st + j * QL + 16);
+                const float *vr = v + (t0 + j) * ldv + c0;
+                for (int r = 0; r < 6; r++) {
+                    __m512 b = _mm512_set1_ps(vr[r < nc ? r : 0]);
+                    o[r][0] = _mm512_fmadd_ps(b, p0, o[r][0]);
+                    o[r][1] = _mm512_fmadd_ps(b, p1, o[r][1]);
+                }
+            }
+            for (int r = 0; r < nc; r++) {
+                _mm512_store_ps(ot + (c0 + r) * QL, o[r][0]);
+                _mm512_store_ps(ot + (c0 + r) * QL + 16, o[r][1]);
+            }
+        }
+    }
+    float inv[QL];
+    _mm512_storeu_ps(inv, _mm512_maskz_div_ps(_mm512_cmp_ps_mask(l0, _mm512_setzero_ps(), _CMP_GT_OQ), _mm512_set1_ps(1.0f), l0));
+    _mm512_storeu_ps(inv + 16, _mm512_maskz_div_ps(_mm512_cmp_ps_mask(l1, _mm512_setzero_ps(), _CMP_GT_OQ), _mm512_set1_ps(1.0f), l1));
+    for (int64_t i = 0; i < nq; i++)
+        for (int64_t c = 0; c < d; c++) out[i * ldo + c] = ot[c * QL + i] * inv[i];
+}
+#endif
+
+int64_t ck_attention_scratch_floats(int64_t nq, int64_t d) {
+    /* running sums, maxima and denominators; transposed key tile; score tile; alignment */
+    int64_t small = nq * (d + 2) + 4 * 64 + 256;   /* one query at a time: sums, maxima, scores */
+    int64_t lanes = 2 * d * 32 + 64 * 32 + 16;     /* queries in lanes: Qᵀ, Oᵀ, Sᵀ, alignment */
+    return small > lanes ? small : lanes;
+}
+
 void ck_attention_block(const float *q, int64_t ldq, int64_t nq, const float *k, int64_t ldk,
                         const float *v, int64_t ldv, int64_t d, float scale, float cap,
                         const int64_t *lo, const int64_t *hi, float *out, int64_t ldo, float *scratch) {
+#if CK_X86
+    /* with 16 or more queries the lanes-over-queries kernel fills its vectors */
+    if (ck_has_avx512() && nq >= 16 && nq <= 32) {
+        attention_block_avx512(q, ldq, nq, k, ldk, v, ldv, d, scale, cap, lo, hi, out, ldo, scratch);
+        return;
+    }
+#endif
     enum { TILE = 64 };
     float *acc = scratch;                 /* nq × d running weighted sums */
     float *mx = acc + nq * d;             /* nq running maxima */

@@ -382,7 +382,7 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
         let group = shape.heads / shape.kvHeads
         let rows = queries.rows, block = 32
         let blocks = (rows + block - 1) / block
-        let buffers = scratchBuffers(block * (d + 2) + 256)
+        let buffers = scratchBuffers(Int(ck_attention_scratch_floats(Int64(block), Int64(d))))
         // Work items: (head, block of query rows); each streams its key/value tiles once.
         parallel(shape.heads * blocks) { i0, i1, w in
             withUnsafeTemporaryAllocation(of: Int64.self, capacity: 2 * block) { bounds in

@@ -133,17 +133,20 @@ final class FastVersusReferenceTests: XCTestCase {
     }
 
     func testLongAttentionTilesMatchReference() {
-        // More keys than one 64-key tile and more rows than one 32-row block.
+        // More keys than one 64-key tile and more rows than one 32-row block; blocks of 16–32
+        // rows take the queries-in-lanes kernel, shorter ones the row-at-a-time one; head
+        // dimensions that are not multiples of the 6-feature and 16-lane register tiles.
         let fast = FastBackend(threads: 2), reference = ReferenceBackend()
-        let d = 8, keys = 150
-        let k = randomMatrix(keys, 2 * d, scale: 3), v = randomMatrix(keys, 2 * d)
-        let q = randomMatrix(keys, 4 * d, scale: 3)
-        let shape = AttentionShape(heads: 4, kvHeads: 2, headDim: d, scale: 0.5, softcap: 50, queryStart: 0, keyCount: keys)
-        for mask in [AttentionMask.prefixLM(prefixLength: 70, window: 40), .bidirectional] {
-            let a = Matrix(rows: keys, columns: 4 * d), b = Matrix(rows: keys, columns: 4 * d)
-            fast.attention(queries: q, keys: k, values: v, shape: shape, mask: mask, into: a)
-            reference.attention(queries: q, keys: k, values: v, shape: shape, mask: mask, into: b)
-            for i in 0..<(keys * 4 * d) { XCTAssertEqual(a.storage[i], b.storage[i], accuracy: 8 * gamma(keys + d)) }
+        for (d, keys) in [(8, 150), (72, 140), (20, 45)] {
+            let k = randomMatrix(keys, 2 * d, scale: 3), v = randomMatrix(keys, 2 * d)
+            let q = randomMatrix(keys, 4 * d, scale: 3 / Float(d).squareRoot())
+            let shape = AttentionShape(heads: 4, kvHeads: 2, headDim: d, scale: 0.5, softcap: 50, queryStart: 0, keyCount: keys)
+            for mask in [AttentionMask.prefixLM(prefixLength: 70, window: 40), .bidirectional, .prefixLM(prefixLength: 0, window: nil)] {
+                let a = Matrix(rows: keys, columns: 4 * d), b = Matrix(rows: keys, columns: 4 * d)
+                fast.attention(queries: q, keys: k, values: v, shape: shape, mask: mask, into: a)
+                reference.attention(queries: q, keys: k, values: v, shape: shape, mask: mask, into: b)
+                for i in 0..<(keys * 4 * d) { XCTAssertEqual(a.storage[i], b.storage[i], accuracy: 8 * gamma(keys + d), "d\(d) \(mask)") }
+            }
         }
     }
 

@@ -109,7 +109,9 @@ float ck_f16_to_f32(uint16_t h);
 /// score matrix: keys are visited in tiles of 64 with an online (running max) softmax, so each key
 /// and value row is read once per block. Query i (row i of q, stride ldq) sees keys lo[i] ..< hi[i];
 /// scores are (q·k)·scale, then cap·tanh(s/cap) when cap > 0; softmax in float32.
-/// out: row i (stride ldo) receives the weighted sum of values. scratch: nq·(d + 2) + 256 floats.
+/// out: row i (stride ldo) receives the weighted sum of values. scratch: ck_attention_scratch_floats(nq, d).
+/// Scratch floats ck_attention_block needs for nq query rows of dimension d.
+int64_t ck_attention_scratch_floats(int64_t nq, int64_t d);
 void ck_attention_block(const float *q, int64_t ldq, int64_t nq, const float *k, int64_t ldk,
                         const float *v, int64_t ldv, int64_t d, float scale, float cap,
                         const int64_t *lo, const int64_t *hi, float *out, int64_t ldo, float *scratch);
