@@ -9,7 +9,7 @@ import XCTest
 /// gains amplify any per-weight error about tenfold (bf16 rounding, 0.4% per value, ends as 1.8% in
 /// the logits of the `bf16` fixture). So here 8-bit must keep every greedy id and stay within 5%,
 /// and 4-bit must err no more than its 18× coarser step explains; the 1% / 90% gates are
-/// checked on the trained demo model, whose errors are not amplified this way.
+/// checked on the trained demo model (QuantizationGateTests), whose errors are not amplified this way.
 final class QuantizationTests: XCTestCase {
     func quantized(_ fixture: String, _ format: Quantizer.Format) throws -> (PaliGemmaModel, URL) {
         let out = FileManager.default.temporaryDirectory.appendingPathComponent("q-\(fixture)-\(format)-\(UUID().uuidString)")

@@ -71,6 +71,7 @@ class Scene:
     word: str | None
     text_row: int | None
     image: Image.Image = field(repr=False, default=None)
+    text_box: tuple | None = None  # x0, y0, x1, y1 of the rendered word (pixels), if any
 
     # ordering rule: reading order (top to bottom, then left to right) of the cells
     def ordered(self):
@@ -216,7 +217,10 @@ def sample_scene(seed: int, size: int = 128, p_word: float = 0.45) -> Scene:
         y = (text_row + 0.5) * cell - h / 2 - t + rng.uniform(-0.08, 0.08) * cell
         tc = tuple(int(v) for v in rng.integers(0, 70, size=3))
         draw.text((x, y), word, fill=tc, font=font)
-    return Scene(S, objs, word, text_row, img)
+        text_box = tuple(float(v) for v in draw.textbbox((x, y), word, font=font))
+    else:
+        text_box = None
+    return Scene(S, objs, word, text_row, img, text_box)
 
 
 # --- tasks -----------------------------------------------------------------------------

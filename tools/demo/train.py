@@ -1,7 +1,12 @@
 """Train the bundled PaliGemma 2 demo model end to end on synthetic scenes.
 
     python tools/demo/train.py                 # VAE (if missing) + tokenizer (if missing) + model
-    python tools/demo/train.py --minutes 55    # time budget for the model training
+    python tools/demo/train.py --minutes 57    # time budget for the model training (the default)
+
+The defaults are the shipped model's run. Two training-only losses (heads not exported) teach
+the model to look: per-patch probes on the SigLIP output (what covers the patch, its colour,
+sub-cell occupancy, box) and per-patch word targets on the decoder's image positions (kind,
+colour and box <loc> tokens through the tied embedding). See Models/demo/README.md.
 
 Writes Models/demo/: model.safetensors (bf16), config.json, generation_config.json,
 preprocessor_config.json, tokenizer files, vae-oid.npz. Logs in tools/demo/logs/.
@@ -66,18 +71,65 @@ def render(seed, sizes=(128, 128, 128, 128, 160, 192, 256)):
     return sc, np.asarray(img, dtype=np.uint8)
 
 
+GRID = RES // PATCH  # patches per side
+SUB = 4  # occupancy sub-cells per patch side for the auxiliary head
+N_KIND = len(scenes.SHAPES) + 2  # background, shapes..., text
+N_COLOR = len(scenes.COLORS) + 1  # none, colours...
+
+
+def aux_targets(sc):
+    """Per-patch training-only targets that teach the vision tower to see from the first steps:
+    what covers the patch (background / shape kind / text), its colour, which of the patch's
+    SUB x SUB sub-cells any shape covers, and the covering shape's box (fractions of the image)."""
+    S = sc.size
+    fine = GRID * SUB
+    cover = []
+    for o in sc.objs:
+        m = Image.fromarray(o.mask.astype(np.uint8) * 255).resize((fine, fine), Image.BOX)
+        cover.append(np.asarray(m, np.float32) / 255.0)
+    kind = np.zeros((GRID, GRID), np.int64)
+    color = np.zeros((GRID, GRID), np.int64)
+    box = np.zeros((GRID, GRID, 4), np.float32)
+    occ = np.zeros((GRID, GRID, SUB * SUB), np.float32)
+    if sc.text_box is not None:
+        x0, y0, x1, y1 = (v / S * GRID for v in sc.text_box)
+        for r in range(GRID):
+            for c in range(GRID):
+                ov = max(0.0, min(x1, c + 1) - max(x0, c)) * max(0.0, min(y1, r + 1) - max(y0, r))
+                if ov >= 0.3:
+                    kind[r, c] = N_KIND - 1
+    if cover:
+        cov = np.stack(cover)  # (n_obj, fine, fine)
+        per_patch = cov.reshape(len(cover), GRID, SUB, GRID, SUB).mean(axis=(2, 4))
+        best = per_patch.argmax(0)
+        for r in range(GRID):
+            for c in range(GRID):
+                j = int(best[r, c])
+                if per_patch[j, r, c] >= 0.15:
+                    o = sc.objs[j]
+                    kind[r, c] = 1 + scenes.SHAPES.index(o.kind)
+                    color[r, c] = 1 + list(scenes.COLORS).index(o.color)
+                    box[r, c] = np.array(o.box, np.float32) / S
+        union = cov.max(0).reshape(GRID, SUB, GRID, SUB).transpose(0, 2, 1, 3)
+        occ = (union.reshape(GRID, GRID, SUB * SUB) >= 0.5).astype(np.float32)
+    return kind.reshape(-1), color.reshape(-1), occ.reshape(-1, SUB * SUB), box.reshape(-1, 4)
+
+
 def build_cache(n, seed0, vae_encoder, path):
     if os.path.exists(path):
         d = torch.load(path, weights_only=False)
-        if len(d["images"]) >= n:
+        if len(d["images"]) >= n and "aux_kind" in d:
             return d
     t0 = time.time()
     images = np.zeros((n, RES, RES, 3), np.uint8)
     metas = []
     crops = []
+    aux = [[], [], [], []]
     for i in range(n):
         sc, arr = render(seed0 + i)
         images[i] = arr
+        for a, v in zip(aux, aux_targets(sc)):
+            a.append(v)
         for o in sc.objs:
             crops.append(scenes.mask_crop(o))
             o.mask = None
@@ -94,7 +146,9 @@ def build_cache(n, seed0, vae_encoder, path):
         for o in sc.objs:
             o.codes = [int(c) for c in codes[k]]
             k += 1
-    d = {"images": torch.from_numpy(images), "scenes": metas}
+    d = {"images": torch.from_numpy(images), "scenes": metas,
+         "aux_kind": torch.from_numpy(np.stack(aux[0])), "aux_color": torch.from_numpy(np.stack(aux[1])),
+         "aux_occ": torch.from_numpy(np.stack(aux[2])), "aux_box": torch.from_numpy(np.stack(aux[3]))}
     torch.save(d, path)
     print(f"cache {path}: {n} images in {time.time() - t0:.0f}s", flush=True)
     return d
@@ -144,7 +198,50 @@ class Batcher:
             lab[b, len(p):len(p) + len(s)] = torch.tensor(s)
         px = self.data["images"][torch.from_numpy(idx)].permute(0, 3, 1, 2).float()
         px = (px / 255.0 - 0.5) / 0.5
-        return dict(input_ids=ids, token_type_ids=tt, attention_mask=am, labels=lab, pixel_values=px)
+        ti = torch.from_numpy(idx)
+        aux = {k: self.data[k][ti] for k in ("aux_kind", "aux_color", "aux_occ", "aux_box")}
+        return dict(input_ids=ids, token_type_ids=tt, attention_mask=am, labels=lab, pixel_values=px), aux
+
+
+def patch_word_targets(tok, aux, loc0):
+    """Per image position, the tokens the decoder's output there should predict (training only):
+    the covering shape's kind and colour words (the `▁word` pieces used in prompts and captions)
+    and its four box `<loc>` tokens. Shape (B, GRID*GRID, 6); -1 where no shape covers the patch."""
+    kind_ids = torch.tensor([-1] + [tok.convert_tokens_to_ids("▁" + k) for k in scenes.SHAPES] + [-1])
+    color_ids = torch.tensor([-1] + [tok.convert_tokens_to_ids("▁" + c) for c in scenes.COLORS])
+    box = aux["aux_box"].float()  # x0, y0, x1, y1 fractions
+    locs = loc0 + (box[..., [1, 0, 3, 2]] * 1023).round().long().clamp(0, 1023)
+    t = torch.cat([kind_ids[aux["aux_kind"]][..., None], color_ids[aux["aux_color"]][..., None], locs], -1)
+    t[aux["aux_color"] == 0] = -1
+    return t
+
+
+def decoder_aux_loss(logits, targets):
+    """Mean negative log-likelihood of each patch's targets at the image positions' outputs."""
+    lp = torch.log_softmax(logits[:, :targets.shape[1]].float(), -1)
+    valid = targets >= 0
+    got = lp.gather(-1, targets.clamp(min=0))
+    return -(got * valid).sum() / valid.sum().clamp(min=1)
+
+
+class AuxHeads(torch.nn.Module):
+    """Training-only linear probes on the vision tower's patch outputs (not exported)."""
+
+    def __init__(self, width):
+        super().__init__()
+        self.kind = torch.nn.Linear(width, N_KIND)
+        self.color = torch.nn.Linear(width, N_COLOR)
+        self.occ = torch.nn.Linear(width, SUB * SUB)
+        self.box = torch.nn.Linear(width, 4)
+
+    def loss(self, feats, aux):
+        f = feats.float()  # (B, GRID*GRID, width)
+        l_kind = torch.nn.functional.cross_entropy(self.kind(f).flatten(0, 1), aux["aux_kind"].flatten())
+        l_color = torch.nn.functional.cross_entropy(self.color(f).flatten(0, 1), aux["aux_color"].flatten())
+        l_occ = torch.nn.functional.binary_cross_entropy_with_logits(self.occ(f), aux["aux_occ"])
+        has = (aux["aux_color"] > 0).float()[..., None]
+        l_box = ((torch.sigmoid(self.box(f)) - aux["aux_box"]).abs() * has).sum() / has.sum().clamp(min=1) / 4
+        return l_kind + l_color + l_occ + 5 * l_box
 
 
 def init_loc_embeddings(model, loc0, std=0.02):
@@ -159,14 +256,26 @@ def init_loc_embeddings(model, loc0, std=0.02):
         emb[loc0:loc0 + 1024] = feats + torch.randn_like(feats) * std * 0.3
 
 
+def init_projector(model, gain):
+    """Text rows enter the decoder as embed_tokens[id] * sqrt(hidden); image rows are the
+    projector's output, unscaled. Start the image rows at `gain` times the text rows' RMS
+    (the vision tower's post-layernorm output has unit variance per feature)."""
+    lin = model.model.multi_modal_projector.linear
+    th = model.config.text_config.hidden_size
+    target = gain * model.config.text_config.initializer_range * th ** 0.5
+    with torch.no_grad():
+        lin.weight.normal_(0.0, target / lin.in_features ** 0.5)
+        lin.bias.zero_()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(ROOT, "Models", "demo"))
-    ap.add_argument("--minutes", type=float, default=55.0, help="time budget for model training")
+    ap.add_argument("--minutes", type=float, default=57.0, help="time budget for model training")
     ap.add_argument("--max-steps", type=int, default=100000)
-    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--n-train", type=int, default=20000)
+    ap.add_argument("--n-train", type=int, default=30000)
     ap.add_argument("--vision-hidden", type=int, default=192)
     ap.add_argument("--vision-layers", type=int, default=4)
     ap.add_argument("--text-hidden", type=int, default=320)
@@ -174,13 +283,20 @@ def main():
     ap.add_argument("--text-mlp", type=int, default=1024)
     ap.add_argument("--bf16", type=int, default=1, help="bf16 autocast for matmuls")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--cache", default="/tmp/demo_train_cache.pt")
+    ap.add_argument("--cache", default="/tmp/demo_train_cache_aux30k.pt")
     ap.add_argument("--ckpt", default="/tmp/demo_model_ckpt")
     ap.add_argument("--resume", action="store_true", help="continue from --ckpt (fresh optimizer)")
-    ap.add_argument("--warmup", type=int, default=150)
-    ap.add_argument("--decay-frac", type=float, default=1.0,
+    ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--decay-frac", type=float, default=0.5,
                     help="cosine decay over the last fraction of the budget (constant before)")
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--aux-weight", type=float, default=0.5,
+                    help="weight of the training-only per-patch vision losses (0 turns them off)")
+    ap.add_argument("--dec-aux-weight", type=float, default=0.3,
+                    help="weight of the training-only loss asking each image position's decoder output "
+                         "to name its shape, colour and box tokens (0 turns it off)")
+    ap.add_argument("--proj-gain", type=float, default=1.0,
+                    help="initial image-row scale relative to text rows")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -225,11 +341,17 @@ def main():
     else:
         model = PaliGemmaForConditionalGeneration(cfg)
         init_loc_embeddings(model, loc0)
+        init_projector(model, args.proj_gain)
     model.train()
     nparam = sum(p.numel() for p in model.parameters())
     print(f"model: {nparam / 1e6:.2f}M parameters", flush=True)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    nodecay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    heads = AuxHeads(cfg.vision_config.hidden_size)
+    captured = {}
+    model.model.vision_tower.register_forward_hook(
+        lambda m, i, o: captured.__setitem__("feats", o.last_hidden_state))
+    params = list(model.named_parameters()) + [("aux." + n, p) for n, p in heads.named_parameters()]
+    decay = [p for n, p in params if p.ndim >= 2]
+    nodecay = [p for n, p in params if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
                              {"params": nodecay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.98))
     batcher = Batcher(tok, data, args.seed, image_id)
@@ -247,18 +369,22 @@ def main():
         lr = args.lr * min(1.0, (step + 1) / warm) * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * d)))
         for g in opt.param_groups:
             g["lr"] = lr
-        b = batcher.batch(args.batch)
+        b, aux = batcher.batch(args.batch)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(args.bf16)):
             out = model(**b)
-        loss = out.loss
+            aux_loss = heads.loss(captured.pop("feats"), aux) if args.aux_weight > 0 else torch.zeros(())
+            dec_loss = (decoder_aux_loss(out.logits, patch_word_targets(tok, aux, loc0))
+                        if args.dec_aux_weight > 0 else torch.zeros(()))
+        lm_loss = out.loss
+        loss = lm_loss + args.aux_weight * aux_loss + args.dec_aux_weight * dec_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
         opt.step()
-        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+        ema = lm_loss.item() if ema is None else 0.98 * ema + 0.02 * lm_loss.item()
         step += 1
         if step % 25 == 0:
-            print(f"step {step} loss {loss.item():.4f} ema {ema:.4f} lr {lr:.2e} "
+            print(f"step {step} loss {lm_loss.item():.4f} aux {aux_loss.item():.3f} dec {dec_loss.item():.3f} ema {ema:.4f} lr {lr:.2e} "
                   f"{(time.time() - t0) / step:.2f}s/step elapsed {(time.time() - t0) / 60:.1f}m", flush=True)
         if step % 250 == 0:
             model.save_pretrained(args.ckpt)
