@@ -544,6 +544,9 @@ AVX512VNNI static void gemv_q_vnni(const ck_qinput *in, int64_t K, const void *W
  * shift and one mask into [g 0–15 | g+1 0–15 | g 16–31 | g+1 16–31] (the input was reordered
  * to match once per call, ck_quantize_input), vpdpbusd starts from −8·Σx (the nibbles' offset),
  * and one permute spreads the two groups' scales over their lanes. */
+#ifndef PF_Q4
+#define PF_Q4 4096
+#endif
 AVX512VNNI static void gemv_q4_vnni(const ck_qinput *in, int64_t K, const uint8_t *W, const uint16_t *scales,
                                     const float *bias, float *y, int64_t n0, int64_t n1) {
     const int64_t G = K / CK_GROUP, G2 = G & ~(int64_t)1;
@@ -564,10 +567,11 @@ AVX512VNNI static void gemv_q4_vnni(const ck_qinput *in, int64_t K, const uint8_
             __m512 xsv = _mm512_maskz_loadu_ps(gm, in->scale + g0);
             __m512 cs0 = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(gm, sc0 + g0)), xsv);
             __m512 cs1 = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(gm, sc1 + g0)), xsv);
-            _mm_prefetch((const char *)(w0 + g0 * 16) + 2048, _MM_HINT_T0);
-            _mm_prefetch((const char *)(w0 + g0 * 16) + 2112, _MM_HINT_T0);
-            _mm_prefetch((const char *)(w1 + g0 * 16) + 2048, _MM_HINT_T0);
-            _mm_prefetch((const char *)(w1 + g0 * 16) + 2112, _MM_HINT_T0);
+            /* 16 groups of a row are 256 bytes: keep the next rows' lines on their way */
+            for (int i = 0; i < 4; i++) {
+                _mm_prefetch((const char *)(w0 + g0 * 16) + PF_Q4 + 64 * i, _MM_HINT_T0);
+                _mm_prefetch((const char *)(w1 + g0 * 16) + PF_Q4 + 64 * i, _MM_HINT_T0);
+            }
             for (int64_t j = 0; j < gn / 2; j++) {
                 int64_t g = g0 + 2 * j;
                 __m512i xv = _mm512_loadu_si512((const void *)(in->value_pair + g * 32));
