@@ -1537,3 +1537,73 @@ void ck_gemm_q_int8(const uint8_t *xq, const float *xs, int64_t M, int64_t K, co
     (void)scratch;
     gemm_q_int8_portable(xq, xs, M, K, W, scales, format, bias, y, ldy, n0, n1);
 }
+
+/* ---------------- compute-ceiling probes ---------------- */
+
+/* Twelve independent accumulator chains keep every FMA (or dot-product) port busy; the
+ * iteration count sets the duration. Each returns the operations it performed (a multiply-add
+ * counts as two), or 0 when the instruction is not available (or the fast paths are off). */
+#if CK_X86
+AVX512 static double fma_probe_avx512(int64_t n, float *sink) {
+    __m512 a[12], x = _mm512_set1_ps(0.999f), y = _mm512_set1_ps(1e-3f);
+    for (int i = 0; i < 12; i++) a[i] = _mm512_set1_ps((float)i);
+    for (int64_t k = 0; k < n; k++)
+        for (int i = 0; i < 12; i++) a[i] = _mm512_fmadd_ps(a[i], x, y);
+    __m512 s = a[0];
+    for (int i = 1; i < 12; i++) s = _mm512_add_ps(s, a[i]);
+    *sink = _mm512_reduce_add_ps(s);
+    return (double)n * 12 * 16 * 2;
+}
+
+AVX512VNNI static double int8_probe_vnni(int64_t n, float *sink) {
+    __m512i a[12], x = _mm512_set1_epi8(3), y = _mm512_set1_epi8(-2);
+    for (int i = 0; i < 12; i++) a[i] = _mm512_set1_epi32(i);
+    for (int64_t k = 0; k < n; k++)
+        for (int i = 0; i < 12; i++) a[i] = _mm512_dpbusd_epi32(a[i], x, y);
+    __m512i s = a[0];
+    for (int i = 1; i < 12; i++) s = _mm512_add_epi32(s, a[i]);
+    *sink = (float)_mm512_reduce_add_epi32(s);
+    return (double)n * 12 * 64 * 2;
+}
+
+AVX512BF16 static double bf16_probe_avx512(int64_t n, float *sink) {
+    __m512 a[12];
+    __m512bh x = (__m512bh)_mm512_set1_epi16(0x3F80), y = (__m512bh)_mm512_set1_epi16(0x3A83);
+    for (int i = 0; i < 12; i++) a[i] = _mm512_set1_ps((float)i);
+    for (int64_t k = 0; k < n; k++)
+        for (int i = 0; i < 12; i++) a[i] = _mm512_dpbf16_ps(a[i], x, y);
+    __m512 s = a[0];
+    for (int i = 1; i < 12; i++) s = _mm512_add_ps(s, a[i]);
+    *sink = _mm512_reduce_add_ps(s);
+    return (double)n * 12 * 32 * 2;
+}
+#endif
+
+double ck_fma_probe(int64_t iterations, float *sink) {
+#if CK_X86
+    if (ck_has_avx512()) return fma_probe_avx512(iterations, sink);
+#endif
+    float a[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+    for (int64_t k = 0; k < iterations; k++)
+        for (int i = 0; i < 8; i++) a[i] = fmaf(a[i], 0.999f, 1e-3f);
+    *sink = a[0] + a[1] + a[2] + a[3] + a[4] + a[5] + a[6] + a[7];
+    return (double)iterations * 8 * 2;
+}
+
+double ck_int8_probe(int64_t iterations, float *sink) {
+#if CK_X86
+    if (ck_has_avx512_vnni()) return int8_probe_vnni(iterations, sink);
+#endif
+    (void)iterations;
+    *sink = 0;
+    return 0;
+}
+
+double ck_bf16_probe(int64_t iterations, float *sink) {
+#if CK_X86
+    if (ck_has_avx512_bf16()) return bf16_probe_avx512(iterations, sink);
+#endif
+    (void)iterations;
+    *sink = 0;
+    return 0;
+}

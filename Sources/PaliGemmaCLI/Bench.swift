@@ -46,8 +46,8 @@ struct Bench: AsyncParsableCommand {
     @Option(name: .customLong("bandwidth"), help: "Memory read ceiling in GB/s for the bandwidth fraction (default: measured in this run).")
     var bandwidthOption: Double?
 
-    @Option(name: .customLong("peak-gflops"), help: "Matrix-product ceiling in GFLOP/s used for the compute fraction.")
-    var peakGFLOPs = 395.0
+    @Option(name: .customLong("peak-gflops"), help: "Matrix-product ceiling in GFLOP/s for the compute fraction (default: measured in this run, per instruction the products use).")
+    var peakGFLOPs: Double?
 
     @Flag(help: "Print one JSON object instead of a table.")
     var json = false
@@ -79,7 +79,14 @@ struct Bench: AsyncParsableCommand {
         var tokenizerEncodeMBs: Double?
         var prefixTFLOP: Double
         var prefixGFLOPs: Double
+        /// The time the prefix would take at the measured ceilings of the instructions it uses
+        /// (vision tower and float decoders: FMA or bf16 dot products; quantized decoders: int8
+        /// dot products), divided by the time it took.
         var computeFraction: Double
+        var measuredFMAGFLOPs: Double
+        var measuredBF16GFLOPs: Double?
+        var measuredInt8GOPs: Double?
+        var ceiling: String
         var decodeGBPerToken: Double
         var decodeGBs: Double
         var measuredReadGBs: Double
@@ -166,6 +173,33 @@ struct Bench: AsyncParsableCommand {
         }
         _ = sink
         return Double(count * 4) / best / 1e9
+    }
+
+    /// Peak rates of the product instructions with every worker busy, best of three: float32
+    /// FMA, bf16 dot products and int8 dot products (nil where the CPU lacks them).
+    func measureComputeCeilings(threads: Int) -> (fma: Double, bf16: Double?, int8: Double?) {
+        func rate(_ probe: (Int64, UnsafeMutablePointer<Float>) -> Double) -> Double {
+            let iterations: Int64 = 4_000_000
+            var best = 0.0
+            for _ in 0..<3 {
+                var clock = Stopwatch()
+                var ops = [Double](repeating: 0, count: threads)
+                ops.withUnsafeMutableBufferPointer { out in
+                    let base = out.baseAddress!
+                    DispatchQueue.concurrentPerform(iterations: threads) { w in
+                        var sink: Float = 0
+                        base[w] = probe(iterations, &sink)
+                        if sink == .infinity { base[w] += 0 }
+                    }
+                }
+                best = max(best, ops.reduce(0, +) / clock.lap() / 1e9)
+            }
+            return best
+        }
+        let fma = rate { ck_fma_probe($0, $1) }
+        let bf16 = rate { ck_bf16_probe($0, $1) }
+        let int8 = rate { ck_int8_probe($0, $1) }
+        return (fma, bf16 > 0 ? bf16 : nil, int8 > 0 ? int8 : nil)
     }
 
     /// Matrix products at 3B-224 shapes on random bf16 / q8 / q4 weights: prefill GEMM GFLOP/s
@@ -287,8 +321,15 @@ struct Bench: AsyncParsableCommand {
         func next() -> UInt64 { seed = seed &* 6364136223846793005 &+ 1442695040888963407; return seed >> 33 }
         let pixels = (0..<(3 * m.imageSize * m.imageSize)).map { _ in Float(next() % 2001) / 1000 - 1 }
         let textTokens = max(2, promptTokens)
+        // Text ids inside the vocabulary (ordinary Gemma pieces when it is Gemma's), never the
+        // image token; 108 is Gemma's "\n".
+        let vocab = c.text.vocabSize
+        func textID() -> Int {
+            let id = vocab > 6000 ? 1000 + Int(next() % 5000) : Int(next() % UInt64(vocab))
+            return id == c.imageTokenIndex ? (id + 1) % vocab : id
+        }
         let prompt = [Int](repeating: c.imageTokenIndex, count: m.numImageTokens) + [c.text.bosTokenID]
-            + (0..<(textTokens - 2)).map { _ in 1000 + Int(next() % 5000) } + [108]
+            + (0..<(textTokens - 2)).map { _ in textID() } + [vocab > 6000 ? 108 : textID()]
 
         status("encoding the image…")
         clock.reset()
@@ -312,7 +353,21 @@ struct Bench: AsyncParsableCommand {
         // Peak RSS is taken before the bandwidth probe allocates its buffer.
         let peakRSS = peakResidentBytes()
         let bandwidthGBs = bandwidthOption ?? measureReadBandwidth(threads: fast.threads)
-        let flops = prefixFLOPs(c, promptLength: prompt.count)
+        let (visionFLOPs, decoderFLOPs) = prefixFLOPs(c, promptLength: prompt.count)
+        let flops = visionFLOPs + decoderFLOPs
+        let ceilings = measureComputeCeilings(threads: fast.threads)
+        // Which instruction each part's products run on (FastBackend's choice for this CPU).
+        let floatPeak = fast.bf16Products && fast.prefersBF16DotProducts ? (ceilings.bf16 ?? ceilings.fma) : ceilings.fma
+        let floatName = fast.bf16Products && fast.prefersBF16DotProducts ? "bf16 dot" : "float32 FMA"
+        let quantizedDecoder = m.config.quantization != nil && fast.int8Activations && ceilings.int8 != nil
+        let decoderPeak = quantizedDecoder ? ceilings.int8! : floatPeak
+        var ceiling = String(format: "%@ %.0f GFLOP/s", floatName, floatPeak)
+        if quantizedDecoder { ceiling += String(format: ", decoder int8 dot %.0f GOPS", decoderPeak) }
+        var idealSeconds = visionFLOPs / (floatPeak * 1e9) + decoderFLOPs / (decoderPeak * 1e9)
+        if let peakGFLOPs {
+            idealSeconds = flops / (peakGFLOPs * 1e9)
+            ceiling = String(format: "%.0f GFLOP/s given", peakGFLOPs)
+        }
         let stepBytes = m.decodeBytesPerToken
         let decodeRate = decodeTokens > 0 ? Double(decodeTokens) / decodeSeconds : 0
         let report = Report(
@@ -326,7 +381,9 @@ struct Bench: AsyncParsableCommand {
             peakRSSGB: Double(peakRSS) / 1e9,
             jpegDecodeSeconds: extras.jpeg?.0, jpegPreprocessSeconds: extras.jpeg?.1, tokenizerEncodeMBs: extras.tokenizer,
             prefixTFLOP: flops / 1e12, prefixGFLOPs: flops / (imageSeconds + prefillSeconds) / 1e9,
-            computeFraction: flops / (imageSeconds + prefillSeconds) / 1e9 / peakGFLOPs,
+            computeFraction: idealSeconds / (imageSeconds + prefillSeconds),
+            measuredFMAGFLOPs: ceilings.fma, measuredBF16GFLOPs: ceilings.bf16, measuredInt8GOPs: ceilings.int8,
+            ceiling: ceiling,
             decodeGBPerToken: stepBytes / 1e9, decodeGBs: stepBytes * decodeRate / 1e9, measuredReadGBs: bandwidthGBs,
             bandwidthFraction: stepBytes * decodeRate / 1e9 / bandwidthGBs)
         if json {
@@ -340,7 +397,7 @@ struct Bench: AsyncParsableCommand {
             weights               %@, loaded in %.2f s
             image encode          %.2f s (%d image tokens)
             prefill               %.2f s for %d tokens (%.0f tok/s)
-            time to first token   %.2f s   (%.3f TFLOP, %.0f GFLOP/s = %.0f%% of %.0f)
+            time to first token   %.2f s   (%.3f TFLOP, %.0f GFLOP/s = %.0f%% of the ceiling: %@)
             decode                %.2f tok/s over %d tokens (%.2f GB/token, %.1f GB/s = %.0f%% of %.0f measured)
             peak RSS              %.2f GB
             4000×3000 JPEG        %@
@@ -349,7 +406,7 @@ struct Bench: AsyncParsableCommand {
                   report.weightFormat, report.loadSeconds, report.imageEncodeSeconds, report.imageTokens,
                   report.prefillSeconds, report.promptTokens, report.prefillTokensPerSecond,
                   report.timeToFirstTokenSeconds, report.prefixTFLOP, report.prefixGFLOPs,
-                  report.computeFraction * 100, peakGFLOPs,
+                  report.computeFraction * 100, report.ceiling,
                   report.decodeTokensPerSecond, report.decodeTokens, report.decodeGBPerToken, report.decodeGBs,
                   report.bandwidthFraction * 100, bandwidthGBs, report.peakRSSGB,
                   extras.jpeg.map { String(format: "decode %.3f s + preprocess %.3f s", $0.0, $0.1) } ?? "not measured",
@@ -375,7 +432,8 @@ struct Bench: AsyncParsableCommand {
     }
 
     /// Multiply-adds ×2 of the image encoder, projector and decoder prefill (last-row logits).
-    func prefixFLOPs(_ c: PaliGemmaConfig, promptLength t: Int) -> Double {
+    /// Floating-point operations of the prefix: (vision tower + projector, decoder prefill).
+    func prefixFLOPs(_ c: PaliGemmaConfig, promptLength t: Int) -> (vision: Double, decoder: Double) {
         let v = c.vision, x = c.text
         let n = Double(v.numPatches), d = Double(v.hiddenSize), i = Double(v.intermediateSize)
         var f = 2 * n * d * Double(v.numChannels * v.patchSize * v.patchSize)
@@ -383,9 +441,9 @@ struct Bench: AsyncParsableCommand {
         f += 2 * n * d * Double(x.hiddenSize)
         let h = Double(x.hiddenSize), qd = Double(x.numAttentionHeads * x.headDim), kvd = Double(x.numKeyValueHeads * x.headDim)
         let tt = Double(t)
-        f += Double(x.numHiddenLayers) * (2 * tt * (2 * h * qd + 2 * h * kvd + 3 * h * Double(x.intermediateSize)) + 4 * tt * tt * qd)
-        f += 2 * h * Double(x.vocabSize)
-        return f
+        var g = Double(x.numHiddenLayers) * (2 * tt * (2 * h * qd + 2 * h * kvd + 3 * h * Double(x.intermediateSize)) + 4 * tt * tt * qd)
+        g += 2 * h * Double(x.vocabSize)
+        return (f, g)
     }
 
 }

@@ -116,6 +116,36 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(help.stdout.contains("Example"), help.stdout)
     }
 
+    /// `bench` on a real (tiny) checkpoint: a small vocabulary, its own prompt ids, and every
+    /// figure of the JSON report present and consistent; with q8 weights the ceiling names the
+    /// int8 products where the CPU has them.
+    func testBenchReportsConsistentFigures() throws {
+        struct Report: Decodable {
+            let configuration: String
+            let promptTokens: Int, imageTokens: Int, decodeTokens: Int
+            let imageEncodeSeconds: Double, prefillSeconds: Double, timeToFirstTokenSeconds: Double
+            let decodeTokensPerSecond: Double, peakRSSGB: Double, measuredReadGBs: Double
+            let measuredFMAGFLOPs: Double, measuredInt8GOPs: Double?, computeFraction: Double, ceiling: String
+        }
+        let q8 = tmp.appendingPathComponent("bench-q8").path
+        XCTAssertEqual(try run(["quantize", model, q8, "--format", "q8"]).status, 0)
+        for (dir, quantized) in [(model, false), (q8, true)] {
+            let r = try run(["bench", "--model", dir, "--only", "model", "--decode-tokens", "3", "--prompt-tokens", "7", "--json"])
+            XCTAssertEqual(r.status, 0, r.stderr)
+            let report = try JSONDecoder().decode(Report.self, from: Data(r.stdout.utf8))
+            XCTAssertEqual(report.promptTokens, report.imageTokens + 7)
+            XCTAssertEqual(report.decodeTokens, 3)
+            XCTAssertEqual(report.timeToFirstTokenSeconds, report.imageEncodeSeconds + report.prefillSeconds, accuracy: 1e-9)
+            XCTAssertGreaterThan(report.decodeTokensPerSecond, 0)
+            XCTAssertGreaterThan(report.peakRSSGB, 0)
+            XCTAssertGreaterThan(report.measuredReadGBs, 0)
+            XCTAssertGreaterThan(report.measuredFMAGFLOPs, 0)
+            XCTAssertGreaterThan(report.computeFraction, 0)
+            XCTAssertLessThanOrEqual(report.computeFraction, 1.5, "a ceiling far below the achieved rate means a wrong probe")
+            XCTAssertEqual(report.ceiling.contains("int8"), quantized && report.measuredInt8GOPs != nil, report.ceiling)
+        }
+    }
+
     func testQuantizedCopyRuns() throws {
         let out = tmp.appendingPathComponent("q8").path
         let q = try run(["quantize", model, out, "--format", "q8"])

@@ -122,6 +122,13 @@ void ck_gelu_tanh(const float *a, const float *b, float *out, int64_t n);
 /// x = cap · tanh(x / cap), in place.
 void ck_softcap(float *x, int64_t n, float cap);
 
+/// Compute-ceiling probes: `iterations` rounds of twelve independent float32 FMAs, int8 dot
+/// products (VNNI) or bf16 dot products on full vectors; each returns the operations performed
+/// (a multiply-add counts 2), 0 where the instruction is unavailable. Time them per thread.
+double ck_fma_probe(int64_t iterations, float *sink);
+double ck_int8_probe(int64_t iterations, float *sink);
+double ck_bf16_probe(int64_t iterations, float *sink);
+
 /// Sums n floats with wide loads: a memory-read bandwidth probe.
 float ck_read_all(const float *p, int64_t n);
 
