@@ -1416,32 +1416,39 @@ AVX512 static void quantize_rows_u8_avx512(const float *x, int64_t M, int64_t K,
 
 /* Packs columns n0 ..< n0+cols (≤ 32, the rest zero) of a quantized matrix for the VNNI tile:
  * per group g and 4-byte chunk c, 32 columns × 4 consecutive s8 weights (128 bytes), then per
- * group the 32 compensations 128·Σw (int32) and the 32 weight scales (float). */
+ * group the 32 compensations 128·Σw (int32) and the 32 weight scales (float).
+ * For each group and 4-byte chunk one masked gather collects the chunk of 16 columns (4-bit:
+ * then one mask or shift, minus 8), and vpdpbusd against ones sums each column's group for
+ * the compensation. */
 AVX512VNNI static void pack_q_panel(const void *W, const uint16_t *scales, int format, int64_t K, int64_t n0,
-                                    int64_t cols, int8_t *pw, int32_t *comp, float *ws) {
+                                           int64_t cols, int8_t *pw, int32_t *comp, float *ws) {
     const int64_t G = K / CK_GROUP;
-    for (int64_t j = 0; j < QG_NR; j++) {
+    const int64_t rowBytes = format == CK_Q8 ? K : K / 2;
+    const __m512i ones = _mm512_set1_epi8(1), nib = _mm512_set1_epi8(0x0F), eight = _mm512_set1_epi8(8);
+    const __m512i rows = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                            _mm512_set1_epi32((int32_t)rowBytes));
+    for (int64_t c0 = 0; c0 < QG_NR; c0 += 16) {
+        int64_t live = cols - c0;
+        __mmask16 m = (__mmask16)(live >= 16 ? 0xFFFF : live <= 0 ? 0 : (1u << live) - 1);
+        const char *base = (const char *)W + (n0 + (live > 0 ? c0 : 0)) * rowBytes;
         for (int64_t g = 0; g < G; g++) {
-            int8_t vals[32];
-            int32_t sum = 0;
-            if (j < cols) {
+            __m512i sum = _mm512_setzero_si512();
+            for (int c = 0; c < 8; c++) {
+                __m512i v;
                 if (format == CK_Q8) {
-                    memcpy(vals, (const int8_t *)W + (n0 + j) * K + g * 32, 32);
+                    v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, rows, base + g * 32 + c * 4, 1);
                 } else {
-                    const uint8_t *b = (const uint8_t *)W + (n0 + j) * (K / 2) + g * 16;
-                    for (int i = 0; i < 16; i++) {
-                        vals[i] = (int8_t)((b[i] & 0xF) - 8);
-                        vals[16 + i] = (int8_t)((b[i] >> 4) - 8);
-                    }
+                    v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, rows, base + g * 16 + (c & 3) * 4, 1);
+                    v = _mm512_and_si512(c < 4 ? v : _mm512_srli_epi16(v, 4), nib);
+                    v = _mm512_maskz_mov_epi32(m, _mm512_sub_epi8(v, eight));  /* missing columns stay 0 */
                 }
-                for (int i = 0; i < 32; i++) sum += vals[i];
-                ws[g * QG_NR + j] = f16_to_f32(scales[(n0 + j) * G + g]);
-            } else {
-                memset(vals, 0, 32);
-                ws[g * QG_NR + j] = 0;
+                _mm512_store_si512((void *)(pw + ((g * 8 + c) * QG_NR + c0) * 4), v);
+                sum = _mm512_dpbusd_epi32(sum, ones, v);
             }
-            comp[g * QG_NR + j] = 128 * sum;
-            for (int c = 0; c < 8; c++) memcpy(pw + ((g * 8 + c) * QG_NR + j) * 4, vals + 4 * c, 4);
+            _mm512_store_si512((void *)(comp + g * QG_NR + c0), _mm512_slli_epi32(sum, 7));
+            uint16_t half[16];
+            for (int j = 0; j < 16; j++) half[j] = j < live ? scales[(n0 + c0 + j) * G + g] : 0;
+            _mm512_store_ps(ws + g * QG_NR + c0, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)half)));
         }
     }
 }
