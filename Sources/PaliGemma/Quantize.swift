@@ -3,24 +3,36 @@ import Foundation
 import Kernels
 import SafeTensors
 
-/// Rewrites a checkpoint with its decoder matrices (and the tied embedding / output matrix)
-/// quantized to 8 or 4 bits in groups of 32 inputs with an f16 scale each.
+/// Rewrites a checkpoint with its decoder matrices (and the tied embedding / output matrix; with
+/// 8 bits also the vision tower's attention and MLP matrices) quantized to 8 or 4 bits in groups
+/// of 32 inputs with an f16 scale each.
 ///
 /// Layout (loadable by `PaliGemmaModel` directly): each quantized `X.weight` becomes
 /// `X.weight` — I8 [rows, cols] for q8, U8 [rows, cols/2] for q4 (byte j of each 16-byte group
 /// holds element j in its low nibble and element j+16 in its high one, value = nibble − 8) — plus
-/// `X.weight_scales`, F16 [rows, cols/32]; value = q × scale. Everything else (the vision tower,
-/// projector, norms) is copied unchanged. config.json gains `quantization_config`.
+/// `X.weight_scales`, F16 [rows, cols/32]; value = q × scale. Everything else (patch and position
+/// embeddings, projector, norms, biases; the vision tower with 4 bits) is copied unchanged.
+/// config.json gains `quantization_config`.
 public enum Quantizer {
     public enum Format: String, Sendable, CaseIterable { case q8, q4 }
 
-    /// Which tensors are quantized: the Gemma 2 matrices and the token embedding.
-    static func shouldQuantize(_ name: String, shape: [Int]) -> Bool {
+    /// Which tensors are quantized: the Gemma 2 matrices and the token embedding; with 8 bits
+    /// also the SigLIP attention and MLP matrices whose input width is a multiple of 32 (all but
+    /// So400m's `fc2`, 4304 inputs), so that the int8 prefill products cover the image too. 4-bit
+    /// keeps the vision tower in the source precision.
+    static func shouldQuantize(_ name: String, shape: [Int], format: Format) -> Bool {
         guard shape.count == 2, shape[1] % WeightFormat.groupSize == 0 else { return false }
-        guard name.contains("language_model") else { return false }
-        let suffixes = ["q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight",
-                        "gate_proj.weight", "up_proj.weight", "down_proj.weight", "embed_tokens.weight", "lm_head.weight"]
-        return suffixes.contains { name.hasSuffix($0) }
+        if name.contains("language_model") {
+            let suffixes = ["q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight", "gate_proj.weight",
+                            "up_proj.weight", "down_proj.weight", "embed_tokens.weight", "lm_head.weight"]
+            return suffixes.contains { name.hasSuffix($0) }
+        }
+        if format == .q8 && name.contains("vision_tower") && name.contains(".layers.") {
+            let suffixes = ["self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+                            "self_attn.out_proj.weight", "mlp.fc1.weight", "mlp.fc2.weight"]
+            return suffixes.contains { name.hasSuffix($0) }
+        }
+        return false
     }
 
     /// Quantizes `source` into the new directory `destination`. `progress` gets the fraction done.
@@ -39,7 +51,7 @@ public enum Quantizer {
         var sourceDType = "bf16"
         for name in checkpoint.names {
             let t = try checkpoint.tensor(name)
-            if shouldQuantize(name, shape: t.shape) {
+            if shouldQuantize(name, shape: t.shape, format: format) {
                 guard [.f32, .bf16, .f16].contains(t.dtype) else {
                     throw CheckpointError.unsupportedDType(name: name, file: t.file, dtype: t.dtype.rawValue)
                 }

@@ -19,7 +19,7 @@ public enum RandomCheckpoint {
         let tensors = checkpointTensorShapes(config)
         var entries: [SafeTensorsStreamWriter.Entry] = []
         for t in tensors {
-            if let quantize, Quantizer.shouldQuantize(t.name, shape: t.shape) {
+            if let quantize, Quantizer.shouldQuantize(t.name, shape: t.shape, format: quantize) {
                 let (rows, cols) = (t.shape[0], t.shape[1])
                 entries.append(.init(name: t.name, dtype: quantize == .q8 ? .i8 : .u8, shape: [rows, quantize == .q8 ? cols : cols / 2]))
                 entries.append(.init(name: t.name + "_scales", dtype: .f16, shape: [rows, cols / 32]))
@@ -33,7 +33,7 @@ public enum RandomCheckpoint {
         var values = [Float](repeating: 0, count: chunk)
         var halves = [UInt16](repeating: 0, count: chunk)
         for t in tensors {
-            if let quantize, Quantizer.shouldQuantize(t.name, shape: t.shape) {
+            if let quantize, Quantizer.shouldQuantize(t.name, shape: t.shape, format: quantize) {
                 // Random codes, and scales that give the same spread as the float weights below.
                 let (rows, cols) = (t.shape[0], t.shape[1])
                 let codeBytes = rows * (quantize == .q8 ? cols : cols / 2)
