@@ -1220,9 +1220,107 @@ AVX512 static void attention_block_avx512(const float *q, int64_t ldq, int64_t n
 }
 #endif
 
+#if CK_X86
+/* Up to four queries that share their keys and values (decode: the query heads of one GQA
+ * group, or a short block), head dimension ≤ 256. Each key and value row is loaded once for
+ * all of them: the traffic that bounds decode at long contexts. Per tile of 64 keys: scores
+ * as 16-lane products summed once, per query its valid range (lo..<hi is contiguous), softcap,
+ * online softmax, then O += P·V in registers, 64 features at a time. */
+AVX512 static void attention_few_queries_avx512(const float *q, int64_t ldq, int64_t nq, const float *k, int64_t ldk,
+                                                const float *v, int64_t ldv, int64_t d, float scale, float cap,
+                                                const int64_t *lo, const int64_t *hi, float *out, int64_t ldo,
+                                                float *scratch) {
+    enum { TILE = 64, MAXQ = 4 };
+    const int nv = (int)((d + 15) / 16);
+    __mmask16 mk[16];
+    for (int c = 0; c < 16; c++) {
+        int64_t w = d - 16 * c;
+        mk[c] = w >= 16 ? 0xFFFF : w <= 0 ? 0 : (__mmask16)((1u << w) - 1);
+    }
+    float *acc = scratch;             /* nq × d running weighted sums */
+    float *s = acc + MAXQ * 256;      /* nq × TILE scores, then weights */
+    float m[MAXQ], l[MAXQ];
+    int64_t first = INT64_MAX, last = 0;
+    for (int64_t r = 0; r < nq; r++) {
+        memset(acc + r * d, 0, (size_t)d * sizeof(float));
+        m[r] = -INFINITY;
+        l[r] = 0;
+        if (lo[r] < hi[r]) {
+            if (lo[r] < first) first = lo[r];
+            if (hi[r] > last) last = hi[r];
+        }
+    }
+    for (int64_t t0 = first; t0 < last; t0 += TILE) {
+        int64_t len = last - t0 < TILE ? last - t0 : TILE;
+        for (int64_t j = 0; j < len; j++) {
+            const float *kr = k + (t0 + j) * ldk;
+            __m512 a0[MAXQ], a1[MAXQ];
+            for (int r = 0; r < MAXQ; r++) a0[r] = a1[r] = _mm512_setzero_ps();
+            for (int c = 0; c < nv; c++) {
+                __m512 kv = _mm512_maskz_loadu_ps(mk[c], kr + 16 * c);
+                for (int r = 0; r < MAXQ; r++) {
+                    if (r >= nq) break;
+                    __m512 qv = _mm512_maskz_loadu_ps(mk[c], q + r * ldq + 16 * c);
+                    if (c & 1) a1[r] = _mm512_fmadd_ps(qv, kv, a1[r]);
+                    else a0[r] = _mm512_fmadd_ps(qv, kv, a0[r]);
+                }
+            }
+            for (int r = 0; r < nq; r++) s[r * TILE + j] = _mm512_reduce_add_ps(_mm512_add_ps(a0[r], a1[r])) * scale;
+        }
+        for (int64_t r = 0; r < nq; r++) {
+            float *sr = s + r * TILE;
+            int64_t ra = (lo[r] > t0 ? lo[r] : t0) - t0, rb = (hi[r] < t0 + len ? hi[r] : t0 + len) - t0;
+            if (ra >= rb) {
+                memset(sr, 0, TILE * sizeof(float));
+                continue;
+            }
+            if (cap > 0) softcap_avx512(sr + ra, rb - ra, cap);
+            float tmax = -INFINITY;
+            for (int64_t j = ra; j < rb; j++) tmax = sr[j] > tmax ? sr[j] : tmax;
+            if (tmax > m[r]) {
+                if (m[r] != -INFINITY) {
+                    float f = expf(m[r] - tmax);
+                    ck_scale(f, acc + r * d, d);
+                    l[r] *= f;
+                }
+                m[r] = tmax;
+            }
+            l[r] += ck_exp_shift(sr + ra, rb - ra, m[r]);
+            for (int64_t j = 0; j < ra; j++) sr[j] = 0;
+            for (int64_t j = rb; j < TILE; j++) sr[j] = 0;
+        }
+        for (int c0 = 0; c0 < nv; c0 += 4) {
+            __m512 o[MAXQ][4];
+            for (int r = 0; r < MAXQ; r++)
+                for (int c = 0; c < 4; c++)
+                    o[r][c] = r < nq && c0 + c < nv ? _mm512_maskz_loadu_ps(mk[c0 + c], acc + r * d + 16 * (c0 + c)) : _mm512_setzero_ps();
+            for (int64_t j = 0; j < len; j++) {
+                const float *vr = v + (t0 + j) * ldv + 16 * c0;
+                __m512 vv[4];
+                for (int c = 0; c < 4; c++) vv[c] = c0 + c < nv ? _mm512_maskz_loadu_ps(mk[c0 + c], vr + 16 * c) : _mm512_setzero_ps();
+                for (int r = 0; r < MAXQ; r++) {
+                    if (r >= nq) break;
+                    __m512 p = _mm512_set1_ps(s[r * TILE + j]);
+                    for (int c = 0; c < 4; c++) o[r][c] = _mm512_fmadd_ps(p, vv[c], o[r][c]);
+                }
+            }
+            for (int r = 0; r < nq; r++)
+                for (int c = 0; c < 4; c++)
+                    if (c0 + c < nv) _mm512_mask_storeu_ps(acc + r * d + 16 * (c0 + c), mk[c0 + c], o[r][c]);
+        }
+    }
+    for (int64_t r = 0; r < nq; r++) {
+        float inv = l[r] > 0 ? 1.0f / l[r] : 0.0f;
+        for (int64_t c = 0; c < d; c++) out[r * ldo + c] = acc[r * d + c] * inv;
+    }
+}
+#endif
+
 int64_t ck_attention_scratch_floats(int64_t nq, int64_t d) {
     /* running sums, maxima and denominators; transposed key tile; score tile; alignment */
-    int64_t small = nq * (d + 2) + 4 * 64 + 256;   /* one query at a time: sums, maxima, scores */
+    int64_t small = nq * (d + 2) + 4 * 64 + 256;   /* row-at-a-time kernel: sums, maxima, scores */
+    int64_t few = 4 * 256 + 4 * 64;                /* up to four queries: sums, scores */
+    if (few > small) small = few;
     int64_t lanes = 2 * d * 32 + 64 * 32 + 16;     /* queries in lanes: Qᵀ, Oᵀ, Sᵀ, alignment */
     return small > lanes ? small : lanes;
 }
@@ -1231,6 +1329,10 @@ void ck_attention_block(const float *q, int64_t ldq, int64_t nq, const float *k,
                         const float *v, int64_t ldv, int64_t d, float scale, float cap,
                         const int64_t *lo, const int64_t *hi, float *out, int64_t ldo, float *scratch) {
 #if CK_X86
+    if (ck_has_avx512() && nq <= 4 && d <= 256) {
+        attention_few_queries_avx512(q, ldq, nq, k, ldk, v, ldv, d, scale, cap, lo, hi, out, ldo, scratch);
+        return;
+    }
     /* with 16 or more queries the lanes-over-queries kernel fills its vectors */
     if (ck_has_avx512() && nq >= 16 && nq <= 32) {
         attention_block_avx512(q, ldq, nq, k, ldk, v, ldv, d, scale, cap, lo, hi, out, ldo, scratch);

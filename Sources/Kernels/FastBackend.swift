@@ -383,6 +383,28 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
         let rows = queries.rows, block = 32
         let blocks = (rows + block - 1) / block
         let buffers = scratchBuffers(Int(ck_attention_scratch_floats(Int64(block), Int64(d))))
+        if rows == 1 && group <= 4 {
+            // Decode: the query heads of one GQA group read each cached key and value row once,
+            // as one block of `group` queries (adjacent in the row, so the row stride is d).
+            let range = mask.keyRange(query: shape.queryStart, keyCount: shape.keyCount)
+            parallel(shape.kvHeads) { h0, h1, w in
+                withUnsafeTemporaryAllocation(of: Int64.self, capacity: 8) { bounds in
+                    let lo = bounds.baseAddress!, hi = lo + 4
+                    for i in 0..<group {
+                        lo[i] = Int64(range.lowerBound)
+                        hi[i] = Int64(range.upperBound)
+                    }
+                    for kvh in h0..<h1 {
+                        ck_attention_block(queries.rowPointer(0) + kvh * group * d, Int64(d), Int64(group),
+                                           keys.storage + kvh * d, Int64(keys.columns),
+                                           values.storage + kvh * d, Int64(values.columns), Int64(d),
+                                           shape.scale, shape.softcap ?? 0, lo, hi,
+                                           out.rowPointer(0) + kvh * group * d, Int64(d), buffers[w])
+                    }
+                }
+            }
+            return
+        }
         // Work items: (head, block of query rows); each streams its key/value tiles once.
         parallel(shape.heads * blocks) { i0, i1, w in
             withUnsafeTemporaryAllocation(of: Int64.self, capacity: 2 * block) { bounds in

@@ -148,6 +148,18 @@ final class FastVersusReferenceTests: XCTestCase {
                 for i in 0..<(keys * 4 * d) { XCTAssertEqual(a.storage[i], b.storage[i], accuracy: 8 * gamma(keys + d), "d\(d) \(mask)") }
             }
         }
+        // Decode: one query row per head (the single-query kernel), long caches, head sizes up to 256.
+        for (d, keys) in [(256, 150), (72, 300), (20, 70)] {
+            let k = randomMatrix(keys, 2 * d, scale: 3), v = randomMatrix(keys, 2 * d)
+            let q = randomMatrix(1, 4 * d, scale: 3 / Float(d).squareRoot())
+            let shape = AttentionShape(heads: 4, kvHeads: 2, headDim: d, scale: 0.5, softcap: 50, queryStart: keys - 1, keyCount: keys)
+            for mask in [AttentionMask.prefixLM(prefixLength: 10, window: nil), .prefixLM(prefixLength: 10, window: 33)] {
+                let a = Matrix(rows: 1, columns: 4 * d), b = Matrix(rows: 1, columns: 4 * d)
+                fast.attention(queries: q, keys: k, values: v, shape: shape, mask: mask, into: a)
+                reference.attention(queries: q, keys: k, values: v, shape: shape, mask: mask, into: b)
+                for i in 0..<(4 * d) { XCTAssertEqual(a.storage[i], b.storage[i], accuracy: 8 * gamma(keys + d), "decode d\(d) \(mask)") }
+            }
+        }
     }
 
     func testVectorGeluAndSoftcapAcrossTheRange() {
