@@ -139,6 +139,27 @@ public final class PaliGemmaPipeline: @unchecked Sendable {
     /// Runs one prompt on an encoded image. `onText` receives text as it is produced.
     public func generate(prompt: String, image: EncodedImage, options: GenerationOptions = GenerationOptions(),
                          onText: ((String) -> Void)? = nil) throws -> Generation {
+        try run(prompt: prompt, image: image, options: options, onToken: onText.map { onText in
+            { _, text in
+                if !text.isEmpty { onText(text) }
+                return true
+            }
+        })
+    }
+
+    /// Runs one prompt on an encoded image, calling `onToken` with each generated token's id and
+    /// the text it completed (empty while a UTF-8 sequence is open), then once with id nil if
+    /// the end of generation completes more text. Return false to stop (finish reason
+    /// `cancelled`).
+    public func generate(prompt: String, image: EncodedImage, options: GenerationOptions = GenerationOptions(),
+                         onToken: (_ id: Int?, _ text: String) -> Bool) throws -> Generation {
+        try withoutActuallyEscaping(onToken) { try run(prompt: prompt, image: image, options: options, onToken: $0) }
+    }
+
+    /// The one generation loop behind `generate` and `stream`: prefill and decode timed apart,
+    /// text decoded as it comes only when someone listens.
+    private func run(prompt: String, image: EncodedImage, options: GenerationOptions,
+                     onToken: ((_ id: Int?, _ text: String) -> Bool)?) throws -> Generation {
         try options.validate()
         let p = promptTokens(prompt)
         let ids = p.ids.map(Int.init), types = p.tokenTypes.map(Int.init)
@@ -155,20 +176,17 @@ public final class PaliGemmaPipeline: @unchecked Sendable {
                 clock = now
                 first = false
             }
-            if let onText {
-                let piece = decoder.append(Int32(token))
-                if !piece.isEmpty { onText(piece) }
-            }
-            return true
+            guard let onToken else { return true }
+            return onToken(token, decoder.append(Int32(token)))
         }
         if first {
             // Stopped on the very first token: all of it was prefill.
             prefillSeconds = Double(DispatchTime.now().uptimeNanoseconds - clock) / 1e9
             clock = DispatchTime.now().uptimeNanoseconds
         }
-        if let onText {
+        if let onToken {
             let rest = decoder.finish()
-            if !rest.isEmpty { onText(rest) }
+            if !rest.isEmpty { _ = onToken(nil, rest) }
         }
         let decodeSeconds = Double(DispatchTime.now().uptimeNanoseconds - clock) / 1e9
         return Generation(
@@ -184,24 +202,14 @@ public final class PaliGemmaPipeline: @unchecked Sendable {
         AsyncThrowingStream { continuation in
             let task = Task.detached { [self] in
                 do {
-                    var decoder = tokenizer.streamingDecoder()
-                    let p = promptTokens(prompt)
-                    let session = model.makeSession(maxTokens: p.ids.count + options.maxNewTokens)
-                    let start = DispatchTime.now().uptimeNanoseconds
-                    let result = try session.generate(prompt: p.ids.map(Int.init), tokenTypes: p.tokenTypes.map(Int.init),
-                                                      image: image.embedding, options: options,
-                                                      stopTokens: Set(model.config.text.eosTokenIDs)) { token in
-                        continuation.yield(.token(id: token, text: decoder.append(Int32(token))))
+                    var last: Int?
+                    let generation = try generate(prompt: prompt, image: image, options: options) { id, text in
+                        // The closing piece (id nil) is reported with the last token's id.
+                        if let id { last = id }
+                        continuation.yield(.token(id: id ?? last ?? 0, text: text))
                         return !Task.isCancelled
                     }
-                    let tail = decoder.finish()
-                    if !tail.isEmpty, let last = result.tokens.last { continuation.yield(.token(id: last, text: tail)) }
-                    let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-                    continuation.yield(.finished(Generation(
-                        prompt: prompt, text: tokenizer.decode(result.tokens.map(Int32.init)),
-                        tokenIDs: result.tokens, tokenLogProbs: result.logProbs, finishReason: result.finishReason,
-                        timings: .init(imageSeconds: image.seconds, prefillSeconds: 0, decodeSeconds: seconds,
-                                       promptTokens: p.ids.count, generatedTokens: result.tokens.count))))
+                    continuation.yield(.finished(generation))
                     continuation.finish()
                 } catch {
                     continuation.finish(throwing: error)

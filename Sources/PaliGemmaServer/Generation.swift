@@ -64,47 +64,20 @@ struct TokenEvent: Encodable {
 func monotonicSeconds() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
 
 /// Encodes the image and generates, calling `onToken` per token. Blocking: call it on the
-/// inference queue while holding the gate. Mirrors `PaliGemmaPipeline.generate`, but reports each
-/// token's id with its text and stops when `cancel` is set.
+/// inference queue while holding the gate. Stops when `cancel` is set.
 func runGeneration(pipeline: PaliGemmaPipeline, image: RGBImage, prompt: String, options: GenerationOptions,
                    cancel: CancellationFlag?, onToken: ((TokenEvent) -> Void)?) throws -> GenerateResponse {
-    try options.validate()
     let encoded = try pipeline.encode(image: image)
-    let p = pipeline.promptTokens(prompt)
-    let ids = p.ids.map(Int.init), types = p.tokenTypes.map(Int.init)
-    let session = pipeline.model.makeSession(maxTokens: ids.count + options.maxNewTokens)
-    var decoder = pipeline.tokenizer.streamingDecoder()
-    var clock = monotonicSeconds()
-    var prefillSeconds = 0.0
-    var first = true
-    let result = try session.generate(prompt: ids, tokenTypes: types, image: encoded.embedding, options: options,
-                                      stopTokens: Set(pipeline.model.config.text.eosTokenIDs)) { token in
-        if first {
-            let now = monotonicSeconds()
-            prefillSeconds = now - clock
-            clock = now
-            first = false
-        }
-        let piece = decoder.append(Int32(token))
-        onToken?(TokenEvent(id: token, text: piece))
+    let g = try pipeline.generate(prompt: prompt, image: encoded, options: options) { id, text in
+        onToken?(TokenEvent(id: id, text: text))
         return !(cancel?.isCancelled ?? false)
     }
-    if first {
-        // Stopped on the very first token: all of it was prefill.
-        let now = monotonicSeconds()
-        prefillSeconds = now - clock
-        clock = now
-    }
-    let tail = decoder.finish()
-    if !tail.isEmpty { onToken?(TokenEvent(id: nil, text: tail)) }
-    let decodeSeconds = monotonicSeconds() - clock
-    let n = result.tokens.count
+    let t = g.timings
     return GenerateResponse(
-        prompt: prompt, text: pipeline.tokenizer.decode(result.tokens.map(Int32.init), skipSpecialTokens: true),
-        tokenIDs: result.tokens, tokenLogProbs: result.logProbs, finishReason: result.finishReason.rawValue,
-        timings: .init(imageSeconds: encoded.seconds, prefillSeconds: prefillSeconds, decodeSeconds: decodeSeconds,
-                       promptTokens: ids.count, generatedTokens: n,
-                       decodeTokensPerSecond: n > 1 ? Double(n - 1) / max(decodeSeconds, 1e-9) : 0,
-                       queueSeconds: 0, totalSeconds: 0),
+        prompt: prompt, text: g.text, tokenIDs: g.tokenIDs, tokenLogProbs: g.tokenLogProbs,
+        finishReason: g.finishReason.rawValue,
+        timings: .init(imageSeconds: t.imageSeconds, prefillSeconds: t.prefillSeconds, decodeSeconds: t.decodeSeconds,
+                       promptTokens: t.promptTokens, generatedTokens: t.generatedTokens,
+                       decodeTokensPerSecond: t.decodeTokensPerSecond, queueSeconds: 0, totalSeconds: 0),
         width: image.width, height: image.height, objects: nil, masks: nil)
 }
