@@ -1093,6 +1093,51 @@ AVX512 static void axpy4_avx512(const float p[4], const float *x, float *y0, flo
 }
 #endif
 
+/* The online softmax shared by the attention kernels that keep one row of sums per query. */
+
+/* Zero sums, −∞ maxima, zero denominators for nq rows; the keys any row sees are
+ * *first ..< *last (empty when first ≥ last). */
+static void softmax_start(int64_t nq, int64_t d, const int64_t *lo, const int64_t *hi, float *acc, float *m,
+                          float *l, int64_t *first, int64_t *last) {
+    *first = INT64_MAX;
+    *last = 0;
+    for (int64_t i = 0; i < nq; i++) {
+        memset(acc + i * d, 0, (size_t)d * sizeof(float));
+        m[i] = -INFINITY;
+        l[i] = 0;
+        if (lo[i] < hi[i]) {
+            if (lo[i] < *first) *first = lo[i];
+            if (hi[i] > *last) *last = hi[i];
+        }
+    }
+}
+
+/* Folds one tile into a row: the n scores s of the keys it sees are softcapped (cap > 0), the
+ * running maximum *m raised (rescaling what acc and *l hold), s replaced by exp(s − *m), and *l
+ * grows by their sum. */
+static void softmax_tile(float *s, int64_t n, float cap, float *m, float *l, float *acc, int64_t d) {
+    if (cap > 0) ck_softcap(s, n, cap);
+    float tile_max = -INFINITY;
+    for (int64_t j = 0; j < n; j++) if (s[j] > tile_max) tile_max = s[j];
+    if (tile_max > *m) {
+        if (*m != -INFINITY) {
+            float f = expf(*m - tile_max);
+            ck_scale(f, acc, d);
+            *l *= f;
+        }
+        *m = tile_max;
+    }
+    *l += ck_exp_shift(s, n, *m);
+}
+
+/* out row i = acc row i / l[i] (0 for a row that saw no key). */
+static void softmax_finish(int64_t nq, int64_t d, const float *acc, const float *l, float *out, int64_t ldo) {
+    for (int64_t i = 0; i < nq; i++) {
+        float inv = l[i] > 0 ? 1.0f / l[i] : 0.0f;
+        for (int64_t c = 0; c < d; c++) out[i * ldo + c] = acc[i * d + c] * inv;
+    }
+}
+
 #if CK_X86
 /* A block of up to 32 queries as small matrix products with the queries in the lanes (two
  * 16-lane vectors), so nothing is transposed per key tile and the softmax needs no horizontal
@@ -1240,16 +1285,8 @@ AVX512 static void attention_few_queries_avx512(const float *q, int64_t ldq, int
     float *acc = scratch;             /* nq × d running weighted sums */
     float *s = acc + MAXQ * 256;      /* nq × TILE scores, then weights */
     float m[MAXQ], l[MAXQ];
-    int64_t first = INT64_MAX, last = 0;
-    for (int64_t r = 0; r < nq; r++) {
-        memset(acc + r * d, 0, (size_t)d * sizeof(float));
-        m[r] = -INFINITY;
-        l[r] = 0;
-        if (lo[r] < hi[r]) {
-            if (lo[r] < first) first = lo[r];
-            if (hi[r] > last) last = hi[r];
-        }
-    }
+    int64_t first, last;
+    softmax_start(nq, d, lo, hi, acc, m, l, &first, &last);
     for (int64_t t0 = first; t0 < last; t0 += TILE) {
         int64_t len = last - t0 < TILE ? last - t0 : TILE;
         for (int64_t j = 0; j < len; j++) {
@@ -1274,18 +1311,7 @@ AVX512 static void attention_few_queries_avx512(const float *q, int64_t ldq, int
                 memset(sr, 0, TILE * sizeof(float));
                 continue;
             }
-            if (cap > 0) softcap_avx512(sr + ra, rb - ra, cap);
-            float tmax = -INFINITY;
-            for (int64_t j = ra; j < rb; j++) tmax = sr[j] > tmax ? sr[j] : tmax;
-            if (tmax > m[r]) {
-                if (m[r] != -INFINITY) {
-                    float f = expf(m[r] - tmax);
-                    ck_scale(f, acc + r * d, d);
-                    l[r] *= f;
-                }
-                m[r] = tmax;
-            }
-            l[r] += ck_exp_shift(sr + ra, rb - ra, m[r]);
+            softmax_tile(sr + ra, rb - ra, cap, &m[r], &l[r], acc + r * d, d);
             for (int64_t j = 0; j < ra; j++) sr[j] = 0;
             for (int64_t j = rb; j < TILE; j++) sr[j] = 0;
         }
@@ -1309,10 +1335,7 @@ AVX512 static void attention_few_queries_avx512(const float *q, int64_t ldq, int
                     if (c0 + c < nv) _mm512_mask_storeu_ps(acc + r * d + 16 * (c0 + c), mk[c0 + c], o[r][c]);
         }
     }
-    for (int64_t r = 0; r < nq; r++) {
-        float inv = l[r] > 0 ? 1.0f / l[r] : 0.0f;
-        for (int64_t c = 0; c < d; c++) out[r * ldo + c] = acc[r * d + c] * inv;
-    }
+    softmax_finish(nq, d, acc, l, out, ldo);
 }
 #endif
 
@@ -1344,16 +1367,8 @@ void ck_attention_block(const float *q, int64_t ldq, int64_t nq, const float *k,
     float *mx = acc + nq * d;             /* nq running maxima */
     float *sum = mx + nq;                 /* nq running denominators */
     float *s = sum + nq;                  /* 4 × TILE scores of the current rows */
-    int64_t first = INT64_MAX, last = 0;
-    for (int64_t i = 0; i < nq; i++) {
-        memset(acc + i * d, 0, (size_t)d * sizeof(float));
-        mx[i] = -INFINITY;
-        sum[i] = 0;
-        if (lo[i] < hi[i]) {
-            if (lo[i] < first) first = lo[i];
-            if (hi[i] > last) last = hi[i];
-        }
-    }
+    int64_t first, last;
+    softmax_start(nq, d, lo, hi, acc, mx, sum, &first, &last);
     const int wide = ck_has_avx512();
     for (int64_t t0 = first; t0 < last; t0 += TILE) {
         int64_t t1 = t0 + TILE < last ? t0 + TILE : last;
@@ -1387,19 +1402,7 @@ void ck_attention_block(const float *q, int64_t ldq, int64_t nq, const float *k,
                 int64_t i = i0 + r;
                 float *sr = s + r * TILE + (ra[r] - t0);
                 int64_t len = rb[r] - ra[r];
-                if (cap > 0) ck_softcap(sr, len, cap);
-                float tile_max = -INFINITY;
-                for (int64_t j = 0; j < len; j++) if (sr[j] > tile_max) tile_max = sr[j];
-                if (tile_max > mx[i]) {
-                    /* rescale what was accumulated under the old maximum */
-                    if (mx[i] != -INFINITY) {
-                        float f = expf(mx[i] - tile_max);
-                        ck_scale(f, acc + i * d, d);
-                        sum[i] *= f;
-                    }
-                    mx[i] = tile_max;
-                }
-                sum[i] += ck_exp_shift(sr, len, mx[i]);
+                softmax_tile(sr, len, cap, &mx[i], &sum[i], acc + i * d, d);
             }
             for (int64_t j = a; j < b; j++) {
                 float p[4];
@@ -1414,11 +1417,7 @@ void ck_attention_block(const float *q, int64_t ldq, int64_t nq, const float *k,
             }
         }
     }
-    for (int64_t i = 0; i < nq; i++) {
-        float *o = out + i * ldo;
-        float inv = sum[i] > 0 ? 1.0f / sum[i] : 0.0f;
-        for (int64_t c = 0; c < d; c++) o[c] = acc[i * d + c] * inv;
-    }
+    softmax_finish(nq, d, acc, sum, out, ldo);
 }
 
 void ck_linear(const float *x, int64_t M, int64_t K, int64_t ldx, const void *W, int format,
