@@ -1517,7 +1517,8 @@ AVX512 static void quantize_rows_u8_avx512(const float *x, int64_t M, int64_t K,
 
 /* Packs columns n0 ..< n0+cols (≤ 32, the rest zero) of a quantized matrix for the VNNI tile:
  * per group g and 4-byte chunk c, 32 columns × 4 consecutive s8 weights (128 bytes), then per
- * group the 32 compensations 128·Σw (int32) and the 32 weight scales (float).
+ * group the 32 negated compensations −128·Σw (int32; the tile's integer sums start from them)
+ * and the 32 weight scales (float).
  * For each group and 4-byte chunk one masked gather collects the chunk of 16 columns (4-bit:
  * then one mask or shift, minus 8), and vpdpbusd against ones sums each column's group for
  * the compensation. */
@@ -1546,7 +1547,7 @@ AVX512VNNI static void pack_q_panel(const void *W, const uint16_t *scales, int f
                 _mm512_store_si512((void *)(pw + ((g * 8 + c) * QG_NR + c0) * 4), v);
                 sum = _mm512_dpbusd_epi32(sum, ones, v);
             }
-            _mm512_store_si512((void *)(comp + g * QG_NR + c0), _mm512_slli_epi32(sum, 7));
+            _mm512_store_si512((void *)(comp + g * QG_NR + c0), _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sum, 7)));
             uint16_t half[16];
             for (int j = 0; j < 16; j++) half[j] = j < live ? scales[(n0 + c0 + j) * G + g] : 0;
             _mm512_store_ps(ws + g * QG_NR + c0, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)half)));
@@ -1555,7 +1556,8 @@ AVX512VNNI static void pack_q_panel(const void *W, const uint16_t *scales, int f
 }
 
 /* One register tile: mr (≤ 6) rows × 32 columns over all of K. Integer sums per group in int32
- * lanes, then (sum − compensation) · w_scale · x_scale accumulated in float32. */
+ * lanes, started at −compensation (a load, where a zeroing move plus a subtraction would cost two
+ * vector-port operations per group), then · w_scale · x_scale accumulated in float32. */
 AVX512VNNI static inline __attribute__((always_inline)) void q_tile(
     const uint8_t *xq, const float *xs, int64_t K, const int8_t *pw, const int32_t *comp, const float *ws,
     const float *bias, float *y, int64_t ldy, int64_t cols, const int mr) {
@@ -1564,7 +1566,10 @@ AVX512VNNI static inline __attribute__((always_inline)) void q_tile(
     for (int r = 0; r < mr; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
     for (int64_t g = 0; g < G; g++) {
         __m512i dot[QG_MR][2];
-        for (int r = 0; r < mr; r++) dot[r][0] = dot[r][1] = _mm512_setzero_si512();
+        for (int r = 0; r < mr; r++) {
+            dot[r][0] = _mm512_load_si512((const void *)(comp + g * QG_NR));
+            dot[r][1] = _mm512_load_si512((const void *)(comp + g * QG_NR + 16));
+        }
         const int8_t *p = pw + g * 8 * QG_NR * 4;
         for (int c = 0; c < 8; c++) {
             __m512i w0 = _mm512_load_si512((const void *)(p + c * 128));
@@ -1577,13 +1582,11 @@ AVX512VNNI static inline __attribute__((always_inline)) void q_tile(
                 dot[r][1] = _mm512_dpbusd_epi32(dot[r][1], b, w1);
             }
         }
-        __m512i c0 = _mm512_load_si512((const void *)(comp + g * QG_NR));
-        __m512i c1 = _mm512_load_si512((const void *)(comp + g * QG_NR + 16));
         __m512 s0 = _mm512_load_ps(ws + g * QG_NR), s1 = _mm512_load_ps(ws + g * QG_NR + 16);
         for (int r = 0; r < mr; r++) {
             __m512 sx = _mm512_set1_ps(xs[r * G + g]);
-            acc[r][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(dot[r][0], c0)), _mm512_mul_ps(s0, sx), acc[r][0]);
-            acc[r][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(dot[r][1], c1)), _mm512_mul_ps(s1, sx), acc[r][1]);
+            acc[r][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[r][0]), _mm512_mul_ps(s0, sx), acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[r][1]), _mm512_mul_ps(s1, sx), acc[r][1]);
         }
     }
     __mmask16 m0 = (__mmask16)(cols >= 16 ? 0xFFFF : (1u << cols) - 1);
@@ -1603,13 +1606,23 @@ AVX512VNNI static void gemm_q_int8_vnni(const uint8_t *xq, const float *xs, int6
     int8_t *pw = (int8_t *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
     int32_t *comp = (int32_t *)(pw + K * QG_NR);
     float *ws = (float *)(comp + G * QG_NR);
+    const int64_t rowBytes = format == CK_Q8 ? K : K / 2;
     for (int64_t n = n0; n < n1; n += QG_NR) {
         int64_t cols = n1 - n < QG_NR ? n1 - n : QG_NR;
         pack_q_panel(W, scales, format, K, n, cols, pw, comp, ws);
         const float *b = bias ? bias + n : NULL;
+        /* The next panel's 32 weight rows are one contiguous block; fetching it into L2 a slice
+         * per tile hides the latency of the packing gathers, which touch 16 rows at once. */
+        const char *next = (const char *)W + (n + QG_NR) * rowBytes;
+        const int64_t lines = n + QG_NR < n1 ? (QG_NR * rowBytes) / 64 : 0;
+        const int64_t perTile = (lines + M / QG_MR) / (M / QG_MR + 1);
+        int64_t fetched = 0;
         int64_t m = 0;
-        for (; m + QG_MR <= M; m += QG_MR)
+        for (; m + QG_MR <= M; m += QG_MR) {
+            for (int64_t j = 0; j < perTile && fetched < lines; j++, fetched++)
+                _mm_prefetch(next + fetched * 64, _MM_HINT_T1);
             q_tile(xq + m * K, xs + m * G, K, pw, comp, ws, b, y + m * ldy + n, ldy, cols, QG_MR);
+        }
         switch (M - m) {
         case 5: q_tile(xq + m * K, xs + m * G, K, pw, comp, ws, b, y + m * ldy + n, ldy, cols, 5); break;
         case 4: q_tile(xq + m * K, xs + m * G, K, pw, comp, ws, b, y + m * ldy + n, ldy, cols, 4); break;
