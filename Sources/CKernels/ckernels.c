@@ -57,6 +57,12 @@ static inline float f16_to_f32(uint16_t h) {
 
 /* ---------------- portable paths ---------------- */
 
+/* Values in group g of a row of K: 32, or K mod 32 for a short last group (q8 only). */
+static inline int group_length(int64_t K, int64_t g) {
+    int64_t left = K - g * CK_GROUP;
+    return left < CK_GROUP ? (int)left : CK_GROUP;
+}
+
 static void convert_row_portable(const void *W, int format, int64_t K, int64_t row, float *out) {
     switch (format) {
     case CK_F32:
@@ -805,13 +811,13 @@ uint16_t ck_f32_to_f16(float f) {
 float ck_f16_to_f32(uint16_t h) { return f16_to_f32(h); }
 
 void ck_convert_row_q(const void *W, const uint16_t *scales, int format, int64_t K, int64_t row, float *out) {
-    const int64_t G = K / CK_GROUP;
+    const int64_t G = ck_groups(K);
     const uint16_t *sc = scales + row * G;
     for (int64_t g = 0; g < G; g++) {
         float s = f16_to_f32(sc[g]);
         if (format == CK_Q8) {
             const int8_t *q = (const int8_t *)W + row * K + g * 32;
-            for (int i = 0; i < 32; i++) out[g * 32 + i] = (float)q[i] * s;
+            for (int i = 0; i < group_length(K, g); i++) out[g * 32 + i] = (float)q[i] * s;
         } else {
             const uint8_t *q = (const uint8_t *)W + row * (K / 2) + g * 16;
             for (int i = 0; i < 16; i++) {
@@ -947,14 +953,15 @@ void ck_gemv_q(const float *x, int64_t K, const void *W, const uint16_t *scales,
 void ck_rows_to_bf16(const void *W, const uint16_t *scales, int format, int64_t K, int64_t n0, int64_t count,
                      uint16_t *out) {
     float tmp[CK_GROUP];
-    const int64_t G = K / CK_GROUP;
+    const int64_t G = ck_groups(K);
     for (int64_t r = 0; r < count; r++) {
         int64_t n = n0 + r;
         for (int64_t g = 0; g < G; g++) {
             float s = f16_to_f32(scales[n * G + g]);
+            const int len = group_length(K, g);
             if (format == CK_Q8) {
                 const int8_t *q = (const int8_t *)W + n * K + g * 32;
-                for (int i = 0; i < 32; i++) tmp[i] = (float)q[i] * s;
+                for (int i = 0; i < len; i++) tmp[i] = (float)q[i] * s;
             } else {
                 const uint8_t *q = (const uint8_t *)W + n * (K / 2) + g * 16;
                 for (int i = 0; i < 16; i++) {
@@ -962,7 +969,7 @@ void ck_rows_to_bf16(const void *W, const uint16_t *scales, int format, int64_t 
                     tmp[16 + i] = (float)((int)(q[i] >> 4) - 8) * s;
                 }
             }
-            for (int i = 0; i < 32; i++) {
+            for (int i = 0; i < len; i++) {
                 uint32_t u;
                 memcpy(&u, &tmp[i], 4);
                 u += 0x7FFF + ((u >> 16) & 1);
@@ -973,11 +980,12 @@ void ck_rows_to_bf16(const void *W, const uint16_t *scales, int format, int64_t 
 }
 
 void ck_quantize_row(const float *w, int64_t K, int format, void *out, uint16_t *scales) {
-    const int64_t G = K / CK_GROUP;
+    const int64_t G = ck_groups(K);
     for (int64_t g = 0; g < G; g++) {
         const float *v = w + g * 32;
+        const int len = group_length(K, g);
         float amax = 0;
-        for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(v[i]));
+        for (int i = 0; i < len; i++) amax = fmaxf(amax, fabsf(v[i]));
         /* symmetric: q8 in [-127, 127], q4 in [-8, 7] with the scale set by the largest magnitude */
         float limit = format == CK_Q8 ? 127.0f : 7.0f;
         uint16_t sh = ck_f32_to_f16(amax / limit);
@@ -986,7 +994,7 @@ void ck_quantize_row(const float *w, int64_t K, int format, void *out, uint16_t 
         float inv = s > 0 ? 1.0f / s : 0.0f;
         if (format == CK_Q8) {
             int8_t *q = (int8_t *)out + g * 32;
-            for (int i = 0; i < 32; i++) {
+            for (int i = 0; i < len; i++) {
                 float r = nearbyintf(v[i] * inv);
                 q[i] = (int8_t)(r > 127 ? 127 : (r < -127 ? -127 : r));
             }
@@ -1447,18 +1455,19 @@ void ck_linear(const float *x, int64_t M, int64_t K, int64_t ldx, const void *W,
  * [-127, 127], stored as u = q + 128 so that vpdpbusd (u8 × s8) can take them; the extra
  * 128·Σw per weight group is subtracted afterwards (the "compensation"). */
 static void quantize_rows_u8_portable(const float *x, int64_t M, int64_t K, int64_t ldx, uint8_t *xq, float *xs) {
-    const int64_t G = K / CK_GROUP;
+    const int64_t G = ck_groups(K), Kp = G * CK_GROUP;
     for (int64_t m = 0; m < M; m++) {
         for (int64_t g = 0; g < G; g++) {
             const float *v = x + m * ldx + g * 32;
+            const int len = group_length(K, g);
             float amax = 0;
-            for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(v[i]));
+            for (int i = 0; i < len; i++) amax = fmaxf(amax, fabsf(v[i]));
             float inv = amax > 0 ? 127.0f / amax : 0.0f;
             xs[m * G + g] = amax / 127.0f;
             for (int i = 0; i < 32; i++) {
-                float r = nearbyintf(v[i] * inv);
+                float r = i < len ? nearbyintf(v[i] * inv) : 0.0f;  /* past K: x = 0 */
                 int q = (int)(r > 127 ? 127 : (r < -127 ? -127 : r));
-                xq[m * K + g * 32 + i] = (uint8_t)(q + 128);
+                xq[m * Kp + g * 32 + i] = (uint8_t)(q + 128);
             }
         }
     }
@@ -1466,7 +1475,7 @@ static void quantize_rows_u8_portable(const float *x, int64_t M, int64_t K, int6
 
 /* Weight value i of group g in row n, as a signed integer. */
 static inline int q_weight(const void *W, int format, int64_t K, int64_t n, int64_t g, int i) {
-    if (format == CK_Q8) return ((const int8_t *)W)[n * K + g * 32 + i];
+    if (format == CK_Q8) return g * 32 + i < K ? ((const int8_t *)W)[n * K + g * 32 + i] : 0;
     uint8_t b = ((const uint8_t *)W)[n * (K / 2) + g * 16 + (i & 15)];
     return (int)(i < 16 ? (b & 0xF) : (b >> 4)) - 8;
 }
@@ -1474,7 +1483,7 @@ static inline int q_weight(const void *W, int format, int64_t K, int64_t n, int6
 static void gemm_q_int8_portable(const uint8_t *xq, const float *xs, int64_t M, int64_t K, const void *W,
                                  const uint16_t *scales, int format, const float *bias, float *y, int64_t ldy,
                                  int64_t n0, int64_t n1) {
-    const int64_t G = K / CK_GROUP;
+    const int64_t G = ck_groups(K), Kp = G * CK_GROUP;
     for (int64_t m = 0; m < M; m++) {
         for (int64_t n = n0; n < n1; n++) {
             float r = 0;
@@ -1482,7 +1491,7 @@ static void gemm_q_int8_portable(const uint8_t *xq, const float *xs, int64_t M, 
                 int32_t dot = 0, wsum = 0;
                 for (int i = 0; i < 32; i++) {
                     int w = q_weight(W, format, K, n, g, i);
-                    dot += (int32_t)xq[m * K + g * 32 + i] * w;
+                    dot += (int32_t)xq[m * Kp + g * 32 + i] * w;
                     wsum += w;
                 }
                 r += (float)(dot - 128 * wsum) * (f16_to_f32(scales[n * G + g]) * xs[m * G + g]);
@@ -1494,11 +1503,15 @@ static void gemm_q_int8_portable(const uint8_t *xq, const float *xs, int64_t M, 
 
 #if CK_X86
 AVX512 static void quantize_rows_u8_avx512(const float *x, int64_t M, int64_t K, int64_t ldx, uint8_t *xq, float *xs) {
-    const int64_t G = K / CK_GROUP;
+    const int64_t G = ck_groups(K), Kp = G * CK_GROUP;
     for (int64_t m = 0; m < M; m++) {
         for (int64_t g = 0; g < G; g++) {
             const float *v = x + m * ldx + g * 32;
-            __m512 a = _mm512_loadu_ps(v), b = _mm512_loadu_ps(v + 16);
+            /* a short last group reads only its own values; the rest count as 0 */
+            const int len = group_length(K, g);
+            const __mmask16 ma = (__mmask16)(len >= 16 ? 0xFFFF : (1u << len) - 1);
+            const __mmask16 mb = (__mmask16)(len >= 32 ? 0xFFFF : len <= 16 ? 0 : (1u << (len - 16)) - 1);
+            __m512 a = _mm512_maskz_loadu_ps(ma, v), b = _mm512_maskz_loadu_ps(mb, v + 16);
             float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b)));
             float inv = amax > 0 ? 127.0f / amax : 0.0f;
             xs[m * G + g] = amax / 127.0f;
@@ -1506,8 +1519,8 @@ AVX512 static void quantize_rows_u8_avx512(const float *x, int64_t M, int64_t K,
             /* round to nearest even as nearbyintf does; |x·inv| ≤ 127 by construction */
             __m512i qa = _mm512_cvtps_epi32(_mm512_mul_ps(a, iv)), qb = _mm512_cvtps_epi32(_mm512_mul_ps(b, iv));
             const __m512i off = _mm512_set1_epi32(128);
-            _mm_storeu_si128((__m128i *)(xq + m * K + g * 32), _mm512_cvtepi32_epi8(_mm512_add_epi32(qa, off)));
-            _mm_storeu_si128((__m128i *)(xq + m * K + g * 32 + 16), _mm512_cvtepi32_epi8(_mm512_add_epi32(qb, off)));
+            _mm_storeu_si128((__m128i *)(xq + m * Kp + g * 32), _mm512_cvtepi32_epi8(_mm512_add_epi32(qa, off)));
+            _mm_storeu_si128((__m128i *)(xq + m * Kp + g * 32 + 16), _mm512_cvtepi32_epi8(_mm512_add_epi32(qb, off)));
         }
     }
 }
@@ -1524,7 +1537,7 @@ AVX512 static void quantize_rows_u8_avx512(const float *x, int64_t M, int64_t K,
  * the compensation. */
 AVX512VNNI static void pack_q_panel(const void *W, const uint16_t *scales, int format, int64_t K, int64_t n0,
                                            int64_t cols, int8_t *pw, int32_t *comp, float *ws) {
-    const int64_t G = K / CK_GROUP;
+    const int64_t G = ck_groups(K);
     const int64_t rowBytes = format == CK_Q8 ? K : K / 2;
     const __m512i ones = _mm512_set1_epi8(1), nib = _mm512_set1_epi8(0x0F), eight = _mm512_set1_epi8(8);
     const __m512i rows = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
@@ -1538,7 +1551,9 @@ AVX512VNNI static void pack_q_panel(const void *W, const uint16_t *scales, int f
             for (int c = 0; c < 8; c++) {
                 __m512i v;
                 if (format == CK_Q8) {
-                    v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, rows, base + g * 32 + c * 4, 1);
+                    /* past K (a short last group; K is a multiple of 4): zeros */
+                    __mmask16 mc = g * 32 + c * 4 < K ? m : 0;
+                    v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), mc, rows, base + g * 32 + c * 4, 1);
                 } else {
                     v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, rows, base + g * 16 + (c & 3) * 4, 1);
                     v = _mm512_and_si512(c < 4 ? v : _mm512_srli_epi16(v, 4), nib);
@@ -1561,7 +1576,7 @@ AVX512VNNI static void pack_q_panel(const void *W, const uint16_t *scales, int f
 AVX512VNNI static inline __attribute__((always_inline)) void q_tile(
     const uint8_t *xq, const float *xs, int64_t K, const int8_t *pw, const int32_t *comp, const float *ws,
     const float *bias, float *y, int64_t ldy, int64_t cols, const int mr) {
-    const int64_t G = K / CK_GROUP;
+    const int64_t G = ck_groups(K), Kp = G * CK_GROUP;
     __m512 acc[QG_MR][2];
     for (int r = 0; r < mr; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
     for (int64_t g = 0; g < G; g++) {
@@ -1576,7 +1591,7 @@ AVX512VNNI static inline __attribute__((always_inline)) void q_tile(
             __m512i w1 = _mm512_load_si512((const void *)(p + c * 128 + 64));
             for (int r = 0; r < mr; r++) {
                 int32_t xv;
-                memcpy(&xv, xq + r * K + g * 32 + c * 4, 4);
+                memcpy(&xv, xq + r * Kp + g * 32 + c * 4, 4);
                 __m512i b = _mm512_set1_epi32(xv);
                 dot[r][0] = _mm512_dpbusd_epi32(dot[r][0], b, w0);
                 dot[r][1] = _mm512_dpbusd_epi32(dot[r][1], b, w1);
@@ -1602,9 +1617,9 @@ AVX512VNNI static inline __attribute__((always_inline)) void q_tile(
 AVX512VNNI static void gemm_q_int8_vnni(const uint8_t *xq, const float *xs, int64_t M, int64_t K, const void *W,
                                         const uint16_t *scales, int format, const float *bias, float *y,
                                         int64_t ldy, int64_t n0, int64_t n1, void *scratch) {
-    const int64_t G = K / CK_GROUP;
+    const int64_t G = ck_groups(K), Kp = G * CK_GROUP;
     int8_t *pw = (int8_t *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
-    int32_t *comp = (int32_t *)(pw + K * QG_NR);
+    int32_t *comp = (int32_t *)(pw + Kp * QG_NR);
     float *ws = (float *)(comp + G * QG_NR);
     const int64_t rowBytes = format == CK_Q8 ? K : K / 2;
     for (int64_t n = n0; n < n1; n += QG_NR) {
@@ -1621,14 +1636,14 @@ AVX512VNNI static void gemm_q_int8_vnni(const uint8_t *xq, const float *xs, int6
         for (; m + QG_MR <= M; m += QG_MR) {
             for (int64_t j = 0; j < perTile && fetched < lines; j++, fetched++)
                 _mm_prefetch(next + fetched * 64, _MM_HINT_T1);
-            q_tile(xq + m * K, xs + m * G, K, pw, comp, ws, b, y + m * ldy + n, ldy, cols, QG_MR);
+            q_tile(xq + m * Kp, xs + m * G, K, pw, comp, ws, b, y + m * ldy + n, ldy, cols, QG_MR);
         }
         switch (M - m) {
-        case 5: q_tile(xq + m * K, xs + m * G, K, pw, comp, ws, b, y + m * ldy + n, ldy, cols, 5); break;
-        case 4: q_tile(xq + m * K, xs + m * G, K, pw, comp, ws, b, y + m * ldy + n, ldy, cols, 4); break;
-        case 3: q_tile(xq + m * K, xs + m * G, K, pw, comp, ws, b, y + m * ldy + n, ldy, cols, 3); break;
-        case 2: q_tile(xq + m * K, xs + m * G, K, pw, comp, ws, b, y + m * ldy + n, ldy, cols, 2); break;
-        case 1: q_tile(xq + m * K, xs + m * G, K, pw, comp, ws, b, y + m * ldy + n, ldy, cols, 1); break;
+        case 5: q_tile(xq + m * Kp, xs + m * G, K, pw, comp, ws, b, y + m * ldy + n, ldy, cols, 5); break;
+        case 4: q_tile(xq + m * Kp, xs + m * G, K, pw, comp, ws, b, y + m * ldy + n, ldy, cols, 4); break;
+        case 3: q_tile(xq + m * Kp, xs + m * G, K, pw, comp, ws, b, y + m * ldy + n, ldy, cols, 3); break;
+        case 2: q_tile(xq + m * Kp, xs + m * G, K, pw, comp, ws, b, y + m * ldy + n, ldy, cols, 2); break;
+        case 1: q_tile(xq + m * Kp, xs + m * G, K, pw, comp, ws, b, y + m * ldy + n, ldy, cols, 1); break;
         default: break;
         }
     }
@@ -1644,7 +1659,7 @@ void ck_quantize_rows_u8(const float *x, int64_t M, int64_t K, int64_t ldx, uint
 
 int64_t ck_gemm_q_int8_scratch_bytes(int64_t K) {
     /* packed weights (32 per input feature) + compensations and scales (32 each per group of 32) */
-    return K * 32 + (K / CK_GROUP) * 32 * 8 + 64;
+    return ck_groups(K) * CK_GROUP * 32 + ck_groups(K) * 32 * 8 + 64;
 }
 
 void ck_gemm_q_int8(const uint8_t *xq, const float *xs, int64_t M, int64_t K, const void *W, const uint16_t *scales,

@@ -81,6 +81,16 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
         precondition(bias == nil || bias!.count == weight.rows, "bias length mismatch")
         out.setRows(x.rows)
         let k = weight.columns
+        if weight.hasShortLastGroup {
+            // The decode GEMVs need whole groups; the integer GEMM and the float32 one (which
+            // dequantizes rows first) take a short last group for any number of rows.
+            if int8Activations && ck_has_avx512_vnni() != 0 {
+                linearQuantizedInt8(x, weight, bias: bias, into: out)
+            } else {
+                linearPackedF32(x, weight, bias: bias, into: out)
+            }
+            return
+        }
         if x.rows > 1 && weight.format.isQuantized && int8Activations && ck_has_avx512_vnni() != 0 {
             linearQuantizedInt8(x, weight, bias: bias, into: out)
             return
@@ -166,15 +176,16 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
     /// Many rows, quantized weights, VNNI: activations rounded to int8 per row and group of 32
     /// (as decode does), integer dot products against panels of 32 repacked weight rows.
     private func linearQuantizedInt8(_ x: Matrix, _ weight: WeightMatrix, bias: [Float]?, into out: Matrix) {
-        let k = weight.columns, n = weight.rows, m = x.rows, groups = k / 32
+        let k = weight.columns, n = weight.rows, m = x.rows, groups = weight.groupsPerRow
+        let kp = groups * 32  // quantized rows are padded to whole groups
         let scratchFloats = Int(ck_gemm_q_int8_scratch_bytes(Int64(k))) / 4 + 16
         let buffers = scratchBuffers(scratchFloats)
-        let quantizedBytes = (m * k + 63) & ~63
+        let quantizedBytes = (m * kp + 63) & ~63
         let base = sharedBuffer(bytes: quantizedBytes + m * groups * 4)
         let xq = base.assumingMemoryBound(to: UInt8.self)
         let xs = (base + quantizedBytes).assumingMemoryBound(to: Float.self)
         parallel(m, minChunk: 16) { r0, r1, _ in
-            ck_quantize_rows_u8(x.rowPointer(r0), Int64(r1 - r0), Int64(k), Int64(x.columns), xq + r0 * k, xs + r0 * groups)
+            ck_quantize_rows_u8(x.rowPointer(r0), Int64(r1 - r0), Int64(k), Int64(x.columns), xq + r0 * kp, xs + r0 * groups)
         }
         let yp = out.storage, ldy = Int64(out.columns)
         func run(_ b: UnsafePointer<Float>?) {

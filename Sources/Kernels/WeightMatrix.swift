@@ -11,6 +11,19 @@ public enum WeightFormat: Int32, Sendable, CustomStringConvertible {
     /// Elements sharing one scale in the quantized formats.
     public static let groupSize = 32
 
+    /// Scale groups per row of `columns` inputs: q8 allows a short last group (any multiple of 4
+    /// inputs, e.g. SigLIP So400m's 4304); q4 needs a multiple of 32.
+    public static func groups(columns: Int) -> Int { (columns + groupSize - 1) / groupSize }
+
+    /// Whether a matrix with `columns` inputs can be stored in this format.
+    public func accepts(columns: Int) -> Bool {
+        switch self {
+        case .q8: return columns % 4 == 0
+        case .q4: return columns % WeightFormat.groupSize == 0
+        default: return true
+        }
+    }
+
     public var isQuantized: Bool { self == .q8 || self == .q4 }
 
     /// Storage per weight including scales.
@@ -41,12 +54,12 @@ public struct WeightMatrix: @unchecked Sendable {
     public let rows: Int
     public let columns: Int
     public let data: UnsafeRawPointer
-    /// Quantized formats: f16 scales, rows × columns/32.
+    /// Quantized formats: f16 scales, rows × `groupsPerRow`.
     public let scales: UnsafePointer<UInt16>?
 
     public init(format: WeightFormat, rows: Int, columns: Int, data: UnsafeRawPointer, scales: UnsafePointer<UInt16>? = nil) {
-        precondition(!format.isQuantized || (scales != nil && columns % WeightFormat.groupSize == 0),
-                     "quantized weights need scales and a multiple of 32 columns")
+        precondition(!format.isQuantized || (scales != nil && format.accepts(columns: columns)),
+                     "quantized weights need scales and whole groups (q4) or a multiple of 4 columns (q8)")
         self.format = format
         self.rows = rows
         self.columns = columns
@@ -54,8 +67,21 @@ public struct WeightMatrix: @unchecked Sendable {
         self.scales = scales
     }
 
+    /// Scale groups per row (quantized formats).
+    public var groupsPerRow: Int { WeightFormat.groups(columns: columns) }
+
+    /// Whether a quantized row ends in a short group (only q8 allows it; the decode GEMVs do not
+    /// take such matrices, see ckernels.h).
+    public var hasShortLastGroup: Bool { format.isQuantized && columns % WeightFormat.groupSize != 0 }
+
     /// Bytes this matrix occupies, scales included.
-    public var byteCount: Int { Int((Double(rows * columns) * format.bytesPerWeight).rounded()) }
+    public var byteCount: Int {
+        switch format {
+        case .q8: return rows * columns + rows * groupsPerRow * 2
+        case .q4: return rows * columns / 2 + rows * groupsPerRow * 2
+        default: return Int((Double(rows * columns) * format.bytesPerWeight).rounded())
+        }
+    }
 
     /// One element as float32 (reference paths and tests).
     @inline(__always)
@@ -67,7 +93,7 @@ public struct WeightMatrix: @unchecked Sendable {
         case .bf16: return Float(bitPattern: UInt32(data.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self)) << 16)
         case .f16: return Float(float16Bits: data.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self))
         case .q8, .q4:
-            let scale = Float(float16Bits: scales![row * (columns / 32) + column / 32])
+            let scale = Float(float16Bits: scales![row * groupsPerRow + column / 32])
             if format == .q8 { return Float(data.load(fromByteOffset: i, as: Int8.self)) * scale }
             // byte j of a group: element j (low nibble) and j + 16 (high nibble)
             let inGroup = column % 32

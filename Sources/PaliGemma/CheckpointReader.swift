@@ -49,19 +49,18 @@ final class CheckpointReader {
     func matrix(_ name: String, shape: [Int]) throws -> WeightMatrix {
         if let scales = checkpoint[name + "_scales"], let t = checkpoint[name], shape.count == 2 {
             let (rows, columns) = (shape[0], shape[1])
-            let group = WeightFormat.groupSize
-            guard columns % group == 0 else {
-                throw CheckpointError.wrongShape(name: name, file: t.file, expected: shape, found: t.shape)
-            }
             let format: WeightFormat
             switch t.dtype {
             case .i8: format = .q8
             case .u8: format = .q4
             default: throw CheckpointError.unsupportedDType(name: name, file: t.file, dtype: t.dtype.rawValue)
             }
+            guard format.accepts(columns: columns) else {
+                throw CheckpointError.wrongShape(name: name, file: t.file, expected: shape, found: t.shape)
+            }
             let stored = [rows, format == .q8 ? columns : columns / 2]
             _ = try info(name, shape: stored)
-            let s = try info(name + "_scales", shape: [rows, columns / group])
+            let s = try info(name + "_scales", shape: [rows, WeightFormat.groups(columns: columns)])
             guard s.dtype == .f16, Int(bitPattern: s.data) % 2 == 0 else {
                 throw CheckpointError.unsupportedDType(name: name + "_scales", file: s.file, dtype: s.dtype.rawValue)
             }

@@ -10,18 +10,19 @@ import SafeTensors
 /// Layout (loadable by `PaliGemmaModel` directly): each quantized `X.weight` becomes
 /// `X.weight` — I8 [rows, cols] for q8, U8 [rows, cols/2] for q4 (byte j of each 16-byte group
 /// holds element j in its low nibble and element j+16 in its high one, value = nibble − 8) — plus
-/// `X.weight_scales`, F16 [rows, cols/32]; value = q × scale. Everything else (patch and position
+/// `X.weight_scales`, F16 [rows, ⌈cols/32⌉]; value = q × scale. With q8 the last group of a row
+/// may be short (So400m's `fc2` has 4304 = 134·32 + 16 inputs: 135 scales per row). Everything else (patch and position
 /// embeddings, projector, norms, biases; the vision tower with 4 bits) is copied unchanged.
 /// config.json gains `quantization_config`.
 public enum Quantizer {
     public enum Format: String, Sendable, CaseIterable { case q8, q4 }
 
     /// Which tensors are quantized: the Gemma 2 matrices and the token embedding; with 8 bits
-    /// also the SigLIP attention and MLP matrices whose input width is a multiple of 32 (all but
-    /// So400m's `fc2`, 4304 inputs), so that the int8 prefill products cover the image too. 4-bit
-    /// keeps the vision tower in the source precision.
+    /// also the SigLIP attention and MLP matrices (So400m's `fc2`, 4304 inputs, with a short last
+    /// group), so that the int8 prefill products cover the whole image encoder. 4-bit keeps the
+    /// vision tower in the source precision.
     static func shouldQuantize(_ name: String, shape: [Int], format: Format) -> Bool {
-        guard shape.count == 2, shape[1] % WeightFormat.groupSize == 0 else { return false }
+        guard shape.count == 2, (format == .q8 ? WeightFormat.q8 : .q4).accepts(columns: shape[1]) else { return false }
         if name.contains("language_model") {
             let suffixes = ["q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight", "gate_proj.weight",
                             "up_proj.weight", "down_proj.weight", "embed_tokens.weight", "lm_head.weight"]
@@ -58,7 +59,7 @@ public enum Quantizer {
                 sourceDType = t.dtype == .f32 ? "f32" : (t.dtype == .f16 ? "f16" : "bf16")
                 let (rows, cols) = (t.shape[0], t.shape[1])
                 entries.append(.init(name: name, dtype: format == .q8 ? .i8 : .u8, shape: [rows, format == .q8 ? cols : cols / 2]))
-                entries.append(.init(name: name + "_scales", dtype: .f16, shape: [rows, cols / WeightFormat.groupSize]))
+                entries.append(.init(name: name + "_scales", dtype: .f16, shape: [rows, WeightFormat.groups(columns: cols)]))
                 plan.append((name, true))
             } else {
                 entries.append(.init(name: name, dtype: t.dtype, shape: t.shape))
@@ -79,7 +80,7 @@ public enum Quantizer {
             let sourceFormat: WeightFormat = t.dtype == .f32 ? .f32 : (t.dtype == .f16 ? .f16 : .bf16)
             let matrix = WeightMatrix(format: sourceFormat, rows: rows, columns: cols, data: t.data)
             let rowBytes = format == .q8 ? cols : cols / 2
-            let groups = cols / WeightFormat.groupSize
+            let groups = WeightFormat.groups(columns: cols)
             // Quantize in blocks of rows; scales are collected and written after the data.
             let scales = UnsafeMutablePointer<UInt16>.allocate(capacity: rows * groups)
             defer { scales.deallocate() }

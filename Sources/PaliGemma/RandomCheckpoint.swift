@@ -1,5 +1,6 @@
 import CKernels
 import Foundation
+import Kernels
 import SafeTensors
 
 /// Writes a random-weight checkpoint of a given configuration in the hub layout, streaming the
@@ -22,7 +23,7 @@ public enum RandomCheckpoint {
             if let quantize, Quantizer.shouldQuantize(t.name, shape: t.shape, format: quantize) {
                 let (rows, cols) = (t.shape[0], t.shape[1])
                 entries.append(.init(name: t.name, dtype: quantize == .q8 ? .i8 : .u8, shape: [rows, quantize == .q8 ? cols : cols / 2]))
-                entries.append(.init(name: t.name + "_scales", dtype: .f16, shape: [rows, cols / 32]))
+                entries.append(.init(name: t.name + "_scales", dtype: .f16, shape: [rows, WeightFormat.groups(columns: cols)]))
             } else {
                 entries.append(.init(name: t.name, dtype: bf16 ? .bf16 : .f32, shape: t.shape))
             }
@@ -53,7 +54,7 @@ public enum RandomCheckpoint {
                 }
                 let spread = t.name.contains("embed") ? Float(1) : 1.7 / Float(cols).squareRoot()
                 let scale = ck_f32_to_f16(spread / (quantize == .q8 ? 127 : 7))
-                let scales = [UInt16](repeating: scale, count: rows * cols / 32)
+                let scales = [UInt16](repeating: scale, count: rows * WeightFormat.groups(columns: cols))
                 try scales.withUnsafeBytes { try writer.write($0) }
                 continue
             }

@@ -300,7 +300,7 @@ struct Bench: AsyncParsableCommand {
             let root = cacheDir.map { URL(fileURLWithPath: $0) } ?? FileManager.default.homeDirectoryForCurrentUser
                 .appendingPathComponent(".cache/paligemma/bench")
             // q8 quantizes the vision tower too since layout 2; an older cached copy is not reused.
-            directory = root.appendingPathComponent(weights == "q8" ? "\(p)-q8-v2-random" : "\(p)-\(weights)-random")
+            directory = root.appendingPathComponent(weights == "q8" ? "\(p)-q8-v3-random" : "\(p)-\(weights)-random")
             if !FileManager.default.fileExists(atPath: directory.appendingPathComponent("model.safetensors").path) {
                 status("writing random \(weights) weights for \(p) to \(directory.path) (once)…")
                 let bar = ProgressBar(label: "weights")

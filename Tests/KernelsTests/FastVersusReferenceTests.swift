@@ -222,10 +222,11 @@ final class QuantizedKernelTests: XCTestCase {
         for i in original.indices { original[i] = Float.random(in: -1...1, using: &g) }
         let rowBytes = format == .q8 ? cols : cols / 2
         let data = UnsafeMutableRawPointer.allocate(byteCount: rows * rowBytes, alignment: 64)
-        let scales = UnsafeMutablePointer<UInt16>.allocate(capacity: rows * cols / 32)
+        let groups = WeightFormat.groups(columns: cols)
+        let scales = UnsafeMutablePointer<UInt16>.allocate(capacity: rows * groups)
         original.withUnsafeBufferPointer { src in
             for r in 0..<rows {
-                ck_quantize_row(src.baseAddress! + r * cols, Int64(cols), format.rawValue, data + r * rowBytes, scales + r * cols / 32)
+                ck_quantize_row(src.baseAddress! + r * cols, Int64(cols), format.rawValue, data + r * rowBytes, scales + r * groups)
             }
         }
         let w = WeightMatrix(format: format, rows: rows, columns: cols, data: UnsafeRawPointer(data), scales: UnsafePointer(scales))
@@ -233,14 +234,20 @@ final class QuantizedKernelTests: XCTestCase {
     }
 
     func testQuantizationErrorIsBoundedByHalfAStep() {
-        for format in [WeightFormat.q8, .q4] {
-            let (w, original, free) = quantized(5, 96, format)
+        // q8 also with a short last group (100 = 3·32 + 4), which has its own scale.
+        for (format, cols) in [(WeightFormat.q8, 96), (.q4, 96), (.q8, 100)] {
+            let (w, original, free) = quantized(5, cols, format)
             defer { free() }
+            XCTAssertEqual(w.groupsPerRow, (cols + 31) / 32)
             for r in 0..<5 {
-                for g in 0..<3 {
-                    let group = (0..<32).map { original[r * 96 + g * 32 + $0] }
+                for g in 0..<w.groupsPerRow {
+                    let length = min(32, cols - g * 32)
+                    let group = (0..<length).map { original[r * cols + g * 32 + $0] }
                     let step = group.map(abs).max()! / (format == .q8 ? 127 : 7)
-                    for i in 0..<32 {
+                    var row = [Float](repeating: .nan, count: cols)
+                    w.convertRow(r, into: &row)
+                    for i in 0..<length {
+                        XCTAssertEqual(row[g * 32 + i], w.value(row: r, column: g * 32 + i))
                         // half a step, plus the f16 rounding of the scale (≤ 2⁻¹¹ relative) times |q|
                         let bound = step * (0.5 + (format == .q8 ? 127 : 8) * 0x1p-11) + 1e-7
                         XCTAssertEqual(w.value(row: r, column: g * 32 + i), group[i], accuracy: bound, "\(format)")
@@ -256,7 +263,10 @@ final class QuantizedKernelTests: XCTestCase {
             let previous = ck_force_portable(portable ? 1 : 0)
             defer { _ = ck_force_portable(previous) }
             for format in [WeightFormat.q8, .q4] {
-                for (m, k, n) in [(1, 64, 70), (1, 256, 9), (3, 96, 17), (20, 128, 130), (7, 64, 33)] {
+                // q8 also with short last groups (k = 52, 80: the So400m fc2 case 4304 = 134·32 + 16)
+                let shapes = [(1, 64, 70), (1, 256, 9), (3, 96, 17), (20, 128, 130), (7, 64, 33)]
+                    + (format == .q8 ? [(1, 52, 9), (13, 80, 40), (20, 116, 33)] : [])
+                for (m, k, n) in shapes {
                     let (w, _, free) = quantized(n, k, format)
                     defer { free() }
                     var g = SystemRandomNumberGenerator()
@@ -297,27 +307,33 @@ final class QuantizedKernelTests: XCTestCase {
     func testIntegerPrefillKernelMatchesItsFormula() {
         var g = SystemRandomNumberGenerator()
         for format in [WeightFormat.q8, .q4] {
-            for (m, k, n) in [(1, 32, 5), (6, 64, 32), (13, 96, 70), (40, 256, 33)] {
+            // q8 also with short last groups (k = 52, 80, 116); quantized rows are then padded
+            // to whole groups with the zero input (u = 128).
+            let shapes = [(1, 32, 5), (6, 64, 32), (13, 96, 70), (40, 256, 33)]
+                + (format == .q8 ? [(1, 52, 5), (7, 80, 40), (13, 116, 33)] : [])
+            for (m, k, n) in shapes {
                 let (w, _, free) = quantized(n, k, format)
                 defer { free() }
-                let groups = k / 32
+                let groups = (k + 31) / 32, kp = groups * 32
                 let x: [Float] = (0..<(m * k)).map { _ in Float.random(in: -3...3, using: &g) }
                 let bias: [Float] = (0..<n).map { Float($0) * 0.1 }
-                var xq = [UInt8](repeating: 0, count: m * k), xs = [Float](repeating: 0, count: m * groups)
+                var xq = [UInt8](repeating: 0, count: m * kp), xs = [Float](repeating: 0, count: m * groups)
                 ck_quantize_rows_u8(x, Int64(m), Int64(k), Int64(k), &xq, &xs)
                 // Shifted integer inputs q = u − 128, checked against x: |q·xs − x| ≤ xs/2.
                 var q = [Float](repeating: 0, count: m * k)
                 for r in 0..<m {
                     for gi in 0..<groups {
+                        let length = min(32, k - gi * 32)
                         var amax: Float = 0
-                        for i in 0..<32 { amax = max(amax, abs(x[r * k + gi * 32 + i])) }
+                        for i in 0..<length { amax = max(amax, abs(x[r * k + gi * 32 + i])) }
                         let scale = xs[r * groups + gi]
                         XCTAssertEqual(scale, amax / 127, accuracy: amax * 1e-6)
-                        for i in 0..<32 {
+                        for i in 0..<length {
                             let j = r * k + gi * 32 + i
-                            q[j] = Float(Int(xq[j]) - 128)
+                            q[j] = Float(Int(xq[r * kp + gi * 32 + i]) - 128)
                             XCTAssertEqual(q[j] * scale, x[j], accuracy: amax / 254 * 1.0001)
                         }
+                        for i in length..<32 { XCTAssertEqual(xq[r * kp + gi * 32 + i], 128, "padding is x = 0") }
                     }
                 }
                 for portable in [false, true] {
@@ -334,7 +350,7 @@ final class QuantizedKernelTests: XCTestCase {
                             for gi in 0..<groups {
                                 var sum: Float = 0
                                 var absSum: Float = 0
-                                for i in 0..<32 {
+                                for i in 0..<min(32, k - gi * 32) {
                                     let term: Float = q[r * k + gi * 32 + i] * w.value(row: c, column: gi * 32 + i)
                                     sum += term
                                     absSum += abs(term)

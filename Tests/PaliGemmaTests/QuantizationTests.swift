@@ -1,5 +1,6 @@
 import Foundation
 import Kernels
+import SafeTensors
 @testable import PaliGemma
 import XCTest
 
@@ -66,6 +67,33 @@ final class QuantizationTests: XCTestCase {
         XCTAssertLessThan(model.decodeBytesPerToken, original.decodeBytesPerToken / 6, "f32 → 4.5 bits")
         // A quantized checkpoint is not quantized again.
         XCTAssertThrowsError(try Quantizer.quantize(source: dir, destination: dir.appendingPathComponent("again"), format: .q8))
+    }
+
+    /// SigLIP So400m's `fc2` has 4304 inputs, not a multiple of 32: q8 stores it with a short last
+    /// group (134 + 1 scales per row). Here a vision MLP of 80 (= 2·32 + 16) stands in for it.
+    func testVisionMatrixWithShortLastGroupIsQuantizedAndAgrees() throws {
+        var config = try PaliGemmaConfig.load(from: fixturesDirectory("model").appendingPathComponent("gqa2_window/config.json"))
+        config.vision.intermediateSize = 80
+        let source = FileManager.default.temporaryDirectory.appendingPathComponent("short-group-\(UUID().uuidString)")
+        let out = source.appendingPathComponent("q8")
+        defer { try? FileManager.default.removeItem(at: source) }
+        try RandomCheckpoint.write(config: config, to: source)
+        try Quantizer.quantize(source: source, destination: out, format: .q8)
+        let stored = try SafeTensorsCheckpoint(directory: out)
+        let fc2 = "vision_tower.vision_model.encoder.layers.0.mlp.fc2.weight"
+        let name = stored.names.contains(fc2) ? fc2 : fc2.replacingOccurrences(of: "vision_model.", with: "")
+        XCTAssertEqual(try stored.tensor(name).dtype, .i8)
+        XCTAssertEqual(try stored.tensor(name).shape, [config.vision.hiddenSize, 80])
+        XCTAssertEqual(try stored.tensor(name + "_scales").shape, [config.vision.hiddenSize, 3])
+
+        let float = try PaliGemmaModel(directory: source), q8 = try PaliGemmaModel(directory: out)
+        var g = SystemRandomNumberGenerator()
+        let pixels = (0..<(3 * float.imageSize * float.imageSize)).map { _ in Float.random(in: -1...1, using: &g) }
+        let a = try float.visionFeatures(pixels: pixels), b = try q8.visionFeatures(pixels: pixels)
+        let error = relativeError(b.values, a.values)
+        print("[quant] vision features with a short last group: q8 error \(error)")
+        XCTAssertGreaterThan(error, 0, "fc2 and the attention matrices must be quantized")
+        XCTAssertLessThan(error, 0.03)
     }
 
     func testRandomCheckpointsInEveryFormatLoadAndRun() throws {

@@ -10,10 +10,16 @@ extern "C" {
 
 /// Storage formats of weight matrices (rows = output features, cols = input features).
 /// Quantized formats hold groups of 32 consecutive input features with one f16 scale each
-/// (scales: N × K/32): CK_Q8 is int8 (value = q · scale); CK_Q4 packs a group in 16 bytes, byte j
+/// (scales: N × ck_groups(K)): CK_Q8 is int8 (value = q · scale); CK_Q4 packs a group in 16 bytes, byte j
 /// holding element j in its low nibble and element j + 16 in its high nibble (value = (nibble − 8) · scale).
+/// CK_Q4 needs K a multiple of 32. CK_Q8 only needs K a multiple of 4: a row's last group may be
+/// short (K mod 32 values, e.g. SigLIP So400m's 4304 inputs), which ck_convert_row_q,
+/// ck_rows_to_bf16, ck_quantize_row, ck_quantize_rows_u8, ck_gemm_q_int8 and ck_gemm_f32_packed
+/// handle; the decode GEMVs (ck_gemv_q, ck_gemv_q_int8) need whole groups.
 enum ck_format { CK_F32 = 0, CK_BF16 = 1, CK_F16 = 2, CK_Q8 = 3, CK_Q4 = 4 };
 #define CK_GROUP 32
+/// Scale groups in a row of K inputs (the last one may be short).
+static inline int64_t ck_groups(int64_t K) { return (K + CK_GROUP - 1) / CK_GROUP; }
 
 /// 1 when the CPU has AVX-512F (and the fast paths are used), else 0.
 int ck_has_avx512(void);
@@ -84,8 +90,8 @@ void ck_gemv_q_int8(const ck_qinput *in, int64_t K, const void *W, const uint16_
                     const float *bias, float *y, int64_t n0, int64_t n1);
 
 /// Rows of activations for ck_gemm_q_int8: per row and group of 32, xs = max|x|/127 and
-/// q = round(x/xs) in [-127, 127], stored offset as u8 q + 128. x: M×K (row stride ldx, K a
-/// multiple of 32); xq: M×K bytes; xs: M×K/32 floats.
+/// q = round(x/xs) in [-127, 127], stored offset as u8 q + 128. x: M×K (row stride ldx);
+/// xq: M rows of Kp = 32·ck_groups(K) bytes (past K: 128, i.e. x = 0); xs: M×ck_groups(K) floats.
 void ck_quantize_rows_u8(const float *x, int64_t M, int64_t K, int64_t ldx, uint8_t *xq, float *xs);
 /// Scratch bytes one ck_gemm_q_int8 caller needs for row length K.
 int64_t ck_gemm_q_int8_scratch_bytes(int64_t K);
