@@ -281,7 +281,9 @@ def main():
     ap.add_argument("--text-hidden", type=int, default=320)
     ap.add_argument("--text-layers", type=int, default=4)
     ap.add_argument("--text-mlp", type=int, default=1024)
-    ap.add_argument("--bf16", type=int, default=1, help="bf16 autocast for matmuls")
+    ap.add_argument("--bf16", type=int, default=0,
+                    help="bf16 autocast for matmuls (off: on CPUs whose bf16 dot products run at half the "
+                         "FMA rate, such as this Xeon, float32 steps are 1.5x faster: 0.42 vs 0.63 s)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache", default="/tmp/demo_train_cache_aux30k.pt")
     ap.add_argument("--ckpt", default="/tmp/demo_model_ckpt")
