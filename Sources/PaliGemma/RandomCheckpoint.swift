@@ -20,9 +20,9 @@ public enum RandomCheckpoint {
         let tensors = checkpointTensorShapes(config)
         var entries: [SafeTensorsStreamWriter.Entry] = []
         for t in tensors {
-            if let quantize, Quantizer.shouldQuantize(t.name, shape: t.shape, format: quantize) {
+            if let quantize, let stored = Quantizer.storedFormat(t.name, shape: t.shape, format: quantize) {
                 let (rows, cols) = (t.shape[0], t.shape[1])
-                entries.append(.init(name: t.name, dtype: quantize == .q8 ? .i8 : .u8, shape: [rows, quantize == .q8 ? cols : cols / 2]))
+                entries.append(.init(name: t.name, dtype: stored == .q8 ? .i8 : .u8, shape: [rows, stored == .q8 ? cols : cols / 2]))
                 entries.append(.init(name: t.name + "_scales", dtype: .f16, shape: [rows, WeightFormat.groups(columns: cols)]))
             } else {
                 entries.append(.init(name: t.name, dtype: bf16 ? .bf16 : .f32, shape: t.shape))
@@ -34,10 +34,10 @@ public enum RandomCheckpoint {
         var values = [Float](repeating: 0, count: chunk)
         var halves = [UInt16](repeating: 0, count: chunk)
         for t in tensors {
-            if let quantize, Quantizer.shouldQuantize(t.name, shape: t.shape, format: quantize) {
+            if let quantize, let stored = Quantizer.storedFormat(t.name, shape: t.shape, format: quantize) {
                 // Random codes, and scales that give the same spread as the float weights below.
                 let (rows, cols) = (t.shape[0], t.shape[1])
-                let codeBytes = rows * (quantize == .q8 ? cols : cols / 2)
+                let codeBytes = rows * (stored == .q8 ? cols : cols / 2)
                 var bytes = [UInt8](repeating: 0, count: chunk * 4)
                 var done = 0
                 while done < codeBytes {
@@ -45,7 +45,7 @@ public enum RandomCheckpoint {
                     for i in stride(from: 0, to: n, by: 8) {
                         let r = rng.next()
                         withUnsafeBytes(of: r) { raw in
-                            for j in 0..<min(8, n - i) { bytes[i + j] = quantize == .q8 ? raw[j] | 0x01 : raw[j] }
+                            for j in 0..<min(8, n - i) { bytes[i + j] = stored == .q8 ? raw[j] | 0x01 : raw[j] }
                         }
                     }
                     try bytes.withUnsafeBytes { try writer.write(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
@@ -53,7 +53,7 @@ public enum RandomCheckpoint {
                     progress?(Double(writer.bytesWritten) / Double(max(writer.totalBytes, 1)))
                 }
                 let spread = t.name.contains("embed") ? Float(1) : 1.7 / Float(cols).squareRoot()
-                let scale = ck_f32_to_f16(spread / (quantize == .q8 ? 127 : 7))
+                let scale = ck_f32_to_f16(spread / (stored == .q8 ? 127 : 7))
                 let scales = [UInt16](repeating: scale, count: rows * WeightFormat.groups(columns: cols))
                 try scales.withUnsafeBytes { try writer.write($0) }
                 continue

@@ -28,7 +28,7 @@ struct Bench: AsyncParsableCommand {
     @Option(name: .shortAndLong, help: "Benchmark this checkpoint directory instead of random weights.")
     var model: String?
 
-    @Option(help: "Random weights' format: bf16, q8 (decoder and vision matrices) or q4 (decoder; the vision tower stays bf16).")
+    @Option(help: "Random weights' format: bf16, q8 (decoder and vision matrices) or q4 (4-bit decoder, 8-bit vision matrices).")
     var weights = "bf16"
 
     @Option(help: "Prompt tokens after the image tokens (bos + text + newline).")
@@ -299,8 +299,8 @@ struct Bench: AsyncParsableCommand {
             }
             let root = cacheDir.map { URL(fileURLWithPath: $0) } ?? FileManager.default.homeDirectoryForCurrentUser
                 .appendingPathComponent(".cache/paligemma/bench")
-            // q8 quantizes the vision tower too since layout 2; an older cached copy is not reused.
-            directory = root.appendingPathComponent(weights == "q8" ? "\(p)-q8-v3-random" : "\(p)-\(weights)-random")
+            // Layout 3: vision matrices in 8 bits for q8 and q4 alike; older cached copies are not reused.
+            directory = root.appendingPathComponent(weights == "bf16" ? "\(p)-bf16-random" : "\(p)-\(weights)-v3-random")
             if !FileManager.default.fileExists(atPath: directory.appendingPathComponent("model.safetensors").path) {
                 status("writing random \(weights) weights for \(p) to \(directory.path) (once)…")
                 let bar = ProgressBar(label: "weights")

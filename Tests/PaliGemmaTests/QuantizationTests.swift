@@ -63,6 +63,16 @@ final class QuantizationTests: XCTestCase {
         defer { try? FileManager.default.removeItem(at: dir) }
         XCTAssertEqual(model.config.quantization?.format, "q4")
         XCTAssertEqual(model.decoderBytesPerWeight, 0.5625)
+        // 4-bit decoder, 8-bit vision matrices; embeddings of patches and positions unchanged.
+        let stored = try SafeTensorsCheckpoint(directory: dir)
+        let dtypes = Dictionary(uniqueKeysWithValues: try stored.names.map { ($0, try stored.tensor($0).dtype) })
+        let decoder = dtypes.filter { $0.key.contains("language_model") && $0.key.hasSuffix("mlp.gate_proj.weight") }
+        let vision = dtypes.filter { $0.key.contains("vision_tower") && $0.key.hasSuffix("mlp.fc2.weight") }
+        XCTAssertFalse(decoder.isEmpty)
+        XCTAssertFalse(vision.isEmpty)
+        XCTAssertTrue(decoder.values.allSatisfy { $0 == .u8 }, "\(decoder)")
+        XCTAssertTrue(vision.values.allSatisfy { $0 == .i8 }, "\(vision)")
+        XCTAssertTrue(dtypes.filter { $0.key.contains("patch_embedding") }.values.allSatisfy { $0 == .f32 })
         let original = try PaliGemmaModel(directory: fixturesDirectory("model").appendingPathComponent("gqa2_window"))
         XCTAssertLessThan(model.decodeBytesPerToken, original.decodeBytesPerToken / 6, "f32 → 4.5 bits")
         // A quantized checkpoint is not quantized again.
