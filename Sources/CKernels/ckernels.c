@@ -314,9 +314,12 @@ AVX512BF16 static void gemm_bf16_dp(const uint16_t *xb, int64_t M, int64_t K, co
  * are widened to float32 and packed as [k][32]; a 12-row × 32-column tile of y accumulates in
  * 24 registers, each step loading two weight vectors and broadcasting one input per row.
  * Exact float32 products; on CPUs whose FMA units outrun their bf16 dot products it is also the
- * faster path. K is blocked by 256 so the packed chunk (32 KB) and the inputs stay in L1. */
+ * faster path. K is blocked by 4096: the packed chunk (up to 512 KB) streams from L2 at two
+ * vectors per 24 FMAs, and each tile's accumulators are stored and reloaded once per block.
+ * Measured on a Xeon (AVX-512), one thread: blocks of 256 (chunk in L1) ran at 69–72% of the FMA
+ * peak on 266×2304 and 266×9216 inputs, blocks of 4096 at 80–88%. Sums keep their order either way. */
 #define F32_ROWS 12
-#define F32_KC 256
+#define F32_KC 4096
 AVX512 static void gemm_f32_packed(const float *x, int64_t M, int64_t K, int64_t ldx, const void *W,
                                    const uint16_t *scales, int format, const float *bias, float *y, int64_t ldy,
                                    int64_t n0, int64_t n1, float *pack, float *row) {

@@ -48,7 +48,9 @@ final class FastVersusReferenceTests: XCTestCase {
             let previous = ck_force_portable(portable ? 1 : 0)
             defer { _ = ck_force_portable(previous) }
             for format in [WeightFormat.f32, .bf16, .f16] {
-                for (m, k, n) in [(1, 7, 5), (1, 64, 33), (1, 300, 70), (3, 100, 17), (5, 257, 9), (9, 48, 64), (16, 33, 3), (70, 96, 13)] {
+                // (13, 4500, 37): more than one 4096-wide block of the float32 GEMM's K loop
+                for (m, k, n) in [(1, 7, 5), (1, 64, 33), (1, 300, 70), (3, 100, 17), (5, 257, 9), (9, 48, 64), (16, 33, 3),
+                                  (70, 96, 13), (13, 4500, 37)] {
                     let x = randomMatrix(m, k)
                     let (w, exact, raw) = randomWeights(n, k, format: format)
                     defer { raw.deallocate() }
