@@ -115,6 +115,46 @@ def aux_targets(sc):
     return kind.reshape(-1), color.reshape(-1), occ.reshape(-1, SUB * SUB), box.reshape(-1, 4)
 
 
+CHARS = "abcdefghijklmnopqrstuvwxyz0123456789"
+N_CHAR = len(CHARS) + 1  # none, characters...
+
+
+def reading_targets(data, tok):
+    """Per-patch reading targets (training only), from the cached scenes' word and text box:
+    for each patch the text covers (aux_kind == text), the character under the patch's centre
+    (horizontal spans proportional to the default font's advance widths) and the tokenizer piece
+    of the OCR answer that holds that character. (N, GRID*GRID) each: 0 / -1 where none."""
+    from PIL import ImageFont
+    font = ImageFont.load_default(size=64)
+    n = len(data["scenes"])
+    char = torch.zeros((n, GRID * GRID), dtype=torch.long)
+    piece = torch.full((n, GRID * GRID), -1, dtype=torch.long)
+    kinds = data["aux_kind"]
+    for i, sc in enumerate(data["scenes"]):
+        if not sc.word or sc.text_box is None:
+            continue
+        word = sc.word
+        ends = [font.getlength(word[:j + 1]) for j in range(len(word))]
+        x0, _, x1, _ = (v / sc.size * GRID for v in sc.text_box)
+        pieces = tok.tokenize(word)
+        owner = []  # piece index of each character
+        for k, pc in enumerate(pieces):
+            owner += [k] * len(pc.replace("\u2581", ""))
+        if len(owner) != len(word):
+            continue
+        ids = tok.convert_tokens_to_ids(pieces)
+        for r in range(GRID):
+            for c in range(GRID):
+                if int(kinds[i, r * GRID + c]) != N_KIND - 1:
+                    continue
+                x = (c + 0.5 - x0) / max(x1 - x0, 1e-6) * ends[-1]
+                j = min(len(word) - 1, max(0, next((q for q, e in enumerate(ends) if x < e), len(word) - 1)))
+                ch = word[j].lower()
+                char[i, r * GRID + c] = 1 + CHARS.index(ch) if ch in CHARS else 0
+                piece[i, r * GRID + c] = ids[owner[j]]
+    return char, piece
+
+
 def build_cache(n, seed0, vae_encoder, path):
     if os.path.exists(path):
         d = torch.load(path, weights_only=False)
@@ -199,21 +239,23 @@ class Batcher:
         px = self.data["images"][torch.from_numpy(idx)].permute(0, 3, 1, 2).float()
         px = (px / 255.0 - 0.5) / 0.5
         ti = torch.from_numpy(idx)
-        aux = {k: self.data[k][ti] for k in ("aux_kind", "aux_color", "aux_occ", "aux_box")}
+        aux = {k: self.data[k][ti] for k in ("aux_kind", "aux_color", "aux_occ", "aux_box", "aux_char", "aux_piece")
+               if k in self.data}
         return dict(input_ids=ids, token_type_ids=tt, attention_mask=am, labels=lab, pixel_values=px), aux
 
 
 def patch_word_targets(tok, aux, loc0):
     """Per image position, the tokens the decoder's output there should predict (training only):
     the covering shape's kind and colour words (the `▁word` pieces used in prompts and captions)
-    and its four box `<loc>` tokens. Shape (B, GRID*GRID, 6); -1 where no shape covers the patch."""
+    and its four box `<loc>` tokens; on text, the OCR answer's piece under the patch.
+    Shape (B, GRID*GRID, 7); -1 where nothing applies."""
     kind_ids = torch.tensor([-1] + [tok.convert_tokens_to_ids("▁" + k) for k in scenes.SHAPES] + [-1])
     color_ids = torch.tensor([-1] + [tok.convert_tokens_to_ids("▁" + c) for c in scenes.COLORS])
     box = aux["aux_box"].float()  # x0, y0, x1, y1 fractions
     locs = loc0 + (box[..., [1, 0, 3, 2]] * 1023).round().long().clamp(0, 1023)
     t = torch.cat([kind_ids[aux["aux_kind"]][..., None], color_ids[aux["aux_color"]][..., None], locs], -1)
     t[aux["aux_color"] == 0] = -1
-    return t
+    return torch.cat([t, aux["aux_piece"][..., None]], -1) if "aux_piece" in aux else t
 
 
 def decoder_aux_loss(logits, targets):
@@ -227,12 +269,15 @@ def decoder_aux_loss(logits, targets):
 class AuxHeads(torch.nn.Module):
     """Training-only linear probes on the vision tower's patch outputs (not exported)."""
 
-    def __init__(self, width):
+    def __init__(self, width, read_weight=0.0):
         super().__init__()
+        self.read_weight = read_weight
         self.kind = torch.nn.Linear(width, N_KIND)
         self.color = torch.nn.Linear(width, N_COLOR)
         self.occ = torch.nn.Linear(width, SUB * SUB)
         self.box = torch.nn.Linear(width, 4)
+        if read_weight > 0:
+            self.char = torch.nn.Linear(width, N_CHAR)
 
     def loss(self, feats, aux):
         f = feats.float()  # (B, GRID*GRID, width)
@@ -241,7 +286,12 @@ class AuxHeads(torch.nn.Module):
         l_occ = torch.nn.functional.binary_cross_entropy_with_logits(self.occ(f), aux["aux_occ"])
         has = (aux["aux_color"] > 0).float()[..., None]
         l_box = ((torch.sigmoid(self.box(f)) - aux["aux_box"]).abs() * has).sum() / has.sum().clamp(min=1) / 4
-        return l_kind + l_color + l_occ + 5 * l_box
+        total = l_kind + l_color + l_occ + 5 * l_box
+        if self.read_weight > 0:
+            text = aux["aux_char"] > 0
+            if text.any():
+                total = total + self.read_weight * torch.nn.functional.cross_entropy(self.char(f[text]), aux["aux_char"][text])
+        return total
 
 
 def init_loc_embeddings(model, loc0, std=0.02):
@@ -297,6 +347,11 @@ def main():
     ap.add_argument("--dec-aux-weight", type=float, default=0.3,
                     help="weight of the training-only loss asking each image position's decoder output "
                          "to name its shape, colour and box tokens (0 turns it off)")
+    ap.add_argument("--read-weight", type=float, default=0.0,
+                    help="experimental reading targets (off in the shipped run): per-patch character probe on "
+                         "SigLIP's output with this weight, and the OCR answer's piece as a decoder target on text "
+                         "patches. At 1.0 one hour taught OCR 0 -> 60%% but cost detection (recall 90 -> 45%%); "
+                         "see Models/demo/README.md")
     ap.add_argument("--proj-gain", type=float, default=1.0,
                     help="initial image-row scale relative to text rows")
     args = ap.parse_args()
@@ -330,6 +385,9 @@ def main():
 
     # 3. data cache
     data = build_cache(args.n_train, 0, vae.encode, args.cache)
+    if args.read_weight > 0:
+        data["aux_char"], data["aux_piece"] = reading_targets(data, tok)
+        print(f"reading targets: {int((data['aux_char'] > 0).sum())} text patches", flush=True)
     print(f"data ready ({time.time() - t_start:.0f}s)", flush=True)
 
     # 4. model
@@ -347,7 +405,7 @@ def main():
     model.train()
     nparam = sum(p.numel() for p in model.parameters())
     print(f"model: {nparam / 1e6:.2f}M parameters", flush=True)
-    heads = AuxHeads(cfg.vision_config.hidden_size)
+    heads = AuxHeads(cfg.vision_config.hidden_size, args.read_weight)
     captured = {}
     model.model.vision_tower.register_forward_hook(
         lambda m, i, o: captured.__setitem__("feats", o.last_hidden_state))
