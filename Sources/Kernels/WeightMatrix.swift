@@ -26,6 +26,16 @@ public enum WeightFormat: Int32, Sendable, CustomStringConvertible {
 
     public var isQuantized: Bool { self == .q8 || self == .q4 }
 
+    /// Bytes one stored row of `columns` inputs takes, scales not included (q4: two per byte).
+    public func rowBytes(columns: Int) -> Int {
+        switch self {
+        case .f32: return columns * 4
+        case .bf16, .f16: return columns * 2
+        case .q8: return columns
+        case .q4: return columns / 2
+        }
+    }
+
     /// Storage per weight including scales.
     public var bytesPerWeight: Double {
         switch self {
@@ -76,11 +86,7 @@ public struct WeightMatrix: @unchecked Sendable {
 
     /// Bytes this matrix occupies, scales included.
     public var byteCount: Int {
-        switch format {
-        case .q8: return rows * columns + rows * groupsPerRow * 2
-        case .q4: return rows * columns / 2 + rows * groupsPerRow * 2
-        default: return Int((Double(rows * columns) * format.bytesPerWeight).rounded())
-        }
+        rows * format.rowBytes(columns: columns) + (format.isQuantized ? rows * groupsPerRow * 2 : 0)
     }
 
     /// One element as float32 (reference paths and tests).

@@ -58,7 +58,7 @@ final class CheckpointReader {
             guard format.accepts(columns: columns) else {
                 throw CheckpointError.wrongShape(name: name, file: t.file, expected: shape, found: t.shape)
             }
-            let stored = [rows, format == .q8 ? columns : columns / 2]
+            let stored = [rows, format.rowBytes(columns: columns)]
             _ = try info(name, shape: stored)
             let s = try info(name + "_scales", shape: [rows, WeightFormat.groups(columns: columns)])
             guard s.dtype == .f16, Int(bitPattern: s.data) % 2 == 0 else {

@@ -15,7 +15,19 @@ import SafeTensors
 /// Everything else (patch and position embeddings, projector, norms, biases) is copied unchanged.
 /// config.json gains `quantization_config`.
 public enum Quantizer {
-    public enum Format: String, Sendable, CaseIterable { case q8, q4 }
+    public enum Format: String, Sendable, CaseIterable {
+        case q8, q4
+
+        /// How the decoder's matrices are stored in this format.
+        var weightFormat: WeightFormat { self == .q8 ? .q8 : .q4 }
+    }
+
+    /// The two safetensors entries of a matrix stored quantized: `name` (I8 or U8 codes) and
+    /// `name_scales` (F16, one per group of 32 inputs).
+    static func entries(_ name: String, rows: Int, columns: Int, stored: WeightFormat) -> [SafeTensorsStreamWriter.Entry] {
+        [.init(name: name, dtype: stored == .q8 ? .i8 : .u8, shape: [rows, stored.rowBytes(columns: columns)]),
+         .init(name: name + "_scales", dtype: .f16, shape: [rows, WeightFormat.groups(columns: columns)])]
+    }
 
     /// The stored format of a tensor, or nil to copy it unchanged: the Gemma 2 matrices and the
     /// token embedding in `format`; the SigLIP attention and MLP matrices in 8 bits for either
@@ -27,7 +39,7 @@ public enum Quantizer {
         if name.contains("language_model") {
             let suffixes = ["q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight", "gate_proj.weight",
                             "up_proj.weight", "down_proj.weight", "embed_tokens.weight", "lm_head.weight"]
-            let stored: WeightFormat = format == .q8 ? .q8 : .q4
+            let stored = format.weightFormat
             return suffixes.contains { name.hasSuffix($0) } && stored.accepts(columns: shape[1]) ? stored : nil
         }
         if name.contains("vision_tower") && name.contains(".layers.") {
@@ -59,9 +71,7 @@ public enum Quantizer {
                     throw CheckpointError.unsupportedDType(name: name, file: t.file, dtype: t.dtype.rawValue)
                 }
                 sourceDType = t.dtype == .f32 ? "f32" : (t.dtype == .f16 ? "f16" : "bf16")
-                let (rows, cols) = (t.shape[0], t.shape[1])
-                entries.append(.init(name: name, dtype: stored == .q8 ? .i8 : .u8, shape: [rows, stored == .q8 ? cols : cols / 2]))
-                entries.append(.init(name: name + "_scales", dtype: .f16, shape: [rows, WeightFormat.groups(columns: cols)]))
+                entries += Self.entries(name, rows: t.shape[0], columns: t.shape[1], stored: stored)
                 plan.append((name, stored))
             } else {
                 entries.append(.init(name: name, dtype: t.dtype, shape: t.shape))
@@ -80,7 +90,7 @@ public enum Quantizer {
             let (rows, cols) = (t.shape[0], t.shape[1])
             let sourceFormat: WeightFormat = t.dtype == .f32 ? .f32 : (t.dtype == .f16 ? .f16 : .bf16)
             let matrix = WeightMatrix(format: sourceFormat, rows: rows, columns: cols, data: t.data)
-            let rowBytes = stored == .q8 ? cols : cols / 2
+            let rowBytes = stored.rowBytes(columns: cols)
             let groups = WeightFormat.groups(columns: cols)
             // Quantize in blocks of rows; scales are collected and written after the data.
             let scales = UnsafeMutablePointer<UInt16>.allocate(capacity: rows * groups)

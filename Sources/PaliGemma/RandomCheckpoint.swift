@@ -21,9 +21,7 @@ public enum RandomCheckpoint {
         var entries: [SafeTensorsStreamWriter.Entry] = []
         for t in tensors {
             if let quantize, let stored = Quantizer.storedFormat(t.name, shape: t.shape, format: quantize) {
-                let (rows, cols) = (t.shape[0], t.shape[1])
-                entries.append(.init(name: t.name, dtype: stored == .q8 ? .i8 : .u8, shape: [rows, stored == .q8 ? cols : cols / 2]))
-                entries.append(.init(name: t.name + "_scales", dtype: .f16, shape: [rows, WeightFormat.groups(columns: cols)]))
+                entries += Quantizer.entries(t.name, rows: t.shape[0], columns: t.shape[1], stored: stored)
             } else {
                 entries.append(.init(name: t.name, dtype: bf16 ? .bf16 : .f32, shape: t.shape))
             }
@@ -37,7 +35,7 @@ public enum RandomCheckpoint {
             if let quantize, let stored = Quantizer.storedFormat(t.name, shape: t.shape, format: quantize) {
                 // Random codes, and scales that give the same spread as the float weights below.
                 let (rows, cols) = (t.shape[0], t.shape[1])
-                let codeBytes = rows * (stored == .q8 ? cols : cols / 2)
+                let codeBytes = rows * stored.rowBytes(columns: cols)
                 var bytes = [UInt8](repeating: 0, count: chunk * 4)
                 var done = 0
                 while done < codeBytes {

@@ -221,7 +221,7 @@ struct Bench: AsyncParsableCommand {
         var weights = [("bf16", WeightMatrix(format: .bf16, rows: n, columns: k, data: raw))]
         var keep: [UnsafeMutableRawPointer] = []
         for format in [WeightFormat.q8, .q4] {
-            let rowBytes = format == .q8 ? k : k / 2
+            let rowBytes = format.rowBytes(columns: k)
             let data = UnsafeMutableRawPointer.allocate(byteCount: n * rowBytes, alignment: 64)
             let scales = UnsafeMutablePointer<UInt16>.allocate(capacity: n * k / 32)
             for r in 0..<n {

@@ -222,7 +222,7 @@ final class QuantizedKernelTests: XCTestCase {
         var original = [Float](repeating: 0, count: rows * cols)
         var g = SystemRandomNumberGenerator()
         for i in original.indices { original[i] = Float.random(in: -1...1, using: &g) }
-        let rowBytes = format == .q8 ? cols : cols / 2
+        let rowBytes = format.rowBytes(columns: cols)
         let data = UnsafeMutableRawPointer.allocate(byteCount: rows * rowBytes, alignment: 64)
         let groups = WeightFormat.groups(columns: cols)
         let scales = UnsafeMutablePointer<UInt16>.allocate(capacity: rows * groups)
