@@ -19,15 +19,19 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
     private var sharedBytes = 64
     private var scratchFloats = 0
     private let lock = NSLock()
+    /// Persistent workers for parallel regions (nil with one thread).
+    private let pool: OpaquePointer?
 
     /// - Parameter threads: worker threads (default: every core).
     public init(threads: Int? = nil, bf16Products: Bool = true, int8Activations: Bool = true) {
         self.threads = max(1, threads ?? ProcessInfo.processInfo.activeProcessorCount)
         self.bf16Products = bf16Products
         self.int8Activations = int8Activations
+        pool = self.threads > 1 ? ck_pool_create(Int64(self.threads)) : nil
     }
 
     deinit {
+        ck_pool_destroy(pool)
         scratch.forEach { $0.deallocate() }
         shared.deallocate()
     }
@@ -70,6 +74,12 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
             body(0, count, 0)
             return
         }
+        let ran = withoutActuallyEscaping(body) { body -> Bool in
+            var job = PoolJob(body: body)
+            return withUnsafeMutablePointer(to: &job) { ck_pool_run(pool, Int64(count), Int64(workers), runPoolJob, $0) != 0 }
+        }
+        if ran { return }
+        // The pool is busy (another caller's region) or could not start its threads.
         DispatchQueue.concurrentPerform(iterations: workers) { w in
             let start = count * w / workers, end = count * (w + 1) / workers
             if start < end { body(start, end, w) }
@@ -231,11 +241,11 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
         func run(_ b: UnsafePointer<Float>?) {
             if m == 1 && int8Activations && ck_has_avx512_vnni() != 0 {
                 // Layout of the quantized input in the shared buffer, each part 64-byte aligned:
-                // value, magnitude, value_pair (k bytes each), negative, sum4, offset_pair, scale.
+                // value, magnitude, value_q4 (k bytes each), negative, sum4, offset_q4, scale.
                 func up(_ v: Int) -> Int { (v + 63) & ~63 }
                 let groups = k / 32, kb = up(k)
                 let negativeAt = 3 * kb, sum4At = negativeAt + up(max(1, (groups + 1) / 2) * 8)
-                let offsetPairAt = sum4At + kb, scaleAt = offsetPairAt + kb
+                let offsetQ4At = sum4At + kb, scaleAt = offsetQ4At + kb
                 let base = sharedBuffer(bytes: scaleAt + up(groups * 4))
                 var input = ck_qinput(
                     value: base.assumingMemoryBound(to: Int8.self),
@@ -243,8 +253,8 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
                     negative: (base + negativeAt).assumingMemoryBound(to: UInt64.self),
                     sum4: (base + sum4At).assumingMemoryBound(to: Int32.self),
                     scale: (base + scaleAt).assumingMemoryBound(to: Float.self),
-                    value_pair: (base + 2 * kb).assumingMemoryBound(to: Int8.self),
-                    offset_pair: (base + offsetPairAt).assumingMemoryBound(to: Int32.self))
+                    value_q4: (base + 2 * kb).assumingMemoryBound(to: Int8.self),
+                    offset_q4: (base + offsetQ4At).assumingMemoryBound(to: Int32.self))
                 ck_quantize_input(x.storage, Int64(k), &input)
                 parallel((n + 63) / 64, minChunk: 1) { g0, g1, _ in
                     ck_gemv_q_int8(&input, Int64(k), weight.data, weight.scales, format, b, yp,
@@ -449,4 +459,13 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
             if scale != 1 { for c in 0..<table.columns { p[c] *= scale } }
         }
     }
+}
+
+/// A parallel region's body, handed to the C pool through its context pointer.
+private struct PoolJob {
+    let body: (Int, Int, Int) -> Void
+}
+
+private let runPoolJob: ck_pool_task = { context, start, end, worker in
+    context!.assumingMemoryBound(to: PoolJob.self).pointee.body(Int(start), Int(end), Int(worker))
 }

@@ -266,7 +266,10 @@ final class QuantizedKernelTests: XCTestCase {
             defer { _ = ck_force_portable(previous) }
             for format in [WeightFormat.q8, .q4] {
                 // q8 also with short last groups (k = 52, 80: the So400m fc2 case 4304 = 134·32 + 16)
-                let shapes = [(1, 64, 70), (1, 256, 9), (3, 96, 17), (20, 128, 130), (7, 64, 33)]
+                // One-row (decode) shapes cover the 4-bit GEMV's blocks of 16 groups, quads of 4 and
+                // up to three scalar tail groups: k/32 = 2, 7 (4 + 3), 17 (16 + 1), 20 (16 + 4).
+                let shapes = [(1, 64, 70), (1, 256, 9), (1, 224, 11), (1, 544, 5), (1, 640, 6),
+                              (3, 96, 17), (20, 128, 130), (7, 64, 33)]
                     + (format == .q8 ? [(1, 52, 9), (13, 80, 40), (20, 116, 33)] : [])
                 for (m, k, n) in shapes {
                     let (w, _, free) = quantized(n, k, format)

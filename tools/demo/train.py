@@ -352,6 +352,9 @@ def main():
                          "SigLIP's output with this weight, and the OCR answer's piece as a decoder target on text "
                          "patches. At 1.0 one hour taught OCR 0 -> 60%% but cost detection (recall 90 -> 45%%); "
                          "see Models/demo/README.md")
+    ap.add_argument("--read-pieces", type=int, default=1,
+                    help="with --read-weight: also ask each text patch's decoder output for the OCR answer's "
+                         "piece under it (0: only the vision-side character probe)")
     ap.add_argument("--proj-gain", type=float, default=1.0,
                     help="initial image-row scale relative to text rows")
     args = ap.parse_args()
@@ -387,6 +390,8 @@ def main():
     data = build_cache(args.n_train, 0, vae.encode, args.cache)
     if args.read_weight > 0:
         data["aux_char"], data["aux_piece"] = reading_targets(data, tok)
+        if not args.read_pieces:
+            del data["aux_piece"]
         print(f"reading targets: {int((data['aux_char'] > 0).sum())} text patches", flush=True)
     print(f"data ready ({time.time() - t_start:.0f}s)", flush=True)
 

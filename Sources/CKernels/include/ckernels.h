@@ -67,17 +67,18 @@ void ck_gemv_q(const float *x, int64_t K, const void *W, const uint16_t *scales,
 /// An input row quantized for integer dot products (decode with quantized weights): per group of
 /// 32, scale[g] = max|x|/127 and value = round(x/scale) in int8; magnitude = |value| (u8),
 /// negative = sign bits (one 64-bit mask per two groups), sum4 = sums of 4 consecutive values;
-/// for 4-bit weights, value_pair = each two groups' values in the order their nibbles unpack
-/// (g 0–15, g+1 0–15, g 16–31, g+1 16–31) and offset_pair = −8 × the sums of 4 of them.
-/// Arrays sized K, K, K/64 (at least 1), K/4, K/32, K and K/4; K a multiple of 32.
+/// for 4-bit weights, value_q4 = each four groups' values in the order their nibbles unpack
+/// (g 0–15, g+1 0–15, g+2 0–15, g+3 0–15, then elements 16–31 likewise) and offset_q4 = −8 × the
+/// sums of the 4 + 4 values each 32-bit lane meets (16 per four groups).
+/// Arrays sized K, K, K/64 (at least 1), K/4, K/32, K and K/8 (or more); K a multiple of 32.
 typedef struct {
     int8_t *value;
     uint8_t *magnitude;
     uint64_t *negative;
     int32_t *sum4;
     float *scale;
-    int8_t *value_pair;
-    int32_t *offset_pair;
+    int8_t *value_q4;
+    int32_t *offset_q4;
 } ck_qinput;
 
 /// 1 when the CPU has AVX-512 VNNI (and the fast paths are enabled).
@@ -142,6 +143,20 @@ float ck_read_all(const float *p, int64_t n);
 float ck_dot(const float *a, const float *b, int64_t n);
 /// y += a * x
 void ck_axpy(float a, const float *x, float *y, int64_t n);
+
+/// A persistent pool of worker threads for parallel regions (see pool.c for why they spin
+/// briefly between regions). `threads` counts the caller, which runs share 0.
+typedef struct ck_pool ck_pool;
+/// Work for one share of a region: items start ..< end, run by worker `worker`.
+typedef void (*ck_pool_task)(void *context, int64_t start, int64_t end, int64_t worker);
+ck_pool *ck_pool_create(int64_t threads);
+void ck_pool_destroy(ck_pool *pool);
+/// Threads the pool really has (helpers that started, plus the caller).
+int64_t ck_pool_threads(const ck_pool *pool);
+/// Splits `count` items into `workers` contiguous shares, runs them (share 0 on the calling
+/// thread) and returns 1 when all are done; returns 0 without running anything when the pool is
+/// busy with another region or has fewer threads than `workers`.
+int ck_pool_run(ck_pool *pool, int64_t count, int64_t workers, ck_pool_task task, void *context);
 
 #ifdef __cplusplus
 }
