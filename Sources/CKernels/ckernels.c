@@ -1286,14 +1286,11 @@ AVX512 static void attention_block_avx512(const float *q, int64_t ldq, int64_t n
  * all of them: the traffic that bounds decode at long contexts. Per tile of 64 keys: scores
  * as 16-lane products summed once, per query its valid range (lo..<hi is contiguous), softcap,
  * online softmax, then O += P·V in registers, 64 features at a time. */
-#ifndef ATT_AHEAD
-#define ATT_AHEAD 4
-#endif
 AVX512 static void attention_few_queries_avx512(const float *q, int64_t ldq, int64_t nq, const float *k, int64_t ldk,
                                                 const float *v, int64_t ldv, int64_t d, float scale, float cap,
                                                 const int64_t *lo, const int64_t *hi, float *out, int64_t ldo,
                                                 float *scratch) {
-    enum { TILE = 64, MAXQ = 4 };
+    enum { TILE = 64, MAXQ = 4, AHEAD = 4 };
     const int nv = (int)((d + 15) / 16);
     __mmask16 mk[16];
     for (int c = 0; c < 16; c++) {
@@ -1310,9 +1307,9 @@ AVX512 static void attention_few_queries_avx512(const float *q, int64_t ldq, int
         for (int64_t j = 0; j < len; j++) {
             const float *kr = k + (t0 + j) * ldk;
             /* The cache rows of one head are d floats at a stride of all heads' width, which the
-             * hardware prefetcher follows poorly: fetch the key (and value) rows ATT_AHEAD ahead ourselves. */
-            if (t0 + j + ATT_AHEAD < last)
-                for (int64_t c = 0; c < d; c += 16) _mm_prefetch((const char *)(kr + ATT_AHEAD * ldk + c), _MM_HINT_T0);
+             * hardware prefetcher follows poorly: fetch the key (and value) rows AHEAD keys ahead ourselves. */
+            if (t0 + j + AHEAD < last)
+                for (int64_t c = 0; c < d; c += 16) _mm_prefetch((const char *)(kr + AHEAD * ldk + c), _MM_HINT_T0);
             __m512 a0[MAXQ], a1[MAXQ];
             for (int r = 0; r < MAXQ; r++) a0[r] = a1[r] = _mm512_setzero_ps();
             for (int c = 0; c < nv; c++) {
@@ -1344,8 +1341,8 @@ AVX512 static void attention_few_queries_avx512(const float *q, int64_t ldq, int
                     o[r][c] = r < nq && c0 + c < nv ? _mm512_maskz_loadu_ps(mk[c0 + c], acc + r * d + 16 * (c0 + c)) : _mm512_setzero_ps();
             for (int64_t j = 0; j < len; j++) {
                 const float *vr = v + (t0 + j) * ldv + 16 * c0;
-                if (t0 + j + ATT_AHEAD < last)
-                    for (int c = 0; c < 4; c++) _mm_prefetch((const char *)(vr + ATT_AHEAD * ldv + 16 * c), _MM_HINT_T0);
+                if (t0 + j + AHEAD < last)
+                    for (int c = 0; c < 4; c++) _mm_prefetch((const char *)(vr + AHEAD * ldv + 16 * c), _MM_HINT_T0);
                 __m512 vv[4];
                 for (int c = 0; c < 4; c++) vv[c] = c0 + c < nv ? _mm512_maskz_loadu_ps(mk[c0 + c], vr + 16 * c) : _mm512_setzero_ps();
                 for (int r = 0; r < MAXQ; r++) {

@@ -36,14 +36,9 @@ public enum WeightFormat: Int32, Sendable, CustomStringConvertible {
         }
     }
 
-    /// Storage per weight including scales.
+    /// Storage per weight including scales (one f16 per group of 32 when quantized).
     public var bytesPerWeight: Double {
-        switch self {
-        case .f32: return 4
-        case .bf16, .f16: return 2
-        case .q8: return 1 + 2.0 / 32
-        case .q4: return 0.5 + 2.0 / 32
-        }
+        Double(rowBytes(columns: 32)) / 32 + (isQuantized ? 2.0 / 32 : 0)
     }
 
     public var description: String {
