@@ -549,6 +549,65 @@ AVX512VNNI static void gemv_q_vnni(const ck_qinput *in, int64_t K, const void *W
     }
 }
 
+/* 8-bit weights, two rows at a time, two groups (one 64-byte load per row) per step. The sign
+ * of x moves onto the weights (one masked subtract), so vpdpbusd takes |xq| as its unsigned
+ * operand and leaves group g's sum in lanes 0–7 and group g+1's in lanes 8–15; one permute per
+ * step spreads the pair's scales over those lanes. Two rows interleaved keep two weight streams
+ * in flight and share each input load; the next pair of rows is prefetched at the same place. */
+AVX512VNNI static void gemv_q8_vnni(const ck_qinput *in, int64_t K, const int8_t *W, const uint16_t *scales,
+                                    const float *bias, float *y, int64_t n0, int64_t n1) {
+    const int64_t G = K / CK_GROUP, G2 = G & ~(int64_t)1;
+    const int64_t pf = 2 * K > 4096 ? 2 * K : 4096;
+    __m512i spread[8];  /* spread[j]: lanes 0–7 take group 2j of a block of 16, lanes 8–15 group 2j+1 */
+    for (int j = 0; j < 8; j++)
+        spread[j] = _mm512_set_epi32(2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1,
+                                     2 * j + 1, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j);
+    const __m512i zero = _mm512_setzero_si512();
+    int64_t n = n0;
+    for (; n + 1 < n1; n += 2) {
+        __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+        const int8_t *w0 = W + n * K, *w1 = w0 + K;
+        const uint16_t *sc0 = scales + n * G, *sc1 = sc0 + G;
+        for (int64_t g0 = 0; g0 < G2; g0 += 16) {
+            int64_t gn = G2 - g0 < 16 ? G2 - g0 : 16;
+            __mmask16 gm = (__mmask16)((1u << gn) - 1);
+            __m512 xsv = _mm512_maskz_loadu_ps(gm, in->scale + g0);
+            __m512 cs0 = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(gm, sc0 + g0)), xsv);
+            __m512 cs1 = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(gm, sc1 + g0)), xsv);
+            /* 16 groups of a row are 512 bytes: keep the next pair's lines on their way */
+            for (int i = 0; i < 8; i++) {
+                _mm_prefetch((const char *)(w0 + g0 * 32) + pf + 64 * i, _MM_HINT_T0);
+                _mm_prefetch((const char *)(w1 + g0 * 32) + pf + 64 * i, _MM_HINT_T0);
+            }
+            for (int64_t j = 0; j < gn / 2; j++) {
+                int64_t g = g0 + 2 * j;
+                __m512i mag = _mm512_loadu_si512((const void *)(in->magnitude + g * 32));
+                __mmask64 neg = in->negative[g / 2];
+                __m512i v0 = _mm512_loadu_si512((const void *)(w0 + g * 32));
+                __m512i v1 = _mm512_loadu_si512((const void *)(w1 + g * 32));
+                __m512i d0 = _mm512_dpbusd_epi32(zero, mag, _mm512_mask_sub_epi8(v0, neg, zero, v0));
+                __m512i d1 = _mm512_dpbusd_epi32(zero, mag, _mm512_mask_sub_epi8(v1, neg, zero, v1));
+                acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d0), _mm512_permutexvar_ps(spread[j], cs0), acc0);
+                acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d1), _mm512_permutexvar_ps(spread[j], cs1), acc1);
+            }
+        }
+        float r0 = _mm512_reduce_add_ps(acc0), r1 = _mm512_reduce_add_ps(acc1);
+        if (G2 < G) {  /* an odd last group in scalar code */
+            int64_t g = G2;
+            int32_t dot0 = 0, dot1 = 0;
+            for (int i = 0; i < 32; i++) {
+                dot0 += in->value[g * 32 + i] * w0[g * 32 + i];
+                dot1 += in->value[g * 32 + i] * w1[g * 32 + i];
+            }
+            r0 += (float)dot0 * f16_to_f32(sc0[g]) * in->scale[g];
+            r1 += (float)dot1 * f16_to_f32(sc1[g]) * in->scale[g];
+        }
+        y[n] = r0 + (bias ? bias[n] : 0.0f);
+        y[n + 1] = r1 + (bias ? bias[n + 1] : 0.0f);
+    }
+    if (n < n1) gemv_q_vnni(in, K, W, scales, CK_Q8, bias, y, n, n1);
+}
+
 /* 4-bit weights, two rows at a time, four groups (128 weights, one 64-byte load per row) per
  * step. The low nibbles of the four groups' 64 bytes are their elements 0–15 and the high
  * nibbles their elements 16–31, so one shift and two masks unpack them, and two vpdpbusd against
@@ -660,16 +719,28 @@ AVX512 static void gelu_tanh_avx512(const float *a, const float *b, float *out, 
 }
 
 /* x[i] = exp(x[i] − shift); returns the sum. */
-AVX512 static float exp_shift_avx512(float *x, int64_t n, float shift) {
+/* Σ exp(x[i] − shift), writing each term to out when out is not NULL (out may be x). */
+AVX512 static float exp_shift_avx512(const float *x, float *out, int64_t n, float shift) {
     __m512 sum = _mm512_setzero_ps(), sh = _mm512_set1_ps(shift);
     for (int64_t i = 0; i < n; i += 16) {
         __mmask16 m = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
         __m512 e = exp_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), sh));
         e = _mm512_maskz_mov_ps(m, e);
-        _mm512_mask_storeu_ps(x + i, m, e);
+        if (out) _mm512_mask_storeu_ps(out + i, m, e);
         sum = _mm512_add_ps(sum, e);
     }
     return _mm512_reduce_add_ps(sum);
+}
+
+/* The largest value (NaNs skipped: vmaxps returns its second operand when either is NaN). */
+AVX512 static float max_avx512(const float *x, int64_t n) {
+    __m512 best = _mm512_set1_ps(-INFINITY);
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        __m512 v = _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), m, x + i);
+        best = _mm512_max_ps(v, best);
+    }
+    return _mm512_reduce_max_ps(best);
 }
 
 AVX512 static void softcap_avx512(float *x, int64_t n, float cap) {
@@ -847,11 +918,36 @@ void ck_gelu_tanh(const float *a, const float *b, float *out, int64_t n) {
 
 static float ck_exp_shift(float *x, int64_t n, float shift) {
 #if CK_X86
-    if (ck_has_avx512()) return exp_shift_avx512(x, n, shift);
+    if (ck_has_avx512()) return exp_shift_avx512(x, x, n, shift);
 #endif
     float sum = 0;
     for (int64_t i = 0; i < n; i++) { x[i] = expf(x[i] - shift); sum += x[i]; }
     return sum;
+}
+
+float ck_sum_exp(const float *x, int64_t n, float shift) {
+#if CK_X86
+    if (ck_has_avx512()) return exp_shift_avx512(x, NULL, n, shift);
+#endif
+    float sum = 0;
+    for (int64_t i = 0; i < n; i++) sum += expf(x[i] - shift);
+    return sum;
+}
+
+int64_t ck_argmax(const float *x, int64_t n) {
+    float best = -INFINITY;
+#if CK_X86
+    if (ck_has_avx512()) {
+        best = max_avx512(x, n);
+        for (int64_t i = 0; i < n; i++)
+            if (x[i] == best) return i;
+        return 0;
+    }
+#endif
+    int64_t index = 0;
+    for (int64_t i = 0; i < n; i++)
+        if (x[i] > best) { best = x[i]; index = i; }
+    return index;
 }
 
 void ck_softcap(float *x, int64_t n, float cap) {
@@ -863,8 +959,44 @@ void ck_softcap(float *x, int64_t n, float cap) {
 
 int ck_has_avx512_vnni(void) { AVX512_EXTENSION("avx512vnni"); }
 
+#if CK_X86
+/* ck_quantize_input's per-group part in vector code, bit for bit the same: the same float32
+ * products rounded to nearest-even (the default MXCSR mode, as nearbyintf), clamped, narrowed. */
+AVX512 static void quantize_groups_avx512(const float *x, int64_t G, ck_qinput *out) {
+    const __m512i lim = _mm512_set1_epi32(127), nlim = _mm512_set1_epi32(-127);
+    for (int64_t g = 0; g < G; g++) {
+        __m512 a = _mm512_loadu_ps(x + g * 32), b = _mm512_loadu_ps(x + g * 32 + 16);
+        float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b)));
+        float s = amax / 127.0f, inv = amax > 0 ? 127.0f / amax : 0.0f;
+        out->scale[g] = s;
+        __m512 vinv = _mm512_set1_ps(inv);
+        __m512i qa = _mm512_cvtps_epi32(_mm512_mul_ps(a, vinv)), qb = _mm512_cvtps_epi32(_mm512_mul_ps(b, vinv));
+        qa = _mm512_max_epi32(_mm512_min_epi32(qa, lim), nlim);
+        qb = _mm512_max_epi32(_mm512_min_epi32(qb, lim), nlim);
+        __m128i va = _mm512_cvtepi32_epi8(qa), vb = _mm512_cvtepi32_epi8(qb);
+        _mm_storeu_si128((__m128i *)(out->value + g * 32), va);
+        _mm_storeu_si128((__m128i *)(out->value + g * 32 + 16), vb);
+        _mm_storeu_si128((__m128i *)(out->magnitude + g * 32), _mm_abs_epi8(va));
+        _mm_storeu_si128((__m128i *)(out->magnitude + g * 32 + 16), _mm_abs_epi8(vb));
+        uint64_t neg = (uint64_t)(uint32_t)_mm_movemask_epi8(va) | ((uint64_t)(uint32_t)_mm_movemask_epi8(vb) << 16);
+        if (g % 2 == 0) out->negative[g / 2] = neg; else out->negative[g / 2] |= neg << 32;
+        /* sums of 4 consecutive values: lanes 4i..4i+3 of qa (i < 4), then of qb */
+        int32_t q[32];
+        _mm512_storeu_si512((void *)q, qa);
+        _mm512_storeu_si512((void *)(q + 16), qb);
+        for (int i = 0; i < 8; i++) out->sum4[g * 8 + i] = q[4 * i] + q[4 * i + 1] + q[4 * i + 2] + q[4 * i + 3];
+    }
+}
+#endif
+
 void ck_quantize_input(const float *x, int64_t K, ck_qinput *out) {
     const int64_t G = K / CK_GROUP;
+#if CK_X86
+    if (ck_has_avx512()) {
+        quantize_groups_avx512(x, G, out);
+        goto reorder;
+    }
+#endif
     for (int64_t g = 0; g < G; g++) {
         const float *v = x + g * 32;
         float amax = 0;
@@ -884,17 +1016,22 @@ void ck_quantize_input(const float *x, int64_t K, ck_qinput *out) {
             out->sum4[g * 8 + i] = out->value[g * 32 + 4 * i] + out->value[g * 32 + 4 * i + 1] +
                                    out->value[g * 32 + 4 * i + 2] + out->value[g * 32 + 4 * i + 3];
     }
-    /* the 4-bit kernel's order: per four groups, their elements 0–15 then their elements 16–31 */
+#if CK_X86
+reorder:
+#endif
+    /* the 4-bit kernel's order: per four groups, their elements 0–15 then their elements 16–31;
+     * lane i of a block pairs elements 4(i%4)…+3 and 16+4(i%4)…+3 of group g + i/4, whose
+     * sums sum4 already holds */
     for (int64_t g = 0; g + 3 < G; g += 4) {
         int8_t *dst = out->value_q4 + g * 32;
         for (int q = 0; q < 4; q++) {
             memcpy(dst + 16 * q, out->value + (g + q) * 32, 16);
             memcpy(dst + 64 + 16 * q, out->value + (g + q) * 32 + 16, 16);
         }
-        for (int i = 0; i < 16; i++)
-            out->offset_q4[g * 4 + i] = -8 * (dst[4 * i] + dst[4 * i + 1] + dst[4 * i + 2] + dst[4 * i + 3] +
-                                              dst[64 + 4 * i] + dst[64 + 4 * i + 1] + dst[64 + 4 * i + 2] +
-                                              dst[64 + 4 * i + 3]);
+        for (int i = 0; i < 16; i++) {
+            const int32_t *s4 = out->sum4 + (g + i / 4) * 8;
+            out->offset_q4[g * 4 + i] = -8 * (s4[i % 4] + s4[4 + i % 4]);
+        }
     }
 }
 
@@ -903,7 +1040,7 @@ void ck_gemv_q_int8(const ck_qinput *in, int64_t K, const void *W, const uint16_
 #if CK_X86
     if (ck_has_avx512_vnni()) {
         if (format == CK_Q4) gemv_q4_vnni(in, K, W, scales, bias, y, n0, n1);
-        else gemv_q_vnni(in, K, W, scales, format, bias, y, n0, n1);
+        else gemv_q8_vnni(in, K, W, scales, bias, y, n0, n1);
         return;
     }
 #endif

@@ -14,10 +14,10 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
     /// CPU's integer dot products (VNNI), as llama.cpp does, in decode and prefill; false keeps
     /// float32 inputs.
     public let int8Activations: Bool
-    private var scratch: [UnsafeMutablePointer<Float>] = []
-    private var shared = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
-    private var sharedBytes = 64
-    private var scratchFloats = 0
+    /// Scratch sets not in use. A kernel call checks one out for its whole duration, so
+    /// concurrent callers (two generations on one model) never share buffers; one caller at a
+    /// time reuses the same set and allocates nothing in steady state.
+    private var idleWorkspaces: [Workspace] = []
     private let lock = NSLock()
     /// Persistent workers for parallel regions (nil with one thread).
     private let pool: OpaquePointer?
@@ -32,20 +32,19 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
 
     deinit {
         ck_pool_destroy(pool)
-        scratch.forEach { $0.deallocate() }
-        shared.deallocate()
     }
 
-    /// One buffer shared by all workers (inputs prepared before a parallel region), grown on demand.
-    private func sharedBuffer(bytes: Int) -> UnsafeMutableRawPointer {
+    /// Runs `body` with a scratch set that no other call uses meanwhile.
+    private func withWorkspace<R>(_ body: (Workspace) -> R) -> R {
         lock.lock()
-        defer { lock.unlock() }
-        if bytes > sharedBytes {
-            shared.deallocate()
-            sharedBytes = bytes
-            shared = .allocate(byteCount: bytes, alignment: 64)
+        let workspace = idleWorkspaces.popLast() ?? Workspace(workers: threads)
+        lock.unlock()
+        defer {
+            lock.lock()
+            idleWorkspaces.append(workspace)
+            lock.unlock()
         }
-        return shared
+        return body(workspace)
     }
 
     public var name: String {
@@ -54,17 +53,6 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
         return "fast (avx512, \(products), \(threads) threads)"
     }
 
-    /// Per-worker scratch of at least `floats` floats.
-    private func scratchBuffers(_ floats: Int) -> [UnsafeMutablePointer<Float>] {
-        lock.lock()
-        defer { lock.unlock() }
-        if floats > scratchFloats || scratch.count < threads {
-            scratch.forEach { $0.deallocate() }
-            scratchFloats = max(floats, scratchFloats)
-            scratch = (0..<threads).map { _ in .allocate(capacity: scratchFloats) }
-        }
-        return scratch
-    }
 
     /// Runs `body(start, end, worker)` over `count` items split into contiguous chunks.
     @inline(__always)
@@ -87,6 +75,10 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
     }
 
     public func linear(_ x: Matrix, _ weight: WeightMatrix, bias: [Float]?, into out: Matrix) {
+        withWorkspace { linear(x, weight, bias: bias, into: out, $0) }
+    }
+
+    private func linear(_ x: Matrix, _ weight: WeightMatrix, bias: [Float]?, into out: Matrix, _ ws: Workspace) {
         precondition(x.columns == weight.columns && out.columns == weight.rows, "linear shape mismatch")
         precondition(bias == nil || bias!.count == weight.rows, "bias length mismatch")
         out.setRows(x.rows)
@@ -95,29 +87,29 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
             // The decode GEMVs need whole groups; the integer GEMM and the float32 one (which
             // dequantizes rows first) take a short last group for any number of rows.
             if int8Activations && ck_has_avx512_vnni() != 0 {
-                linearQuantizedInt8(x, weight, bias: bias, into: out)
+                linearQuantizedInt8(x, weight, bias: bias, into: out, ws)
             } else {
-                linearPackedF32(x, weight, bias: bias, into: out)
+                linearPackedF32(x, weight, bias: bias, into: out, ws)
             }
             return
         }
         if x.rows > 1 && weight.format.isQuantized && int8Activations && ck_has_avx512_vnni() != 0 {
-            linearQuantizedInt8(x, weight, bias: bias, into: out)
+            linearQuantizedInt8(x, weight, bias: bias, into: out, ws)
             return
         }
         if x.rows > 1 && ck_has_avx512() != 0 && !(bf16Products && prefersBF16DotProducts) {
-            linearPackedF32(x, weight, bias: bias, into: out)
+            linearPackedF32(x, weight, bias: bias, into: out, ws)
             return
         }
         if weight.format == .bf16 && (x.rows == 1 || (bf16Products && ck_has_avx512_bf16() != 0)) {
-            linearBF16(x, weight, bias: bias, into: out)
+            linearBF16(x, weight, bias: bias, into: out, ws)
             return
         }
         if weight.format.isQuantized {
-            linearQuantized(x, weight, bias: bias, into: out)
+            linearQuantized(x, weight, bias: bias, into: out, ws)
             return
         }
-        let buffers = scratchBuffers(4 * k)
+        let buffers = ws.perWorker(floats: 4 * k)
         let xp = x.storage, yp = out.storage, m = x.rows
         // Split output features in multiples of 4 (the micro-kernel's width).
         let groups = (weight.rows + 3) / 4
@@ -133,7 +125,17 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
 
     /// Whether bf16 dot products beat float32 FMAs on this CPU, measured once on a small product.
     /// (AMD Zen 4 runs bf16 dot products at twice its FMA rate; Intel Sapphire Rapids the reverse.)
-    public private(set) lazy var prefersBF16DotProducts: Bool = {
+    public var prefersBF16DotProducts: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        if let measured = measuredBF16Preference { return measured }
+        let measured = Self.measureBF16Preference()
+        measuredBF16Preference = measured
+        return measured
+    }
+    private var measuredBF16Preference: Bool?
+
+    private static func measureBF16Preference() -> Bool {
         guard ck_has_avx512_bf16() != 0 else { return false }
         let (m, k, n) = (48, 512, 256)
         let w = UnsafeMutablePointer<UInt16>.allocate(capacity: n * k)
@@ -165,13 +167,14 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
             ck_gemm_f32_packed(x, Int64(m), Int64(k), Int64(k), w, nil, WeightFormat.bf16.rawValue, nil, y, Int64(n), 0, Int64(n), scratch)
         }
         return dot < fma
-    }()
+    }
 
     /// Many rows, any weight format: weights widened to float32 per 32-row panel and multiplied
     /// with fused multiply-adds in 12×32 register tiles (exact float32 products).
-    private func linearPackedF32(_ x: Matrix, _ weight: WeightMatrix, bias: [Float]?, into out: Matrix) {
+    private func linearPackedF32(_ x: Matrix, _ weight: WeightMatrix, bias: [Float]?, into out: Matrix,
+                                 _ ws: Workspace) {
         let k = weight.columns, n = weight.rows
-        let buffers = scratchBuffers(64 * k)
+        let buffers = ws.perWorker(floats: 64 * k)
         let xp = x.storage, yp = out.storage, m = x.rows
         func run(_ b: UnsafePointer<Float>?) {
             parallel((n + 31) / 32, minChunk: 1) { p0, p1, w in
@@ -185,13 +188,14 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
 
     /// Many rows, quantized weights, VNNI: activations rounded to int8 per row and group of 32
     /// (as decode does), integer dot products against panels of 32 repacked weight rows.
-    private func linearQuantizedInt8(_ x: Matrix, _ weight: WeightMatrix, bias: [Float]?, into out: Matrix) {
+    private func linearQuantizedInt8(_ x: Matrix, _ weight: WeightMatrix, bias: [Float]?, into out: Matrix,
+                                     _ ws: Workspace) {
         let k = weight.columns, n = weight.rows, m = x.rows, groups = weight.groupsPerRow
         let kp = groups * 32  // quantized rows are padded to whole groups
         let scratchFloats = Int(ck_gemm_q_int8_scratch_bytes(Int64(k))) / 4 + 16
-        let buffers = scratchBuffers(scratchFloats)
+        let buffers = ws.perWorker(floats: scratchFloats)
         let quantizedBytes = (m * kp + 63) & ~63
-        let base = sharedBuffer(bytes: quantizedBytes + m * groups * 4)
+        let base = ws.shared(bytes: quantizedBytes + m * groups * 4)
         let xq = base.assumingMemoryBound(to: UInt8.self)
         let xs = (base + quantizedBytes).assumingMemoryBound(to: Float.self)
         parallel(m, minChunk: 16) { r0, r1, _ in
@@ -208,12 +212,13 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
     }
 
     /// bf16 weights: one row streams the weights once (GEMV); many rows use bf16 dot products.
-    private func linearBF16(_ x: Matrix, _ weight: WeightMatrix, bias: [Float]?, into out: Matrix) {
+    private func linearBF16(_ x: Matrix, _ weight: WeightMatrix, bias: [Float]?, into out: Matrix,
+                            _ ws: Workspace) {
         let k = weight.columns, n = weight.rows, m = x.rows
         let yp = out.storage, ldy = Int64(out.columns)
         func run(_ b: UnsafePointer<Float>?) {
             if m == 1 {
-                let xeo = sharedBuffer(bytes: k * 4).assumingMemoryBound(to: Float.self)
+                let xeo = ws.shared(bytes: k * 4).assumingMemoryBound(to: Float.self)
                 ck_split_even_odd(x.storage, Int64(k), xeo)
                 // Chunks of 64 rows keep every worker streaming long contiguous runs.
                 parallel((n + 63) / 64, minChunk: 1) { g0, g1, _ in
@@ -221,7 +226,7 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
                 }
             } else {
                 let kp = (k + 31) & ~31
-                let xb = sharedBuffer(bytes: m * kp * 2).assumingMemoryBound(to: UInt16.self)
+                let xb = ws.shared(bytes: m * kp * 2).assumingMemoryBound(to: UInt16.self)
                 ck_to_bf16_rows(x.storage, Int64(m), Int64(k), Int64(x.columns), xb)
                 parallel((n + 3) / 4, minChunk: 4) { g0, g1, _ in
                     ck_gemm_bf16(xb, Int64(m), Int64(k), weight.data, b, yp, ldy, Int64(g0 * 4), Int64(min(n, g1 * 4)))
@@ -233,7 +238,8 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
 
     /// Quantized weights: one row streams them once (GEMV); many rows dequantize panels of 64
     /// weight rows to bf16 (or float32) per worker and run the dense product on each panel.
-    private func linearQuantized(_ x: Matrix, _ weight: WeightMatrix, bias: [Float]?, into out: Matrix) {
+    private func linearQuantized(_ x: Matrix, _ weight: WeightMatrix, bias: [Float]?, into out: Matrix,
+                                 _ ws: Workspace) {
         let k = weight.columns, n = weight.rows, m = x.rows
         let yp = out.storage, ldy = Int64(out.columns)
         let format = weight.format.rawValue
@@ -246,7 +252,7 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
                 let groups = k / 32, kb = up(k)
                 let negativeAt = 3 * kb, sum4At = negativeAt + up(max(1, (groups + 1) / 2) * 8)
                 let offsetQ4At = sum4At + kb, scaleAt = offsetQ4At + kb
-                let base = sharedBuffer(bytes: scaleAt + up(groups * 4))
+                let base = ws.shared(bytes: scaleAt + up(groups * 4))
                 var input = ck_qinput(
                     value: base.assumingMemoryBound(to: Int8.self),
                     magnitude: (base + kb).assumingMemoryBound(to: UInt8.self),
@@ -272,10 +278,10 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
             let kp = (k + 31) & ~31
             var xb: UnsafeMutablePointer<UInt16>? = nil
             if useBF16 {
-                xb = sharedBuffer(bytes: m * kp * 2).assumingMemoryBound(to: UInt16.self)
+                xb = ws.shared(bytes: m * kp * 2).assumingMemoryBound(to: UInt16.self)
                 ck_to_bf16_rows(x.storage, Int64(m), Int64(k), Int64(x.columns), xb)
             }
-            let buffers = scratchBuffers(panel * k + 4 * k)
+            let buffers = ws.perWorker(floats: panel * k + 4 * k)
             parallel((n + panel - 1) / panel, minChunk: 1) { p0, p1, w in
                 for p in p0..<p1 {
                     let n0 = p * panel, count = min(panel, n - n0)
@@ -397,13 +403,18 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
 
     public func attention(queries: Matrix, keys: Matrix, values: Matrix, shape: AttentionShape,
                           mask: AttentionMask, into out: Matrix) {
+        withWorkspace { attention(queries: queries, keys: keys, values: values, shape: shape, mask: mask, into: out, $0) }
+    }
+
+    private func attention(queries: Matrix, keys: Matrix, values: Matrix, shape: AttentionShape,
+                           mask: AttentionMask, into out: Matrix, _ ws: Workspace) {
         let d = shape.headDim
         shape.check(queries: queries, keys: keys, values: values, out: out)
         out.setRows(queries.rows)
         let group = shape.heads / shape.kvHeads
         let rows = queries.rows, block = 32
         let blocks = (rows + block - 1) / block
-        let buffers = scratchBuffers(Int(ck_attention_scratch_floats(Int64(block), Int64(d))))
+        let buffers = ws.perWorker(floats: Int(ck_attention_scratch_floats(Int64(block), Int64(d))))
         if rows == 1 && group <= 4 {
             // Decode: the query heads of one GQA group read each cached key and value row once,
             // as one block of `group` queries (adjacent in the row, so the row stride is d).
@@ -468,4 +479,41 @@ private struct PoolJob {
 
 private let runPoolJob: ck_pool_task = { context, start, end, worker in
     context!.assumingMemoryBound(to: PoolJob.self).pointee.body(Int(start), Int(end), Int(worker))
+}
+
+/// Scratch memory for one kernel call at a time: a buffer per worker and one buffer all workers
+/// read (inputs prepared before a parallel region), each grown on demand and then reused.
+private final class Workspace {
+    private var perWorkerBuffers: [UnsafeMutablePointer<Float>] = []
+    private var perWorkerFloats = 0
+    private var sharedBuffer = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
+    private var sharedBytes = 64
+    private let workers: Int
+
+    init(workers: Int) { self.workers = workers }
+
+    deinit {
+        perWorkerBuffers.forEach { $0.deallocate() }
+        sharedBuffer.deallocate()
+    }
+
+    /// One buffer of at least `floats` floats per worker.
+    func perWorker(floats: Int) -> [UnsafeMutablePointer<Float>] {
+        if floats > perWorkerFloats || perWorkerBuffers.isEmpty {
+            perWorkerBuffers.forEach { $0.deallocate() }
+            perWorkerFloats = max(floats, perWorkerFloats)
+            perWorkerBuffers = (0..<workers).map { _ in .allocate(capacity: perWorkerFloats) }
+        }
+        return perWorkerBuffers
+    }
+
+    /// One 64-byte aligned buffer of at least `bytes` bytes.
+    func shared(bytes: Int) -> UnsafeMutableRawPointer {
+        if bytes > sharedBytes {
+            sharedBuffer.deallocate()
+            sharedBytes = bytes
+            sharedBuffer = .allocate(byteCount: bytes, alignment: 64)
+        }
+        return sharedBuffer
+    }
 }

@@ -1,3 +1,4 @@
+import CKernels
 /// A row-major float32 matrix buffer, allocated once with a row capacity and reused: the active
 /// row count changes (prefill → decode) without reallocating.
 public final class Matrix: @unchecked Sendable {
@@ -68,6 +69,19 @@ public final class Matrix: @unchecked Sendable {
         precondition(sourceRow >= 0 && sourceRow + count <= source.rowCapacity, "source rows out of range")
         precondition(destinationRow >= 0 && destinationRow + count <= rowCapacity, "destination rows out of range")
         (storage + destinationRow * columns).update(from: source.rowPointer(sourceRow), count: count * columns)
+    }
+
+    /// Index of the first largest value in row `r` (NaNs never win), as torch.argmax; vectorised.
+    public func argmax(row r: Int) -> Int {
+        precondition(r >= 0 && r < rows, "row \(r) out of range")
+        return Int(ck_argmax(rowPointer(r), Int64(columns)))
+    }
+
+    /// Σ exp(x − shift) over row `r`, in float32 (a vectorised exp within 2e-7 of libm's per term):
+    /// the normaliser of a softmax over the vocabulary, 256k exponentials per decoded token.
+    public func sumOfExponentials(row r: Int, shift: Float) -> Float {
+        precondition(r >= 0 && r < rows, "row \(r) out of range")
+        return ck_sum_exp(rowPointer(r), Int64(columns), shift)
     }
 
     /// Writes `values` into `row`.

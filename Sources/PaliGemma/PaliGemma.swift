@@ -272,15 +272,7 @@ public final class InferenceSession {
     }
 
     /// Index of the largest value in row 0 (first on ties, like torch.argmax).
-    static func argmax(_ logits: Matrix) -> Int {
-        var best = 0
-        var bestValue = -Float.infinity
-        for i in 0..<logits.columns where logits[0, i] > bestValue {
-            bestValue = logits[0, i]
-            best = i
-        }
-        return best
-    }
+    static func argmax(_ logits: Matrix) -> Int { logits.argmax(row: 0) }
 }
 
 extension PaliGemmaModel {

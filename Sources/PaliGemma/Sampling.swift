@@ -64,15 +64,9 @@ struct Sampler {
     mutating func pick(_ logits: Matrix) -> (token: Int, logProb: Float) {
         let n = logits.columns
         let row = logits.rowPointer(0)
-        var maxValue = -Float.infinity
-        var best = 0
-        for i in 0..<n where row[i] > maxValue {
-            maxValue = row[i]
-            best = i
-        }
-        var sum: Float = 0
-        for i in 0..<n { sum += exp(row[i] - maxValue) }
-        let logNormalizer = maxValue + log(sum)
+        let best = logits.argmax(row: 0)
+        let maxValue = row[best]
+        let logNormalizer = maxValue + log(logits.sumOfExponentials(row: 0, shift: maxValue))
         guard options.temperature > 0 else { return (best, row[best] - logNormalizer) }
 
         // Sampling: sort by logit, keep top-k, then the nucleus of mass top-p, renormalise.

@@ -426,11 +426,7 @@ struct Bench: AsyncParsableCommand {
         profiler.reset()
     }
 
-    func argmax(_ logits: Matrix) -> Int {
-        var best = 0
-        for i in 0..<logits.columns where logits[0, i] > logits[0, best] { best = i }
-        return best
-    }
+    func argmax(_ logits: Matrix) -> Int { logits.argmax(row: 0) }
 
     /// Multiply-adds ×2 of the image encoder, projector and decoder prefill (last-row logits).
     /// Floating-point operations of the prefix: (vision tower + projector, decoder prefill).

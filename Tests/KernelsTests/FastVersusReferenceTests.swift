@@ -1,4 +1,5 @@
 import CKernels
+import Foundation
 import Kernels
 import XCTest
 
@@ -119,6 +120,46 @@ final class FastVersusReferenceTests: XCTestCase {
                     XCTAssertEqual(a.storage[i], b.storage[i], accuracy: 8 * gamma(keys + d), "\(mask)")
                 }
             }
+        }
+    }
+
+    func testArgmaxAndSumOfExponentialsOverAVocabulary() {
+        // The sampler's per-token work over 256k logits: the first largest value (NaNs never
+        // win, ties go to the lower index, as torch.argmax) and Σ exp(x − max), against plain
+        // loops (the sum in Double), with the vector code and the portable code.
+        for n in [1, 15, 17, 1000, 257_216] {
+            var values = (0..<n).map { _ in Float.random(in: -30...30, using: &rng) }
+            if n > 20 {
+                values[3] = .nan
+                let top = values.max()! + 1
+                values[n / 2] = top
+                values[n - 1] = top  // a tie: the earlier index wins
+            }
+            let m = Matrix(rows: 1, columns: n, values: values)
+            var expected = 0
+            for i in 0..<n where values[i] > values[expected] || values[expected].isNaN { expected = i }
+            let shift = values[expected]
+            let exact = values.reduce(0.0) { $1.isNaN ? $0 : $0 + Foundation.exp(Double($1 - shift)) }
+            for portable in [false, true] {
+                _ = ck_force_portable(portable ? 1 : 0)
+                defer { _ = ck_force_portable(0) }
+                XCTAssertEqual(m.argmax(row: 0), expected, "n \(n) portable \(portable)")
+                if n > 20 { continue }  // (a NaN in the row makes the sum NaN)
+                let sum = m.sumOfExponentials(row: 0, shift: shift)
+                XCTAssertEqual(Double(sum), exact, accuracy: exact * (Double(n) * 0x1p-24 + 1e-6), "n \(n) portable \(portable)")
+            }
+        }
+        // Without NaNs, the full vocabulary's sum.
+        let n = 257_216
+        let values = (0..<n).map { _ in Float.random(in: -30...30, using: &rng) }
+        let m = Matrix(rows: 1, columns: n, values: values)
+        let shift = values.max()!
+        let exact = values.reduce(0.0) { $0 + Foundation.exp(Double($1 - shift)) }
+        for portable in [false, true] {
+            _ = ck_force_portable(portable ? 1 : 0)
+            defer { _ = ck_force_portable(0) }
+            let sum = m.sumOfExponentials(row: 0, shift: shift)
+            XCTAssertEqual(Double(sum), exact, accuracy: exact * (Double(n) * 0x1p-24 + 1e-6), "portable \(portable)")
         }
     }
 

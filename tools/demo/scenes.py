@@ -213,7 +213,7 @@ def sample_scene(seed: int, size: int = 128, p_word: float = 0.45) -> Scene:
             font = ImageFont.load_default(size=fsize * S * 0.92 / w)
             l, t, rr, b = draw.textbbox((0, 0), word, font=font)
             w, h = rr - l, b - t
-        x = rng.uniform(0.04 * S, S - w - 0.04 * S) - l
+        x = rng.uniform(0.04 * S, max(0.04 * S, S - w - 0.04 * S)) - l  # a shrunk word may fill the row
         y = (text_row + 0.5) * cell - h / 2 - t + rng.uniform(-0.08, 0.08) * cell
         tc = tuple(int(v) for v in rng.integers(0, 70, size=3))
         draw.text((x, y), word, fill=tc, font=font)

@@ -128,6 +128,10 @@ void ck_attention_block(const float *q, int64_t ldq, int64_t nq, const float *k,
 void ck_gelu_tanh(const float *a, const float *b, float *out, int64_t n);
 /// x = cap · tanh(x / cap), in place.
 void ck_softcap(float *x, int64_t n, float cap);
+/// Σ exp(x[i] − shift) in float32 (vectorised exp, relative error about 2e-7 per term).
+float ck_sum_exp(const float *x, int64_t n, float shift);
+/// Index of the first largest value (NaNs never win; 0 when n is 0 or all are NaN).
+int64_t ck_argmax(const float *x, int64_t n);
 
 /// Compute-ceiling probes: `iterations` rounds of twelve independent float32 FMAs, int8 dot
 /// products (VNNI) or bf16 dot products on full vectors; each returns the operations performed
