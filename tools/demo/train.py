@@ -441,6 +441,7 @@ def main():
     step = 0
     ema = None
     task_ema = {}
+    grad_ema = None  # gradient norm before clipping to 1.0 (EMA): above 1, every update is scaled down
     warm = args.warmup
     while step < args.max_steps:
         el = time.time() - t0
@@ -461,7 +462,8 @@ def main():
         loss = lm_loss + args.aux_weight * aux_loss + args.dec_aux_weight * dec_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0))
+        grad_ema = grad_norm if grad_ema is None else 0.98 * grad_ema + 0.02 * grad_norm
         opt.step()
         ema = lm_loss.item() if ema is None else 0.98 * ema + 0.02 * lm_loss.item()
         with torch.no_grad():  # per-task language loss (EMA), to see which skill lags
@@ -476,7 +478,8 @@ def main():
             print(f"step {step} loss {lm_loss.item():.4f} aux {aux_loss.item():.3f} dec {dec_loss.item():.3f} ema {ema:.4f} lr {lr:.2e} "
                   f"{(time.time() - t0) / step:.2f}s/step elapsed {(time.time() - t0) / 60:.1f}m", flush=True)
         if step % 250 == 0:
-            print("  per task: " + " ".join(f"{k} {v:.3f}" for k, v in sorted(task_ema.items())), flush=True)
+            print("  per task: " + " ".join(f"{k} {v:.3f}" for k, v in sorted(task_ema.items()))
+                  + f"  grad norm {grad_ema:.2f}", flush=True)
         if step % 250 == 0:
             model.save_pretrained(args.ckpt)
     print(f"trained {step} steps, {step * args.batch} examples in {(time.time() - t0) / 60:.1f} min", flush=True)
