@@ -53,7 +53,6 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
         return "fast (avx512, \(products), \(threads) threads)"
     }
 
-
     /// Runs `body(start, end, worker)` over `count` items split into contiguous chunks.
     @inline(__always)
     private func parallel(_ count: Int, minChunk: Int = 1, _ body: (Int, Int, Int) -> Void) {
