@@ -718,7 +718,6 @@ AVX512 static void gelu_tanh_avx512(const float *a, const float *b, float *out, 
     }
 }
 
-/* x[i] = exp(x[i] − shift); returns the sum. */
 /* Σ exp(x[i] − shift), writing each term to out when out is not NULL (out may be x). */
 AVX512 static float exp_shift_avx512(const float *x, float *out, int64_t n, float shift) {
     __m512 sum = _mm512_setzero_ps(), sh = _mm512_set1_ps(shift);
@@ -989,14 +988,7 @@ AVX512 static void quantize_groups_avx512(const float *x, int64_t G, ck_qinput *
 }
 #endif
 
-void ck_quantize_input(const float *x, int64_t K, ck_qinput *out) {
-    const int64_t G = K / CK_GROUP;
-#if CK_X86
-    if (ck_has_avx512()) {
-        quantize_groups_avx512(x, G, out);
-        goto reorder;
-    }
-#endif
+static void quantize_groups_portable(const float *x, int64_t G, ck_qinput *out) {
     for (int64_t g = 0; g < G; g++) {
         const float *v = x + g * 32;
         float amax = 0;
@@ -1016,8 +1008,15 @@ void ck_quantize_input(const float *x, int64_t K, ck_qinput *out) {
             out->sum4[g * 8 + i] = out->value[g * 32 + 4 * i] + out->value[g * 32 + 4 * i + 1] +
                                    out->value[g * 32 + 4 * i + 2] + out->value[g * 32 + 4 * i + 3];
     }
+}
+
+void ck_quantize_input(const float *x, int64_t K, ck_qinput *out) {
+    const int64_t G = K / CK_GROUP;
 #if CK_X86
-reorder:
+    if (ck_has_avx512()) quantize_groups_avx512(x, G, out);
+    else quantize_groups_portable(x, G, out);
+#else
+    quantize_groups_portable(x, G, out);
 #endif
     /* the 4-bit kernel's order: per four groups, their elements 0–15 then their elements 16–31;
      * lane i of a block pairs elements 4(i%4)…+3 and 16+4(i%4)…+3 of group g + i/4, whose

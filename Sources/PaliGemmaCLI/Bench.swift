@@ -343,10 +343,10 @@ struct Bench: AsyncParsableCommand {
         let prefillSeconds = clock.lap()
         printProfile(profiler, "prefill")
         status("decoding \(decodeTokens) tokens…")
-        var token = argmax(logits)
+        var token = logits.argmax(row: 0)
         for _ in 0..<decodeTokens {
             logits = try session.step(token: token)
-            token = argmax(logits)
+            token = logits.argmax(row: 0)
         }
         let decodeSeconds = clock.lap()
         printProfile(profiler, "decode")
@@ -425,8 +425,6 @@ struct Bench: AsyncParsableCommand {
         }
         profiler.reset()
     }
-
-    func argmax(_ logits: Matrix) -> Int { logits.argmax(row: 0) }
 
     /// Multiply-adds ×2 of the image encoder, projector and decoder prefill (last-row logits).
     /// Floating-point operations of the prefix: (vision tower + projector, decoder prefill).

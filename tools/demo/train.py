@@ -453,12 +453,18 @@ def main():
         for g in opt.param_groups:
             g["lr"] = lr
         b, aux = batcher.batch(args.batch)
+        labels = b.pop("labels")[:, 1:]  # token t's logits predict token t + 1
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(args.bf16)):
             out = model(**b)
             aux_loss = heads.loss(captured.pop("feats"), aux) if args.aux_weight > 0 else torch.zeros(())
             dec_loss = (decoder_aux_loss(out.logits, patch_word_targets(tok, aux, loc0))
                         if args.dec_aux_weight > 0 else torch.zeros(()))
-        lm_loss = out.loss
+        # Per-token NLL once: its mean is transformers' loss (labels −100 ignored), and its
+        # per-example means feed the per-task log.
+        nll = torch.nn.functional.cross_entropy(out.logits[:, :-1].float().transpose(1, 2), labels,
+                                                ignore_index=-100, reduction="none")
+        counts = (labels != -100).sum(1)
+        lm_loss = nll.sum() / counts.sum()
         loss = lm_loss + args.aux_weight * aux_loss + args.dec_aux_weight * dec_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -466,13 +472,9 @@ def main():
         grad_ema = grad_norm if grad_ema is None else 0.98 * grad_ema + 0.02 * grad_norm
         opt.step()
         ema = lm_loss.item() if ema is None else 0.98 * ema + 0.02 * lm_loss.item()
-        with torch.no_grad():  # per-task language loss (EMA), to see which skill lags
-            lab = b["labels"][:, 1:]
-            nll = torch.nn.functional.cross_entropy(out.logits[:, :-1].float().transpose(1, 2), lab,
-                                                    ignore_index=-100, reduction="none").sum(1)
-            per = nll / (lab != -100).sum(1).clamp(min=1)
-            for t, v in zip(batcher.last_tasks, per.tolist()):
-                task_ema[t] = v if t not in task_ema else 0.97 * task_ema[t] + 0.03 * v
+        per = (nll.detach().sum(1) / counts.clamp(min=1)).tolist()  # per-task loss (EMA): which skill lags
+        for t, v in zip(batcher.last_tasks, per):
+            task_ema[t] = v if t not in task_ema else 0.97 * task_ema[t] + 0.03 * v
         step += 1
         if step % 25 == 0:
             print(f"step {step} loss {lm_loss.item():.4f} aux {aux_loss.item():.3f} dec {dec_loss.item():.3f} ema {ema:.4f} lr {lr:.2e} "
@@ -480,7 +482,6 @@ def main():
         if step % 250 == 0:
             print("  per task: " + " ".join(f"{k} {v:.3f}" for k, v in sorted(task_ema.items()))
                   + f"  grad norm {grad_ema:.2f}", flush=True)
-        if step % 250 == 0:
             model.save_pretrained(args.ckpt)
     print(f"trained {step} steps, {step * args.batch} examples in {(time.time() - t0) / 60:.1f} min", flush=True)
     model.save_pretrained(args.ckpt)
