@@ -205,7 +205,7 @@ def sample_scene(seed: int, size: int = 128, p_word: float = 0.45) -> Scene:
         o.mask = mask
     if word is not None:
         draw = ImageDraw.Draw(img)
-        fsize = S * rng.uniform(0.17, 0.22)
+        fsize = S * rng.uniform(0.27, 0.33)
         font = ImageFont.load_default(size=fsize)
         l, t, rr, b = draw.textbbox((0, 0), word, font=font)
         w, h = rr - l, b - t

@@ -3,10 +3,12 @@
     python tools/demo/train.py                 # VAE (if missing) + tokenizer (if missing) + model
     python tools/demo/train.py --minutes 57    # time budget for the model training (the default)
 
-The defaults are the shipped model's run. Two training-only losses (heads not exported) teach
-the model to look: per-patch probes on the SigLIP output (what covers the patch, its colour,
-sub-cell occupancy, box) and per-patch word targets on the decoder's image positions (kind,
-colour and box <loc> tokens through the tied embedding). See Models/demo/README.md.
+The defaults are the shipped model's run. Training-only losses (heads not exported) teach the
+model to look, read and point within the hour: per-patch probes on the SigLIP output (what covers
+the patch, its colour, sub-cell occupancy, box, the character under it), per-patch word targets
+on the decoder's image positions (kind, colour and box <loc> tokens, the OCR piece, through the
+tied embedding), and grounding targets (each prompt word naming a shape asks for that shape's
+box <loc> tokens). See Models/demo/README.md.
 
 Writes Models/demo/: model.safetensors (bf16), config.json, generation_config.json,
 preprocessor_config.json, tokenizer files, vae-oid.npz. Logs in tools/demo/logs/.
@@ -201,6 +203,7 @@ class Batcher:
         self.rng = np.random.default_rng(seed)
         self.cache = {}
         self.img_id = image_token_id
+        self.kind_ids = None  # "▁circle" ... piece ids -> shape kind, for the grounding targets
         self.tasks = list(TASK_WEIGHTS)
         self.p = np.array([TASK_WEIGHTS[t] for t in self.tasks])
         self.p /= self.p.sum()
@@ -219,7 +222,22 @@ class Batcher:
         prompt, target, _ = scenes.make_example(sc, task, self.rng, seg_codes=lambda o: o.codes)
         pre = [self.img_id] * N_IMG + [2] + self.enc(prompt + "\n")
         suf = self.enc(target) + [1]
-        return pre, suf
+        return pre, suf, self.grounding(sc, pre)
+
+    def grounding(self, sc, pre):
+        """(position, four <loc> ids) for every prompt token naming a shape that is in the scene:
+        the training-only target asking that token's output for the named shape's box."""
+        if self.kind_ids is None:
+            self.kind_ids = {self.tok.convert_tokens_to_ids("\u2581" + k): k for k in scenes.SHAPES}
+            self.loc0 = self.tok.convert_tokens_to_ids("<loc0000>")
+        out = []
+        for pos in range(N_IMG + 1, len(pre)):
+            kind = self.kind_ids.get(pre[pos])
+            o = sc.find(kind) if kind else None
+            if o is not None:
+                bins = [min(max(round(v / sc.size * 1023), 0), 1023) for v in (o.box[1], o.box[0], o.box[3], o.box[2])]
+                out.append((pos, [self.loc0 + v for v in bins]))
+        return out
 
     def batch(self, bs):
         n = len(self.data["images"])
@@ -227,12 +245,13 @@ class Batcher:
         tasks = self.rng.choice(len(self.tasks), size=bs, p=self.p)
         exs = [self.example(int(i), self.tasks[t]) for i, t in zip(idx, tasks)]
         self.last_tasks = [self.tasks[t].split()[0] for t in tasks]  # for per-task loss logging
-        L = max(len(p) + len(s) for p, s in exs)
+        L = max(len(p) + len(s) for p, s, _ in exs)
         ids = torch.zeros((bs, L), dtype=torch.long)
         tt = torch.zeros((bs, L), dtype=torch.long)
         am = torch.zeros((bs, L), dtype=torch.long)
         lab = torch.full((bs, L), -100, dtype=torch.long)
-        for b, (p, s) in enumerate(exs):
+        grounding = [(b, pos, locs) for b, (_, _, g) in enumerate(exs) for pos, locs in g]
+        for b, (p, s, _) in enumerate(exs):
             ids[b, :len(p) + len(s)] = torch.tensor(p + s)
             tt[b, len(p):len(p) + len(s)] = 1
             am[b, :len(p) + len(s)] = 1
@@ -242,6 +261,10 @@ class Batcher:
         ti = torch.from_numpy(idx)
         aux = {k: self.data[k][ti] for k in ("aux_kind", "aux_color", "aux_occ", "aux_box", "aux_char", "aux_piece")
                if k in self.data}
+        if grounding:
+            aux["ground_row"] = torch.tensor([g[0] for g in grounding])
+            aux["ground_pos"] = torch.tensor([g[1] for g in grounding])
+            aux["ground_locs"] = torch.tensor([g[2] for g in grounding])
         return dict(input_ids=ids, token_type_ids=tt, attention_mask=am, labels=lab, pixel_values=px), aux
 
 
@@ -265,6 +288,17 @@ def decoder_aux_loss(logits, targets):
     valid = targets >= 0
     got = lp.gather(-1, targets.clamp(min=0))
     return -(got * valid).sum() / valid.sum().clamp(min=1)
+
+
+def grounding_loss(logits, aux):
+    """Mean negative log-likelihood of the named shape's four box <loc> tokens at the output of
+    each prompt token that names a shape in the scene (`detect triangle`, `where is the star?`):
+    binds the query word to its shape's patches in the prefix, where every position sees all."""
+    if "ground_pos" not in aux:
+        return torch.zeros(())
+    rows = logits[aux["ground_row"], aux["ground_pos"]].float()  # (n, vocab)
+    lp = torch.log_softmax(rows, -1)
+    return -lp.gather(-1, aux["ground_locs"]).mean()
 
 
 class AuxHeads(torch.nn.Module):
@@ -336,7 +370,8 @@ def main():
                     help="bf16 autocast for matmuls (off: on CPUs whose bf16 dot products run at half the "
                          "FMA rate, such as this Xeon, float32 steps are 1.5x faster: 0.42 vs 0.63 s)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--cache", default="/tmp/demo_train_cache_aux30k.pt")
+    ap.add_argument("--cache", default="/tmp/demo_train_cache_v4.pt",
+                    help="rendered scenes + targets (built on first use, about 2 minutes; delete it after changing scenes.py)")
     ap.add_argument("--ckpt", default="/tmp/demo_model_ckpt")
     ap.add_argument("--resume", action="store_true", help="continue from --ckpt (fresh optimizer)")
     ap.add_argument("--warmup", type=int, default=100)
@@ -348,19 +383,20 @@ def main():
     ap.add_argument("--dec-aux-weight", type=float, default=0.3,
                     help="weight of the training-only loss asking each image position's decoder output "
                          "to name its shape, colour and box tokens (0 turns it off)")
-    ap.add_argument("--read-weight", type=float, default=0.0,
-                    help="experimental reading targets (off in the shipped run): per-patch character probe on "
-                         "SigLIP's output with this weight, and the OCR answer's piece as a decoder target on text "
-                         "patches. At 1.0 one hour taught OCR 0 -> 60%% but cost detection (recall 90 -> 45%%); "
-                         "see Models/demo/README.md")
+    ap.add_argument("--ground-weight", type=float, default=0.5,
+                    help="weight of the training-only loss asking each prompt word that names a shape in the "
+                         "scene for that shape's four box <loc> tokens (0 turns it off)")
+    ap.add_argument("--read-weight", type=float, default=0.2,
+                    help="weight of the reading targets: a per-patch character probe on SigLIP's output, and the "
+                         "OCR answer's piece as a decoder target on text patches (0 turns them off)")
     ap.add_argument("--read-pieces", type=int, default=1,
                     help="with --read-weight: also ask each text patch's decoder output for the OCR answer's "
                          "piece under it (0: only the vision-side character probe)")
     ap.add_argument("--mix", default="",
                     help="task mix overrides, e.g. 'answer=0.36,detect=0.2' (renormalised; default: TASK_WEIGHTS)")
-    ap.add_argument("--compile", type=int, default=0,
+    ap.add_argument("--compile", type=int, default=1,
                     help="torch.compile the two towers' forward passes: 0.36 against 0.42 s per step here, so about "
-                         "1.15x the steps in the same minutes (off in the shipped run, which predates it)")
+                         "1.15x the steps in the same minutes (0: eager)")
     ap.add_argument("--proj-gain", type=float, default=1.0,
                     help="initial image-row scale relative to text rows")
     args = ap.parse_args()
@@ -465,7 +501,8 @@ def main():
                                                 ignore_index=-100, reduction="none")
         counts = (labels != -100).sum(1)
         lm_loss = nll.sum() / counts.sum()
-        loss = lm_loss + args.aux_weight * aux_loss + args.dec_aux_weight * dec_loss
+        ground = grounding_loss(out.logits, aux) if args.ground_weight > 0 else torch.zeros(())
+        loss = lm_loss + args.aux_weight * aux_loss + args.dec_aux_weight * dec_loss + args.ground_weight * ground
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = float(torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0))
@@ -477,7 +514,7 @@ def main():
             task_ema[t] = v if t not in task_ema else 0.97 * task_ema[t] + 0.03 * v
         step += 1
         if step % 25 == 0:
-            print(f"step {step} loss {lm_loss.item():.4f} aux {aux_loss.item():.3f} dec {dec_loss.item():.3f} ema {ema:.4f} lr {lr:.2e} "
+            print(f"step {step} loss {lm_loss.item():.4f} aux {aux_loss.item():.3f} dec {dec_loss.item():.3f} ground {ground.item():.3f} ema {ema:.4f} lr {lr:.2e} "
                   f"{(time.time() - t0) / step:.2f}s/step elapsed {(time.time() - t0) / 60:.1f}m", flush=True)
         if step % 250 == 0:
             print("  per task: " + " ".join(f"{k} {v:.3f}" for k, v in sorted(task_ema.items()))
