@@ -225,11 +225,14 @@ def sample_scene(seed: int, size: int = 128, p_word: float = 0.45) -> Scene:
 
 # --- tasks -----------------------------------------------------------------------------
 
-def loc_tokens(box, S):
+def loc_bins(box, S):
+    """A pixel box (x0, y0, x1, y1) as PaliGemma's four bins y0, x0, y1, x1 in 0...1023."""
     x0, y0, x1, y1 = box
-    b = [round(v / S * 1023) for v in (y0, x0, y1, x1)]
-    b = [min(max(v, 0), 1023) for v in b]
-    return "".join(f"<loc{v:04d}>" for v in b)
+    return [min(max(round(v / S * 1023), 0), 1023) for v in (y0, x0, y1, x1)]
+
+
+def loc_tokens(box, S):
+    return "".join(f"<loc{v:04d}>" for v in loc_bins(box, S))
 
 
 def mask_crop(obj, out=64):

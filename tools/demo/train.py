@@ -203,7 +203,9 @@ class Batcher:
         self.rng = np.random.default_rng(seed)
         self.cache = {}
         self.img_id = image_token_id
-        self.kind_ids = None  # "▁circle" ... piece ids -> shape kind, for the grounding targets
+        # for the grounding targets: "▁circle" ... piece ids -> shape kind, and the first <loc> id
+        self.kind_of_piece = {tok.convert_tokens_to_ids("\u2581" + k): k for k in scenes.SHAPES}
+        self.loc0 = tok.convert_tokens_to_ids("<loc0000>")
         self.tasks = list(TASK_WEIGHTS)
         self.p = np.array([TASK_WEIGHTS[t] for t in self.tasks])
         self.p /= self.p.sum()
@@ -227,16 +229,12 @@ class Batcher:
     def grounding(self, sc, pre):
         """(position, four <loc> ids) for every prompt token naming a shape that is in the scene:
         the training-only target asking that token's output for the named shape's box."""
-        if self.kind_ids is None:
-            self.kind_ids = {self.tok.convert_tokens_to_ids("\u2581" + k): k for k in scenes.SHAPES}
-            self.loc0 = self.tok.convert_tokens_to_ids("<loc0000>")
         out = []
         for pos in range(N_IMG + 1, len(pre)):
-            kind = self.kind_ids.get(pre[pos])
+            kind = self.kind_of_piece.get(pre[pos])
             o = sc.find(kind) if kind else None
             if o is not None:
-                bins = [min(max(round(v / sc.size * 1023), 0), 1023) for v in (o.box[1], o.box[0], o.box[3], o.box[2])]
-                out.append((pos, [self.loc0 + v for v in bins]))
+                out.append((pos, [self.loc0 + v for v in scenes.loc_bins(o.box, sc.size)]))
         return out
 
     def batch(self, bs):
