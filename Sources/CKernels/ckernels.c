@@ -92,6 +92,22 @@ static float dot_portable(const float *a, const float *b, int64_t n) {
     return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7])) + t;
 }
 
+/* Weight value i of group g in row n, as a signed integer. */
+static inline int q_weight(const void *W, int format, int64_t K, int64_t n, int64_t g, int i) {
+    if (format == CK_Q8) return g * 32 + i < K ? ((const int8_t *)W)[n * K + g * 32 + i] : 0;
+    uint8_t b = ((const uint8_t *)W)[n * (K / 2) + g * 16 + (i & 15)];
+    return (int)(i < 16 ? (b & 0xF) : (b >> 4)) - 8;
+}
+
+/* Group g of row n against the int8 input, scaled (weight scale `ws` × input scale): the
+ * portable GEMV and the vector GEMVs' last groups that do not fill a vector step. */
+static inline float q_group_dot(const ck_qinput *in, const void *W, int format, int64_t K, int64_t n, int64_t g,
+                                float ws) {
+    int32_t dot = 0;
+    for (int i = 0; i < 32; i++) dot += in->value[g * 32 + i] * q_weight(W, format, K, n, g, i);
+    return (float)dot * ws * in->scale[g];
+}
+
 /* ---------------- AVX-512 paths ---------------- */
 #if CK_X86
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c")))
@@ -528,23 +544,7 @@ AVX512VNNI static void gemv_q_vnni(const ck_qinput *in, int64_t K, const void *W
             }
         }
         float r = _mm512_reduce_add_ps(acc);
-        if (G2 < G) {
-            /* an odd last group: integer dot product in scalar code */
-            int64_t g = G2;
-            int32_t dot = 0;
-            for (int i = 0; i < 32; i++) {
-                int xq = in->value[g * 32 + i];
-                int w;
-                if (format == CK_Q8) {
-                    w = ((const int8_t *)W)[n * K + g * 32 + i];
-                } else {
-                    uint8_t b = ((const uint8_t *)W)[n * (K / 2) + g * 16 + (i & 15)];
-                    w = (int)(i < 16 ? (b & 0xF) : (b >> 4)) - 8;
-                }
-                dot += xq * w;
-            }
-            r += (float)dot * f16_to_f32(sc[g]) * in->scale[g];
-        }
+        if (G2 < G) r += q_group_dot(in, W, format, K, n, G2, f16_to_f32(sc[G2]));  /* an odd last group */
         y[n] = r + (bias ? bias[n] : 0.0f);
     }
 }
@@ -593,14 +593,8 @@ AVX512VNNI static void gemv_q8_vnni(const ck_qinput *in, int64_t K, const int8_t
         }
         float r0 = _mm512_reduce_add_ps(acc0), r1 = _mm512_reduce_add_ps(acc1);
         if (G2 < G) {  /* an odd last group in scalar code */
-            int64_t g = G2;
-            int32_t dot0 = 0, dot1 = 0;
-            for (int i = 0; i < 32; i++) {
-                dot0 += in->value[g * 32 + i] * w0[g * 32 + i];
-                dot1 += in->value[g * 32 + i] * w1[g * 32 + i];
-            }
-            r0 += (float)dot0 * f16_to_f32(sc0[g]) * in->scale[g];
-            r1 += (float)dot1 * f16_to_f32(sc1[g]) * in->scale[g];
+            r0 += q_group_dot(in, W, CK_Q8, K, n, G2, f16_to_f32(sc0[G2]));
+            r1 += q_group_dot(in, W, CK_Q8, K, n + 1, G2, f16_to_f32(sc1[G2]));
         }
         y[n] = r0 + (bias ? bias[n] : 0.0f);
         y[n + 1] = r1 + (bias ? bias[n + 1] : 0.0f);
@@ -659,14 +653,8 @@ AVX512VNNI static void gemv_q4_vnni(const ck_qinput *in, int64_t K, const uint8_
         }
         float r0 = _mm512_reduce_add_ps(acc0), r1 = _mm512_reduce_add_ps(acc1);
         for (int64_t g = G4; g < G; g++) {  /* up to three last groups in scalar code */
-            int32_t dot0 = 0, dot1 = 0;
-            for (int i = 0; i < 32; i++) {
-                int xq = in->value[g * 32 + i];
-                dot0 += xq * ((int)(i < 16 ? (w0[g * 16 + i] & 0xF) : (w0[g * 16 + i - 16] >> 4)) - 8);
-                dot1 += xq * ((int)(i < 16 ? (w1[g * 16 + i] & 0xF) : (w1[g * 16 + i - 16] >> 4)) - 8);
-            }
-            r0 += (float)dot0 * f16_to_f32(sc0[g]) * in->scale[g];
-            r1 += (float)dot1 * f16_to_f32(sc1[g]) * in->scale[g];
+            r0 += q_group_dot(in, W, CK_Q4, K, n, g, f16_to_f32(sc0[g]));
+            r1 += q_group_dot(in, W, CK_Q4, K, n + 1, g, f16_to_f32(sc1[g]));
         }
         y[n] = r0 + (bias ? bias[n] : 0.0f);
         y[n + 1] = r1 + (bias ? bias[n + 1] : 0.0f);
@@ -1046,20 +1034,7 @@ void ck_gemv_q_int8(const ck_qinput *in, int64_t K, const void *W, const uint16_
     const int64_t G = K / CK_GROUP;
     for (int64_t n = n0; n < n1; n++) {
         float r = 0;
-        for (int64_t g = 0; g < G; g++) {
-            int32_t dot = 0;
-            for (int i = 0; i < 32; i++) {
-                int w;
-                if (format == CK_Q8) {
-                    w = ((const int8_t *)W)[n * K + g * 32 + i];
-                } else {
-                    uint8_t b = ((const uint8_t *)W)[n * (K / 2) + g * 16 + (i & 15)];
-                    w = (int)(i < 16 ? (b & 0xF) : (b >> 4)) - 8;
-                }
-                dot += in->value[g * 32 + i] * w;
-            }
-            r += (float)dot * f16_to_f32(scales[n * G + g]) * in->scale[g];
-        }
+        for (int64_t g = 0; g < G; g++) r += q_group_dot(in, W, format, K, n, g, f16_to_f32(scales[n * G + g]));
         y[n] = r + (bias ? bias[n] : 0.0f);
     }
 }
@@ -1620,13 +1595,6 @@ static void quantize_rows_u8_portable(const float *x, int64_t M, int64_t K, int6
             }
         }
     }
-}
-
-/* Weight value i of group g in row n, as a signed integer. */
-static inline int q_weight(const void *W, int format, int64_t K, int64_t n, int64_t g, int i) {
-    if (format == CK_Q8) return g * 32 + i < K ? ((const int8_t *)W)[n * K + g * 32 + i] : 0;
-    uint8_t b = ((const uint8_t *)W)[n * (K / 2) + g * 16 + (i & 15)];
-    return (int)(i < 16 ? (b & 0xF) : (b >> 4)) - 8;
 }
 
 static void gemm_q_int8_portable(const uint8_t *xq, const float *xs, int64_t M, int64_t K, const void *W,

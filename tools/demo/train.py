@@ -197,7 +197,7 @@ def build_cache(n, seed0, vae_encoder, path):
 
 
 class Batcher:
-    def __init__(self, tok, data, seed, image_token_id):
+    def __init__(self, tok, data, seed, image_token_id, number_weight=1.0):
         self.tok = tok
         self.data = data
         self.rng = np.random.default_rng(seed)
@@ -206,6 +206,22 @@ class Batcher:
         # for the grounding targets: "▁circle" ... piece ids -> shape kind, and the first <loc> id
         self.kind_of_piece = {tok.convert_tokens_to_ids("\u2581" + k): k for k in scenes.SHAPES}
         self.loc0 = tok.convert_tokens_to_ids("<loc0000>")
+        # for the plan targets: every single-piece shape noun (en/de/fr, with and without the word-start
+        # mark) -> kind, and the caption separators that precede the next object's phrase
+        nouns = {}
+        for k in scenes.SHAPES:
+            for word in (k, scenes.DE_NOUN[k][0], scenes.FR_NOUN[k][0]):
+                for piece in (word, "\u2581" + word):
+                    i = tok.convert_tokens_to_ids(piece)
+                    if i is not None and i != tok.unk_token_id:
+                        nouns[i] = k
+        self.noun_kind = nouns
+        self.quote = tok.convert_tokens_to_ids("\u2581\"")  # opens the caption's `with the word "…"`
+        self.separators = {tok.convert_tokens_to_ids(p) for p in (",", "\u2581and", "\u2581und", "\u2581et")}
+        # scene sampling weights: scenes showing a number are drawn `number_weight` times as often
+        w = np.array([number_weight if (sc.word or "").isdigit() else 1.0 for sc in data["scenes"]])
+        self.scene_cdf = np.cumsum(w / w.sum())
+        self.uniform = number_weight == 1.0  # the shipped run's draw (same batches as before this option)
         self.tasks = list(TASK_WEIGHTS)
         self.p = np.array([TASK_WEIGHTS[t] for t in self.tasks])
         self.p /= self.p.sum()
@@ -224,7 +240,7 @@ class Batcher:
         prompt, target, _ = scenes.make_example(sc, task, self.rng, seg_codes=lambda o: o.codes)
         pre = [self.img_id] * N_IMG + [2] + self.enc(prompt + "\n")
         suf = self.enc(target) + [1]
-        return pre, suf, self.grounding(sc, pre)
+        return pre, suf, self.grounding(sc, pre), self.plan(sc, task, pre, suf)
 
     def grounding(self, sc, pre):
         """(position, four <loc> ids) for every prompt token naming a shape that is in the scene:
@@ -237,19 +253,46 @@ class Batcher:
                 out.append((pos, [self.loc0 + v for v in scenes.loc_bins(o.box, sc.size)]))
         return out
 
+    def plan(self, sc, task, pre, suf):
+        """(position, box fractions, head) for the training-only plan targets in the answer:
+        head 0 ("bind") at every noun naming a shape of the scene, whose middle-layer state should
+        hold that shape's box; head 1 ("next") at a caption's prompt end and at each separator
+        before the next object's phrase, whose last-layer state should hold the box of the object
+        the caption names next (reading order), the choice a caption that names a shape twice or
+        swaps two gets wrong."""
+        out = []
+        S = float(sc.size)
+        frac = lambda o: [v / S for v in o.box]  # noqa: E731
+        for j, t in enumerate(suf):
+            if task == "ocr" or t == self.quote:
+                break  # the rendered word ("star") is text, not the shape
+            kind = self.noun_kind.get(t)
+            o = sc.find(kind) if kind else None
+            if o is not None:
+                out.append((len(pre) + j, frac(o), 0))
+        if task.startswith("caption"):
+            objs = sc.ordered()
+            starts = [len(pre) - 1] + [len(pre) + j for j, t in enumerate(suf) if t in self.separators]
+            for pos, o in zip(starts, objs):  # the first n-1 separators join the n phrases
+                out.append((pos, frac(o), 1))
+        return out
+
     def batch(self, bs):
-        n = len(self.data["images"])
-        idx = self.rng.integers(n, size=bs)
+        if self.uniform:
+            idx = self.rng.integers(len(self.scene_cdf), size=bs)
+        else:
+            idx = np.minimum(np.searchsorted(self.scene_cdf, self.rng.random(bs)), len(self.scene_cdf) - 1)
         tasks = self.rng.choice(len(self.tasks), size=bs, p=self.p)
         exs = [self.example(int(i), self.tasks[t]) for i, t in zip(idx, tasks)]
         self.last_tasks = [self.tasks[t].split()[0] for t in tasks]  # for per-task loss logging
-        L = max(len(p) + len(s) for p, s, _ in exs)
+        L = max(len(p) + len(s) for p, s, _, _ in exs)
         ids = torch.zeros((bs, L), dtype=torch.long)
         tt = torch.zeros((bs, L), dtype=torch.long)
         am = torch.zeros((bs, L), dtype=torch.long)
         lab = torch.full((bs, L), -100, dtype=torch.long)
-        grounding = [(b, pos, locs) for b, (_, _, g) in enumerate(exs) for pos, locs in g]
-        for b, (p, s, _) in enumerate(exs):
+        grounding = [(b, pos, locs) for b, (_, _, g, _) in enumerate(exs) for pos, locs in g]
+        plan = [(b, pos, box, head) for b, (_, _, _, q) in enumerate(exs) for pos, box, head in q]
+        for b, (p, s, _, _) in enumerate(exs):
             ids[b, :len(p) + len(s)] = torch.tensor(p + s)
             tt[b, len(p):len(p) + len(s)] = 1
             am[b, :len(p) + len(s)] = 1
@@ -263,6 +306,11 @@ class Batcher:
             aux["ground_row"] = torch.tensor([g[0] for g in grounding])
             aux["ground_pos"] = torch.tensor([g[1] for g in grounding])
             aux["ground_locs"] = torch.tensor([g[2] for g in grounding])
+        if plan:
+            aux["plan_row"] = torch.tensor([q[0] for q in plan])
+            aux["plan_pos"] = torch.tensor([q[1] for q in plan])
+            aux["plan_box"] = torch.tensor([q[2] for q in plan], dtype=torch.float32)
+            aux["plan_head"] = torch.tensor([q[3] for q in plan])
         return dict(input_ids=ids, token_type_ids=tt, attention_mask=am, labels=lab, pixel_values=px), aux
 
 
@@ -297,6 +345,28 @@ def grounding_loss(logits, aux):
     rows = logits[aux["ground_row"], aux["ground_pos"]].float()  # (n, vocab)
     lp = torch.log_softmax(rows, -1)
     return -lp.gather(-1, aux["ground_locs"]).mean()
+
+
+class PlanHeads(torch.nn.Module):
+    """Training-only linear probes on the decoder's states at the plan targets' positions (not
+    exported): "bind" reads a shape's box from the middle layer's output at a noun naming it, so
+    the layers above can look back at which shapes the answer has named; "next" reads, from the
+    last layer's output at a caption separator, the box of the object the caption names next."""
+
+    def __init__(self, width):
+        super().__init__()
+        self.bind = torch.nn.Linear(width, 4)
+        self.next = torch.nn.Linear(width, 4)
+
+    def loss(self, mid, last, aux):
+        if "plan_pos" not in aux:
+            return torch.zeros(())
+        rows, pos = aux["plan_row"], aux["plan_pos"]
+        rms = lambda x: x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)  # noqa: E731
+        bind = torch.sigmoid(self.bind(rms(mid[rows, pos].float())))
+        nxt = torch.sigmoid(self.next(rms(last[rows, pos].float())))
+        pred = torch.where(aux["plan_head"][:, None] == 0, bind, nxt)
+        return 5 * (pred - aux["plan_box"]).abs().mean()  # same scale as AuxHeads' box term
 
 
 class AuxHeads(torch.nn.Module):
@@ -384,6 +454,13 @@ def main():
     ap.add_argument("--ground-weight", type=float, default=0.5,
                     help="weight of the training-only loss asking each prompt word that names a shape in the "
                          "scene for that shape's four box <loc> tokens (0 turns it off)")
+    ap.add_argument("--plan-weight", type=float, default=0.0,
+                    help="weight of the training-only plan targets: each answer noun naming a shape gives its box "
+                         "from the middle layer, each caption separator the box of the object named next (0: off; a "
+                         "one-hour run at 0.5 with --number-weight 2 scored lower on every task)")
+    ap.add_argument("--number-weight", type=float, default=1.0,
+                    help="draw scenes that show a number this many times as often as the others (numbers are "
+                         "read digit by digit, words almost as wholes; 1: uniform)")
     ap.add_argument("--read-weight", type=float, default=0.2,
                     help="weight of the reading targets: a per-patch character probe on SigLIP's output, and the "
                          "OCR answer's piece as a decoder target on text patches (0 turns them off)")
@@ -399,9 +476,16 @@ def main():
                     help="initial image-row scale relative to text rows")
     args = ap.parse_args()
     for item in filter(None, args.mix.split(",")):
-        name, value = item.split("=")
-        key = next(k for k in TASK_WEIGHTS if k == name or k.startswith(name + " "))
-        TASK_WEIGHTS[key] = float(value)
+        name, _, value = item.partition("=")
+        keys = [k for k in TASK_WEIGHTS if k == name.strip() or k.startswith(name.strip() + " ")]
+        try:
+            weight = float(value)
+        except ValueError:
+            keys = []
+        if not keys:
+            ap.error(f"--mix: '{item}' is not TASK=WEIGHT with TASK one of {', '.join(TASK_WEIGHTS)}")
+        for key in keys:  # "caption=0.1" sets all three languages
+            TASK_WEIGHTS[key] = weight
     print("task mix: " + ", ".join(f"{k} {v:.2f}" for k, v in TASK_WEIGHTS.items()), flush=True)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -464,12 +548,18 @@ def main():
         vt.forward = torch.compile(vt.forward)
     model.model.vision_tower.register_forward_hook(
         lambda m, i, o: captured.__setitem__("feats", o.last_hidden_state))
-    params = list(model.named_parameters()) + [("aux." + n, p) for n, p in heads.named_parameters()]
+    plan_heads = PlanHeads(cfg.text_config.hidden_size)
+    lm_layers = model.model.language_model.layers
+    lm_layers[len(lm_layers) // 2 - 1].register_forward_hook(
+        lambda m, i, o: captured.__setitem__("mid", o[0] if isinstance(o, tuple) else o))
+    model.model.language_model.norm.register_forward_hook(lambda m, i, o: captured.__setitem__("last", o))
+    params = (list(model.named_parameters()) + [("aux." + n, p) for n, p in heads.named_parameters()]
+              + [("plan." + n, p) for n, p in plan_heads.named_parameters()])
     decay = [p for n, p in params if p.ndim >= 2]
     nodecay = [p for n, p in params if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
                              {"params": nodecay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.98))
-    batcher = Batcher(tok, data, args.seed, image_id)
+    batcher = Batcher(tok, data, args.seed, image_id, args.number_weight)
     budget = args.minutes * 60
     t0 = time.time()
     step = 0
@@ -500,7 +590,10 @@ def main():
         counts = (labels != -100).sum(1)
         lm_loss = nll.sum() / counts.sum()
         ground = grounding_loss(out.logits, aux) if args.ground_weight > 0 else torch.zeros(())
-        loss = lm_loss + args.aux_weight * aux_loss + args.dec_aux_weight * dec_loss + args.ground_weight * ground
+        mid, last = captured.pop("mid"), captured.pop("last")
+        plan = plan_heads.loss(mid, last, aux) if args.plan_weight > 0 else torch.zeros(())
+        loss = (lm_loss + args.aux_weight * aux_loss + args.dec_aux_weight * dec_loss + args.ground_weight * ground
+                + args.plan_weight * plan)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = float(torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0))
@@ -512,7 +605,7 @@ def main():
             task_ema[t] = v if t not in task_ema else 0.97 * task_ema[t] + 0.03 * v
         step += 1
         if step % 25 == 0:
-            print(f"step {step} loss {lm_loss.item():.4f} aux {aux_loss.item():.3f} dec {dec_loss.item():.3f} ground {ground.item():.3f} ema {ema:.4f} lr {lr:.2e} "
+            print(f"step {step} loss {lm_loss.item():.4f} aux {aux_loss.item():.3f} dec {dec_loss.item():.3f} ground {ground.item():.3f} plan {plan.item():.3f} ema {ema:.4f} lr {lr:.2e} "
                   f"{(time.time() - t0) / step:.2f}s/step elapsed {(time.time() - t0) / 60:.1f}m", flush=True)
         if step % 250 == 0:
             print("  per task: " + " ".join(f"{k} {v:.3f}" for k, v in sorted(task_ema.items()))
