@@ -197,17 +197,16 @@ def build_cache(n, seed0, vae_encoder, path):
 
 
 class Batcher:
-    def __init__(self, tok, data, seed, image_token_id, number_weight=1.0):
+    def __init__(self, tok, data, seed, image_token_id, number_weight=1.0, plan_targets=False):
         self.tok = tok
         self.data = data
         self.rng = np.random.default_rng(seed)
         self.cache = {}
         self.img_id = image_token_id
-        # for the grounding targets: "▁circle" ... piece ids -> shape kind, and the first <loc> id
-        self.kind_of_piece = {tok.convert_tokens_to_ids("\u2581" + k): k for k in scenes.SHAPES}
         self.loc0 = tok.convert_tokens_to_ids("<loc0000>")
-        # for the plan targets: every single-piece shape noun (en/de/fr, with and without the word-start
-        # mark) -> kind, and the caption separators that precede the next object's phrase
+        # every single-piece shape noun (en/de/fr, with and without the word-start mark) -> kind: the
+        # prompt's nouns for the grounding targets (prompts are English: "▁circle"), the answer's for the
+        # plan targets; and the caption separators that precede the next object's phrase
         nouns = {}
         for k in scenes.SHAPES:
             for word in (k, scenes.DE_NOUN[k][0], scenes.FR_NOUN[k][0]):
@@ -216,12 +215,15 @@ class Batcher:
                     if i is not None and i != tok.unk_token_id:
                         nouns[i] = k
         self.noun_kind = nouns
+        self.plan_targets = plan_targets
         self.quote = tok.convert_tokens_to_ids("\u2581\"")  # opens the caption's `with the word "…"`
         self.separators = {tok.convert_tokens_to_ids(p) for p in (",", "\u2581and", "\u2581und", "\u2581et")}
-        # scene sampling weights: scenes showing a number are drawn `number_weight` times as often
-        w = np.array([number_weight if (sc.word or "").isdigit() else 1.0 for sc in data["scenes"]])
-        self.scene_cdf = np.cumsum(w / w.sum())
-        self.uniform = number_weight == 1.0  # the shipped run's draw (same batches as before this option)
+        # scenes showing a number are drawn `number_weight` times as often; None: uniform, the shipped
+        # run's draw (the same batches as before this option)
+        self.scene_cdf = None
+        if number_weight != 1.0:
+            w = np.array([number_weight if (sc.word or "").isdigit() else 1.0 for sc in data["scenes"]])
+            self.scene_cdf = np.cumsum(w / w.sum())
         self.tasks = list(TASK_WEIGHTS)
         self.p = np.array([TASK_WEIGHTS[t] for t in self.tasks])
         self.p /= self.p.sum()
@@ -240,14 +242,14 @@ class Batcher:
         prompt, target, _ = scenes.make_example(sc, task, self.rng, seg_codes=lambda o: o.codes)
         pre = [self.img_id] * N_IMG + [2] + self.enc(prompt + "\n")
         suf = self.enc(target) + [1]
-        return pre, suf, self.grounding(sc, pre), self.plan(sc, task, pre, suf)
+        return pre, suf, self.grounding(sc, pre), self.plan(sc, task, pre, suf) if self.plan_targets else []
 
     def grounding(self, sc, pre):
         """(position, four <loc> ids) for every prompt token naming a shape that is in the scene:
         the training-only target asking that token's output for the named shape's box."""
         out = []
         for pos in range(N_IMG + 1, len(pre)):
-            kind = self.kind_of_piece.get(pre[pos])
+            kind = self.noun_kind.get(pre[pos])
             o = sc.find(kind) if kind else None
             if o is not None:
                 out.append((pos, [self.loc0 + v for v in scenes.loc_bins(o.box, sc.size)]))
@@ -278,8 +280,8 @@ class Batcher:
         return out
 
     def batch(self, bs):
-        if self.uniform:
-            idx = self.rng.integers(len(self.scene_cdf), size=bs)
+        if self.scene_cdf is None:
+            idx = self.rng.integers(len(self.data["images"]), size=bs)
         else:
             idx = np.minimum(np.searchsorted(self.scene_cdf, self.rng.random(bs)), len(self.scene_cdf) - 1)
         tasks = self.rng.choice(len(self.tasks), size=bs, p=self.p)
@@ -549,18 +551,19 @@ def main():
         vt.forward = torch.compile(vt.forward)
     model.model.vision_tower.register_forward_hook(
         lambda m, i, o: captured.__setitem__("feats", o.last_hidden_state))
-    plan_heads = PlanHeads(cfg.text_config.hidden_size)
-    lm_layers = model.model.language_model.layers
-    lm_layers[len(lm_layers) // 2 - 1].register_forward_hook(
-        lambda m, i, o: captured.__setitem__("mid", o[0] if isinstance(o, tuple) else o))
-    model.model.language_model.norm.register_forward_hook(lambda m, i, o: captured.__setitem__("last", o))
+    plan_heads = PlanHeads(cfg.text_config.hidden_size) if args.plan_weight > 0 else None
+    if plan_heads:  # the middle and last decoder states, for the plan probes
+        lm_layers = model.model.language_model.layers
+        lm_layers[len(lm_layers) // 2 - 1].register_forward_hook(
+            lambda m, i, o: captured.__setitem__("mid", o[0] if isinstance(o, tuple) else o))
+        model.model.language_model.norm.register_forward_hook(lambda m, i, o: captured.__setitem__("last", o))
     params = (list(model.named_parameters()) + [("aux." + n, p) for n, p in heads.named_parameters()]
-              + [("plan." + n, p) for n, p in plan_heads.named_parameters()])
+              + [("plan." + n, p) for n, p in (plan_heads.named_parameters() if plan_heads else [])])
     decay = [p for n, p in params if p.ndim >= 2]
     nodecay = [p for n, p in params if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
                              {"params": nodecay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.98))
-    batcher = Batcher(tok, data, args.seed, image_id, args.number_weight)
+    batcher = Batcher(tok, data, args.seed, image_id, args.number_weight, plan_targets=args.plan_weight > 0)
     budget = args.minutes * 60
     t0 = time.time()
     step = 0
@@ -591,8 +594,7 @@ def main():
         counts = (labels != -100).sum(1)
         lm_loss = nll.sum() / counts.sum()
         ground = grounding_loss(out.logits, aux) if args.ground_weight > 0 else torch.zeros(())
-        mid, last = captured.pop("mid"), captured.pop("last")
-        plan = plan_heads.loss(mid, last, aux) if args.plan_weight > 0 else torch.zeros(())
+        plan = plan_heads.loss(captured.pop("mid"), captured.pop("last"), aux) if plan_heads else torch.zeros(())
         loss = (lm_loss + args.aux_weight * aux_loss + args.dec_aux_weight * dec_loss + args.ground_weight * ground
                 + args.plan_weight * plan)
         opt.zero_grad(set_to_none=True)
