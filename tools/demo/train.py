@@ -117,6 +117,23 @@ def aux_targets(sc):
     return kind.reshape(-1), color.reshape(-1), occ.reshape(-1, SUB * SUB), box.reshape(-1, 4)
 
 
+def rank_targets(data):
+    """Per-patch caption-order targets (training only): 1 + the covering shape's index in reading
+    order (the order captions name shapes in: top row first, left to right), 0 where no shape
+    covers the patch. (N, GRID*GRID), from the cached scenes and their aux_kind."""
+    kinds = data["aux_kind"]
+    rank = torch.zeros_like(kinds)
+    for i, sc in enumerate(data["scenes"]):
+        lookup = torch.zeros(N_KIND, dtype=torch.long)
+        for r, o in enumerate(sc.ordered()):
+            lookup[1 + scenes.SHAPES.index(o.kind)] = r + 1
+        rank[i] = lookup[kinds[i]]
+    return rank
+
+
+N_RANK = 5  # none, 1st..4th (scenes have 1-4 shapes)
+
+
 CHARS = "abcdefghijklmnopqrstuvwxyz0123456789"
 N_CHAR = len(CHARS) + 1  # none, characters...
 
@@ -197,7 +214,7 @@ def build_cache(n, seed0, vae_encoder, path):
 
 
 class Batcher:
-    def __init__(self, tok, data, seed, image_token_id, number_weight=1.0, plan_targets=False):
+    def __init__(self, tok, data, seed, image_token_id, number_weight=1.0, plan_targets=False, phrase_targets=False):
         self.tok = tok
         self.data = data
         self.rng = np.random.default_rng(seed)
@@ -216,6 +233,7 @@ class Batcher:
                         nouns[i] = k
         self.noun_kind = nouns
         self.plan_targets = plan_targets
+        self.phrase_targets = phrase_targets
         self.quote = tok.convert_tokens_to_ids("\u2581\"")  # opens the caption's `with the word "…"`
         self.separators = {tok.convert_tokens_to_ids(p) for p in (",", "\u2581and", "\u2581und", "\u2581et")}
         # scenes showing a number are drawn `number_weight` times as often; None: uniform, the shipped
@@ -242,7 +260,24 @@ class Batcher:
         prompt, target, _ = scenes.make_example(sc, task, self.rng, seg_codes=lambda o: o.codes)
         pre = [self.img_id] * N_IMG + [2] + self.enc(prompt + "\n")
         suf = self.enc(target) + [1]
-        return pre, suf, self.grounding(sc, pre), self.plan(sc, task, pre, suf) if self.plan_targets else []
+        return (pre, suf, self.grounding(sc, pre), self.plan(sc, task, pre, suf) if self.plan_targets else [],
+                self.phrases(task, pre, suf) if self.phrase_targets else [])
+
+    def phrases(self, task, pre, suf):
+        """(position, phrase index) for the training-only phrase-count targets of a caption: at the
+        prompt's end and at every answer token up to the quoted word, how many separators (`,`,
+        `and`, `und`, `et`) the caption has written so far, i.e. which of its shape phrases (0-3)
+        is being written or comes next. A caption that names a shape twice loses this count."""
+        if not task.startswith("caption"):
+            return []
+        out = [(len(pre) - 1, 0)]
+        k = 0
+        for j, t in enumerate(suf):
+            if t == self.quote:
+                break
+            k += t in self.separators
+            out.append((len(pre) + j, min(k, N_RANK - 2)))
+        return out
 
     def grounding(self, sc, pre):
         """(position, four <loc> ids) for every prompt token naming a shape that is in the scene:
@@ -287,14 +322,15 @@ class Batcher:
         tasks = self.rng.choice(len(self.tasks), size=bs, p=self.p)
         exs = [self.example(int(i), self.tasks[t]) for i, t in zip(idx, tasks)]
         self.last_tasks = [self.tasks[t].split()[0] for t in tasks]  # for per-task loss logging
-        L = max(len(p) + len(s) for p, s, _, _ in exs)
+        L = max(len(p) + len(s) for p, s, *_ in exs)
         ids = torch.zeros((bs, L), dtype=torch.long)
         tt = torch.zeros((bs, L), dtype=torch.long)
         am = torch.zeros((bs, L), dtype=torch.long)
         lab = torch.full((bs, L), -100, dtype=torch.long)
-        grounding = [(b, pos, locs) for b, (_, _, g, _) in enumerate(exs) for pos, locs in g]
-        plan = [(b, pos, box, head) for b, (_, _, _, q) in enumerate(exs) for pos, box, head in q]
-        for b, (p, s, _, _) in enumerate(exs):
+        grounding = [(b, pos, locs) for b, (_, _, g, _, _) in enumerate(exs) for pos, locs in g]
+        plan = [(b, pos, box, head) for b, (_, _, _, q, _) in enumerate(exs) for pos, box, head in q]
+        phrase = [(b, pos, k) for b, (*_, ph) in enumerate(exs) for pos, k in ph]
+        for b, (p, s, *_) in enumerate(exs):
             ids[b, :len(p) + len(s)] = torch.tensor(p + s)
             tt[b, len(p):len(p) + len(s)] = 1
             am[b, :len(p) + len(s)] = 1
@@ -302,7 +338,7 @@ class Batcher:
         px = self.data["images"][torch.from_numpy(idx)].permute(0, 3, 1, 2).float()
         px = (px / 255.0 - 0.5) / 0.5
         ti = torch.from_numpy(idx)
-        aux = {k: self.data[k][ti] for k in ("aux_kind", "aux_color", "aux_occ", "aux_box", "aux_char", "aux_piece")
+        aux = {k: self.data[k][ti] for k in ("aux_kind", "aux_color", "aux_occ", "aux_box", "aux_char", "aux_piece", "aux_rank")
                if k in self.data}
         if grounding:
             aux["ground_row"] = torch.tensor([g[0] for g in grounding])
@@ -313,6 +349,10 @@ class Batcher:
             aux["plan_pos"] = torch.tensor([q[1] for q in plan])
             aux["plan_box"] = torch.tensor([q[2] for q in plan], dtype=torch.float32)
             aux["plan_head"] = torch.tensor([q[3] for q in plan])
+        if phrase:
+            aux["phrase_row"] = torch.tensor([q[0] for q in phrase])
+            aux["phrase_pos"] = torch.tensor([q[1] for q in phrase])
+            aux["phrase_idx"] = torch.tensor([q[2] for q in phrase])
         return dict(input_ids=ids, token_type_ids=tt, attention_mask=am, labels=lab, pixel_values=px), aux
 
 
@@ -371,18 +411,39 @@ class PlanHeads(torch.nn.Module):
         return 5 * (pred - aux["plan_box"]).abs().mean()  # same scale as AuxHeads' box term
 
 
+class PhraseHead(torch.nn.Module):
+    """Training-only linear probe on the middle decoder layer's output at a caption's positions
+    (not exported): which shape phrase (0-3) the caption is writing. With the vision tower's
+    reading-order probe (--rank-weight) the layers above can pick the next shape by matching the
+    count to a patch's place instead of recalling which shapes were named."""
+
+    def __init__(self, width):
+        super().__init__()
+        self.idx = torch.nn.Linear(width, N_RANK - 1)
+
+    def loss(self, mid, aux):
+        if "phrase_pos" not in aux:
+            return torch.zeros(())
+        x = mid[aux["phrase_row"], aux["phrase_pos"]].float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
+        return torch.nn.functional.cross_entropy(self.idx(x), aux["phrase_idx"])
+
+
 class AuxHeads(torch.nn.Module):
     """Training-only linear probes on the vision tower's patch outputs (not exported)."""
 
-    def __init__(self, width, read_weight=0.0):
+    def __init__(self, width, read_weight=0.0, rank_weight=0.0):
         super().__init__()
         self.read_weight = read_weight
+        self.rank_weight = rank_weight
         self.kind = torch.nn.Linear(width, N_KIND)
         self.color = torch.nn.Linear(width, N_COLOR)
         self.occ = torch.nn.Linear(width, SUB * SUB)
         self.box = torch.nn.Linear(width, 4)
         if read_weight > 0:
             self.char = torch.nn.Linear(width, N_CHAR)
+        if rank_weight > 0:
+            self.rank = torch.nn.Linear(width, N_RANK)
 
     def loss(self, feats, aux):
         f = feats.float()  # (B, GRID*GRID, width)
@@ -396,6 +457,9 @@ class AuxHeads(torch.nn.Module):
             text = aux["aux_char"] > 0
             if text.any():
                 total = total + self.read_weight * torch.nn.functional.cross_entropy(self.char(f[text]), aux["aux_char"][text])
+        if self.rank_weight > 0:
+            l_rank = torch.nn.functional.cross_entropy(self.rank(f).flatten(0, 1), aux["aux_rank"].flatten())
+            total = total + self.rank_weight * l_rank
         return total
 
 
@@ -467,6 +531,15 @@ def main():
     ap.add_argument("--read-weight", type=float, default=0.2,
                     help="weight of the reading targets: a per-patch character probe on SigLIP's output, and the "
                          "OCR answer's piece as a decoder target on text patches (0 turns them off)")
+    ap.add_argument("--phrase-weight", type=float, default=0.0,
+                    help="weight of the training-only phrase-count probe on the middle decoder layer at caption "
+                         "positions: which shape phrase the caption is writing (0: off, the shipped run)")
+    ap.add_argument("--rank-weight", type=float, default=0.0,
+                    help="weight (within the vision targets) of a per-patch probe for the covering shape's place in "
+                         "reading order, the order captions name shapes in (0: off, the shipped run)")
+    ap.add_argument("--ema", type=float, default=0.0,
+                    help="also keep an exponential moving average of the weights over the decay phase, with this "
+                         "decay per step (e.g. 0.998), and export it to OUT-ema (0: off)")
     ap.add_argument("--read-pieces", type=int, default=1,
                     help="with --read-weight: also ask each text patch's decoder output for the OCR answer's "
                          "piece under it (0: only the vision-side character probe)")
@@ -525,6 +598,8 @@ def main():
         if not args.read_pieces:
             del data["aux_piece"]
         print(f"reading targets: {int((data['aux_char'] > 0).sum())} text patches", flush=True)
+    if args.rank_weight > 0:
+        data["aux_rank"] = rank_targets(data)
     print(f"data ready ({time.time() - t_start:.0f}s)", flush=True)
 
     # 4. model
@@ -542,7 +617,7 @@ def main():
     model.train()
     nparam = sum(p.numel() for p in model.parameters())
     print(f"model: {nparam / 1e6:.2f}M parameters", flush=True)
-    heads = AuxHeads(cfg.vision_config.hidden_size, args.read_weight)
+    heads = AuxHeads(cfg.vision_config.hidden_size, args.read_weight, args.rank_weight)
     captured = {}
     if args.compile:
         # compile the two towers' forward methods in place: parameters, hooks and checkpoint keys unchanged
@@ -552,18 +627,22 @@ def main():
     model.model.vision_tower.register_forward_hook(
         lambda m, i, o: captured.__setitem__("feats", o.last_hidden_state))
     plan_heads = PlanHeads(cfg.text_config.hidden_size) if args.plan_weight > 0 else None
-    if plan_heads:  # the middle and last decoder states, for the plan probes
+    phrase_head = PhraseHead(cfg.text_config.hidden_size) if args.phrase_weight > 0 else None
+    if plan_heads or phrase_head:  # the middle decoder state, for the plan and phrase probes
         lm_layers = model.model.language_model.layers
         lm_layers[len(lm_layers) // 2 - 1].register_forward_hook(
             lambda m, i, o: captured.__setitem__("mid", o[0] if isinstance(o, tuple) else o))
+    if plan_heads:  # and the last one
         model.model.language_model.norm.register_forward_hook(lambda m, i, o: captured.__setitem__("last", o))
     params = (list(model.named_parameters()) + [("aux." + n, p) for n, p in heads.named_parameters()]
-              + [("plan." + n, p) for n, p in (plan_heads.named_parameters() if plan_heads else [])])
+              + [("plan." + n, p) for n, p in (plan_heads.named_parameters() if plan_heads else [])]
+              + [("phrase." + n, p) for n, p in (phrase_head.named_parameters() if phrase_head else [])])
     decay = [p for n, p in params if p.ndim >= 2]
     nodecay = [p for n, p in params if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
                              {"params": nodecay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.98))
-    batcher = Batcher(tok, data, args.seed, image_id, args.number_weight, plan_targets=args.plan_weight > 0)
+    batcher = Batcher(tok, data, args.seed, image_id, args.number_weight, plan_targets=args.plan_weight > 0,
+                      phrase_targets=args.phrase_weight > 0)
     budget = args.minutes * 60
     t0 = time.time()
     step = 0
@@ -571,6 +650,7 @@ def main():
     task_ema = {}
     grad_ema = None  # gradient norm before clipping to 1.0 (EMA): above 1, every update is scaled down
     warm = args.warmup
+    ema_weights = None  # name -> float32 tensor, from the first step of the decay phase
     while step < args.max_steps:
         el = time.time() - t0
         if el > budget:
@@ -594,21 +674,30 @@ def main():
         counts = (labels != -100).sum(1)
         lm_loss = nll.sum() / counts.sum()
         ground = grounding_loss(out.logits, aux) if args.ground_weight > 0 else torch.zeros(())
-        plan = plan_heads.loss(captured.pop("mid"), captured.pop("last"), aux) if plan_heads else torch.zeros(())
+        mid = captured.pop("mid", None)
+        plan = plan_heads.loss(mid, captured.pop("last"), aux) if plan_heads else torch.zeros(())
+        phrase = phrase_head.loss(mid, aux) if phrase_head else torch.zeros(())
         loss = (lm_loss + args.aux_weight * aux_loss + args.dec_aux_weight * dec_loss + args.ground_weight * ground
-                + args.plan_weight * plan)
+                + args.plan_weight * plan + args.phrase_weight * phrase)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = float(torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0))
         grad_ema = grad_norm if grad_ema is None else 0.98 * grad_ema + 0.02 * grad_norm
         opt.step()
+        if args.ema > 0 and d > 0:
+            with torch.no_grad():
+                if ema_weights is None:
+                    ema_weights = {n: p.detach().clone() for n, p in model.named_parameters()}
+                else:
+                    for n, p in model.named_parameters():
+                        ema_weights[n].lerp_(p.detach(), 1 - args.ema)
         ema = lm_loss.item() if ema is None else 0.98 * ema + 0.02 * lm_loss.item()
         per = (nll.detach().sum(1) / counts.clamp(min=1)).tolist()  # per-task loss (EMA): which skill lags
         for t, v in zip(batcher.last_tasks, per):
             task_ema[t] = v if t not in task_ema else 0.97 * task_ema[t] + 0.03 * v
         step += 1
         if step % 25 == 0:
-            print(f"step {step} loss {lm_loss.item():.4f} aux {aux_loss.item():.3f} dec {dec_loss.item():.3f} ground {ground.item():.3f} plan {plan.item():.3f} ema {ema:.4f} lr {lr:.2e} "
+            print(f"step {step} loss {lm_loss.item():.4f} aux {aux_loss.item():.3f} dec {dec_loss.item():.3f} ground {ground.item():.3f} plan {plan.item():.3f} phrase {phrase.item():.3f} ema {ema:.4f} lr {lr:.2e} "
                   f"{(time.time() - t0) / step:.2f}s/step elapsed {(time.time() - t0) / 60:.1f}m", flush=True)
         if step % 250 == 0:
             print("  per task: " + " ".join(f"{k} {v:.3f}" for k, v in sorted(task_ema.items()))
@@ -617,6 +706,18 @@ def main():
     print(f"trained {step} steps, {step * args.batch} examples in {(time.time() - t0) / 60:.1f} min", flush=True)
     model.save_pretrained(args.ckpt)
     export(model, tok, args.out)
+    if ema_weights is not None:  # export rounds to bfloat16 in place; the average is rounded the same way
+        import shutil
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                p.copy_(ema_weights[n])
+        ema_out = args.out.rstrip("/") + "-ema"
+        os.makedirs(ema_out, exist_ok=True)
+        for f in os.listdir(args.out):  # tokenizer files and the mask VAE
+            if f.startswith("tokenizer") or f in ("special_tokens_map.json", "vae-oid.npz"):
+                shutil.copy(os.path.join(args.out, f), ema_out)
+        export(model, tok, ema_out)
+        print(f"weight average (decay {args.ema}) exported to {ema_out}", flush=True)
     print(f"total {(time.time() - t_start) / 60:.1f} min", flush=True)
 
 
