@@ -389,6 +389,12 @@ def grounding_loss(logits, aux):
     return -lp.gather(-1, aux["ground_locs"]).mean()
 
 
+def rms_normalize(x):
+    """Scale each state to unit RMS (what the decoder's next norm does, without its weight), so a
+    probe on a residual-stream state sees the features the next layer sees."""
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
+
+
 class PlanHeads(torch.nn.Module):
     """Training-only linear probes on the decoder's states at the plan targets' positions (not
     exported): "bind" reads a shape's box from the middle layer's output at a noun naming it, so
@@ -404,9 +410,8 @@ class PlanHeads(torch.nn.Module):
         if "plan_pos" not in aux:
             return torch.zeros(())
         rows, pos = aux["plan_row"], aux["plan_pos"]
-        rms = lambda x: x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)  # noqa: E731
-        bind = torch.sigmoid(self.bind(rms(mid[rows, pos].float())))
-        nxt = torch.sigmoid(self.next(rms(last[rows, pos].float())))
+        bind = torch.sigmoid(self.bind(rms_normalize(mid[rows, pos].float())))
+        nxt = torch.sigmoid(self.next(rms_normalize(last[rows, pos].float())))
         pred = torch.where(aux["plan_head"][:, None] == 0, bind, nxt)
         return 5 * (pred - aux["plan_box"]).abs().mean()  # same scale as AuxHeads' box term
 
@@ -424,8 +429,7 @@ class PhraseHead(torch.nn.Module):
     def loss(self, mid, aux):
         if "phrase_pos" not in aux:
             return torch.zeros(())
-        x = mid[aux["phrase_row"], aux["phrase_pos"]].float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
+        x = rms_normalize(mid[aux["phrase_row"], aux["phrase_pos"]].float())
         return torch.nn.functional.cross_entropy(self.idx(x), aux["phrase_idx"])
 
 
