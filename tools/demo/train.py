@@ -22,6 +22,8 @@ import os
 import sys
 import time
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 from PIL import Image
@@ -213,6 +215,26 @@ def build_cache(n, seed0, vae_encoder, path):
     return d
 
 
+class Example(NamedTuple):
+    """One training sequence: prefix and suffix token ids, and its training-only targets as
+    (position in the sequence, *values) tuples: grounding (four <loc> ids), plan (box fractions,
+    head) and phrase (phrase index)."""
+    pre: list
+    suf: list
+    grounding: list
+    plan: list
+    phrases: list
+
+
+def add_targets(aux, prefix, examples, field, names):
+    """Gather one kind of position targets from a batch's examples into aux tensors:
+    `prefix_row` (batch row), `prefix_pos` (sequence position) and `prefix_<name>` per value."""
+    entries = [(b, *t) for b, ex in enumerate(examples) for t in getattr(ex, field)]
+    if entries:
+        for j, name in enumerate(("row", "pos") + names):
+            aux[f"{prefix}_{name}"] = torch.tensor([e[j] for e in entries])
+
+
 class Batcher:
     def __init__(self, tok, data, seed, image_token_id, number_weight=1.0, plan_targets=False, phrase_targets=False):
         self.tok = tok
@@ -260,8 +282,8 @@ class Batcher:
         prompt, target, _ = scenes.make_example(sc, task, self.rng, seg_codes=lambda o: o.codes)
         pre = [self.img_id] * N_IMG + [2] + self.enc(prompt + "\n")
         suf = self.enc(target) + [1]
-        return (pre, suf, self.grounding(sc, pre), self.plan(sc, task, pre, suf) if self.plan_targets else [],
-                self.phrases(task, pre, suf) if self.phrase_targets else [])
+        return Example(pre, suf, self.grounding(sc, pre), self.plan(sc, task, pre, suf) if self.plan_targets else [],
+                       self.phrases(task, pre, suf) if self.phrase_targets else [])
 
     def phrases(self, task, pre, suf):
         """(position, phrase index) for the training-only phrase-count targets of a caption: at the
@@ -322,14 +344,11 @@ class Batcher:
         tasks = self.rng.choice(len(self.tasks), size=bs, p=self.p)
         exs = [self.example(int(i), self.tasks[t]) for i, t in zip(idx, tasks)]
         self.last_tasks = [self.tasks[t].split()[0] for t in tasks]  # for per-task loss logging
-        L = max(len(p) + len(s) for p, s, *_ in exs)
+        L = max(len(ex.pre) + len(ex.suf) for ex in exs)
         ids = torch.zeros((bs, L), dtype=torch.long)
         tt = torch.zeros((bs, L), dtype=torch.long)
         am = torch.zeros((bs, L), dtype=torch.long)
         lab = torch.full((bs, L), -100, dtype=torch.long)
-        grounding = [(b, pos, locs) for b, (_, _, g, _, _) in enumerate(exs) for pos, locs in g]
-        plan = [(b, pos, box, head) for b, (_, _, _, q, _) in enumerate(exs) for pos, box, head in q]
-        phrase = [(b, pos, k) for b, (*_, ph) in enumerate(exs) for pos, k in ph]
         for b, (p, s, *_) in enumerate(exs):
             ids[b, :len(p) + len(s)] = torch.tensor(p + s)
             tt[b, len(p):len(p) + len(s)] = 1
@@ -340,19 +359,9 @@ class Batcher:
         ti = torch.from_numpy(idx)
         aux = {k: self.data[k][ti] for k in ("aux_kind", "aux_color", "aux_occ", "aux_box", "aux_char", "aux_piece", "aux_rank")
                if k in self.data}
-        if grounding:
-            aux["ground_row"] = torch.tensor([g[0] for g in grounding])
-            aux["ground_pos"] = torch.tensor([g[1] for g in grounding])
-            aux["ground_locs"] = torch.tensor([g[2] for g in grounding])
-        if plan:
-            aux["plan_row"] = torch.tensor([q[0] for q in plan])
-            aux["plan_pos"] = torch.tensor([q[1] for q in plan])
-            aux["plan_box"] = torch.tensor([q[2] for q in plan], dtype=torch.float32)
-            aux["plan_head"] = torch.tensor([q[3] for q in plan])
-        if phrase:
-            aux["phrase_row"] = torch.tensor([q[0] for q in phrase])
-            aux["phrase_pos"] = torch.tensor([q[1] for q in phrase])
-            aux["phrase_idx"] = torch.tensor([q[2] for q in phrase])
+        add_targets(aux, "ground", exs, "grounding", ("locs",))
+        add_targets(aux, "plan", exs, "plan", ("box", "head"))  # box: float32, torch's default for floats
+        add_targets(aux, "phrase", exs, "phrases", ("idx",))
         return dict(input_ids=ids, token_type_ids=tt, attention_mask=am, labels=lab, pixel_values=px), aux
 
 
