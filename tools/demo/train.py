@@ -236,7 +236,7 @@ def add_targets(aux, prefix, examples, field, names):
 
 
 class Batcher:
-    def __init__(self, tok, data, seed, image_token_id, number_weight=1.0, plan_targets=False, phrase_targets=False):
+    def __init__(self, tok, data, seed, image_token_id, number_weight=1.0, plan_targets=False, phrase_tasks=()):
         self.tok = tok
         self.data = data
         self.rng = np.random.default_rng(seed)
@@ -255,9 +255,10 @@ class Batcher:
                         nouns[i] = k
         self.noun_kind = nouns
         self.plan_targets = plan_targets
-        self.phrase_targets = phrase_targets
+        self.phrase_tasks = tuple(phrase_tasks)  # task names whose answers get phrase-count targets
         self.quote = tok.convert_tokens_to_ids("\u2581\"")  # opens the caption's `with the word "…"`
         self.separators = {tok.convert_tokens_to_ids(p) for p in (",", "\u2581and", "\u2581und", "\u2581et")}
+        self.detect_separator = tok.convert_tokens_to_ids("\u2581;")  # joins a detection's objects
         # scenes showing a number are drawn `number_weight` times as often; None: uniform, the shipped
         # run's draw (the same batches as before this option)
         self.scene_cdf = None
@@ -283,21 +284,25 @@ class Batcher:
         pre = [self.img_id] * N_IMG + [2] + self.enc(prompt + "\n")
         suf = self.enc(target) + [1]
         return Example(pre, suf, self.grounding(sc, pre), self.plan(sc, task, pre, suf) if self.plan_targets else [],
-                       self.phrases(task, pre, suf) if self.phrase_targets else [])
+                       self.phrases(task, pre, suf))
 
     def phrases(self, task, pre, suf):
-        """(position, phrase index) for the training-only phrase-count targets of a caption: at the
-        prompt's end and at every answer token up to the quoted word, how many separators (`,`,
-        `and`, `und`, `et`) the caption has written so far, i.e. which of its shape phrases (0-3)
-        is being written or comes next. A caption that names a shape twice loses this count."""
-        if not task.startswith("caption"):
+        """(position, phrase index) for the training-only phrase-count targets of a caption (and,
+        with `detect` in phrase_tasks, of a detection): at the prompt's end and at every answer
+        token up to a caption's quoted word, how many separators (`,`, `and`, `und`, `et`; a
+        detection's ` ;`) the answer has written so far, i.e. which of its shape phrases or asked
+        objects (0-3) is being written or comes next. A caption that names a shape twice, or a
+        detection that answers one query twice, loses this count."""
+        kind = task.split()[0]
+        if kind not in self.phrase_tasks or kind not in ("caption", "detect"):
             return []
+        separators = self.separators if kind == "caption" else {self.detect_separator}
         out = [(len(pre) - 1, 0)]
         k = 0
         for j, t in enumerate(suf):
-            if t == self.quote:
+            if kind == "caption" and t == self.quote:
                 break
-            k += t in self.separators
+            k += t in separators
             out.append((len(pre) + j, min(k, N_RANK - 2)))
         return out
 
@@ -427,7 +432,8 @@ class PlanHeads(torch.nn.Module):
 
 class PhraseHead(torch.nn.Module):
     """Training-only linear probe on the middle decoder layer's output at a caption's positions
-    (not exported): which shape phrase (0-3) the caption is writing. With the vision tower's
+    (not exported): which shape phrase (0-3) the caption is writing (with --phrase-tasks
+    caption,detect also which query a detection is answering). With the vision tower's
     reading-order probe (--rank-weight) the layers above can pick the next shape by matching the
     count to a patch's place instead of recalling which shapes were named."""
 
@@ -547,6 +553,9 @@ def main():
     ap.add_argument("--phrase-weight", type=float, default=0.0,
                     help="weight of the training-only phrase-count probe on the middle decoder layer at caption "
                          "positions: which shape phrase the caption is writing (0: off, the shipped run)")
+    ap.add_argument("--phrase-tasks", default="caption",
+                    help="with --phrase-weight: the answers that get phrase-count targets, 'caption' or "
+                         "'caption,detect' (a detection's count is the ` ;` written so far: which query it answers)")
     ap.add_argument("--rank-weight", type=float, default=0.0,
                     help="weight (within the vision targets) of a per-patch probe for the covering shape's place in "
                          "reading order, the order captions name shapes in (0: off, the shipped run)")
@@ -575,6 +584,9 @@ def main():
             ap.error(f"--mix: '{item}' is not TASK=WEIGHT with TASK one of {', '.join(TASK_WEIGHTS)}")
         for key in keys:  # "caption=0.1" sets all three languages
             TASK_WEIGHTS[key] = weight
+    bad = set(args.phrase_tasks.split(",")) - {"caption", "detect"}
+    if bad:
+        ap.error(f"--phrase-tasks: {', '.join(sorted(bad))} not supported; use 'caption' or 'caption,detect'")
     print("task mix: " + ", ".join(f"{k} {v:.2f}" for k, v in TASK_WEIGHTS.items()), flush=True)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -655,7 +667,7 @@ def main():
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
                              {"params": nodecay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.98))
     batcher = Batcher(tok, data, args.seed, image_id, args.number_weight, plan_targets=args.plan_weight > 0,
-                      phrase_targets=args.phrase_weight > 0)
+                      phrase_tasks=args.phrase_tasks.split(",") if args.phrase_weight > 0 else ())
     budget = args.minutes * 60
     t0 = time.time()
     step = 0
