@@ -215,6 +215,9 @@ def build_cache(n, seed0, vae_encoder, path):
     return d
 
 
+PHRASE_TASKS = ("caption", "detect")  # answers the phrase-count probe can count separators in
+
+
 class Example(NamedTuple):
     """One training sequence: prefix and suffix token ids, and its training-only targets as
     (position in the sequence, *values) tuples: grounding (four <loc> ids), plan (box fractions,
@@ -255,6 +258,7 @@ class Batcher:
                         nouns[i] = k
         self.noun_kind = nouns
         self.plan_targets = plan_targets
+        assert set(phrase_tasks) <= set(PHRASE_TASKS), phrase_tasks  # main() validates --phrase-tasks
         self.phrase_tasks = tuple(phrase_tasks)  # task names whose answers get phrase-count targets
         self.quote = tok.convert_tokens_to_ids("\u2581\"")  # opens the caption's `with the word "…"`
         self.separators = {tok.convert_tokens_to_ids(p) for p in (",", "\u2581and", "\u2581und", "\u2581et")}
@@ -294,7 +298,7 @@ class Batcher:
         objects (0-3) is being written or comes next. A caption that names a shape twice, or a
         detection that answers one query twice, loses this count."""
         kind = task.split()[0]
-        if kind not in self.phrase_tasks or kind not in ("caption", "detect"):
+        if kind not in self.phrase_tasks:
             return []
         separators = self.separators if kind == "caption" else {self.detect_separator}
         out = [(len(pre) - 1, 0)]
@@ -584,7 +588,7 @@ def main():
             ap.error(f"--mix: '{item}' is not TASK=WEIGHT with TASK one of {', '.join(TASK_WEIGHTS)}")
         for key in keys:  # "caption=0.1" sets all three languages
             TASK_WEIGHTS[key] = weight
-    bad = set(args.phrase_tasks.split(",")) - {"caption", "detect"}
+    bad = set(args.phrase_tasks.split(",")) - set(PHRASE_TASKS)
     if bad:
         ap.error(f"--phrase-tasks: {', '.join(sorted(bad))} not supported; use 'caption' or 'caption,detect'")
     print("task mix: " + ", ".join(f"{k} {v:.2f}" for k, v in TASK_WEIGHTS.items()), flush=True)
