@@ -138,18 +138,21 @@ N_RANK = 5  # none, 1st..4th (scenes have 1-4 shapes)
 
 CHARS = "abcdefghijklmnopqrstuvwxyz0123456789"
 N_CHAR = len(CHARS) + 1  # none, characters...
+N_PLACE = 1 + max(len(w) for w in scenes.WORDS + ["999"])  # none, 1st..5th character (numbers: < 1000)
 
 
 def reading_targets(data, tok):
     """Per-patch reading targets (training only), from the cached scenes' word and text box:
     for each patch the text covers (aux_kind == text), the character under the patch's centre
     (horizontal spans proportional to the default font's advance widths) and the tokenizer piece
-    of the OCR answer that holds that character. (N, GRID*GRID) each: 0 / -1 where none."""
+    of the OCR answer that holds that character, and that character's place in the word (1 for the
+    first: which digit of a number the patch shows). (N, GRID*GRID) each: 0 / -1 / 0 where none."""
     from PIL import ImageFont
     font = ImageFont.load_default(size=64)
     n = len(data["scenes"])
     char = torch.zeros((n, GRID * GRID), dtype=torch.long)
     piece = torch.full((n, GRID * GRID), -1, dtype=torch.long)
+    place = torch.zeros((n, GRID * GRID), dtype=torch.long)
     kinds = data["aux_kind"]
     for i, sc in enumerate(data["scenes"]):
         if not sc.word or sc.text_box is None:
@@ -173,7 +176,8 @@ def reading_targets(data, tok):
                 ch = word[j].lower()
                 char[i, r * GRID + c] = 1 + CHARS.index(ch) if ch in CHARS else 0
                 piece[i, r * GRID + c] = ids[owner[j]]
-    return char, piece
+                place[i, r * GRID + c] = 1 + j
+    return char, piece, place
 
 
 def build_cache(n, seed0, vae_encoder, path):
@@ -366,7 +370,8 @@ class Batcher:
         px = self.data["images"][torch.from_numpy(idx)].permute(0, 3, 1, 2).float()
         px = (px / 255.0 - 0.5) / 0.5
         ti = torch.from_numpy(idx)
-        aux = {k: self.data[k][ti] for k in ("aux_kind", "aux_color", "aux_occ", "aux_box", "aux_char", "aux_piece", "aux_rank")
+        aux = {k: self.data[k][ti] for k in ("aux_kind", "aux_color", "aux_occ", "aux_box", "aux_char", "aux_piece", "aux_rank",
+                                        "aux_place")
                if k in self.data}
         add_targets(aux, "ground", exs, "grounding", ("locs",))
         add_targets(aux, "plan", exs, "plan", ("box", "head"))  # box: float32, torch's default for floats
@@ -455,10 +460,11 @@ class PhraseHead(torch.nn.Module):
 class AuxHeads(torch.nn.Module):
     """Training-only linear probes on the vision tower's patch outputs (not exported)."""
 
-    def __init__(self, width, read_weight=0.0, rank_weight=0.0):
+    def __init__(self, width, read_weight=0.0, rank_weight=0.0, place_weight=0.0):
         super().__init__()
         self.read_weight = read_weight
         self.rank_weight = rank_weight
+        self.place_weight = place_weight
         self.kind = torch.nn.Linear(width, N_KIND)
         self.color = torch.nn.Linear(width, N_COLOR)
         self.occ = torch.nn.Linear(width, SUB * SUB)
@@ -467,6 +473,8 @@ class AuxHeads(torch.nn.Module):
             self.char = torch.nn.Linear(width, N_CHAR)
         if rank_weight > 0:
             self.rank = torch.nn.Linear(width, N_RANK)
+        if place_weight > 0:  # created last: without it the other heads' initial weights are unchanged
+            self.place = torch.nn.Linear(width, N_PLACE)
 
     def loss(self, feats, aux):
         f = feats.float()  # (B, GRID*GRID, width)
@@ -483,6 +491,10 @@ class AuxHeads(torch.nn.Module):
         if self.rank_weight > 0:
             l_rank = torch.nn.functional.cross_entropy(self.rank(f).flatten(0, 1), aux["aux_rank"].flatten())
             total = total + self.rank_weight * l_rank
+        if self.place_weight > 0:
+            text = aux["aux_place"] > 0
+            if text.any():
+                total = total + self.place_weight * torch.nn.functional.cross_entropy(self.place(f[text]), aux["aux_place"][text])
         return total
 
 
@@ -563,6 +575,10 @@ def main():
     ap.add_argument("--rank-weight", type=float, default=0.0,
                     help="weight (within the vision targets) of a per-patch probe for the covering shape's place in "
                          "reading order, the order captions name shapes in (0: off, the shipped run)")
+    ap.add_argument("--place-weight", type=float, default=0.0,
+                    help="with --read-weight: weight (within the vision targets) of a per-patch probe for the place "
+                         "in the word of the character under a text patch (1st-5th: which digit of a number; numbers "
+                         "are read one piece per digit and the runs repeat digits, '622' -> '333'; 0: off, the shipped run)")
     ap.add_argument("--ema", type=float, default=0.0,
                     help="also keep an exponential moving average of the weights over the decay phase, with this "
                          "decay per step (e.g. 0.998), and export it to OUT-ema (0: off)")
@@ -623,9 +639,11 @@ def main():
     # 3. data cache
     data = build_cache(args.n_train, 0, vae.encode, args.cache)
     if args.read_weight > 0:
-        data["aux_char"], data["aux_piece"] = reading_targets(data, tok)
+        data["aux_char"], data["aux_piece"], place = reading_targets(data, tok)
         if not args.read_pieces:
             del data["aux_piece"]
+        if args.place_weight > 0:
+            data["aux_place"] = place
         print(f"reading targets: {int((data['aux_char'] > 0).sum())} text patches", flush=True)
     if args.rank_weight > 0:
         data["aux_rank"] = rank_targets(data)
@@ -646,7 +664,7 @@ def main():
     model.train()
     nparam = sum(p.numel() for p in model.parameters())
     print(f"model: {nparam / 1e6:.2f}M parameters", flush=True)
-    heads = AuxHeads(cfg.vision_config.hidden_size, args.read_weight, args.rank_weight)
+    heads = AuxHeads(cfg.vision_config.hidden_size, args.read_weight, args.rank_weight, args.place_weight)
     captured = {}
     if args.compile:
         # compile the two towers' forward methods in place: parameters, hooks and checkpoint keys unchanged
