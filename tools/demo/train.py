@@ -370,9 +370,8 @@ class Batcher:
         px = self.data["images"][torch.from_numpy(idx)].permute(0, 3, 1, 2).float()
         px = (px / 255.0 - 0.5) / 0.5
         ti = torch.from_numpy(idx)
-        aux = {k: self.data[k][ti] for k in ("aux_kind", "aux_color", "aux_occ", "aux_box", "aux_char", "aux_piece", "aux_rank",
-                                        "aux_place")
-               if k in self.data}
+        aux_keys = ("aux_kind", "aux_color", "aux_occ", "aux_box", "aux_char", "aux_piece", "aux_rank", "aux_place")
+        aux = {k: self.data[k][ti] for k in aux_keys if k in self.data}
         add_targets(aux, "ground", exs, "grounding", ("locs",))
         add_targets(aux, "plan", exs, "plan", ("box", "head"))  # box: float32, torch's default for floats
         add_targets(aux, "phrase", exs, "phrases", ("idx",))
@@ -577,8 +576,9 @@ def main():
                          "reading order, the order captions name shapes in (0: off, the shipped run)")
     ap.add_argument("--place-weight", type=float, default=0.0,
                     help="with --read-weight: weight (within the vision targets) of a per-patch probe for the place "
-                         "in the word of the character under a text patch (1st-5th: which digit of a number; numbers "
-                         "are read one piece per digit and the runs repeat digits, '622' -> '333'; 0: off, the shipped run)")
+                         "in the word of the character under a text patch (1st-5th: which digit of a number, as numbers "
+                         "are read one piece per digit and misreadings repeat digits, '622' -> '333'; 0: off, the "
+                         "shipped run; at 1 a one-hour run lost shapes and colours, see the model card)")
     ap.add_argument("--ema", type=float, default=0.0,
                     help="also keep an exponential moving average of the weights over the decay phase, with this "
                          "decay per step (e.g. 0.998), and export it to OUT-ema (0: off)")
@@ -607,6 +607,8 @@ def main():
     bad = set(args.phrase_tasks.split(",")) - set(PHRASE_TASKS)
     if bad:
         ap.error(f"--phrase-tasks: {', '.join(sorted(bad))} not supported; use 'caption' or 'caption,detect'")
+    if args.place_weight > 0 and args.read_weight <= 0:
+        ap.error("--place-weight needs the reading targets it is computed with; give --read-weight > 0 too")
     print("task mix: " + ", ".join(f"{k} {v:.2f}" for k, v in TASK_WEIGHTS.items()), flush=True)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
