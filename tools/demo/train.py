@@ -484,17 +484,20 @@ class AuxHeads(torch.nn.Module):
         l_box = ((torch.sigmoid(self.box(f)) - aux["aux_box"]).abs() * has).sum() / has.sum().clamp(min=1) / 4
         total = l_kind + l_color + l_occ + 5 * l_box
         if self.read_weight > 0:
-            text = aux["aux_char"] > 0
-            if text.any():
-                total = total + self.read_weight * torch.nn.functional.cross_entropy(self.char(f[text]), aux["aux_char"][text])
+            total = total + self.read_weight * text_patch_loss(self.char, f, aux["aux_char"])
         if self.rank_weight > 0:
             l_rank = torch.nn.functional.cross_entropy(self.rank(f).flatten(0, 1), aux["aux_rank"].flatten())
             total = total + self.rank_weight * l_rank
         if self.place_weight > 0:
-            text = aux["aux_place"] > 0
-            if text.any():
-                total = total + self.place_weight * torch.nn.functional.cross_entropy(self.place(f[text]), aux["aux_place"][text])
+            total = total + self.place_weight * text_patch_loss(self.place, f, aux["aux_place"])
         return total
+
+
+def text_patch_loss(head, feats, target):
+    """Cross-entropy of a probe over the patches that show text (target > 0; 0 marks the others),
+    zero when a batch has none."""
+    text = target > 0
+    return torch.nn.functional.cross_entropy(head(feats[text]), target[text]) if text.any() else torch.zeros(())
 
 
 def init_loc_embeddings(model, loc0, std=0.02):
@@ -604,7 +607,8 @@ def main():
             ap.error(f"--mix: '{item}' is not TASK=WEIGHT with TASK one of {', '.join(TASK_WEIGHTS)}")
         for key in keys:  # "caption=0.1" sets all three languages
             TASK_WEIGHTS[key] = weight
-    bad = set(args.phrase_tasks.split(",")) - set(PHRASE_TASKS)
+    phrase_tasks = args.phrase_tasks.split(",")
+    bad = set(phrase_tasks) - set(PHRASE_TASKS)
     if bad:
         ap.error(f"--phrase-tasks: {', '.join(sorted(bad))} not supported; use 'caption' or 'caption,detect'")
     if args.place_weight > 0 and args.read_weight <= 0:
@@ -691,7 +695,7 @@ def main():
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
                              {"params": nodecay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.98))
     batcher = Batcher(tok, data, args.seed, image_id, args.number_weight, plan_targets=args.plan_weight > 0,
-                      phrase_tasks=args.phrase_tasks.split(",") if args.phrase_weight > 0 else ())
+                      phrase_tasks=phrase_tasks if args.phrase_weight > 0 else ())
     budget = args.minutes * 60
     t0 = time.time()
     step = 0
