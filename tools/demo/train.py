@@ -225,12 +225,13 @@ PHRASE_TASKS = ("caption", "detect")  # answers the phrase-count probe can count
 class Example(NamedTuple):
     """One training sequence: prefix and suffix token ids, and its training-only targets as
     (position in the sequence, *values) tuples: grounding (four <loc> ids), plan (box fractions,
-    head) and phrase (phrase index)."""
+    head), phrase (phrase index) and spelling (the place in the word of the character written next)."""
     pre: list
     suf: list
     grounding: list
     plan: list
     phrases: list
+    spelling: list
 
 
 def add_targets(aux, prefix, examples, field, names):
@@ -243,7 +244,8 @@ def add_targets(aux, prefix, examples, field, names):
 
 
 class Batcher:
-    def __init__(self, tok, data, seed, image_token_id, number_weight=1.0, plan_targets=False, phrase_tasks=()):
+    def __init__(self, tok, data, seed, image_token_id, number_weight=1.0, plan_targets=False, phrase_tasks=(),
+                 spelling_targets=False):
         self.tok = tok
         self.data = data
         self.rng = np.random.default_rng(seed)
@@ -267,6 +269,8 @@ class Batcher:
         self.quote = tok.convert_tokens_to_ids("\u2581\"")  # opens the caption's `with the word "…"`
         self.separators = {tok.convert_tokens_to_ids(p) for p in (",", "\u2581and", "\u2581und", "\u2581et")}
         self.detect_separator = tok.convert_tokens_to_ids("\u2581;")  # joins a detection's objects
+        self.spelling_targets = spelling_targets
+        self.piece_chars = {}  # token id -> characters it writes (the word-start mark not counted)
         # scenes showing a number are drawn `number_weight` times as often; None: uniform, the shipped
         # run's draw (the same batches as before this option)
         self.scene_cdf = None
@@ -292,7 +296,38 @@ class Batcher:
         pre = [self.img_id] * N_IMG + [2] + self.enc(prompt + "\n")
         suf = self.enc(target) + [1]
         return Example(pre, suf, self.grounding(sc, pre), self.plan(sc, task, pre, suf) if self.plan_targets else [],
-                       self.phrases(task, pre, suf))
+                       self.phrases(task, pre, suf), self.spelling(task, pre, suf) if self.spelling_targets else [])
+
+    def chars(self, token_id):
+        n = self.piece_chars.get(token_id)
+        if n is None:
+            n = len(self.tok.convert_ids_to_tokens(token_id).replace("\u2581", ""))
+            self.piece_chars[token_id] = n
+        return n
+
+    def spelling(self, task, pre, suf):
+        """(position, place) for the training-only spelling targets: at each position whose next
+        token is a piece of the OCR answer or of a caption's quoted word, the place in the word
+        (1st-5th) of that piece's first character. A number is written one digit per piece; with the
+        vision tower's place probe (--place-weight) the layers above can look for the text patch
+        showing that place instead of the digit they read last ('622' -> '333')."""
+        kind = task.split()[0]
+        if kind == "ocr":
+            start, pieces = len(pre) - 1, suf[:-1]  # the prompt's last position writes the first piece
+        elif kind == "caption" and self.quote in suf:
+            q = suf.index(self.quote)
+            start, pieces = len(pre) + q, []
+            for t in suf[q + 1:]:
+                if '"' in self.tok.convert_ids_to_tokens(t):  # the closing quote
+                    break
+                pieces.append(t)
+        else:
+            return []
+        out, written = [], 0
+        for k, t in enumerate(pieces):
+            out.append((start + k, min(1 + written, N_PLACE - 1)))
+            written += self.chars(t)
+        return out
 
     def phrases(self, task, pre, suf):
         """(position, phrase index) for the training-only phrase-count targets of a caption (and,
@@ -375,6 +410,7 @@ class Batcher:
         add_targets(aux, "ground", exs, "grounding", ("locs",))
         add_targets(aux, "plan", exs, "plan", ("box", "head"))  # box: float32, torch's default for floats
         add_targets(aux, "phrase", exs, "phrases", ("idx",))
+        add_targets(aux, "spell", exs, "spelling", ("idx",))
         return dict(input_ids=ids, token_type_ids=tt, attention_mask=am, labels=lab, pixel_values=px), aux
 
 
@@ -438,22 +474,25 @@ class PlanHeads(torch.nn.Module):
         return 5 * (pred - aux["plan_box"]).abs().mean()  # same scale as AuxHeads' box term
 
 
-class PhraseHead(torch.nn.Module):
-    """Training-only linear probe on the middle decoder layer's output at a caption's positions
-    (not exported): which shape phrase (0-3) the caption is writing (with --phrase-tasks
-    caption,detect also which query a detection is answering). With the vision tower's
-    reading-order probe (--rank-weight) the layers above can pick the next shape by matching the
-    count to a patch's place instead of recalling which shapes were named."""
+class CountProbe(torch.nn.Module):
+    """Training-only linear probe (not exported) on the middle decoder layer's output at the
+    positions of one kind of count target, `aux["<key>_row"]`, `["<key>_pos"]`, `["<key>_idx"]`:
+    "phrase", which shape phrase (0-3) a caption is writing (with --phrase-tasks caption,detect also
+    which query a detection is answering); "spell", the place in the word (1st-5th) of the
+    character written next. With the vision tower's matching probes (--rank-weight, --place-weight)
+    the layers above can pick the next shape or digit by matching the count to a patch's place
+    instead of recalling what was written."""
 
-    def __init__(self, width):
+    def __init__(self, width, classes, key):
         super().__init__()
-        self.idx = torch.nn.Linear(width, N_RANK - 1)
+        self.idx = torch.nn.Linear(width, classes)
+        self.key = key
 
     def loss(self, mid, aux):
-        if "phrase_pos" not in aux:
+        if f"{self.key}_pos" not in aux:
             return torch.zeros(())
-        x = rms_normalize(mid[aux["phrase_row"], aux["phrase_pos"]].float())
-        return torch.nn.functional.cross_entropy(self.idx(x), aux["phrase_idx"])
+        x = rms_normalize(mid[aux[f"{self.key}_row"], aux[f"{self.key}_pos"]].float())
+        return torch.nn.functional.cross_entropy(self.idx(x), aux[f"{self.key}_idx"])
 
 
 class AuxHeads(torch.nn.Module):
@@ -582,6 +621,11 @@ def main():
                          "in the word of the character under a text patch (1st-5th: which digit of a number, as numbers "
                          "are read one piece per digit and misreadings repeat digits, '622' -> '333'; 0: off, the "
                          "shipped run; at 1 a one-hour run lost shapes and colours, see the model card)")
+    ap.add_argument("--spell-weight", type=float, default=0.0,
+                    help="weight of the training-only spelling probe on the middle decoder layer where the OCR "
+                         "answer or a caption's quoted word is written: the place in the word (1st-5th) of the "
+                         "character written next, the count that --place-weight's patches can be matched with "
+                         "(0: off, the shipped run)")
     ap.add_argument("--ema", type=float, default=0.0,
                     help="also keep an exponential moving average of the weights over the decay phase, with this "
                          "decay per step (e.g. 0.998), and export it to OUT-ema (0: off)")
@@ -680,8 +724,9 @@ def main():
     model.model.vision_tower.register_forward_hook(
         lambda m, i, o: captured.__setitem__("feats", o.last_hidden_state))
     plan_heads = PlanHeads(cfg.text_config.hidden_size) if args.plan_weight > 0 else None
-    phrase_head = PhraseHead(cfg.text_config.hidden_size) if args.phrase_weight > 0 else None
-    if plan_heads or phrase_head:  # the middle decoder state, for the plan and phrase probes
+    phrase_head = CountProbe(cfg.text_config.hidden_size, N_RANK - 1, "phrase") if args.phrase_weight > 0 else None
+    spell_head = CountProbe(cfg.text_config.hidden_size, N_PLACE, "spell") if args.spell_weight > 0 else None
+    if plan_heads or phrase_head or spell_head:  # the middle decoder state, for the plan and count probes
         lm_layers = model.model.language_model.layers
         lm_layers[len(lm_layers) // 2 - 1].register_forward_hook(
             lambda m, i, o: captured.__setitem__("mid", o[0] if isinstance(o, tuple) else o))
@@ -689,13 +734,15 @@ def main():
         model.model.language_model.norm.register_forward_hook(lambda m, i, o: captured.__setitem__("last", o))
     params = (list(model.named_parameters()) + [("aux." + n, p) for n, p in heads.named_parameters()]
               + [("plan." + n, p) for n, p in (plan_heads.named_parameters() if plan_heads else [])]
-              + [("phrase." + n, p) for n, p in (phrase_head.named_parameters() if phrase_head else [])])
+              + [("phrase." + n, p) for n, p in (phrase_head.named_parameters() if phrase_head else [])]
+              + [("spell." + n, p) for n, p in (spell_head.named_parameters() if spell_head else [])])
     decay = [p for n, p in params if p.ndim >= 2]
     nodecay = [p for n, p in params if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
                              {"params": nodecay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.98))
     batcher = Batcher(tok, data, args.seed, image_id, args.number_weight, plan_targets=args.plan_weight > 0,
-                      phrase_tasks=phrase_tasks if args.phrase_weight > 0 else ())
+                      phrase_tasks=phrase_tasks if args.phrase_weight > 0 else (),
+                      spelling_targets=args.spell_weight > 0)
     budget = args.minutes * 60
     t0 = time.time()
     step = 0
@@ -730,8 +777,9 @@ def main():
         mid = captured.pop("mid", None)
         plan = plan_heads.loss(mid, captured.pop("last"), aux) if plan_heads else torch.zeros(())
         phrase = phrase_head.loss(mid, aux) if phrase_head else torch.zeros(())
+        spell = spell_head.loss(mid, aux) if spell_head else torch.zeros(())
         loss = (lm_loss + args.aux_weight * aux_loss + args.dec_aux_weight * dec_loss + args.ground_weight * ground
-                + args.plan_weight * plan + args.phrase_weight * phrase)
+                + args.plan_weight * plan + args.phrase_weight * phrase + args.spell_weight * spell)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = float(torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0))
@@ -750,7 +798,7 @@ def main():
             task_ema[t] = v if t not in task_ema else 0.97 * task_ema[t] + 0.03 * v
         step += 1
         if step % 25 == 0:
-            print(f"step {step} loss {lm_loss.item():.4f} aux {aux_loss.item():.3f} dec {dec_loss.item():.3f} ground {ground.item():.3f} plan {plan.item():.3f} phrase {phrase.item():.3f} ema {ema:.4f} lr {lr:.2e} "
+            print(f"step {step} loss {lm_loss.item():.4f} aux {aux_loss.item():.3f} dec {dec_loss.item():.3f} ground {ground.item():.3f} plan {plan.item():.3f} phrase {phrase.item():.3f} spell {spell.item():.3f} ema {ema:.4f} lr {lr:.2e} "
                   f"{(time.time() - t0) / step:.2f}s/step elapsed {(time.time() - t0) / 60:.1f}m", flush=True)
         if step % 250 == 0:
             print("  per task: " + " ".join(f"{k} {v:.3f}" for k, v in sorted(task_ema.items()))
