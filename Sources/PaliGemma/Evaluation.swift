@@ -23,11 +23,35 @@ public struct EvaluationItem: Decodable, Sendable {
     }
 }
 
+/// Which answers a held-out run scores.
+public enum EvaluationAnswers: String, Sendable, CaseIterable {
+    /// Generate every answer with the pipeline (greedy).
+    case generated
+    /// Decode transformers' recorded `output_ids` instead: scores the scorer alone, with no
+    /// generation, so it must give the Python evaluator's figures exactly.
+    case transformers
+}
+
 /// Task scores over a held-out set, defined as in tools/demo/evaluate.py.
 public struct EvaluationReport: Codable, Sendable {
     public struct Metric: Codable, Sendable {
         public var value: Double
         public var count: Int
+    }
+    /// One prompt's answer and what it added to each metric (one value per ground-truth object
+    /// for detection, one per prompt otherwise).
+    public struct PromptResult: Codable, Sendable {
+        public var image: String
+        public var prompt: String
+        public var answer: String
+        /// Whether the generated ids equal transformers' (nil when none were recorded, or when
+        /// transformers' answers are the ones scored).
+        public var identicalToTransformers: Bool?
+        public var scores: [String: [Double]]
+
+        enum CodingKeys: String, CodingKey {
+            case image, prompt, answer, identicalToTransformers = "identical_to_transformers", scores
+        }
     }
     /// "caption en exact", "VQA accuracy", "detect recall@0.5", "detect mean IoU", "OCR exact",
     /// "segment mean mask IoU".
@@ -36,9 +60,10 @@ public struct EvaluationReport: Codable, Sendable {
     public var identicalToReference: Metric
     public var prompts: Int
     public var seconds: Double
+    public var results: [PromptResult]
 
     enum CodingKeys: String, CodingKey {
-        case metrics, identicalToReference = "identical_to_transformers", prompts, seconds
+        case metrics, identicalToReference = "identical_to_transformers", prompts, seconds, results
     }
 }
 
@@ -68,71 +93,83 @@ public enum Evaluator {
 
     /// Scores every item (or the first `limit`). `progress` gets (done, total).
     public static func run(pipeline: PaliGemmaPipeline, segmenter: Segmenter?, directory: URL, limit: Int? = nil,
-                           maxNewTokens: Int = 96, progress: ((Int, Int) -> Void)? = nil) throws -> EvaluationReport {
+                           maxNewTokens: Int = 96, answers: EvaluationAnswers = .generated,
+                           progress: ((Int, Int) -> Void)? = nil) throws -> EvaluationReport {
         var all = try items(in: directory)
         if let limit { all = Array(all.prefix(limit)) }
         let start = DispatchTime.now().uptimeNanoseconds
-        var exact: [String: [Double]] = [:]
-        var detectIoUs: [Double] = []
-        var maskIoUs: [Double] = []
-        var identical: [Double] = []
-        var cache: (name: String, image: RGBImage, encoded: EncodedImage)?
+        var results: [EvaluationReport.PromptResult] = []
+        var cache: (name: String, image: RGBImage, encoded: EncodedImage?)?
         for (n, item) in all.enumerated() {
             if cache?.name != item.image {
                 let image = try pipeline.loadImage(directory.appendingPathComponent(item.image))
-                cache = (item.image, image, try pipeline.encode(image: image))
+                cache = (item.image, image, answers == .generated ? try pipeline.encode(image: image) : nil)
             }
-            let (image, encoded) = (cache!.image, cache!.encoded)
-            let budget = max(maxNewTokens, (item.outputIDs?.count ?? 0) + 1)
-            let g = try pipeline.generate(prompt: item.prompt, image: encoded, options: GenerationOptions(maxNewTokens: budget))
-            if let reference = item.outputIDs { identical.append(g.tokenIDs == reference ? 1 : 0) }
-            let text = g.text.trimmingCharacters(in: .whitespaces)
-            switch item.task {
-            case "caption", "answer", "ocr":
-                let key: String
-                if item.task == "caption" {
-                    key = "caption \(item.prompt.split(separator: " ").dropFirst().first ?? "en") exact"
-                } else {
-                    key = item.task == "answer" ? "VQA accuracy" : "OCR exact"
+            let image = cache!.image
+            let text: String, identical: Bool?
+            switch answers {
+            case .generated:
+                let budget = max(maxNewTokens, (item.outputIDs?.count ?? 0) + 1)
+                let g = try pipeline.generate(prompt: item.prompt, image: cache!.encoded!,
+                                              options: GenerationOptions(maxNewTokens: budget))
+                (text, identical) = (g.text, item.outputIDs.map { g.tokenIDs == $0 })
+            case .transformers:
+                guard let ids = item.outputIDs else {
+                    throw InputError.option("\(item.image) \"\(item.prompt)\": no output_ids recorded to score; "
+                                            + "write the set with tools/demo/heldout.py, or score generated answers")
                 }
-                exact[key, default: []].append(text == (item.expected ?? "") ? 1 : 0)
-            case "detect":
-                let found = LocationParser.parse(text, imageWidth: image.width, imageHeight: image.height)
-                for (box, label) in zip(item.boxes ?? [], item.labels ?? []) {
-                    let candidates = found.filter { $0.label == label }.map { boxIoU(box, [$0.x0, $0.y0, $0.x1, $0.y1]) }
-                    detectIoUs.append(candidates.max() ?? 0)
-                }
-            case "segment":
-                guard let segmenter, let maskFile = item.mask, let label = item.labels?.first else { break }
-                let truth = try pipeline.imageLoader.load(contentsOf: directory.appendingPathComponent(maskFile))
-                let masks = segmenter.segment(text: text, imageWidth: image.width, imageHeight: image.height)
-                guard let m = masks.first(where: { $0.object.label == label }) else {
-                    maskIoUs.append(0)
-                    break
-                }
-                let predicted = try m.mask()
-                var inter = 0, union = 0
-                for i in 0..<(truth.width * truth.height) {
-                    let t = truth.pixels[3 * i] > 127, p = i < predicted.count && predicted[i] != 0
-                    if t && p { inter += 1 }
-                    if t || p { union += 1 }
-                }
-                maskIoUs.append(union > 0 ? Double(inter) / Double(union) : 0)
-            default:
-                break
+                (text, identical) = (pipeline.tokenizer.decode(ids.map(Int32.init), skipSpecialTokens: true), nil)
             }
+            let scores = try score(item, answer: text.trimmingCharacters(in: .whitespaces), image: image,
+                                   pipeline: pipeline, segmenter: segmenter, directory: directory)
+            results.append(.init(image: item.image, prompt: item.prompt, answer: text,
+                                 identicalToTransformers: identical, scores: scores))
             progress?(n + 1, all.count)
         }
         func metric(_ values: [Double]) -> EvaluationReport.Metric {
             .init(value: values.isEmpty ? 0 : values.reduce(0, +) / Double(values.count), count: values.count)
         }
-        var metrics: [String: EvaluationReport.Metric] = exact.mapValues(metric)
-        if !detectIoUs.isEmpty {
-            metrics["detect recall@0.5"] = metric(detectIoUs.map { $0 >= 0.5 ? 1 : 0 })
-            metrics["detect mean IoU"] = metric(detectIoUs)
+        var pooled: [String: [Double]] = [:]
+        for r in results { pooled.merge(r.scores, uniquingKeysWith: +) }
+        return EvaluationReport(metrics: pooled.mapValues(metric),
+                                identicalToReference: metric(results.compactMap { $0.identicalToTransformers.map { $0 ? 1 : 0 } }),
+                                prompts: all.count, seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9,
+                                results: results)
+    }
+
+    /// One answer's contribution to each metric.
+    static func score(_ item: EvaluationItem, answer text: String, image: RGBImage, pipeline: PaliGemmaPipeline,
+                      segmenter: Segmenter?, directory: URL) throws -> [String: [Double]] {
+        switch item.task {
+        case "caption", "answer", "ocr":
+            let key: String
+            if item.task == "caption" {
+                key = "caption \(item.prompt.split(separator: " ").dropFirst().first ?? "en") exact"
+            } else {
+                key = item.task == "answer" ? "VQA accuracy" : "OCR exact"
+            }
+            return [key: [text == (item.expected ?? "") ? 1 : 0]]
+        case "detect":
+            let found = LocationParser.parse(text, imageWidth: image.width, imageHeight: image.height)
+            let ious = zip(item.boxes ?? [], item.labels ?? []).map { box, label in
+                found.filter { $0.label == label }.map { boxIoU(box, [$0.x0, $0.y0, $0.x1, $0.y1]) }.max() ?? 0
+            }
+            return ious.isEmpty ? [:] : ["detect recall@0.5": ious.map { $0 >= 0.5 ? 1 : 0 }, "detect mean IoU": ious]
+        case "segment":
+            guard let segmenter, let maskFile = item.mask, let label = item.labels?.first else { return [:] }
+            let truth = try pipeline.imageLoader.load(contentsOf: directory.appendingPathComponent(maskFile))
+            let masks = segmenter.segment(text: text, imageWidth: image.width, imageHeight: image.height)
+            guard let m = masks.first(where: { $0.object.label == label }) else { return ["segment mean mask IoU": [0]] }
+            let predicted = try m.mask()
+            var inter = 0, union = 0
+            for i in 0..<(truth.width * truth.height) {
+                let t = truth.pixels[3 * i] > 127, p = i < predicted.count && predicted[i] != 0
+                if t && p { inter += 1 }
+                if t || p { union += 1 }
+            }
+            return ["segment mean mask IoU": [union > 0 ? Double(inter) / Double(union) : 0]]
+        default:
+            return [:]
         }
-        if !maskIoUs.isEmpty { metrics["segment mean mask IoU"] = metric(maskIoUs) }
-        return EvaluationReport(metrics: metrics, identicalToReference: metric(identical), prompts: all.count,
-                                seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
     }
 }

@@ -2,19 +2,25 @@ import ArgumentParser
 import Foundation
 import PaliGemma
 
+extension EvaluationAnswers: ExpressibleByArgument {}
+
 struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Score a model on a held-out set (caption/VQA/OCR exact match, detection recall and IoU, mask IoU).",
         discussion: """
         The set is a directory with heldout.jsonl (one {image, task, prompt, expected, boxes, labels,
         mask, output_ids} per line, as tools/demo/heldout.py writes it) and its images. Also
-        reports how many outputs are identical to transformers' recorded ones.
+        reports how many outputs are identical to transformers' recorded ones. --json adds every
+        prompt's answer and scores. --answers transformers scores transformers' recorded answers
+        instead of generating (checks the scorer against tools/demo/evaluate.py's summary.json).
         Example: paligemma eval --set Tests/Fixtures/demo
         """)
     @Option(help: "Held-out set directory.") var set: String
     @Option(help: "Only the first N prompts.") var limit: Int?
     @Option(name: .customLong("vae-oid"), help: "Mask decoder weights (default: the model's vae-oid.npz).") var vaeOID: String?
-    @Flag(help: "Print the report as JSON.") var json = false
+    @Option(help: "What to score: generated (the model's answers) or transformers (the recorded output_ids, to check the scorer).")
+    var answers: EvaluationAnswers = .generated
+    @Flag(help: "Print the report as JSON, with every prompt's answer and scores.") var json = false
     @OptionGroup var model: ModelOptions
 
     func run() throws {
@@ -25,7 +31,7 @@ struct Eval: ParsableCommand {
             let segmenter = FileManager.default.fileExists(atPath: vae.path) ? try Segmenter(vaeFile: vae) : nil
             let bar = ProgressBar(label: "eval")
             let report = try Evaluator.run(pipeline: pipeline, segmenter: segmenter, directory: URL(fileURLWithPath: set),
-                                           limit: limit) { done, total in bar.update(Double(done) / Double(total)) }
+                                           limit: limit, answers: answers) { done, total in bar.update(Double(done) / Double(total)) }
             bar.finish()
             if json {
                 let encoder = JSONEncoder()
@@ -37,7 +43,7 @@ struct Eval: ParsableCommand {
                 print(name.padding(toLength: 28, withPad: " ", startingAt: 0) + String(format: "%6.1f%%  (n=%d)", m.value * 100, m.count))
             }
             for (name, m) in report.metrics.sorted(by: { $0.key < $1.key }) { line(name, m) }
-            line("identical to transformers", report.identicalToReference)
+            if report.identicalToReference.count > 0 { line("identical to transformers", report.identicalToReference) }
             print(String(format: "%d prompts in %.1f s", report.prompts, report.seconds))
         }
     }
