@@ -141,32 +141,51 @@ N_CHAR = len(CHARS) + 1  # none, characters...
 N_PLACE = 1 + max(len(w) for w in scenes.WORDS + ["999"])  # none, 1st..5th character (numbers: < 1000)
 
 
-def reading_targets(data, tok):
+def word_layout(sc, tok, font):
+    """The rendered word's tokenizer pieces and where they sit: (piece ids, the piece index of each
+    character, each character's right edge in font units, each piece's pixel box x0, y0, x1, y1).
+    Character spans are proportional to the default font's advance widths across the text box.
+    None when the scene has no word or its pieces do not spell it character for character."""
+    if not sc.word or sc.text_box is None:
+        return None
+    word = sc.word
+    ends = [font.getlength(word[:j + 1]) for j in range(len(word))]
+    pieces = tok.tokenize(word)
+    owner = []
+    for k, pc in enumerate(pieces):
+        owner += [k] * len(pc.replace("\u2581", ""))
+    if len(owner) != len(word):
+        return None
+    x0, y0, x1, y1 = sc.text_box
+    at = lambda e: x0 + e / ends[-1] * (x1 - x0)  # noqa: E731
+    boxes = []
+    for k in range(len(pieces)):
+        first, last = owner.index(k), len(owner) - 1 - owner[::-1].index(k)
+        boxes.append((at(ends[first - 1] if first else 0.0), y0, at(ends[last]), y1))
+    return tok.convert_tokens_to_ids(pieces), owner, ends, boxes
+
+
+def reading_targets(data, tok, loc0):
     """Per-patch reading targets (training only), from the cached scenes' word and text box:
-    for each patch the text covers (aux_kind == text), the character under the patch's centre
-    (horizontal spans proportional to the default font's advance widths) and the tokenizer piece
-    of the OCR answer that holds that character, and that character's place in the word (1 for the
-    first: which digit of a number the patch shows). (N, GRID*GRID) each: 0 / -1 / 0 where none."""
+    for each patch the text covers (aux_kind == text), the character under the patch's centre,
+    the tokenizer piece of the OCR answer that holds that character, that character's place in
+    the word (1 for the first: which digit of a number the patch shows), and the four <loc> ids
+    of that piece's box. (N, GRID*GRID) each, 0 / -1 / 0 where none; boxes (N, GRID*GRID, 4), -1."""
     from PIL import ImageFont
     font = ImageFont.load_default(size=64)
     n = len(data["scenes"])
     char = torch.zeros((n, GRID * GRID), dtype=torch.long)
     piece = torch.full((n, GRID * GRID), -1, dtype=torch.long)
     place = torch.zeros((n, GRID * GRID), dtype=torch.long)
+    piece_box = torch.full((n, GRID * GRID, 4), -1, dtype=torch.long)
     kinds = data["aux_kind"]
     for i, sc in enumerate(data["scenes"]):
-        if not sc.word or sc.text_box is None:
+        layout = word_layout(sc, tok, font)
+        if layout is None:
             continue
+        ids, owner, ends, boxes = layout
         word = sc.word
-        ends = [font.getlength(word[:j + 1]) for j in range(len(word))]
         x0, _, x1, _ = (v / sc.size * GRID for v in sc.text_box)
-        pieces = tok.tokenize(word)
-        owner = []  # piece index of each character
-        for k, pc in enumerate(pieces):
-            owner += [k] * len(pc.replace("\u2581", ""))
-        if len(owner) != len(word):
-            continue
-        ids = tok.convert_tokens_to_ids(pieces)
         for r in range(GRID):
             for c in range(GRID):
                 if int(kinds[i, r * GRID + c]) != N_KIND - 1:
@@ -177,7 +196,8 @@ def reading_targets(data, tok):
                 char[i, r * GRID + c] = 1 + CHARS.index(ch) if ch in CHARS else 0
                 piece[i, r * GRID + c] = ids[owner[j]]
                 place[i, r * GRID + c] = 1 + j
-    return char, piece, place
+                piece_box[i, r * GRID + c] = torch.tensor([loc0 + v for v in scenes.loc_bins(boxes[owner[j]], sc.size)])
+    return char, piece, place, piece_box
 
 
 def build_cache(n, seed0, vae_encoder, path):
@@ -225,7 +245,7 @@ PHRASE_TASKS = ("caption", "detect")  # answers the phrase-count probe can count
 class Example(NamedTuple):
     """One training sequence: prefix and suffix token ids, and its training-only targets as
     (position in the sequence, *values) tuples: grounding (four <loc> ids), plan (box fractions,
-    head), phrase (phrase index) and spelling (the place in the word of the character written next)."""
+    head), phrase (phrase index) and spelling (four <loc> ids: the box of the word's piece written next)."""
     pre: list
     suf: list
     grounding: list
@@ -270,7 +290,9 @@ class Batcher:
         self.separators = {tok.convert_tokens_to_ids(p) for p in (",", "\u2581and", "\u2581und", "\u2581et")}
         self.detect_separator = tok.convert_tokens_to_ids("\u2581;")  # joins a detection's objects
         self.spelling_targets = spelling_targets
-        self.piece_chars = {}  # token id -> characters it writes (the word-start mark not counted)
+        if spelling_targets:
+            from PIL import ImageFont
+            self.font = ImageFont.load_default(size=64)  # reading_targets' advance widths
         # scenes showing a number are drawn `number_weight` times as often; None: uniform, the shipped
         # run's draw (the same batches as before this option)
         self.scene_cdf = None
@@ -296,38 +318,29 @@ class Batcher:
         pre = [self.img_id] * N_IMG + [2] + self.enc(prompt + "\n")
         suf = self.enc(target) + [1]
         return Example(pre, suf, self.grounding(sc, pre), self.plan(sc, task, pre, suf) if self.plan_targets else [],
-                       self.phrases(task, pre, suf), self.spelling(task, pre, suf) if self.spelling_targets else [])
+                       self.phrases(task, pre, suf), self.spelling(sc, task, pre, suf) if self.spelling_targets else [])
 
-    def chars(self, token_id):
-        n = self.piece_chars.get(token_id)
-        if n is None:
-            n = len(self.tok.convert_ids_to_tokens(token_id).replace("\u2581", ""))
-            self.piece_chars[token_id] = n
-        return n
-
-    def spelling(self, task, pre, suf):
-        """(position, place) for the training-only spelling targets: at each position whose next
-        token is a piece of the OCR answer or of a caption's quoted word, the place in the word
-        (1st-5th) of that piece's first character. A number is written one digit per piece; with the
-        vision tower's place probe (--place-weight) the layers above can look for the text patch
-        showing that place instead of the digit they read last ('622' -> '333')."""
+    def spelling(self, sc, task, pre, suf):
+        """(position, four <loc> ids) for the training-only reading-pointer targets: at each position
+        whose next token is a piece of the OCR answer or of a caption's quoted word, the box of that
+        piece in the image. A number is written one digit per piece and misread by repeating or
+        skipping digits ('622' -> '333'): the decoder loses which digit it is on. This asks it to
+        say where the next one is, as the grounding targets make a prompt word say where its shape is."""
         kind = task.split()[0]
         if kind == "ocr":
-            start, pieces = len(pre) - 1, suf[:-1]  # the prompt's last position writes the first piece
+            start = len(pre) - 1  # the prompt's last position writes the first piece
         elif kind == "caption" and self.quote in suf:
-            q = suf.index(self.quote)
-            start, pieces = len(pre) + q, []
-            for t in suf[q + 1:]:
-                if '"' in self.tok.convert_ids_to_tokens(t):  # the closing quote
-                    break
-                pieces.append(t)
+            start = len(pre) + suf.index(self.quote)
         else:
             return []
-        out, written = [], 0
-        for k, t in enumerate(pieces):
-            out.append((start + k, min(1 + written, N_PLACE - 1)))
-            written += self.chars(t)
-        return out
+        layout = word_layout(sc, self.tok, self.font)
+        if layout is None:
+            return []
+        ids, _, _, boxes = layout
+        written = suf[start - len(pre) + 1:][:len(ids)]
+        if written != ids:  # the answer spells the word with other pieces than the word alone
+            return []
+        return [(start + k, [self.loc0 + v for v in scenes.loc_bins(box, sc.size)]) for k, box in enumerate(boxes)]
 
     def phrases(self, task, pre, suf):
         """(position, phrase index) for the training-only phrase-count targets of a caption (and,
@@ -405,19 +418,21 @@ class Batcher:
         px = self.data["images"][torch.from_numpy(idx)].permute(0, 3, 1, 2).float()
         px = (px / 255.0 - 0.5) / 0.5
         ti = torch.from_numpy(idx)
-        aux_keys = ("aux_kind", "aux_color", "aux_occ", "aux_box", "aux_char", "aux_piece", "aux_rank", "aux_place")
+        aux_keys = ("aux_kind", "aux_color", "aux_occ", "aux_box", "aux_char", "aux_piece", "aux_rank", "aux_place",
+                    "aux_piece_box")
         aux = {k: self.data[k][ti] for k in aux_keys if k in self.data}
         add_targets(aux, "ground", exs, "grounding", ("locs",))
         add_targets(aux, "plan", exs, "plan", ("box", "head"))  # box: float32, torch's default for floats
         add_targets(aux, "phrase", exs, "phrases", ("idx",))
-        add_targets(aux, "spell", exs, "spelling", ("idx",))
+        add_targets(aux, "spell", exs, "spelling", ("locs",))
         return dict(input_ids=ids, token_type_ids=tt, attention_mask=am, labels=lab, pixel_values=px), aux
 
 
 def patch_word_targets(tok, aux, loc0):
     """Per image position, the tokens the decoder's output there should predict (training only):
     the covering shape's kind and colour words (the `▁word` pieces used in prompts and captions)
-    and its four box `<loc>` tokens; on text, the OCR answer's piece under the patch.
+    and its four box `<loc>` tokens; on text, the OCR answer's piece under the patch (and, with the
+    reading-pointer targets, that piece's four box `<loc>` tokens in the shape's box columns).
     Shape (B, GRID*GRID, 7); -1 where nothing applies."""
     kind_ids = torch.tensor([-1] + [tok.convert_tokens_to_ids("▁" + k) for k in scenes.SHAPES] + [-1])
     color_ids = torch.tensor([-1] + [tok.convert_tokens_to_ids("▁" + c) for c in scenes.COLORS])
@@ -425,6 +440,9 @@ def patch_word_targets(tok, aux, loc0):
     locs = loc0 + (box[..., [1, 0, 3, 2]] * 1023).round().long().clamp(0, 1023)
     t = torch.cat([kind_ids[aux["aux_kind"]][..., None], color_ids[aux["aux_color"]][..., None], locs], -1)
     t[aux["aux_color"] == 0] = -1
+    if "aux_piece_box" in aux:
+        text = aux["aux_piece_box"][..., 0] >= 0
+        t[..., 2:6][text] = aux["aux_piece_box"][text]
     return torch.cat([t, aux["aux_piece"][..., None]], -1) if "aux_piece" in aux else t
 
 
@@ -445,6 +463,18 @@ def grounding_loss(logits, aux):
     rows = logits[aux["ground_row"], aux["ground_pos"]].float()  # (n, vocab)
     lp = torch.log_softmax(rows, -1)
     return -lp.gather(-1, aux["ground_locs"]).mean()
+
+
+def reading_pointer_loss(mid, aux, embedding, loc0):
+    """Mean negative log-likelihood of the next piece's four box <loc> tokens (Batcher.spelling) in
+    the middle decoder layer's state at each position writing the OCR answer or a quoted word,
+    read through the tied embedding's <loc> rows (normalised as the final norm would, without its
+    weight): the state should hold where to read next in the code the text patches' outputs use."""
+    if "spell_pos" not in aux:
+        return torch.zeros(())
+    x = rms_normalize(mid[aux["spell_row"], aux["spell_pos"]].float())  # (n, width)
+    lp = torch.log_softmax(x @ embedding[loc0:loc0 + 1024].float().T, -1)  # (n, 1024)
+    return -lp.gather(-1, aux["spell_locs"] - loc0).mean()
 
 
 def rms_normalize(x):
@@ -478,10 +508,9 @@ class CountProbe(torch.nn.Module):
     """Training-only linear probe (not exported) on the middle decoder layer's output at the
     positions of one kind of count target, `aux["<key>_row"]`, `["<key>_pos"]`, `["<key>_idx"]`:
     "phrase", which shape phrase (0-3) a caption is writing (with --phrase-tasks caption,detect also
-    which query a detection is answering); "spell", the place in the word (1st-5th) of the
-    character written next. With the vision tower's matching probes (--rank-weight, --place-weight)
-    the layers above can pick the next shape or digit by matching the count to a patch's place
-    instead of recalling what was written."""
+    which query a detection is answering). With the vision tower's matching probe (--rank-weight)
+    the layers above can pick the next shape by matching the count to a patch's place instead of
+    recalling what was written."""
 
     def __init__(self, width, classes, key):
         super().__init__()
@@ -622,10 +651,12 @@ def main():
                          "are read one piece per digit and misreadings repeat digits, '622' -> '333'; 0: off, the "
                          "shipped run; at 1 a one-hour run lost shapes and colours, see the model card)")
     ap.add_argument("--spell-weight", type=float, default=0.0,
-                    help="weight of the training-only spelling probe on the middle decoder layer where the OCR "
-                         "answer or a caption's quoted word is written: the place in the word (1st-5th) of the "
-                         "character written next, the count that --place-weight's patches can be matched with "
-                         "(0: off, the shipped run)")
+                    help="with --read-weight: weight of the training-only reading-pointer targets: where the OCR "
+                         "answer or a caption's quoted word is written, the middle decoder layer's state, read "
+                         "through the tied embedding, should give the four <loc> tokens of the box of the piece "
+                         "written next, and each text patch's decoder output its piece's box (as shape patches "
+                         "give their shape's), so the layers above fetch the next digit by place the way the "
+                         "grounding targets fetch a named shape (0: off, the shipped run)")
     ap.add_argument("--ema", type=float, default=0.0,
                     help="also keep an exponential moving average of the weights over the decay phase, with this "
                          "decay per step (e.g. 0.998), and export it to OUT-ema (0: off)")
@@ -657,6 +688,8 @@ def main():
         ap.error(f"--phrase-tasks: {', '.join(sorted(bad))} not supported; use 'caption' or 'caption,detect'")
     if args.place_weight > 0 and args.read_weight <= 0:
         ap.error("--place-weight needs the reading targets it is computed with; give --read-weight > 0 too")
+    if args.spell_weight > 0 and args.read_weight <= 0:
+        ap.error("--spell-weight needs the reading targets' text boxes; give --read-weight > 0 too")
     print("task mix: " + ", ".join(f"{k} {v:.2f}" for k, v in TASK_WEIGHTS.items()), flush=True)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -689,11 +722,13 @@ def main():
     # 3. data cache
     data = build_cache(args.n_train, 0, vae.encode, args.cache)
     if args.read_weight > 0:
-        data["aux_char"], data["aux_piece"], place = reading_targets(data, tok)
+        data["aux_char"], data["aux_piece"], place, piece_box = reading_targets(data, tok, loc0)
         if not args.read_pieces:
             del data["aux_piece"]
         if args.place_weight > 0:
             data["aux_place"] = place
+        if args.spell_weight > 0:
+            data["aux_piece_box"] = piece_box
         print(f"reading targets: {int((data['aux_char'] > 0).sum())} text patches", flush=True)
     if args.rank_weight > 0:
         data["aux_rank"] = rank_targets(data)
@@ -725,8 +760,7 @@ def main():
         lambda m, i, o: captured.__setitem__("feats", o.last_hidden_state))
     plan_heads = PlanHeads(cfg.text_config.hidden_size) if args.plan_weight > 0 else None
     phrase_head = CountProbe(cfg.text_config.hidden_size, N_RANK - 1, "phrase") if args.phrase_weight > 0 else None
-    spell_head = CountProbe(cfg.text_config.hidden_size, N_PLACE, "spell") if args.spell_weight > 0 else None
-    if plan_heads or phrase_head or spell_head:  # the middle decoder state, for the plan and count probes
+    if plan_heads or phrase_head or args.spell_weight > 0:  # the middle decoder state, for the plan, count and reading-pointer targets
         lm_layers = model.model.language_model.layers
         lm_layers[len(lm_layers) // 2 - 1].register_forward_hook(
             lambda m, i, o: captured.__setitem__("mid", o[0] if isinstance(o, tuple) else o))
@@ -734,8 +768,7 @@ def main():
         model.model.language_model.norm.register_forward_hook(lambda m, i, o: captured.__setitem__("last", o))
     params = (list(model.named_parameters()) + [("aux." + n, p) for n, p in heads.named_parameters()]
               + [("plan." + n, p) for n, p in (plan_heads.named_parameters() if plan_heads else [])]
-              + [("phrase." + n, p) for n, p in (phrase_head.named_parameters() if phrase_head else [])]
-              + [("spell." + n, p) for n, p in (spell_head.named_parameters() if spell_head else [])])
+              + [("phrase." + n, p) for n, p in (phrase_head.named_parameters() if phrase_head else [])])
     decay = [p for n, p in params if p.ndim >= 2]
     nodecay = [p for n, p in params if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
@@ -777,7 +810,8 @@ def main():
         mid = captured.pop("mid", None)
         plan = plan_heads.loss(mid, captured.pop("last"), aux) if plan_heads else torch.zeros(())
         phrase = phrase_head.loss(mid, aux) if phrase_head else torch.zeros(())
-        spell = spell_head.loss(mid, aux) if spell_head else torch.zeros(())
+        spell = (reading_pointer_loss(mid, aux, model.get_input_embeddings().weight, loc0)
+                 if args.spell_weight > 0 else torch.zeros(()))
         loss = (lm_loss + args.aux_weight * aux_loss + args.dec_aux_weight * dec_loss + args.ground_weight * ground
                 + args.plan_weight * plan + args.phrase_weight * phrase + args.spell_weight * spell)
         opt.zero_grad(set_to_none=True)
