@@ -99,18 +99,20 @@ public enum Evaluator {
         if let limit { all = Array(all.prefix(limit)) }
         let start = DispatchTime.now().uptimeNanoseconds
         var results: [EvaluationReport.PromptResult] = []
-        var cache: (name: String, image: RGBImage, encoded: EncodedImage?)?
+        // Consecutive prompts share an image: load it (and encode it, when generating) once.
+        var image: (name: String, pixels: RGBImage)?
+        var encoded: (name: String, value: EncodedImage)?
         for (n, item) in all.enumerated() {
-            if cache?.name != item.image {
-                let image = try pipeline.loadImage(directory.appendingPathComponent(item.image))
-                cache = (item.image, image, answers == .generated ? try pipeline.encode(image: image) : nil)
+            if image?.name != item.image {
+                image = (item.image, try pipeline.loadImage(directory.appendingPathComponent(item.image)))
             }
-            let image = cache!.image
+            let pixels = image!.pixels
             let text: String, identical: Bool?
             switch answers {
             case .generated:
+                if encoded?.name != item.image { encoded = (item.image, try pipeline.encode(image: pixels)) }
                 let budget = max(maxNewTokens, (item.outputIDs?.count ?? 0) + 1)
-                let g = try pipeline.generate(prompt: item.prompt, image: cache!.encoded!,
+                let g = try pipeline.generate(prompt: item.prompt, image: encoded!.value,
                                               options: GenerationOptions(maxNewTokens: budget))
                 (text, identical) = (g.text, item.outputIDs.map { g.tokenIDs == $0 })
             case .transformers:
@@ -120,8 +122,8 @@ public enum Evaluator {
                 }
                 (text, identical) = (pipeline.tokenizer.decode(ids.map(Int32.init), skipSpecialTokens: true), nil)
             }
-            let scores = try score(item, answer: text.trimmingCharacters(in: .whitespaces), image: image,
-                                   pipeline: pipeline, segmenter: segmenter, directory: directory)
+            let scores = try score(item, answer: text.trimmingCharacters(in: .whitespaces), image: pixels,
+                                   loader: pipeline.imageLoader, segmenter: segmenter, directory: directory)
             results.append(.init(image: item.image, prompt: item.prompt, answer: text,
                                  identicalToTransformers: identical, scores: scores))
             progress?(n + 1, all.count)
@@ -138,7 +140,7 @@ public enum Evaluator {
     }
 
     /// One answer's contribution to each metric.
-    static func score(_ item: EvaluationItem, answer text: String, image: RGBImage, pipeline: PaliGemmaPipeline,
+    static func score(_ item: EvaluationItem, answer text: String, image: RGBImage, loader: ImageLoader,
                       segmenter: Segmenter?, directory: URL) throws -> [String: [Double]] {
         switch item.task {
         case "caption", "answer", "ocr":
@@ -157,7 +159,7 @@ public enum Evaluator {
             return ious.isEmpty ? [:] : ["detect recall@0.5": ious.map { $0 >= 0.5 ? 1 : 0 }, "detect mean IoU": ious]
         case "segment":
             guard let segmenter, let maskFile = item.mask, let label = item.labels?.first else { return [:] }
-            let truth = try pipeline.imageLoader.load(contentsOf: directory.appendingPathComponent(maskFile))
+            let truth = try loader.load(contentsOf: directory.appendingPathComponent(maskFile))
             let masks = segmenter.segment(text: text, imageWidth: image.width, imageHeight: image.height)
             guard let m = masks.first(where: { $0.object.label == label }) else { return ["segment mean mask IoU": [0]] }
             let predicted = try m.mask()

@@ -170,7 +170,9 @@ def reading_targets(data, tok, loc0):
     for each patch the text covers (aux_kind == text), the character under the patch's centre,
     the tokenizer piece of the OCR answer that holds that character, that character's place in
     the word (1 for the first: which digit of a number the patch shows), and the four <loc> ids
-    of that piece's box. (N, GRID*GRID) each, 0 / -1 / 0 where none; boxes (N, GRID*GRID, 4), -1."""
+    of that piece's box. (N, GRID*GRID) each, 0 / -1 / 0 where none; boxes (N, GRID*GRID, 4), -1.
+    Also, per scene, the word's piece ids and each piece's four <loc> ids (None without a word),
+    for the reading-pointer targets."""
     from PIL import ImageFont
     font = ImageFont.load_default(size=64)
     n = len(data["scenes"])
@@ -178,12 +180,16 @@ def reading_targets(data, tok, loc0):
     piece = torch.full((n, GRID * GRID), -1, dtype=torch.long)
     place = torch.zeros((n, GRID * GRID), dtype=torch.long)
     piece_box = torch.full((n, GRID * GRID, 4), -1, dtype=torch.long)
+    word_pieces = [None] * n
     kinds = data["aux_kind"]
     for i, sc in enumerate(data["scenes"]):
         layout = word_layout(sc, tok, font)
         if layout is None:
             continue
         ids, owner, ends, boxes = layout
+        locs = [[loc0 + v for v in scenes.loc_bins(box, sc.size)] for box in boxes]
+        word_pieces[i] = (ids, locs)
+        locs_t = torch.tensor(locs)
         word = sc.word
         x0, _, x1, _ = (v / sc.size * GRID for v in sc.text_box)
         for r in range(GRID):
@@ -196,8 +202,8 @@ def reading_targets(data, tok, loc0):
                 char[i, r * GRID + c] = 1 + CHARS.index(ch) if ch in CHARS else 0
                 piece[i, r * GRID + c] = ids[owner[j]]
                 place[i, r * GRID + c] = 1 + j
-                piece_box[i, r * GRID + c] = torch.tensor([loc0 + v for v in scenes.loc_bins(boxes[owner[j]], sc.size)])
-    return char, piece, place, piece_box
+                piece_box[i, r * GRID + c] = locs_t[owner[j]]
+    return char, piece, place, piece_box, word_pieces
 
 
 def build_cache(n, seed0, vae_encoder, path):
@@ -290,9 +296,6 @@ class Batcher:
         self.separators = {tok.convert_tokens_to_ids(p) for p in (",", "\u2581and", "\u2581und", "\u2581et")}
         self.detect_separator = tok.convert_tokens_to_ids("\u2581;")  # joins a detection's objects
         self.spelling_targets = spelling_targets
-        if spelling_targets:
-            from PIL import ImageFont
-            self.font = ImageFont.load_default(size=64)  # reading_targets' advance widths
         # scenes showing a number are drawn `number_weight` times as often; None: uniform, the shipped
         # run's draw (the same batches as before this option)
         self.scene_cdf = None
@@ -318,9 +321,9 @@ class Batcher:
         pre = [self.img_id] * N_IMG + [2] + self.enc(prompt + "\n")
         suf = self.enc(target) + [1]
         return Example(pre, suf, self.grounding(sc, pre), self.plan(sc, task, pre, suf) if self.plan_targets else [],
-                       self.phrases(task, pre, suf), self.spelling(sc, task, pre, suf) if self.spelling_targets else [])
+                       self.phrases(task, pre, suf), self.spelling(i, task, pre, suf) if self.spelling_targets else [])
 
-    def spelling(self, sc, task, pre, suf):
+    def spelling(self, i, task, pre, suf):
         """(position, four <loc> ids) for the training-only reading-pointer targets: at each position
         whose next token is a piece of the OCR answer or of a caption's quoted word, the box of that
         piece in the image. A number is written one digit per piece and misread by repeating or
@@ -333,14 +336,13 @@ class Batcher:
             start = len(pre) + suf.index(self.quote)
         else:
             return []
-        layout = word_layout(sc, self.tok, self.font)
-        if layout is None:
+        word = self.data["word_pieces"][i]  # reading_targets' pieces and their boxes
+        if word is None:
             return []
-        ids, _, _, boxes = layout
-        written = suf[start - len(pre) + 1:][:len(ids)]
-        if written != ids:  # the answer spells the word with other pieces than the word alone
+        ids, locs = word
+        if suf[start - len(pre) + 1:][:len(ids)] != ids:  # the answer spells the word with other pieces
             return []
-        return [(start + k, [self.loc0 + v for v in scenes.loc_bins(box, sc.size)]) for k, box in enumerate(boxes)]
+        return [(start + k, box) for k, box in enumerate(locs)]
 
     def phrases(self, task, pre, suf):
         """(position, phrase index) for the training-only phrase-count targets of a caption (and,
@@ -730,13 +732,14 @@ def main():
     # 3. data cache
     data = build_cache(args.n_train, 0, vae.encode, args.cache)
     if args.read_weight > 0:
-        data["aux_char"], data["aux_piece"], place, piece_box = reading_targets(data, tok, loc0)
+        data["aux_char"], data["aux_piece"], place, piece_box, word_pieces = reading_targets(data, tok, loc0)
         if not args.read_pieces:
             del data["aux_piece"]
         if args.place_weight > 0:
             data["aux_place"] = place
         if args.spell_weight > 0:
             data["aux_piece_box"] = piece_box
+            data["word_pieces"] = word_pieces
         print(f"reading targets: {int((data['aux_char'] > 0).sum())} text patches", flush=True)
     if args.rank_weight > 0:
         data["aux_rank"] = rank_targets(data)
