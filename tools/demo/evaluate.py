@@ -1,6 +1,6 @@
 """Evaluate the demo model on held-out generated scenes with transformers greedy decoding.
 
-    python tools/demo/evaluate.py [--scenes 60] [--model Models/demo]
+    python tools/demo/evaluate.py [--scenes 60] [--model Models/demo] [--closed-numbers]
 
 Metrics: caption exact match per language, VQA accuracy, detection recall at IoU 0.5 and mean
 IoU, OCR exact match, segmentation mean mask IoU (masks decoded with the shipped vae-oid.npz).
@@ -83,14 +83,14 @@ def mask_iou(a, b):
     return float(np.logical_and(a, b).sum() / u) if u else 0.0
 
 
-def heldout_items(n_scenes, seed=HELDOUT_SEED):
+def heldout_items(n_scenes, seed=HELDOUT_SEED, numbers=None):
     """Deterministic held-out prompts: every scene gets all three captions, one question, one
     detection, one segmentation and (when it has a word) ocr."""
     items = []
     for k in range(n_scenes):
         rng = np.random.default_rng(seed + k)
         size = int(SIZES[k % len(SIZES)])
-        sc = scenes.sample_scene(seed + k, size)
+        sc = scenes.sample_scene(seed + k, size, numbers=numbers)
         tasks = ["caption en", "caption de", "caption fr", "answer", "detect", "segment"]
         if sc.word:
             tasks.append("ocr")
@@ -151,11 +151,13 @@ def main():
     ap.add_argument("--scenes", type=int, default=60)
     ap.add_argument("--json", default=None)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--closed-numbers", action="store_true",
+                    help="scenes' numbers from scenes.CLOSED_NUMBERS, for models trained with train.py --closed-numbers")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model, proc = load(args.model)
     emb, dec = load_decoder_npz(os.path.join(args.model, "vae-oid.npz"))
-    items = heldout_items(args.scenes)
+    items = heldout_items(args.scenes, numbers=scenes.CLOSED_NUMBERS if args.closed_numbers else None)
     t0 = time.time()
     records = []
     for it in items:

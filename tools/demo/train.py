@@ -65,10 +65,10 @@ def model_config(vocab_size, image_token_id, args):
 
 # --- data ------------------------------------------------------------------------------
 
-def render(seed, sizes=(128, 128, 128, 128, 160, 192, 256)):
+def render(seed, numbers=None, sizes=(128, 128, 128, 128, 160, 192, 256)):
     rng = np.random.default_rng(seed + 7)
     size = int(sizes[int(rng.integers(len(sizes)))])
-    sc = scenes.sample_scene(seed, size)
+    sc = scenes.sample_scene(seed, size, numbers=numbers)
     img = sc.image
     if size != RES:
         img = img.resize((RES, RES), Image.BICUBIC)  # what the processor does
@@ -138,7 +138,7 @@ N_RANK = 5  # none, 1st..4th (scenes have 1-4 shapes)
 
 CHARS = "abcdefghijklmnopqrstuvwxyz0123456789"
 N_CHAR = len(CHARS) + 1  # none, characters...
-N_PLACE = 1 + max(len(w) for w in scenes.WORDS + ["999"])  # none, 1st..5th character (numbers: < 1000)
+N_PLACE = 1 + max(len(w) for w in scenes.WORDS + scenes.CLOSED_NUMBERS + ["999"])  # none, 1st..5th character
 
 
 def word_layout(sc, tok, font):
@@ -206,7 +206,7 @@ def reading_targets(data, tok, loc0):
     return char, piece, place, piece_box, word_pieces
 
 
-def build_cache(n, seed0, vae_encoder, path):
+def build_cache(n, seed0, vae_encoder, path, numbers=None):
     if os.path.exists(path):
         d = torch.load(path, weights_only=False)
         if len(d["images"]) >= n and "aux_kind" in d:
@@ -217,7 +217,7 @@ def build_cache(n, seed0, vae_encoder, path):
     crops = []
     aux = [[], [], [], []]
     for i in range(n):
-        sc, arr = render(seed0 + i)
+        sc, arr = render(seed0 + i, numbers)
         images[i] = arr
         for a, v in zip(aux, aux_targets(sc)):
             a.append(v)
@@ -611,7 +611,10 @@ def main():
                     help="bf16 autocast for matmuls (off: on CPUs whose bf16 dot products run at half the "
                          "FMA rate, such as this Xeon, float32 steps are 1.5x faster: 0.42 vs 0.63 s)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--cache", default="/tmp/demo_train_cache_v4.pt",
+    ap.add_argument("--closed-numbers", action="store_true",
+                    help="draw scenes' numbers from scenes.CLOSED_NUMBERS (20 numbers, as words are drawn) instead "
+                         "of 0-999; evaluate with evaluate.py --closed-numbers. Not the shipped model's data")
+    ap.add_argument("--cache", default=None,
                     help="rendered scenes + targets (built on first use, about 2 minutes; delete it after changing scenes.py)")
     ap.add_argument("--ckpt", default="/tmp/demo_model_ckpt")
     ap.add_argument("--resume", action="store_true", help="continue from --ckpt (fresh optimizer)")
@@ -730,7 +733,9 @@ def main():
     print(f"tokenizer: {len(tok)} pieces, <image>={image_id}, <loc0000>={loc0}, vocab {vocab}", flush=True)
 
     # 3. data cache
-    data = build_cache(args.n_train, 0, vae.encode, args.cache)
+    if args.cache is None:
+        args.cache = "/tmp/demo_train_cache_v5.pt" if args.closed_numbers else "/tmp/demo_train_cache_v4.pt"
+    data = build_cache(args.n_train, 0, vae.encode, args.cache, scenes.CLOSED_NUMBERS if args.closed_numbers else None)
     if args.read_weight > 0:
         data["aux_char"], data["aux_piece"], place, piece_box, word_pieces = reading_targets(data, tok, loc0)
         if not args.read_pieces:
