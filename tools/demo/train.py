@@ -207,10 +207,13 @@ def reading_targets(data, tok, loc0):
 
 
 def build_cache(n, seed0, vae_encoder, path, numbers=None):
+    """The rendered training scenes, their aux targets and mask codes, loaded from `path` when it
+    holds at least `n` scenes drawn with the same `numbers` (caches without the key: open numbers)."""
     if os.path.exists(path):
         d = torch.load(path, weights_only=False)
-        if len(d["images"]) >= n and "aux_kind" in d:
+        if len(d["images"]) >= n and "aux_kind" in d and d.get("numbers") == numbers:
             return d
+        print(f"cache {path} does not match (scenes, or --closed-numbers): rebuilding it", flush=True)
     t0 = time.time()
     images = np.zeros((n, RES, RES, 3), np.uint8)
     metas = []
@@ -237,7 +240,7 @@ def build_cache(n, seed0, vae_encoder, path, numbers=None):
         for o in sc.objs:
             o.codes = [int(c) for c in codes[k]]
             k += 1
-    d = {"images": torch.from_numpy(images), "scenes": metas,
+    d = {"images": torch.from_numpy(images), "scenes": metas, "numbers": numbers,
          "aux_kind": torch.from_numpy(np.stack(aux[0])), "aux_color": torch.from_numpy(np.stack(aux[1])),
          "aux_occ": torch.from_numpy(np.stack(aux[2])), "aux_box": torch.from_numpy(np.stack(aux[3]))}
     torch.save(d, path)
