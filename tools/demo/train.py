@@ -775,20 +775,24 @@ def main():
         lm, vt = model.model.language_model, model.model.vision_tower
         lm.forward = torch.compile(lm.forward, dynamic=True)
         vt.forward = torch.compile(vt.forward)
-    model.model.vision_tower.register_forward_hook(
-        lambda m, i, o: captured.__setitem__("feats", o.last_hidden_state))
+
+    def capture(module, key):
+        """Keep `module`'s output (a decoder layer's hidden states, the vision tower's patch
+        features) in captured[key] on every forward, for the training-only losses."""
+        def hook(m, i, o):
+            captured[key] = o.last_hidden_state if hasattr(o, "last_hidden_state") else o[0] if isinstance(o, tuple) else o
+        module.register_forward_hook(hook)
+
+    lm_layers = model.model.language_model.layers
+    capture(model.model.vision_tower, "feats")
     plan_heads = PlanHeads(cfg.text_config.hidden_size) if args.plan_weight > 0 else None
     phrase_head = CountProbe(cfg.text_config.hidden_size, N_RANK - 1, "phrase") if args.phrase_weight > 0 else None
     if plan_heads or phrase_head:  # the middle decoder state, for the plan and count probes
-        lm_layers = model.model.language_model.layers
-        lm_layers[len(lm_layers) // 2 - 1].register_forward_hook(
-            lambda m, i, o: captured.__setitem__("mid", o[0] if isinstance(o, tuple) else o))
+        capture(lm_layers[len(lm_layers) // 2 - 1], "mid")
     if args.spell_weight > 0:  # the state the reading-pointer targets read
-        lm_layers = model.model.language_model.layers
-        lm_layers[args.spell_layer].register_forward_hook(
-            lambda m, i, o: captured.__setitem__("pointer", o[0] if isinstance(o, tuple) else o))
+        capture(lm_layers[args.spell_layer], "pointer")
     if plan_heads:  # and the last one
-        model.model.language_model.norm.register_forward_hook(lambda m, i, o: captured.__setitem__("last", o))
+        capture(model.model.language_model.norm, "last")
     params = (list(model.named_parameters()) + [("aux." + n, p) for n, p in heads.named_parameters()]
               + [("plan." + n, p) for n, p in (plan_heads.named_parameters() if plan_heads else [])]
               + [("phrase." + n, p) for n, p in (phrase_head.named_parameters() if phrase_head else [])])
