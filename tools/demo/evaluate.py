@@ -1,6 +1,6 @@
 """Evaluate the demo model on held-out generated scenes with transformers greedy decoding.
 
-    python tools/demo/evaluate.py [--scenes 60] [--model Models/demo] [--closed-numbers]
+    python tools/demo/evaluate.py [--scenes 60] [--model Models/demo] [--numbers open] [--caption-order reading]
 
 Metrics: caption exact match per language, VQA accuracy, detection recall at IoU 0.5 and mean
 IoU, OCR exact match, segmentation mean mask IoU (masks decoded with the shipped vae-oid.npz).
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
@@ -65,16 +66,17 @@ def box_iou(a, b):
 
 
 def paste_mask(m64, box, W, H):
-    """64x64 decoder output (about [-1, 1]) -> full-image bool mask inside the box."""
-    x0, y0, x1, y1 = box
-    x0i, y0i = int(round(max(0, x0))), int(round(max(0, y0)))
-    x1i, y1i = int(round(min(W, x1))), int(round(min(H, y1)))
+    """64x64 decoder logits -> full-image bool mask, placed as big_vision's segmentation evaluator
+    (and the Swift runtime's MaskPlacement) place it: box edges truncated to whole pixels, the float
+    logits resized to the box with PIL's BILINEAR filter, `> 0`, the part inside the image kept."""
+    x0, y0, x1, y1 = (int(math.floor(v)) for v in box)
     full = np.zeros((H, W), bool)
-    if x1i <= x0i or y1i <= y0i:
+    if x1 <= x0 or y1 <= y0:
         return full
-    img = Image.fromarray(((np.clip(m64, -1, 1) * 0.5 + 0.5) * 255).astype(np.uint8))
-    r = np.asarray(img.resize((x1i - x0i, y1i - y0i), Image.BILINEAR)) >= 128
-    full[y0i:y1i, x0i:x1i] = r
+    resized = np.asarray(Image.fromarray(np.asarray(m64, np.float32)).resize((x1 - x0, y1 - y0), Image.BILINEAR)) > 0
+    vx0, vy0, vx1, vy1 = max(x0, 0), max(y0, 0), min(x1, W), min(y1, H)
+    if vx1 > vx0 and vy1 > vy0:
+        full[vy0:vy1, vx0:vx1] = resized[vy0 - y0:vy1 - y0, vx0 - x0:vx1 - x0]
     return full
 
 
@@ -83,7 +85,7 @@ def mask_iou(a, b):
     return float(np.logical_and(a, b).sum() / u) if u else 0.0
 
 
-def heldout_items(n_scenes, seed=HELDOUT_SEED, numbers=None):
+def heldout_items(n_scenes, seed=HELDOUT_SEED, numbers=None, caption_order="reading"):
     """Deterministic held-out prompts: every scene gets all three captions, one question, one
     detection, one segmentation and (when it has a word) ocr."""
     items = []
@@ -95,7 +97,8 @@ def heldout_items(n_scenes, seed=HELDOUT_SEED, numbers=None):
         if sc.word:
             tasks.append("ocr")
         for t in tasks:
-            prompt, target, meta = scenes.make_example(sc, t, rng, seg_codes=lambda o: [0] * 16)
+            prompt, target, meta = scenes.make_example(sc, t, rng, seg_codes=lambda o: [0] * 16,
+                                                       caption_order=caption_order)
             if t == "segment":
                 target = None  # codes come from the VAE encoder; judged by mask IoU instead
             items.append({"scene": k, "task": t.split()[0], "lang": t.split()[1] if " " in t else None,
@@ -151,13 +154,13 @@ def main():
     ap.add_argument("--scenes", type=int, default=60)
     ap.add_argument("--json", default=None)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--closed-numbers", action="store_true",
-                    help="scenes' numbers from scenes.CLOSED_NUMBERS, for models trained with train.py --closed-numbers")
+    scenes.add_data_args(ap)  # as the model was trained
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model, proc = load(args.model)
     emb, dec = load_decoder_npz(os.path.join(args.model, "vae-oid.npz"))
-    items = heldout_items(args.scenes, numbers=scenes.CLOSED_NUMBERS if args.closed_numbers else None)
+    items = heldout_items(args.scenes, numbers=scenes.numbers_arg(args),
+                          caption_order=args.caption_order)
     t0 = time.time()
     records = []
     for it in items:

@@ -1,6 +1,6 @@
 """Write the held-out fixture set for the Swift side into Tests/Fixtures/demo/.
 
-    python tools/demo/heldout.py [--scenes 40]
+    python tools/demo/heldout.py [--scenes 40] [--numbers open] [--caption-order reading]
 
 For each held-out scene: the PNG, and for each prompt one JSONL line with the prompt, the
 expected target (captions/VQA/OCR exact; detect: boxes in pixels; segment: box + mask PNG), and
@@ -22,6 +22,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, HERE)
 import evaluate as ev  # noqa: E402
+import scenes  # noqa: E402
 from vae import load_decoder_npz  # noqa: E402
 
 SEED = 950_000_000  # distinct from evaluate.py's held-out seed and from training seeds
@@ -32,12 +33,14 @@ def main():
     ap.add_argument("--model", default=os.path.join(ROOT, "Models", "demo"))
     ap.add_argument("--out", default=os.path.join(ROOT, "Tests", "Fixtures", "demo"))
     ap.add_argument("--scenes", type=int, default=40)
+    scenes.add_data_args(ap)  # as the model was trained
     args = ap.parse_args()
     torch.set_num_threads(2)
     os.makedirs(args.out, exist_ok=True)
     model, proc = ev.load(args.model)
     emb, dec = load_decoder_npz(os.path.join(args.model, "vae-oid.npz"))
-    items = ev.heldout_items(args.scenes, SEED)
+    items = ev.heldout_items(args.scenes, SEED, numbers=scenes.numbers_arg(args),
+                             caption_order=args.caption_order)
     lines = []
     saved = set()
     for it in items:

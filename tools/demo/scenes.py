@@ -33,9 +33,9 @@ WORDS = [
     "apple", "house", "river", "swift", "zebra", "lemon", "table", "paris", "music", "robot",
     "hello", "demo", "stop", "open", "exit", "taxi", "cafe", "bus", "zoo", "ice",
 ]
-# A scene's number is any of 0-999 (1-3 digits; the shipped model's data) unless `numbers` gives a
-# closed list to draw from, as words are drawn (train.py / evaluate.py --closed-numbers): a model
-# this small, trained for an hour, reads a word as a whole but an open digit string barely at all.
+# A scene's number is one of CLOSED_NUMBERS, drawn as words are drawn (the shipped model's data:
+# `--numbers closed`, the scripts' default), or any of 0-999 (`--numbers open`, `numbers=None`): a
+# model this small, trained for an hour, reads a word as a whole but an open digit string barely at all.
 CLOSED_NUMBERS = ["1", "2", "3", "5", "7", "8", "10", "12", "17", "21", "24", "30",
                   "42", "50", "64", "99", "100", "256", "365", "911"]
 POSITIONS = [["top left", "top", "top right"],
@@ -52,6 +52,22 @@ FR_NOUN = {"circle": ("cercle", "m"), "square": ("carré", "m"), "triangle": ("t
 FR_ADJ = {"red": ("rouge", "rouge"), "green": ("vert", "verte"), "blue": ("bleu", "bleue"),
           "yellow": ("jaune", "jaune"), "orange": ("orange", "orange"),
           "purple": ("violet", "violette"), "black": ("noir", "noire")}
+
+
+def add_data_args(ap):
+    """The two data options train.py, evaluate.py and heldout.py share; their defaults are the
+    shipped model's data. A model is evaluated with the options it was trained with."""
+    ap.add_argument("--numbers", choices=["closed", "open"], default="closed",
+                    help="the numbers scenes show: 'closed', one of the 20 of scenes.CLOSED_NUMBERS (the shipped "
+                         "model's data), or 'open', any of 0-999 (the data of models before it)")
+    ap.add_argument("--caption-order", choices=["kind", "reading"], default="kind",
+                    help="the order captions name shapes in: 'kind', circle, square, triangle, star, diamond, cross "
+                         "(the shipped model's data), or 'reading', their cells' reading order (models before it)")
+
+
+def numbers_arg(args):
+    """`sample_scene`'s `numbers` for the parsed `--numbers`."""
+    return CLOSED_NUMBERS if args.numbers == "closed" else None
 
 
 def _join(items, conj):
@@ -78,12 +94,19 @@ class Scene:
     image: Image.Image = field(repr=False, default=None)
     text_box: tuple | None = None  # x0, y0, x1, y1 of the rendered word (pixels), if any
 
-    # ordering rule: reading order (top to bottom, then left to right) of the cells
-    def ordered(self):
-        return sorted(self.objs, key=lambda o: (o.cell[0], o.cell[1]))
+    def ordered(self, order: str = "reading"):
+        """The shapes in the order captions name them: "reading" (the shipped model's data) is the
+        reading order of their cells, top row first, left to right; "kind" is the order of
+        `SHAPES` (circle, square, triangle, star, diamond, cross), which a caption can follow
+        from the shape it has just named and the kinds in the image, without locating either."""
+        if order == "reading":
+            return sorted(self.objs, key=lambda o: (o.cell[0], o.cell[1]))
+        if order == "kind":
+            return sorted(self.objs, key=lambda o: SHAPES.index(o.kind))
+        raise ValueError(f"caption order {order!r}: use 'reading' or 'kind'")
 
-    def caption(self, lang: str) -> str:
-        objs = self.ordered()
+    def caption(self, lang: str, order: str = "reading") -> str:
+        objs = self.ordered(order)
         if lang == "en":
             parts = [f"{'an' if o.color[0] in 'aeiou' else 'a'} {o.color} {o.kind}" for o in objs]
             s = _join(parts, "and")
@@ -271,11 +294,12 @@ def vqa_items(sc: Scene, rng):
 TASKS = ["caption en", "caption de", "caption fr", "answer", "detect", "ocr", "segment"]
 
 
-def make_example(sc: Scene, task: str, rng, seg_codes=None):
-    """Returns (prompt, target, meta). seg_codes: callable obj -> list of 16 ints."""
+def make_example(sc: Scene, task: str, rng, seg_codes=None, caption_order="reading"):
+    """Returns (prompt, target, meta). seg_codes: callable obj -> list of 16 ints; caption_order:
+    see `Scene.ordered`."""
     S = sc.size
     if task.startswith("caption"):
-        return task, sc.caption(task.split()[1]), {}
+        return task, sc.caption(task.split()[1], caption_order), {}
     if task == "answer":
         qa = vqa_items(sc, rng)
         # balance: half the time counting/colour/where, else anything

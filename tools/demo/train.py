@@ -119,15 +119,15 @@ def aux_targets(sc):
     return kind.reshape(-1), color.reshape(-1), occ.reshape(-1, SUB * SUB), box.reshape(-1, 4)
 
 
-def rank_targets(data):
-    """Per-patch caption-order targets (training only): 1 + the covering shape's index in reading
-    order (the order captions name shapes in: top row first, left to right), 0 where no shape
-    covers the patch. (N, GRID*GRID), from the cached scenes and their aux_kind."""
+def rank_targets(data, order="reading"):
+    """Per-patch caption-order targets (training only): 1 + the covering shape's index in the order
+    captions name shapes in (`order`, see scenes.Scene.ordered; reading order: top row first, left to
+    right), 0 where no shape covers the patch. (N, GRID*GRID), from the cached scenes and their aux_kind."""
     kinds = data["aux_kind"]
     rank = torch.zeros_like(kinds)
     for i, sc in enumerate(data["scenes"]):
         lookup = torch.zeros(N_KIND, dtype=torch.long)
-        for r, o in enumerate(sc.ordered()):
+        for r, o in enumerate(sc.ordered(order)):
             lookup[1 + scenes.SHAPES.index(o.kind)] = r + 1
         rank[i] = lookup[kinds[i]]
     return rank
@@ -213,7 +213,7 @@ def build_cache(n, seed0, vae_encoder, path, numbers=None):
         d = torch.load(path, weights_only=False)
         if len(d["images"]) >= n and "aux_kind" in d and d.get("numbers") == numbers:
             return d
-        print(f"cache {path} does not match (scenes, or --closed-numbers): rebuilding it", flush=True)
+        print(f"cache {path} does not match (scenes, or --numbers): rebuilding it", flush=True)
     t0 = time.time()
     images = np.zeros((n, RES, RES, 3), np.uint8)
     metas = []
@@ -274,9 +274,10 @@ def add_targets(aux, prefix, examples, field, names):
 
 class Batcher:
     def __init__(self, tok, data, seed, image_token_id, number_weight=1.0, plan_targets=False, phrase_tasks=(),
-                 spelling_targets=False):
+                 spelling_targets=False, caption_order="reading"):
         self.tok = tok
         self.data = data
+        self.caption_order = caption_order  # scenes.Scene.ordered: the order captions name shapes in
         self.rng = np.random.default_rng(seed)
         self.cache = {}
         self.img_id = image_token_id
@@ -320,7 +321,8 @@ class Batcher:
         sc = self.data["scenes"][i]
         if task == "ocr" and sc.word is None:
             task = "answer"
-        prompt, target, _ = scenes.make_example(sc, task, self.rng, seg_codes=lambda o: o.codes)
+        prompt, target, _ = scenes.make_example(sc, task, self.rng, seg_codes=lambda o: o.codes,
+                                               caption_order=self.caption_order)
         pre = [self.img_id] * N_IMG + [2] + self.enc(prompt + "\n")
         suf = self.enc(target) + [1]
         return Example(pre, suf, self.grounding(sc, pre), self.plan(sc, task, pre, suf) if self.plan_targets else [],
@@ -396,7 +398,7 @@ class Batcher:
             if o is not None:
                 out.append((len(pre) + j, frac(o), 0))
         if task.startswith("caption"):
-            objs = sc.ordered()
+            objs = sc.ordered(self.caption_order)
             starts = [len(pre) - 1] + [len(pre) + j for j, t in enumerate(suf) if t in self.separators]
             for pos, o in zip(starts, objs):  # the first n-1 separators join the n phrases
                 out.append((pos, frac(o), 1))
@@ -614,9 +616,7 @@ def main():
                     help="bf16 autocast for matmuls (off: on CPUs whose bf16 dot products run at half the "
                          "FMA rate, such as this Xeon, float32 steps are 1.5x faster: 0.42 vs 0.63 s)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--closed-numbers", action="store_true",
-                    help="draw scenes' numbers from scenes.CLOSED_NUMBERS (20 numbers, as words are drawn) instead "
-                         "of 0-999; evaluate with evaluate.py --closed-numbers. Not the shipped model's data")
+    scenes.add_data_args(ap)  # --numbers, --caption-order: evaluate with the same
     ap.add_argument("--cache", default=None,
                     help="rendered scenes + targets (built on first use, about 2 minutes; delete it after changing scenes.py)")
     ap.add_argument("--ckpt", default="/tmp/demo_model_ckpt")
@@ -737,8 +737,8 @@ def main():
 
     # 3. data cache
     if args.cache is None:
-        args.cache = "/tmp/demo_train_cache_v5.pt" if args.closed_numbers else "/tmp/demo_train_cache_v4.pt"
-    data = build_cache(args.n_train, 0, vae.encode, args.cache, scenes.CLOSED_NUMBERS if args.closed_numbers else None)
+        args.cache = "/tmp/demo_train_cache_v5.pt" if args.numbers == "closed" else "/tmp/demo_train_cache_v4.pt"
+    data = build_cache(args.n_train, 0, vae.encode, args.cache, scenes.numbers_arg(args))
     if args.read_weight > 0:
         data["aux_char"], data["aux_piece"], place, piece_box, word_pieces = reading_targets(data, tok, loc0)
         if not args.read_pieces:
@@ -750,7 +750,7 @@ def main():
             data["word_pieces"] = word_pieces
         print(f"reading targets: {int((data['aux_char'] > 0).sum())} text patches", flush=True)
     if args.rank_weight > 0:
-        data["aux_rank"] = rank_targets(data)
+        data["aux_rank"] = rank_targets(data, args.caption_order)
     print(f"data ready ({time.time() - t_start:.0f}s)", flush=True)
 
     # 4. model
@@ -802,7 +802,7 @@ def main():
                              {"params": nodecay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.98))
     batcher = Batcher(tok, data, args.seed, image_id, args.number_weight, plan_targets=args.plan_weight > 0,
                       phrase_tasks=phrase_tasks if args.phrase_weight > 0 else (),
-                      spelling_targets=args.spell_weight > 0)
+                      spelling_targets=args.spell_weight > 0, caption_order=args.caption_order)
     budget = args.minutes * 60
     t0 = time.time()
     step = 0
