@@ -56,5 +56,16 @@ final class DemoModelTests: XCTestCase {
             let bound = Double(flippedCounts[name] ?? 0) / Double(max(1, theirs.count)) + 1e-12
             XCTAssertEqual(ours.value, theirs.value, accuracy: bound, name)
         }
+
+        // The demo model's targets (issue 6), on the Swift runtime's own answers.
+        let targets: [String: Double] = [
+            "caption en exact": 0.80, "caption de exact": 0.80, "caption fr exact": 0.80,
+            "VQA accuracy": 0.85, "detect recall@0.5": 0.90, "detect mean IoU": 0.70,
+            "OCR exact": 0.80, "segment mean mask IoU": 0.60,
+        ]
+        for (name, target) in targets {
+            let ours = try XCTUnwrap(report.metrics[name], "metric \(name) missing")
+            XCTAssertGreaterThanOrEqual(ours.value, target, name)
+        }
     }
 }
