@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import sys
@@ -24,6 +23,9 @@ ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, HERE)
 import scenes  # noqa: E402
 from vae import load_decoder_npz, decode_masks  # noqa: E402
+
+sys.path.insert(0, os.path.join(ROOT, "tools", "reference"))
+from fixtures_segmentation import place  # noqa: E402  (big_vision's mask placement, as the Swift tests check it)
 
 HELDOUT_SEED = 900_000_000
 SIZES = (128, 160, 192, 224, 256)
@@ -67,17 +69,10 @@ def box_iou(a, b):
 
 def paste_mask(m64, box, W, H):
     """64x64 decoder logits -> full-image bool mask, placed as big_vision's segmentation evaluator
-    (and the Swift runtime's MaskPlacement) place it: box edges truncated to whole pixels, the float
-    logits resized to the box with PIL's BILINEAR filter, `> 0`, the part inside the image kept."""
-    x0, y0, x1, y1 = (int(math.floor(v)) for v in box)
-    full = np.zeros((H, W), bool)
-    if x1 <= x0 or y1 <= y0:
-        return full
-    resized = np.asarray(Image.fromarray(np.asarray(m64, np.float32)).resize((x1 - x0, y1 - y0), Image.BILINEAR)) > 0
-    vx0, vy0, vx1, vy1 = max(x0, 0), max(y0, 0), min(x1, W), min(y1, H)
-    if vx1 > vx0 and vy1 > vy0:
-        full[vy0:vy1, vx0:vx1] = resized[vy0 - y0:vy1 - y0, vx0 - x0:vx1 - x0]
-    return full
+    (and the Swift runtime's MaskPlacement) place it: box edges truncated to whole pixels (`int()`),
+    then the reference fixtures' `place` (float logits resized to the box with PIL BILINEAR, `> 0`)."""
+    _, binary = place(np.asarray(m64, np.float32), tuple(int(v) for v in box), W, H)
+    return binary.astype(bool)
 
 
 def mask_iou(a, b):
@@ -85,7 +80,7 @@ def mask_iou(a, b):
     return float(np.logical_and(a, b).sum() / u) if u else 0.0
 
 
-def heldout_items(n_scenes, seed=HELDOUT_SEED, numbers=None, caption_order="reading"):
+def heldout_items(n_scenes, seed=HELDOUT_SEED, numbers=scenes.CLOSED_NUMBERS, caption_order="kind"):
     """Deterministic held-out prompts: every scene gets all three captions, one question, one
     detection, one segmentation and (when it has a word) ocr."""
     items = []

@@ -12,7 +12,7 @@ import scenes
 EXAMPLE_SEED = 777_000_000  # outside training/held-out ranges
 
 
-def find_scene(start, numbers=None):
+def find_scene(start, numbers=scenes.CLOSED_NUMBERS):
     """First scene from `start` on with 3 shapes, a word (not a number) and a plain or gradient background
     (the same scene for either `numbers`: only scenes showing a number differ)."""
     s = start

@@ -33,9 +33,10 @@ WORDS = [
     "apple", "house", "river", "swift", "zebra", "lemon", "table", "paris", "music", "robot",
     "hello", "demo", "stop", "open", "exit", "taxi", "cafe", "bus", "zoo", "ice",
 ]
-# A scene's number is one of CLOSED_NUMBERS, drawn as words are drawn (the shipped model's data:
-# `--numbers closed`, the scripts' default), or any of 0-999 (`--numbers open`, `numbers=None`): a
-# model this small, trained for an hour, reads a word as a whole but an open digit string barely at all.
+# A scene's number is one of CLOSED_NUMBERS, drawn as words are drawn (the shipped model's data, and
+# every default here: `--numbers closed`), or any of 0-999 (`--numbers open`, `numbers=None`, the data
+# of the models before it): a model this small, trained for an hour, reads a word as a whole but an
+# open digit string barely at all.
 CLOSED_NUMBERS = ["1", "2", "3", "5", "7", "8", "10", "12", "17", "21", "24", "30",
                   "42", "50", "64", "99", "100", "256", "365", "911"]
 POSITIONS = [["top left", "top", "top right"],
@@ -94,18 +95,19 @@ class Scene:
     image: Image.Image = field(repr=False, default=None)
     text_box: tuple | None = None  # x0, y0, x1, y1 of the rendered word (pixels), if any
 
-    def ordered(self, order: str = "reading"):
-        """The shapes in the order captions name them: "reading" (the shipped model's data) is the
-        reading order of their cells, top row first, left to right; "kind" is the order of
-        `SHAPES` (circle, square, triangle, star, diamond, cross), which a caption can follow
-        from the shape it has just named and the kinds in the image, without locating either."""
+    def ordered(self, order: str = "kind"):
+        """The shapes in the order captions name them: "kind" (the shipped model's data) is the
+        order of `SHAPES` (circle, square, triangle, star, diamond, cross), which a caption can
+        follow from the shape it has just named and the kinds in the image, without locating
+        either; "reading" (the models before it) is the reading order of their cells, top row
+        first, left to right."""
         if order == "reading":
             return sorted(self.objs, key=lambda o: (o.cell[0], o.cell[1]))
         if order == "kind":
             return sorted(self.objs, key=lambda o: SHAPES.index(o.kind))
         raise ValueError(f"caption order {order!r}: use 'reading' or 'kind'")
 
-    def caption(self, lang: str, order: str = "reading") -> str:
+    def caption(self, lang: str, order: str = "kind") -> str:
         objs = self.ordered(order)
         if lang == "en":
             parts = [f"{'an' if o.color[0] in 'aeiou' else 'a'} {o.color} {o.kind}" for o in objs]
@@ -195,9 +197,10 @@ def _background(rng, S):
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def sample_scene(seed: int, size: int = 128, p_word: float = 0.45, numbers: list | None = None) -> Scene:
-    """Sample and render one scene at `size` x `size` pixels; a number shown is any of 0-999, or one
-    of `numbers` when given (word scenes are the same either way)."""
+def sample_scene(seed: int, size: int = 128, p_word: float = 0.45,
+                 numbers: list | None = CLOSED_NUMBERS) -> Scene:
+    """Sample and render one scene at `size` x `size` pixels; a number shown is one of `numbers`, or
+    any of 0-999 when it is None (word scenes are the same either way)."""
     rng = np.random.default_rng(seed)
     S = size
     n = int(rng.integers(1, 5))
@@ -294,7 +297,7 @@ def vqa_items(sc: Scene, rng):
 TASKS = ["caption en", "caption de", "caption fr", "answer", "detect", "ocr", "segment"]
 
 
-def make_example(sc: Scene, task: str, rng, seg_codes=None, caption_order="reading"):
+def make_example(sc: Scene, task: str, rng, seg_codes=None, caption_order="kind"):
     """Returns (prompt, target, meta). seg_codes: callable obj -> list of 16 ints; caption_order:
     see `Scene.ordered`."""
     S = sc.size

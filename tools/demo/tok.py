@@ -16,10 +16,10 @@ def corpus_lines(n_scenes=4000, seed=5_000_000):
     rng = np.random.default_rng(seed)
     lines = []
     for i in range(n_scenes):
-        sc = scenes.sample_scene(seed + i, 64)
+        sc = scenes.sample_scene(seed + i, 64, numbers=None)
         for lang in ("en", "de", "fr"):
             lines.append(f"caption {lang}")
-            lines.append(sc.caption(lang))
+            lines.append(sc.caption(lang, "reading"))
         for q, a in scenes.vqa_items(sc, rng):
             lines.append(f"answer en {q}")
             lines.append(a)

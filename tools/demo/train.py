@@ -65,7 +65,7 @@ def model_config(vocab_size, image_token_id, args):
 
 # --- data ------------------------------------------------------------------------------
 
-def render(seed, numbers=None, sizes=(128, 128, 128, 128, 160, 192, 256)):
+def render(seed, numbers, sizes=(128, 128, 128, 128, 160, 192, 256)):
     rng = np.random.default_rng(seed + 7)
     size = int(sizes[int(rng.integers(len(sizes)))])
     sc = scenes.sample_scene(seed, size, numbers=numbers)
@@ -119,7 +119,7 @@ def aux_targets(sc):
     return kind.reshape(-1), color.reshape(-1), occ.reshape(-1, SUB * SUB), box.reshape(-1, 4)
 
 
-def rank_targets(data, order="reading"):
+def rank_targets(data, order):
     """Per-patch caption-order targets (training only): 1 + the covering shape's index in the order
     captions name shapes in (`order`, see scenes.Scene.ordered; reading order: top row first, left to
     right), 0 where no shape covers the patch. (N, GRID*GRID), from the cached scenes and their aux_kind."""
@@ -206,7 +206,7 @@ def reading_targets(data, tok, loc0):
     return char, piece, place, piece_box, word_pieces
 
 
-def build_cache(n, seed0, vae_encoder, path, numbers=None):
+def build_cache(n, seed0, vae_encoder, path, numbers):
     """The rendered training scenes, their aux targets and mask codes, loaded from `path` when it
     holds at least `n` scenes drawn with the same `numbers` (caches without the key: open numbers)."""
     if os.path.exists(path):
@@ -274,7 +274,7 @@ def add_targets(aux, prefix, examples, field, names):
 
 class Batcher:
     def __init__(self, tok, data, seed, image_token_id, number_weight=1.0, plan_targets=False, phrase_tasks=(),
-                 spelling_targets=False, caption_order="reading"):
+                 spelling_targets=False, caption_order="kind"):
         self.tok = tok
         self.data = data
         self.caption_order = caption_order  # scenes.Scene.ordered: the order captions name shapes in
