@@ -2,8 +2,8 @@ import CKernels
 import Dispatch
 import Foundation
 
-/// SIMD kernels (AVX-512 when the CPU has it, portable C otherwise) spread over a fixed number of
-/// worker threads. Scratch memory is allocated on first use and reused, so steady-state calls
+/// SIMD kernels of the active ``KernelLevel`` (the best this CPU has unless capped) spread over a
+/// fixed number of worker threads. Scratch memory is allocated on first use and reused, so steady-state calls
 /// (every decode step) allocate nothing.
 public final class FastBackend: ComputeBackend, @unchecked Sendable {
     public let threads: Int
@@ -48,9 +48,11 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
     }
 
     public var name: String {
-        guard ck_has_avx512() != 0 else { return "fast (portable, \(threads) threads)" }
-        let products = bf16Products && prefersBF16DotProducts ? "bf16 dot products" : "float32 FMA"
-        return "fast (avx512, \(products), \(threads) threads)"
+        let level = KernelLevel.active.name
+        guard ck_has_vector_kernels() != 0 else { return "fast (\(level), \(threads) threads)" }
+        var products = bf16Products && prefersBF16DotProducts ? "bf16 dot products" : "float32 FMA"
+        if int8Activations && ck_has_int8_products() != 0 { products += ", int8 dot products" }
+        return "fast (\(level), \(products), \(threads) threads)"
     }
 
     /// Runs `body(start, end, worker)` over `count` items split into contiguous chunks.
@@ -85,22 +87,22 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
         if weight.hasShortLastGroup {
             // The decode GEMVs need whole groups; the integer GEMM and the float32 one (which
             // dequantizes rows first) take a short last group for any number of rows.
-            if int8Activations && ck_has_avx512_vnni() != 0 {
+            if int8Activations && ck_has_int8_products() != 0 {
                 linearQuantizedInt8(x, weight, bias: bias, into: out, ws)
             } else {
                 linearPackedF32(x, weight, bias: bias, into: out, ws)
             }
             return
         }
-        if x.rows > 1 && weight.format.isQuantized && int8Activations && ck_has_avx512_vnni() != 0 {
+        if x.rows > 1 && weight.format.isQuantized && int8Activations && ck_has_int8_products() != 0 {
             linearQuantizedInt8(x, weight, bias: bias, into: out, ws)
             return
         }
-        if x.rows > 1 && ck_has_avx512() != 0 && !(bf16Products && prefersBF16DotProducts) {
+        if x.rows > 1 && ck_has_vector_kernels() != 0 && !(bf16Products && prefersBF16DotProducts) {
             linearPackedF32(x, weight, bias: bias, into: out, ws)
             return
         }
-        if weight.format == .bf16 && (x.rows == 1 || (bf16Products && ck_has_avx512_bf16() != 0)) {
+        if weight.format == .bf16 && (x.rows == 1 || (bf16Products && ck_has_bf16_products() != 0)) {
             linearBF16(x, weight, bias: bias, into: out, ws)
             return
         }
@@ -127,15 +129,17 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
     public var prefersBF16DotProducts: Bool {
         lock.lock()
         defer { lock.unlock() }
-        if let measured = measuredBF16Preference { return measured }
+        let level = Int(ck_level())
+        if let measured = measuredBF16Preference[level] { return measured }
         let measured = Self.measureBF16Preference()
-        measuredBF16Preference = measured
+        measuredBF16Preference[level] = measured
         return measured
     }
-    private var measuredBF16Preference: Bool?
+    /// Per kernel level (tests switch levels on one backend).
+    private var measuredBF16Preference: [Int: Bool] = [:]
 
     private static func measureBF16Preference() -> Bool {
-        guard ck_has_avx512_bf16() != 0 else { return false }
+        guard ck_has_bf16_products() != 0 else { return false }
         let (m, k, n) = (48, 512, 256)
         let w = UnsafeMutablePointer<UInt16>.allocate(capacity: n * k)
         defer { w.deallocate() }
@@ -244,7 +248,7 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
         let format = weight.format.rawValue
         let panel = 64
         func run(_ b: UnsafePointer<Float>?) {
-            if m == 1 && int8Activations && ck_has_avx512_vnni() != 0 {
+            if m == 1 && int8Activations && ck_has_int8_products() != 0 {
                 // Layout of the quantized input in the shared buffer, each part 64-byte aligned:
                 // value, magnitude, value_q4 (k bytes each), negative, sum4, offset_q4, scale.
                 func up(_ v: Int) -> Int { (v + 63) & ~63 }
@@ -273,7 +277,7 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
                 }
                 return
             }
-            let useBF16 = bf16Products && ck_has_avx512_bf16() != 0
+            let useBF16 = bf16Products && ck_has_bf16_products() != 0
             let kp = (k + 31) & ~31
             var xb: UnsafeMutablePointer<UInt16>? = nil
             if useBF16 {

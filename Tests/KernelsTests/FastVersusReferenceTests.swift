@@ -45,9 +45,9 @@ final class FastVersusReferenceTests: XCTestCase {
 
     func testLinearAllFormatsAndShapes() {
         let fast = FastBackend(threads: 2), reference = ReferenceBackend()
-        for portable in [false, true] {
-            let previous = ck_force_portable(portable ? 1 : 0)
-            defer { _ = ck_force_portable(previous) }
+        for level in KernelLevel.available {
+            let previous = KernelLevel.activate(level)
+            defer { KernelLevel.activate(previous) }
             for format in [WeightFormat.f32, .bf16, .f16] {
                 // (13, 4500, 37): more than one 4096-wide block of the float32 GEMM's K loop
                 for (m, k, n) in [(1, 7, 5), (1, 64, 33), (1, 300, 70), (3, 100, 17), (5, 257, 9), (9, 48, 64), (16, 33, 3),
@@ -61,7 +61,7 @@ final class FastVersusReferenceTests: XCTestCase {
                     reference.linear(x, w, bias: bias, into: b)
                     // Many rows × bf16 weights take the bf16 dot-product path, which first rounds
                     // activations to bf16 (relative error ≤ 2⁻⁹ each), as PyTorch's bfloat16 does.
-                    let roundsActivations = format == .bf16 && m > 1 && !portable && fast.prefersBF16DotProducts
+                    let roundsActivations = format == .bf16 && m > 1 && fast.prefersBF16DotProducts
                     let activationRounding: Float = roundsActivations ? 0x1p-9 : 0
                     for r in 0..<m {
                         for c in 0..<n {
@@ -69,7 +69,7 @@ final class FastVersusReferenceTests: XCTestCase {
                             for i in 0..<k { magnitude += abs(x[r, i] * exact[c * k + i]) }
                             let bound = (2 * gamma(k + 1) + activationRounding) * magnitude
                             XCTAssertLessThanOrEqual(abs(a[r, c] - b[r, c]), bound,
-                                "\(format) portable=\(portable) m\(m) k\(k) n\(n) at (\(r),\(c))")
+                                "\(format) level \(level) m\(m) k\(k) n\(n) at (\(r),\(c))")
                         }
                     }
                 }
@@ -140,13 +140,13 @@ final class FastVersusReferenceTests: XCTestCase {
             for i in 0..<n where values[i] > values[expected] || values[expected].isNaN { expected = i }
             let shift = values[expected]
             let exact = values.reduce(0.0) { $1.isNaN ? $0 : $0 + Foundation.exp(Double($1 - shift)) }
-            for portable in [false, true] {
-                _ = ck_force_portable(portable ? 1 : 0)
-                defer { _ = ck_force_portable(0) }
-                XCTAssertEqual(m.argmax(row: 0), expected, "n \(n) portable \(portable)")
+            for level in KernelLevel.available {
+                let previous = KernelLevel.activate(level)
+                defer { KernelLevel.activate(previous) }
+                XCTAssertEqual(m.argmax(row: 0), expected, "n \(n) level \(level)")
                 if n > 20 { continue }  // (a NaN in the row makes the sum NaN)
                 let sum = m.sumOfExponentials(row: 0, shift: shift)
-                XCTAssertEqual(Double(sum), exact, accuracy: exact * (Double(n) * 0x1p-24 + 1e-6), "n \(n) portable \(portable)")
+                XCTAssertEqual(Double(sum), exact, accuracy: exact * (Double(n) * 0x1p-24 + 1e-6), "n \(n) level \(level)")
             }
         }
         // Without NaNs, the full vocabulary's sum.
@@ -155,11 +155,11 @@ final class FastVersusReferenceTests: XCTestCase {
         let m = Matrix(rows: 1, columns: n, values: values)
         let shift = values.max()!
         let exact = values.reduce(0.0) { $0 + Foundation.exp(Double($1 - shift)) }
-        for portable in [false, true] {
-            _ = ck_force_portable(portable ? 1 : 0)
-            defer { _ = ck_force_portable(0) }
+        for level in KernelLevel.available {
+            let previous = KernelLevel.activate(level)
+            defer { KernelLevel.activate(previous) }
             let sum = m.sumOfExponentials(row: 0, shift: shift)
-            XCTAssertEqual(Double(sum), exact, accuracy: exact * (Double(n) * 0x1p-24 + 1e-6), "portable \(portable)")
+            XCTAssertEqual(Double(sum), exact, accuracy: exact * (Double(n) * 0x1p-24 + 1e-6), "level \(level)")
         }
     }
 
@@ -302,9 +302,9 @@ final class QuantizedKernelTests: XCTestCase {
 
     func testFastQuantizedProductsMatchReference() {
         let fast = FastBackend(threads: 2), reference = ReferenceBackend()
-        for portable in [false, true] {
-            let previous = ck_force_portable(portable ? 1 : 0)
-            defer { _ = ck_force_portable(previous) }
+        for level in KernelLevel.available {
+            let previous = KernelLevel.activate(level)
+            defer { KernelLevel.activate(previous) }
             for format in [WeightFormat.q8, .q4] {
                 // q8 also with short last groups (k = 52, 80: the So400m fc2 case 4304 = 134·32 + 16)
                 // One-row (decode) shapes cover the 4-bit GEMV's blocks of 16 groups, quads of 4 and
@@ -321,8 +321,8 @@ final class QuantizedKernelTests: XCTestCase {
                     let a = Matrix(rows: m, columns: n), b = Matrix(rows: m, columns: n)
                     fast.linear(x, w, bias: bias, into: a)
                     reference.linear(x, w, bias: bias, into: b)
-                    let int8Inputs = !portable && ck_has_avx512_vnni() != 0
-                    let roundsActivations = m > 1 && !portable && !int8Inputs && fast.prefersBF16DotProducts
+                    let int8Inputs = ck_has_int8_products() != 0
+                    let roundsActivations = m > 1 && !int8Inputs && fast.prefersBF16DotProducts
                     for r in 0..<m {
                         for c in 0..<n {
                             var magnitude = abs(bias[c])
@@ -338,7 +338,7 @@ final class QuantizedKernelTests: XCTestCase {
                                 for i in 0..<k { wsum += abs(w.value(row: c, column: i)) }
                                 bound += 0.5 / 127 * wsum
                             }
-                            XCTAssertEqual(a[r, c], b[r, c], accuracy: bound, "\(format) portable=\(portable) m\(m) k\(k)")
+                            XCTAssertEqual(a[r, c], b[r, c], accuracy: bound, "\(format) level \(level) m\(m) k\(k)")
                         }
                     }
                 }
@@ -382,9 +382,9 @@ final class QuantizedKernelTests: XCTestCase {
                         for i in length..<32 { XCTAssertEqual(xq[r * kp + gi * 32 + i], 128, "padding is x = 0") }
                     }
                 }
-                for portable in [false, true] {
-                    let previous = ck_force_portable(portable ? 1 : 0)
-                    defer { _ = ck_force_portable(previous) }
+                for level in KernelLevel.available {
+                    let previous = KernelLevel.activate(level)
+                    defer { KernelLevel.activate(previous) }
                     var y = [Float](repeating: .nan, count: m * n)
                     var scratch = [UInt8](repeating: 0, count: Int(ck_gemm_q_int8_scratch_bytes(Int64(k))))
                     ck_gemm_q_int8(xq, xs, Int64(m), Int64(k), w.data, w.scales, format.rawValue, bias, &y,
@@ -408,7 +408,7 @@ final class QuantizedKernelTests: XCTestCase {
                             // float32 sums of at most k + k/32 + 3 terms on either side (the kernel's
                             // integer sums are exact), relative to Σ|terms|.
                             let bound: Float = 2 * gammaBound(k + groups + 3) * magnitude + 1e-6
-                            XCTAssertEqual(y[r * n + c], expected, accuracy: bound, "\(format) portable=\(portable) m\(m) k\(k) n\(n)")
+                            XCTAssertEqual(y[r * n + c], expected, accuracy: bound, "\(format) level \(level) m\(m) k\(k) n\(n)")
                         }
                     }
                 }

@@ -21,10 +21,39 @@ enum ck_format { CK_F32 = 0, CK_BF16 = 1, CK_F16 = 2, CK_Q8 = 3, CK_Q4 = 4 };
 /// Scale groups in a row of K inputs (the last one may be short).
 static inline int64_t ck_groups(int64_t K) { return (K + CK_GROUP - 1) / CK_GROUP; }
 
-/// 1 when the CPU has AVX-512F (and the fast paths are used), else 0.
-int ck_has_avx512(void);
-/// Forces the portable paths (for tests comparing both); returns the previous setting.
-int ck_force_portable(int on);
+/// Kernel levels. Each is one instruction-set level with its own kernel file(s); the levels a
+/// CPU supports form a chain from 0 (generic C, the portable twin every other level is tested
+/// against) up to the best one, which is active unless capped: by the environment variable
+/// PALIGEMMA_ISA=<name> (read once, at first use) or by ck_set_level. x86-64 chain: generic, avx2
+/// (AVX2 + FMA + F16C), avx-vnni (256-bit integer dot products), avx512 (F/BW/VL, with VNNI and
+/// BF16 where present). arm64 chain: generic, neon, neon-dotprod (SDOT), neon-i8mm (SMMLA, and
+/// BFMMLA where the CPU has bf16).
+/// Number of levels this CPU supports (at least 1).
+int ck_level_count(void);
+/// Name of supported level `level` (0 ..< ck_level_count()), or NULL.
+const char *ck_level_name(int level);
+/// Index of the supported level called `name`, or -1 (unknown name, or not on this CPU).
+int ck_level_index(const char *name);
+/// The active level.
+int ck_level(void);
+/// Makes `level` the active one (clamped to the supported range); returns the previous one.
+/// Not for use while kernels run on other threads.
+int ck_set_level(int level);
+/// Names of every level this build knows on this architecture, space-separated (for messages).
+const char *ck_level_names(void);
+/// 1 when PALIGEMMA_ISA named a level this CPU lacks or that does not exist (the best level is
+/// then used); its value is in ck_level_request().
+int ck_level_request_failed(void);
+const char *ck_level_request(void);
+
+/// Capabilities of the active level, which is all callers need to choose an algorithm:
+/// 1 when the level has vector kernels (anything but generic);
+int ck_has_vector_kernels(void);
+/// 1 when products with quantized weights have integer dot products (inputs rounded to int8 per
+/// group of 32 pay off: ck_gemv_q_int8, ck_gemm_q_int8);
+int ck_has_int8_products(void);
+/// 1 when ck_gemm_bf16 uses native bf16 dot products.
+int ck_has_bf16_products(void);
 
 /// y[m, n] = sum_k x[m, k] * W[n, k] (+ bias[n]) for m < M and n0 <= n < n1.
 /// x: M×K (row stride ldx), y: M×N (row stride ldy), W: N×K in `format`.
@@ -35,9 +64,6 @@ void ck_linear(const float *x, int64_t M, int64_t K, int64_t ldx,
 
 /// Converts `count` elements of row `row` of W (row length K) to float32.
 void ck_convert_row(const void *W, int format, int64_t K, int64_t row, float *out);
-
-/// 1 when the CPU has AVX-512 BF16 dot products (and the fast paths are enabled).
-int ck_has_avx512_bf16(void);
 
 /// Reorders x (length K) for ck_gemv_bf16: each 32-chunk becomes its 16 even then 16 odd
 /// elements; the tail past the last full chunk is copied as is.
@@ -81,12 +107,10 @@ typedef struct {
     int32_t *offset_q4;
 } ck_qinput;
 
-/// 1 when the CPU has AVX-512 VNNI (and the fast paths are enabled).
-int ck_has_avx512_vnni(void);
 /// Quantizes x (length K) into `out`.
 void ck_quantize_input(const float *x, int64_t K, ck_qinput *out);
 /// y[n] = Σ_g scale_w[n,g]·scale_x[g]·(Σ_i q_w·q_x) (+ bias) for n0 <= n < n1: integer dot
-/// products (VNNI) with int8 inputs, for decode with CK_Q8 / CK_Q4 weights.
+/// products with int8 inputs, for decode with CK_Q8 / CK_Q4 weights (plain C on levels without them).
 void ck_gemv_q_int8(const ck_qinput *in, int64_t K, const void *W, const uint16_t *scales, int format,
                     const float *bias, float *y, int64_t n0, int64_t n1);
 
@@ -97,9 +121,9 @@ void ck_quantize_rows_u8(const float *x, int64_t M, int64_t K, int64_t ldx, uint
 /// Scratch bytes one ck_gemm_q_int8 caller needs for row length K.
 int64_t ck_gemm_q_int8_scratch_bytes(int64_t K);
 /// y[m, n] = Σ_g w_scale[n,g]·xs[m,g]·Σ_i q_w·q_x (+ bias) for m < M, n0 <= n < n1: integer dot
-/// products (VNNI) for prefill with CK_Q8 / CK_Q4 weights, panels of 32 weight rows repacked
-/// per call into `scratch` (ck_gemm_q_int8_scratch_bytes(K), owned by the calling thread).
-/// Without VNNI the same integer arithmetic runs in portable C.
+/// products for prefill with CK_Q8 / CK_Q4 weights, weight panels repacked per call into
+/// `scratch` (ck_gemm_q_int8_scratch_bytes(K), owned by the calling thread). Levels without
+/// integer dot products run the same integer arithmetic in plain C.
 void ck_gemm_q_int8(const uint8_t *xq, const float *xs, int64_t M, int64_t K, const void *W, const uint16_t *scales,
                     int format, const float *bias, float *y, int64_t ldy, int64_t n0, int64_t n1, void *scratch);
 
@@ -133,14 +157,15 @@ float ck_sum_exp(const float *x, int64_t n, float shift);
 /// Index of the first largest value (NaNs never win; 0 when n is 0 or all are NaN).
 int64_t ck_argmax(const float *x, int64_t n);
 
-/// Compute-ceiling probes: `iterations` rounds of twelve independent float32 FMAs, int8 dot
-/// products (VNNI) or bf16 dot products on full vectors; each returns the operations performed
-/// (a multiply-add counts 2), 0 where the instruction is unavailable. Time them per thread.
+/// Compute-ceiling probes of the active level: `iterations` rounds of independent float32 FMAs,
+/// int8 dot products or bf16 dot products on its widest vectors, with the instructions its
+/// products use; each returns the operations performed (a multiply-add counts 2), 0 where the
+/// level has no such products. Time them per thread.
 double ck_fma_probe(int64_t iterations, float *sink);
 double ck_int8_probe(int64_t iterations, float *sink);
 double ck_bf16_probe(int64_t iterations, float *sink);
 
-/// Sums n floats with wide loads: a memory-read bandwidth probe.
+/// Sums n floats with the level's widest loads: a memory-read bandwidth probe.
 float ck_read_all(const float *p, int64_t n);
 
 /// Dot product of two float32 vectors.

@@ -1,115 +1,21 @@
-#include "ckernels.h"
-#include <string.h>
+/* Level "avx512": AVX-512 F/BW/VL/DQ with FMA and F16C, plus VNNI integer dot products and BF16
+ * dot products where the CPU has them (checked when the table is filled). 512-bit vectors with
+ * masked tails; the float32 GEMM keeps a 12×32 tile in 24 of the 32 registers. */
+#include "../ck_table.h"
 #include <math.h>
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
-#define CK_X86 1
-#else
-#define CK_X86 0
-#endif
 
-static int force_portable = 0;
-
-int ck_force_portable(int on) {
-    int old = force_portable;
-    force_portable = on;
-    return old;
-}
-
-int ck_has_avx512(void) {
-#if CK_X86
-    static int cached = -1;
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") ? 1 : 0;
-    }
-    return cached && !force_portable;
-#else
-    return 0;
-#endif
-}
-
-static inline float bf16_to_f32(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-static inline float f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
-    uint32_t exp = (h >> 10) & 0x1F;
-    uint32_t mant = h & 0x3FF;
-    uint32_t u;
-    if (exp == 0) {
-        float v = (float)mant * 5.9604644775390625e-08f; /* 2^-24 */
-        return sign ? -v : v;
-    } else if (exp == 31) {
-        u = sign | 0x7F800000u | (mant << 13);
-    } else {
-        u = sign | ((exp - 15 + 127) << 23) | (mant << 13);
-    }
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-/* ---------------- portable paths ---------------- */
-
-/* Values in group g of a row of K: 32, or K mod 32 for a short last group (q8 only). */
-static inline int group_length(int64_t K, int64_t g) {
-    int64_t left = K - g * CK_GROUP;
-    return left < CK_GROUP ? (int)left : CK_GROUP;
-}
-
-static void convert_row_portable(const void *W, int format, int64_t K, int64_t row, float *out) {
+/* f32 / bf16 / f16 rows to float32 for the rows a vector loop does not take */
+static void ck_fill_generic_convert_row(const void *W, int format, int64_t K, int64_t row, float *out) {
     switch (format) {
-    case CK_F32:
-        memcpy(out, (const float *)W + row * K, (size_t)K * sizeof(float));
-        break;
-    case CK_BF16: {
-        const uint16_t *p = (const uint16_t *)W + row * K;
-        for (int64_t k = 0; k < K; k++) out[k] = bf16_to_f32(p[k]);
-        break;
-    }
-    case CK_F16: {
-        const uint16_t *p = (const uint16_t *)W + row * K;
-        for (int64_t k = 0; k < K; k++) out[k] = f16_to_f32(p[k]);
-        break;
-    }
+    case CK_F32: memcpy(out, (const float *)W + row * K, (size_t)K * sizeof(float)); break;
+    case CK_BF16: for (int64_t k = 0; k < K; k++) out[k] = ck_bf16_value(((const uint16_t *)W)[row * K + k]); break;
+    case CK_F16: for (int64_t k = 0; k < K; k++) out[k] = ck_f16_value(((const uint16_t *)W)[row * K + k]); break;
     }
 }
 
-static float dot_portable(const float *a, const float *b, int64_t n) {
-    /* Eight partial sums: vectorisable and closer to a pairwise sum than a single chain. */
-    float s[8] = {0};
-    int64_t k = 0;
-    for (; k + 8 <= n; k += 8)
-        for (int j = 0; j < 8; j++) s[j] += a[k + j] * b[k + j];
-    float t = 0;
-    for (; k < n; k++) t += a[k] * b[k];
-    return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7])) + t;
-}
-
-/* Weight value i of group g in row n, as a signed integer. */
-static inline int q_weight(const void *W, int format, int64_t K, int64_t n, int64_t g, int i) {
-    if (format == CK_Q8) return g * 32 + i < K ? ((const int8_t *)W)[n * K + g * 32 + i] : 0;
-    uint8_t b = ((const uint8_t *)W)[n * (K / 2) + g * 16 + (i & 15)];
-    return (int)(i < 16 ? (b & 0xF) : (b >> 4)) - 8;
-}
-
-/* Group g of row n against the int8 input, scaled (weight scale `ws` × input scale): the
- * portable GEMV and the vector GEMVs' last groups that do not fill a vector step. */
-static inline float q_group_dot(const ck_qinput *in, const void *W, int format, int64_t K, int64_t n, int64_t g,
-                                float ws) {
-    int32_t dot = 0;
-    for (int i = 0; i < 32; i++) dot += in->value[g * 32 + i] * q_weight(W, format, K, n, g, i);
-    return (float)dot * ws * in->scale[g];
-}
-
-/* ---------------- AVX-512 paths ---------------- */
-#if CK_X86
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c")))
 
 AVX512 static void convert_row_avx512(const void *W, int format, int64_t K, int64_t row, float *out) {
@@ -121,7 +27,7 @@ AVX512 static void convert_row_avx512(const void *W, int format, int64_t K, int6
             __m512i w = _mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16);
             _mm512_storeu_ps(out + k, _mm512_castsi512_ps(w));
         }
-        for (; k < K; k++) out[k] = bf16_to_f32(p[k]);
+        for (; k < K; k++) out[k] = ck_bf16_value(p[k]);
     } else if (format == CK_F16) {
         const uint16_t *p = (const uint16_t *)W + row * K;
         int64_t k = 0;
@@ -129,9 +35,9 @@ AVX512 static void convert_row_avx512(const void *W, int format, int64_t K, int6
             __m256i h = _mm256_loadu_si256((const __m256i *)(p + k));
             _mm512_storeu_ps(out + k, _mm512_cvtph_ps(h));
         }
-        for (; k < K; k++) out[k] = f16_to_f32(p[k]);
+        for (; k < K; k++) out[k] = ck_f16_value(p[k]);
     } else {
-        convert_row_portable(W, format, K, row, out);
+        ck_fill_generic_convert_row(W, format, K, row, out);
     }
 }
 
@@ -196,7 +102,7 @@ AVX512 static void linear_avx512(const float *x, int64_t M, int64_t K, int64_t l
             if (nrows == 4) {
                 w = (const float *)W + n * K;
             } else {
-                for (int64_t j = 0; j < nrows; j++) convert_row_portable(W, format, K, n + j, scratch + j * K);
+                for (int64_t j = 0; j < nrows; j++) ck_fill_generic_convert_row(W, format, K, n + j, scratch + j * K);
                 w = scratch;
             }
         } else {
@@ -217,8 +123,9 @@ AVX512 static void linear_avx512(const float *x, int64_t M, int64_t K, int64_t l
 /* bf16 weights, one input row (decode): stream each weight byte once, widen in registers.
  * A 512-bit load holds 32 bf16 = 16 pairs; `w << 16` is the even elements as float32 and
  * `w & 0xFFFF0000` the odd ones, so x is pre-split into even/odd halves per 32-chunk. */
-AVX512 static void gemv_bf16_avx512(const float *xeo, int64_t K, const uint16_t *W, const float *bias,
+AVX512 static void gemv_bf16_avx512(const float *xeo, int64_t K, const void *Wv, const float *bias,
                                     float *y, int64_t n0, int64_t n1) {
+    const uint16_t *W = (const uint16_t *)Wv;
     const __m512i hi_mask = _mm512_set1_epi32((int)0xFFFF0000u);
     const int64_t K32 = K & ~(int64_t)31;
     /* Prefetch distance in elements: 2 KB ahead in each row, or for short rows (4 rows ≤ 32 KB)
@@ -254,7 +161,7 @@ AVX512 static void gemv_bf16_avx512(const float *xeo, int64_t K, const uint16_t 
         const uint16_t *ws[4] = {w0, w1, w2, w3};
         for (int j = 0; j < 4; j++) {
             /* tail: xeo holds the plain x there (see ck_split_even_odd) */
-            for (int64_t k = K32; k < K; k++) r[j] += xeo[k] * bf16_to_f32(ws[j][k]);
+            for (int64_t k = K32; k < K; k++) r[j] += xeo[k] * ck_bf16_value(ws[j][k]);
             y[n + j] = r[j] + (bias ? bias[n + j] : 0.0f);
         }
     }
@@ -267,7 +174,7 @@ AVX512 static void gemv_bf16_avx512(const float *xeo, int64_t K, const uint16_t 
             b0 = _mm512_fmadd_ps(_mm512_loadu_ps(xeo + k + 16), _mm512_castsi512_ps(_mm512_and_si512(v0, hi_mask)), b0);
         }
         float r = _mm512_reduce_add_ps(_mm512_add_ps(a0, b0));
-        for (int64_t k = K32; k < K; k++) r += xeo[k] * bf16_to_f32(w0[k]);
+        for (int64_t k = K32; k < K; k++) r += xeo[k] * ck_bf16_value(w0[k]);
         y[n] = r + (bias ? bias[n] : 0.0f);
     }
 }
@@ -276,8 +183,9 @@ AVX512 static void gemv_bf16_avx512(const float *xeo, int64_t K, const uint16_t 
 
 /* bf16 weights, many input rows (prefill): x rounded to bf16 once, 4×4 tiles of
  * _mm512_dpbf16_ps dot products (32 MACs each), M blocked so the x block stays in L2. */
-AVX512BF16 static void gemm_bf16_dp(const uint16_t *xb, int64_t M, int64_t K, const uint16_t *W,
+AVX512BF16 static void gemm_bf16_avx512bf16(const uint16_t *xb, int64_t M, int64_t K, const void *Wv,
                                     const float *bias, float *y, int64_t ldy, int64_t n0, int64_t n1) {
+    const uint16_t *W = (const uint16_t *)Wv;
     /* K is padded to a multiple of 32 in xb (zeros); W rows are read with a masked tail. */
     const int64_t Kp = (K + 31) & ~(int64_t)31;
     int64_t mblock = (512 * 1024) / (Kp * 2);
@@ -336,7 +244,7 @@ AVX512BF16 static void gemm_bf16_dp(const uint16_t *xb, int64_t M, int64_t K, co
  * peak on 266×2304 and 266×9216 inputs, blocks of 4096 at 80–88%. Sums keep their order either way. */
 #define F32_ROWS 12
 #define F32_KC 4096
-AVX512 static void gemm_f32_packed(const float *x, int64_t M, int64_t K, int64_t ldx, const void *W,
+AVX512 static void gemm_f32_packed_core(const float *x, int64_t M, int64_t K, int64_t ldx, const void *W,
                                    const uint16_t *scales, int format, const float *bias, float *y, int64_t ldy,
                                    int64_t n0, int64_t n1, float *pack, float *row) {
     for (int64_t n = n0; n < n1; n += 32) {
@@ -544,7 +452,7 @@ AVX512VNNI static void gemv_q_vnni(const ck_qinput *in, int64_t K, const void *W
             }
         }
         float r = _mm512_reduce_add_ps(acc);
-        if (G2 < G) r += q_group_dot(in, W, format, K, n, G2, f16_to_f32(sc[G2]));  /* an odd last group */
+        if (G2 < G) r += ck_q_group_dot(in, W, format, K, n, G2, ck_f16_value(sc[G2]));  /* an odd last group */
         y[n] = r + (bias ? bias[n] : 0.0f);
     }
 }
@@ -593,8 +501,8 @@ AVX512VNNI static void gemv_q8_vnni(const ck_qinput *in, int64_t K, const int8_t
         }
         float r0 = _mm512_reduce_add_ps(acc0), r1 = _mm512_reduce_add_ps(acc1);
         if (G2 < G) {  /* an odd last group in scalar code */
-            r0 += q_group_dot(in, W, CK_Q8, K, n, G2, f16_to_f32(sc0[G2]));
-            r1 += q_group_dot(in, W, CK_Q8, K, n + 1, G2, f16_to_f32(sc1[G2]));
+            r0 += ck_q_group_dot(in, W, CK_Q8, K, n, G2, ck_f16_value(sc0[G2]));
+            r1 += ck_q_group_dot(in, W, CK_Q8, K, n + 1, G2, ck_f16_value(sc1[G2]));
         }
         y[n] = r0 + (bias ? bias[n] : 0.0f);
         y[n + 1] = r1 + (bias ? bias[n + 1] : 0.0f);
@@ -653,8 +561,8 @@ AVX512VNNI static void gemv_q4_vnni(const ck_qinput *in, int64_t K, const uint8_
         }
         float r0 = _mm512_reduce_add_ps(acc0), r1 = _mm512_reduce_add_ps(acc1);
         for (int64_t g = G4; g < G; g++) {  /* up to three last groups in scalar code */
-            r0 += q_group_dot(in, W, CK_Q4, K, n, g, f16_to_f32(sc0[g]));
-            r1 += q_group_dot(in, W, CK_Q4, K, n + 1, g, f16_to_f32(sc1[g]));
+            r0 += ck_q_group_dot(in, W, CK_Q4, K, n, g, ck_f16_value(sc0[g]));
+            r1 += ck_q_group_dot(in, W, CK_Q4, K, n + 1, g, ck_f16_value(sc1[g]));
         }
         y[n] = r0 + (bias ? bias[n] : 0.0f);
         y[n + 1] = r1 + (bias ? bias[n + 1] : 0.0f);
@@ -738,215 +646,7 @@ AVX512 static void softcap_avx512(float *x, int64_t n, float cap) {
         _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(c, tanh_avx512(_mm512_mul_ps(v, inv))));
     }
 }
-#endif
 
-/* ---------------- dispatch ---------------- */
-
-void ck_convert_row(const void *W, int format, int64_t K, int64_t row, float *out) {
-#if CK_X86
-    if (ck_has_avx512()) { convert_row_avx512(W, format, K, row, out); return; }
-#endif
-    convert_row_portable(W, format, K, row, out);
-}
-
-float ck_dot(const float *a, const float *b, int64_t n) {
-#if CK_X86
-    if (ck_has_avx512()) return dot_avx512(a, b, n);
-#endif
-    return dot_portable(a, b, n);
-}
-
-/* An AVX-512 extension, detected once; off when AVX-512 itself is off (or forced portable). */
-#if CK_X86
-#define AVX512_EXTENSION(name)                                              \
-    static int cached = -1;                                                 \
-    if (cached < 0) {                                                       \
-        __builtin_cpu_init();                                               \
-        cached = __builtin_cpu_supports(name) ? 1 : 0;                      \
-    }                                                                       \
-    return cached && ck_has_avx512()
-#else
-#define AVX512_EXTENSION(name) return 0
-#endif
-
-int ck_has_avx512_bf16(void) { AVX512_EXTENSION("avx512bf16"); }
-
-void ck_split_even_odd(const float *x, int64_t K, float *out) {
-    int64_t K32 = K & ~(int64_t)31;
-    for (int64_t k = 0; k < K32; k += 32)
-        for (int i = 0; i < 16; i++) {
-            out[k + i] = x[k + 2 * i];
-            out[k + 16 + i] = x[k + 2 * i + 1];
-        }
-    for (int64_t k = K32; k < K; k++) out[k] = x[k];
-}
-
-void ck_gemv_bf16(const float *xeo, int64_t K, const void *W, const float *bias, float *y, int64_t n0, int64_t n1) {
-#if CK_X86
-    if (ck_has_avx512()) { gemv_bf16_avx512(xeo, K, (const uint16_t *)W, bias, y, n0, n1); return; }
-#endif
-    /* portable: undo the even/odd split on the fly */
-    const uint16_t *w = (const uint16_t *)W;
-    int64_t K32 = K & ~(int64_t)31;
-    for (int64_t n = n0; n < n1; n++) {
-        const uint16_t *row = w + n * K;
-        float s = 0;
-        for (int64_t k = 0; k < K32; k += 32)
-            for (int i = 0; i < 16; i++)
-                s += xeo[k + i] * bf16_to_f32(row[k + 2 * i]) + xeo[k + 16 + i] * bf16_to_f32(row[k + 2 * i + 1]);
-        for (int64_t k = K32; k < K; k++) s += xeo[k] * bf16_to_f32(row[k]);
-        y[n] = s + (bias ? bias[n] : 0.0f);
-    }
-}
-
-void ck_to_bf16_rows(const float *x, int64_t M, int64_t K, int64_t ldx, uint16_t *out) {
-#if CK_X86
-    if (ck_has_avx512_bf16()) { to_bf16_rows(x, M, K, ldx, out); return; }
-#endif
-    const int64_t Kp = (K + 31) & ~(int64_t)31;
-    for (int64_t m = 0; m < M; m++)
-        for (int64_t k = 0; k < Kp; k++) {
-            if (k < K) {
-                uint32_t u;
-                memcpy(&u, x + m * ldx + k, 4);
-                u += 0x7FFF + ((u >> 16) & 1);
-                out[m * Kp + k] = (uint16_t)(u >> 16);
-            } else {
-                out[m * Kp + k] = 0;
-            }
-        }
-}
-
-void ck_gemm_f32_packed(const float *x, int64_t M, int64_t K, int64_t ldx, const void *W, const uint16_t *scales,
-                        int format, const float *bias, float *y, int64_t ldy, int64_t n0, int64_t n1, float *scratch) {
-#if CK_X86
-    if (ck_has_avx512()) {
-        gemm_f32_packed(x, M, K, ldx, W, scales, format, bias, y, ldy, n0, n1, scratch, scratch + 32 * K);  /* row: 32·K */
-        return;
-    }
-#endif
-    /* portable: one weight row at a time, widened into the scratch */
-    for (int64_t n = n0; n < n1; n++) {
-        if (format == CK_Q8 || format == CK_Q4) ck_convert_row_q(W, scales, format, K, n, scratch);
-        else ck_convert_row(W, format, K, n, scratch);
-        for (int64_t m = 0; m < M; m++)
-            y[m * ldy + n] = dot_portable(x + m * ldx, scratch, K) + (bias ? bias[n] : 0.0f);
-    }
-}
-
-void ck_gemm_bf16(const uint16_t *xb, int64_t M, int64_t K, const void *W, const float *bias, float *y,
-                  int64_t ldy, int64_t n0, int64_t n1) {
-#if CK_X86
-    if (ck_has_avx512_bf16()) { gemm_bf16_dp(xb, M, K, (const uint16_t *)W, bias, y, ldy, n0, n1); return; }
-#endif
-    const int64_t Kp = (K + 31) & ~(int64_t)31;
-    const uint16_t *w = (const uint16_t *)W;
-    for (int64_t n = n0; n < n1; n++)
-        for (int64_t m = 0; m < M; m++) {
-            float s = 0;
-            for (int64_t k = 0; k < K; k++) s += bf16_to_f32(xb[m * Kp + k]) * bf16_to_f32(w[n * K + k]);
-            y[m * ldy + n] = s + (bias ? bias[n] : 0.0f);
-        }
-}
-
-uint16_t ck_f32_to_f16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    uint32_t sign = (u >> 16) & 0x8000;
-    int32_t exp = (int32_t)((u >> 23) & 0xFF) - 127 + 15;
-    uint32_t mant = u & 0x7FFFFF;
-    if (((u >> 23) & 0xFF) == 0xFF) return (uint16_t)(sign | 0x7C00 | (mant ? 0x200 : 0));
-    if (exp >= 31) return (uint16_t)(sign | 0x7C00);
-    if (exp <= 0) {
-        if (exp < -10) return (uint16_t)sign;
-        mant |= 0x800000;
-        uint32_t shift = (uint32_t)(14 - exp);
-        uint32_t half = mant >> shift;
-        uint32_t rem = mant & ((1u << shift) - 1), halfway = 1u << (shift - 1);
-        if (rem > halfway || (rem == halfway && (half & 1))) half++;
-        return (uint16_t)(sign | half);
-    }
-    uint32_t h = sign | ((uint32_t)exp << 10) | (mant >> 13);
-    uint32_t rem = mant & 0x1FFF;
-    if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) h++;
-    return (uint16_t)h;
-}
-
-float ck_f16_to_f32(uint16_t h) { return f16_to_f32(h); }
-
-void ck_convert_row_q(const void *W, const uint16_t *scales, int format, int64_t K, int64_t row, float *out) {
-    const int64_t G = ck_groups(K);
-    const uint16_t *sc = scales + row * G;
-    for (int64_t g = 0; g < G; g++) {
-        float s = f16_to_f32(sc[g]);
-        if (format == CK_Q8) {
-            const int8_t *q = (const int8_t *)W + row * K + g * 32;
-            for (int i = 0; i < group_length(K, g); i++) out[g * 32 + i] = (float)q[i] * s;
-        } else {
-            const uint8_t *q = (const uint8_t *)W + row * (K / 2) + g * 16;
-            for (int i = 0; i < 16; i++) {
-                out[g * 32 + i] = (float)((int)(q[i] & 0xF) - 8) * s;
-                out[g * 32 + 16 + i] = (float)((int)(q[i] >> 4) - 8) * s;
-            }
-        }
-    }
-}
-
-void ck_gelu_tanh(const float *a, const float *b, float *out, int64_t n) {
-#if CK_X86
-    if (ck_has_avx512()) { gelu_tanh_avx512(a, b, out, n); return; }
-#endif
-    for (int64_t i = 0; i < n; i++) {
-        float x = a[i];
-        float g = 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
-        out[i] = b ? g * b[i] : g;
-    }
-}
-
-static float ck_exp_shift(float *x, int64_t n, float shift) {
-#if CK_X86
-    if (ck_has_avx512()) return exp_shift_avx512(x, x, n, shift);
-#endif
-    float sum = 0;
-    for (int64_t i = 0; i < n; i++) { x[i] = expf(x[i] - shift); sum += x[i]; }
-    return sum;
-}
-
-float ck_sum_exp(const float *x, int64_t n, float shift) {
-#if CK_X86
-    if (ck_has_avx512()) return exp_shift_avx512(x, NULL, n, shift);
-#endif
-    float sum = 0;
-    for (int64_t i = 0; i < n; i++) sum += expf(x[i] - shift);
-    return sum;
-}
-
-int64_t ck_argmax(const float *x, int64_t n) {
-    float best = -INFINITY;
-#if CK_X86
-    if (ck_has_avx512()) {
-        best = max_avx512(x, n);
-        for (int64_t i = 0; i < n; i++)
-            if (x[i] == best) return i;
-        return 0;
-    }
-#endif
-    int64_t index = 0;
-    for (int64_t i = 0; i < n; i++)
-        if (x[i] > best) { best = x[i]; index = i; }
-    return index;
-}
-
-void ck_softcap(float *x, int64_t n, float cap) {
-#if CK_X86
-    if (ck_has_avx512()) { softcap_avx512(x, n, cap); return; }
-#endif
-    for (int64_t i = 0; i < n; i++) x[i] = cap * tanhf(x[i] / cap);
-}
-
-int ck_has_avx512_vnni(void) { AVX512_EXTENSION("avx512vnni"); }
-
-#if CK_X86
 /* ck_quantize_input's per-group part in vector code, bit for bit the same: the same float32
  * products rounded to nearest-even (the default MXCSR mode, as nearbyintf), clamped, narrowed. */
 AVX512 static void quantize_groups_avx512(const float *x, int64_t G, ck_qinput *out) {
@@ -974,160 +674,7 @@ AVX512 static void quantize_groups_avx512(const float *x, int64_t G, ck_qinput *
         for (int i = 0; i < 8; i++) out->sum4[g * 8 + i] = q[4 * i] + q[4 * i + 1] + q[4 * i + 2] + q[4 * i + 3];
     }
 }
-#endif
 
-static void quantize_groups_portable(const float *x, int64_t G, ck_qinput *out) {
-    for (int64_t g = 0; g < G; g++) {
-        const float *v = x + g * 32;
-        float amax = 0;
-        for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(v[i]));
-        float s = amax / 127.0f, inv = amax > 0 ? 127.0f / amax : 0.0f;
-        out->scale[g] = s;
-        uint64_t neg = 0;
-        for (int i = 0; i < 32; i++) {
-            float r = nearbyintf(v[i] * inv);
-            int q = (int)(r > 127 ? 127 : (r < -127 ? -127 : r));
-            out->value[g * 32 + i] = (int8_t)q;
-            out->magnitude[g * 32 + i] = (uint8_t)(q < 0 ? -q : q);
-            if (q < 0) neg |= 1ull << i;
-        }
-        if (g % 2 == 0) out->negative[g / 2] = neg; else out->negative[g / 2] |= neg << 32;
-        for (int i = 0; i < 8; i++)
-            out->sum4[g * 8 + i] = out->value[g * 32 + 4 * i] + out->value[g * 32 + 4 * i + 1] +
-                                   out->value[g * 32 + 4 * i + 2] + out->value[g * 32 + 4 * i + 3];
-    }
-}
-
-void ck_quantize_input(const float *x, int64_t K, ck_qinput *out) {
-    const int64_t G = K / CK_GROUP;
-#if CK_X86
-    if (ck_has_avx512()) quantize_groups_avx512(x, G, out);
-    else quantize_groups_portable(x, G, out);
-#else
-    quantize_groups_portable(x, G, out);
-#endif
-    /* the 4-bit kernel's order: per four groups, their elements 0–15 then their elements 16–31;
-     * lane i of a block pairs elements 4(i%4)…+3 and 16+4(i%4)…+3 of group g + i/4, whose
-     * sums sum4 already holds */
-    for (int64_t g = 0; g + 3 < G; g += 4) {
-        int8_t *dst = out->value_q4 + g * 32;
-        for (int q = 0; q < 4; q++) {
-            memcpy(dst + 16 * q, out->value + (g + q) * 32, 16);
-            memcpy(dst + 64 + 16 * q, out->value + (g + q) * 32 + 16, 16);
-        }
-        for (int i = 0; i < 16; i++) {
-            const int32_t *s4 = out->sum4 + (g + i / 4) * 8;
-            out->offset_q4[g * 4 + i] = -8 * (s4[i % 4] + s4[4 + i % 4]);
-        }
-    }
-}
-
-void ck_gemv_q_int8(const ck_qinput *in, int64_t K, const void *W, const uint16_t *scales, int format,
-                    const float *bias, float *y, int64_t n0, int64_t n1) {
-#if CK_X86
-    if (ck_has_avx512_vnni()) {
-        if (format == CK_Q4) gemv_q4_vnni(in, K, W, scales, bias, y, n0, n1);
-        else gemv_q8_vnni(in, K, W, scales, bias, y, n0, n1);
-        return;
-    }
-#endif
-    const int64_t G = K / CK_GROUP;
-    for (int64_t n = n0; n < n1; n++) {
-        float r = 0;
-        for (int64_t g = 0; g < G; g++) r += q_group_dot(in, W, format, K, n, g, f16_to_f32(scales[n * G + g]));
-        y[n] = r + (bias ? bias[n] : 0.0f);
-    }
-}
-
-void ck_gemv_q(const float *x, int64_t K, const void *W, const uint16_t *scales, int format, const float *bias,
-               float *y, int64_t n0, int64_t n1) {
-#if CK_X86
-    if (ck_has_avx512()) { gemv_q_avx512(x, K, W, scales, format, bias, y, n0, n1); return; }
-#endif
-    float row[CK_GROUP];
-    const int64_t G = K / CK_GROUP;
-    for (int64_t n = n0; n < n1; n++) {
-        float acc = 0;
-        for (int64_t g = 0; g < G; g++) {
-            /* dequantize one group at a time (no K-sized buffer needed) */
-            float s = f16_to_f32(scales[n * G + g]), part = 0;
-            if (format == CK_Q8) {
-                const int8_t *q = (const int8_t *)W + n * K + g * 32;
-                for (int i = 0; i < 32; i++) row[i] = (float)q[i];
-            } else {
-                const uint8_t *q = (const uint8_t *)W + n * (K / 2) + g * 16;
-                for (int i = 0; i < 16; i++) {
-                    row[i] = (float)((int)(q[i] & 0xF) - 8);
-                    row[16 + i] = (float)((int)(q[i] >> 4) - 8);
-                }
-            }
-            for (int i = 0; i < 32; i++) part += row[i] * x[g * 32 + i];
-            acc += part * s;
-        }
-        y[n] = acc + (bias ? bias[n] : 0.0f);
-    }
-}
-
-void ck_rows_to_bf16(const void *W, const uint16_t *scales, int format, int64_t K, int64_t n0, int64_t count,
-                     uint16_t *out) {
-    float tmp[CK_GROUP];
-    const int64_t G = ck_groups(K);
-    for (int64_t r = 0; r < count; r++) {
-        int64_t n = n0 + r;
-        for (int64_t g = 0; g < G; g++) {
-            float s = f16_to_f32(scales[n * G + g]);
-            const int len = group_length(K, g);
-            if (format == CK_Q8) {
-                const int8_t *q = (const int8_t *)W + n * K + g * 32;
-                for (int i = 0; i < len; i++) tmp[i] = (float)q[i] * s;
-            } else {
-                const uint8_t *q = (const uint8_t *)W + n * (K / 2) + g * 16;
-                for (int i = 0; i < 16; i++) {
-                    tmp[i] = (float)((int)(q[i] & 0xF) - 8) * s;
-                    tmp[16 + i] = (float)((int)(q[i] >> 4) - 8) * s;
-                }
-            }
-            for (int i = 0; i < len; i++) {
-                uint32_t u;
-                memcpy(&u, &tmp[i], 4);
-                u += 0x7FFF + ((u >> 16) & 1);
-                out[r * K + g * 32 + i] = (uint16_t)(u >> 16);
-            }
-        }
-    }
-}
-
-void ck_quantize_row(const float *w, int64_t K, int format, void *out, uint16_t *scales) {
-    const int64_t G = ck_groups(K);
-    for (int64_t g = 0; g < G; g++) {
-        const float *v = w + g * 32;
-        const int len = group_length(K, g);
-        float amax = 0;
-        for (int i = 0; i < len; i++) amax = fmaxf(amax, fabsf(v[i]));
-        /* symmetric: q8 in [-127, 127], q4 in [-8, 7] with the scale set by the largest magnitude */
-        float limit = format == CK_Q8 ? 127.0f : 7.0f;
-        uint16_t sh = ck_f32_to_f16(amax / limit);
-        scales[g] = sh;
-        float s = f16_to_f32(sh);
-        float inv = s > 0 ? 1.0f / s : 0.0f;
-        if (format == CK_Q8) {
-            int8_t *q = (int8_t *)out + g * 32;
-            for (int i = 0; i < len; i++) {
-                float r = nearbyintf(v[i] * inv);
-                q[i] = (int8_t)(r > 127 ? 127 : (r < -127 ? -127 : r));
-            }
-        } else {
-            uint8_t *q = (uint8_t *)out + g * 16;
-            for (int i = 0; i < 16; i++) {
-                float a = nearbyintf(v[i] * inv), b = nearbyintf(v[16 + i] * inv);
-                int ia = (int)(a > 7 ? 7 : (a < -8 ? -8 : a)) + 8, ib = (int)(b > 7 ? 7 : (b < -8 ? -8 : b)) + 8;
-                q[i] = (uint8_t)(ia | (ib << 4));
-            }
-        }
-    }
-}
-
-#if CK_X86
 AVX512 static void axpy_avx512(float a, const float *x, float *y, int64_t n) {
     __m512 av = _mm512_set1_ps(a);
     int64_t k = 0;
@@ -1145,9 +692,7 @@ AVX512 static void scale_avx512(float a, float *y, int64_t n) {
     for (; k + 16 <= n; k += 16) _mm512_storeu_ps(y + k, _mm512_mul_ps(av, _mm512_loadu_ps(y + k)));
     for (; k < n; k++) y[k] *= a;
 }
-#endif
 
-#if CK_X86
 AVX512 static float read_all_avx512(const float *p, int64_t n) {
     __m512 a = _mm512_setzero_ps(), b = a, c = a, d = a;
     int64_t i = 0;
@@ -1161,32 +706,7 @@ AVX512 static float read_all_avx512(const float *p, int64_t n) {
     for (; i < n; i++) s += p[i];
     return s;
 }
-#endif
 
-float ck_read_all(const float *p, int64_t n) {
-#if CK_X86
-    if (ck_has_avx512()) return read_all_avx512(p, n);
-#endif
-    float s = 0;
-    for (int64_t i = 0; i < n; i++) s += p[i];
-    return s;
-}
-
-void ck_axpy(float a, const float *x, float *y, int64_t n) {
-#if CK_X86
-    if (ck_has_avx512()) { axpy_avx512(a, x, y, n); return; }
-#endif
-    for (int64_t k = 0; k < n; k++) y[k] += a * x[k];
-}
-
-static void ck_scale(float a, float *y, int64_t n) {
-#if CK_X86
-    if (ck_has_avx512()) { scale_avx512(a, y, n); return; }
-#endif
-    for (int64_t k = 0; k < n; k++) y[k] *= a;
-}
-
-#if CK_X86
 /* Four dot products sharing the loads of b: out[r] = a_r · b. */
 AVX512 static void dot4_avx512(const float *a0, const float *a1, const float *a2, const float *a3, const float *b,
                                int64_t n, float out[4]) {
@@ -1217,54 +737,7 @@ AVX512 static void axpy4_avx512(const float p[4], const float *x, float *y0, flo
         _mm512_mask_storeu_ps(y3 + k, m, _mm512_fmadd_ps(p3, xv, _mm512_maskz_loadu_ps(m, y3 + k)));
     }
 }
-#endif
 
-/* The online softmax shared by the attention kernels that keep one row of sums per query. */
-
-/* Zero sums, −∞ maxima, zero denominators for nq rows; the keys any row sees are
- * *first ..< *last (empty when first ≥ last). */
-static void softmax_start(int64_t nq, int64_t d, const int64_t *lo, const int64_t *hi, float *acc, float *m,
-                          float *l, int64_t *first, int64_t *last) {
-    *first = INT64_MAX;
-    *last = 0;
-    for (int64_t i = 0; i < nq; i++) {
-        memset(acc + i * d, 0, (size_t)d * sizeof(float));
-        m[i] = -INFINITY;
-        l[i] = 0;
-        if (lo[i] < hi[i]) {
-            if (lo[i] < *first) *first = lo[i];
-            if (hi[i] > *last) *last = hi[i];
-        }
-    }
-}
-
-/* Folds one tile into a row: the n scores s of the keys it sees are softcapped (cap > 0), the
- * running maximum *m raised (rescaling what acc and *l hold), s replaced by exp(s − *m), and *l
- * grows by their sum. */
-static void softmax_tile(float *s, int64_t n, float cap, float *m, float *l, float *acc, int64_t d) {
-    if (cap > 0) ck_softcap(s, n, cap);
-    float tile_max = -INFINITY;
-    for (int64_t j = 0; j < n; j++) if (s[j] > tile_max) tile_max = s[j];
-    if (tile_max > *m) {
-        if (*m != -INFINITY) {
-            float f = expf(*m - tile_max);
-            ck_scale(f, acc, d);
-            *l *= f;
-        }
-        *m = tile_max;
-    }
-    *l += ck_exp_shift(s, n, *m);
-}
-
-/* out row i = acc row i / l[i] (0 for a row that saw no key). */
-static void softmax_finish(int64_t nq, int64_t d, const float *acc, const float *l, float *out, int64_t ldo) {
-    for (int64_t i = 0; i < nq; i++) {
-        float inv = l[i] > 0 ? 1.0f / l[i] : 0.0f;
-        for (int64_t c = 0; c < d; c++) out[i * ldo + c] = acc[i * d + c] * inv;
-    }
-}
-
-#if CK_X86
 /* A block of up to 32 queries as small matrix products with the queries in the lanes (two
  * 16-lane vectors), so nothing is transposed per key tile and the softmax needs no horizontal
  * reductions. Qᵀ (d × 32) is built once per call; per tile of 64 keys:
@@ -1389,9 +862,7 @@ AVX512 static void attention_block_avx512(const float *q, int64_t ldq, int64_t n
     for (int64_t i = 0; i < nq; i++)
         for (int64_t c = 0; c < d; c++) out[i * ldo + c] = ot[c * QL + i] * inv[i];
 }
-#endif
 
-#if CK_X86
 /* Up to four queries that share their keys and values (decode: the query heads of one GQA
  * group, or a short block), head dimension ≤ 256. Each key and value row is loaded once for
  * all of them: the traffic that bounds decode at long contexts. Per tile of 64 keys: scores
@@ -1412,7 +883,7 @@ AVX512 static void attention_few_queries_avx512(const float *q, int64_t ldq, int
     float *s = acc + MAXQ * 256;      /* nq × TILE scores, then weights */
     float m[MAXQ], l[MAXQ];
     int64_t first, last;
-    softmax_start(nq, d, lo, hi, acc, m, l, &first, &last);
+    ck_softmax_start(nq, d, lo, hi, acc, m, l, &first, &last);
     for (int64_t t0 = first; t0 < last; t0 += TILE) {
         int64_t len = last - t0 < TILE ? last - t0 : TILE;
         for (int64_t j = 0; j < len; j++) {
@@ -1441,7 +912,7 @@ AVX512 static void attention_few_queries_avx512(const float *q, int64_t ldq, int
                 memset(sr, 0, TILE * sizeof(float));
                 continue;
             }
-            softmax_tile(sr + ra, rb - ra, cap, &m[r], &l[r], acc + r * d, d);
+            ck_softmax_tile(sr + ra, rb - ra, cap, &m[r], &l[r], acc + r * d, d);
             for (int64_t j = 0; j < ra; j++) sr[j] = 0;
             for (int64_t j = rb; j < TILE; j++) sr[j] = 0;
         }
@@ -1467,165 +938,16 @@ AVX512 static void attention_few_queries_avx512(const float *q, int64_t ldq, int
                     if (c0 + c < nv) _mm512_mask_storeu_ps(acc + r * d + 16 * (c0 + c), mk[c0 + c], o[r][c]);
         }
     }
-    softmax_finish(nq, d, acc, l, out, ldo);
-}
-#endif
-
-int64_t ck_attention_scratch_floats(int64_t nq, int64_t d) {
-    /* running sums, maxima and denominators; transposed key tile; score tile; alignment */
-    int64_t small = nq * (d + 2) + 4 * 64 + 256;   /* row-at-a-time kernel: sums, maxima, scores */
-    int64_t few = 4 * 256 + 4 * 64;                /* up to four queries: sums, scores */
-    if (few > small) small = few;
-    int64_t lanes = 2 * d * 32 + 64 * 32 + 16;     /* queries in lanes: Qᵀ, Oᵀ, Sᵀ, alignment */
-    return small > lanes ? small : lanes;
+    ck_softmax_finish(nq, d, acc, l, out, ldo);
 }
 
-void ck_attention_block(const float *q, int64_t ldq, int64_t nq, const float *k, int64_t ldk,
-                        const float *v, int64_t ldv, int64_t d, float scale, float cap,
-                        const int64_t *lo, const int64_t *hi, float *out, int64_t ldo, float *scratch) {
-#if CK_X86
-    if (ck_has_avx512() && nq <= 4 && d <= 256) {
-        attention_few_queries_avx512(q, ldq, nq, k, ldk, v, ldv, d, scale, cap, lo, hi, out, ldo, scratch);
-        return;
-    }
-    /* with 16 or more queries the lanes-over-queries kernel fills its vectors */
-    if (ck_has_avx512() && nq >= 16 && nq <= 32) {
-        attention_block_avx512(q, ldq, nq, k, ldk, v, ldv, d, scale, cap, lo, hi, out, ldo, scratch);
-        return;
-    }
-#endif
-    enum { TILE = 64 };
-    float *acc = scratch;                 /* nq × d running weighted sums */
-    float *mx = acc + nq * d;             /* nq running maxima */
-    float *sum = mx + nq;                 /* nq running denominators */
-    float *s = sum + nq;                  /* 4 × TILE scores of the current rows */
-    int64_t first, last;
-    softmax_start(nq, d, lo, hi, acc, mx, sum, &first, &last);
-    const int wide = ck_has_avx512();
-    for (int64_t t0 = first; t0 < last; t0 += TILE) {
-        int64_t t1 = t0 + TILE < last ? t0 + TILE : last;
-        /* Rows go four at a time so each key and value row is loaded once for all four. */
-        for (int64_t i0 = 0; i0 < nq; i0 += 4) {
-            int64_t nr = nq - i0 < 4 ? nq - i0 : 4;
-            int64_t ra[4], rb[4], a = INT64_MAX, b = 0;
-            for (int r = 0; r < 4; r++) {
-                int64_t i = i0 + (r < nr ? r : 0);
-                ra[r] = lo[i] > t0 ? lo[i] : t0;
-                rb[r] = hi[i] < t1 ? hi[i] : t1;
-                if (r >= nr) rb[r] = ra[r];  /* padding rows see nothing */
-                if (ra[r] < rb[r]) {
-                    if (ra[r] < a) a = ra[r];
-                    if (rb[r] > b) b = rb[r];
-                }
-            }
-            if (a >= b) continue;
-            const float *qr[4];
-            for (int r = 0; r < 4; r++) qr[r] = q + (i0 + (r < nr ? r : 0)) * ldq;
-            for (int64_t j = a; j < b; j++) {
-                float dots[4];
-#if CK_X86
-                if (wide) dot4_avx512(qr[0], qr[1], qr[2], qr[3], k + j * ldk, d, dots); else
-#endif
-                for (int r = 0; r < 4; r++) dots[r] = ck_dot(qr[r], k + j * ldk, d);
-                for (int r = 0; r < 4; r++) s[r * TILE + (j - t0)] = dots[r] * scale;
-            }
-            for (int r = 0; r < 4; r++) {
-                if (ra[r] >= rb[r]) continue;
-                int64_t i = i0 + r;
-                float *sr = s + r * TILE + (ra[r] - t0);
-                int64_t len = rb[r] - ra[r];
-                softmax_tile(sr, len, cap, &mx[i], &sum[i], acc + i * d, d);
-            }
-            for (int64_t j = a; j < b; j++) {
-                float p[4];
-                for (int r = 0; r < 4; r++) p[r] = (j >= ra[r] && j < rb[r]) ? s[r * TILE + (j - t0)] : 0.0f;
-#if CK_X86
-                if (wide && nr == 4) {
-                    axpy4_avx512(p, v + j * ldv, acc + i0 * d, acc + (i0 + 1) * d, acc + (i0 + 2) * d, acc + (i0 + 3) * d, d);
-                    continue;
-                }
-#endif
-                for (int r = 0; r < nr; r++) if (p[r] != 0.0f) ck_axpy(p[r], v + j * ldv, acc + (i0 + r) * d, d);
-            }
-        }
-    }
-    softmax_finish(nq, d, acc, sum, out, ldo);
-}
-
-void ck_linear(const float *x, int64_t M, int64_t K, int64_t ldx, const void *W, int format,
-               const float *bias, float *y, int64_t ldy, int64_t n0, int64_t n1, float *scratch) {
-#if CK_X86
-    if (ck_has_avx512()) {
-        linear_avx512(x, M, K, ldx, W, format, bias, y, ldy, n0, n1, scratch);
-        return;
-    }
-#endif
-    for (int64_t n = n0; n < n1; n++) {
-        const float *w;
-        if (format == CK_F32) {
-            w = (const float *)W + n * K;
-        } else {
-            convert_row_portable(W, format, K, n, scratch);
-            w = scratch;
-        }
-        for (int64_t m = 0; m < M; m++)
-            y[m * ldy + n] = dot_portable(x + m * ldx, w, K) + (bias ? bias[n] : 0.0f);
-    }
-}
-
-/* ---------------- integer GEMM for quantized weights (prefill) ---------------- */
-
-/* Offset-u8 activations: per row and group of 32, xs = max|x|/127, q = round(x/xs) in
- * [-127, 127], stored as u = q + 128 so that vpdpbusd (u8 × s8) can take them; the extra
- * 128·Σw per weight group is subtracted afterwards (the "compensation"). */
-static void quantize_rows_u8_portable(const float *x, int64_t M, int64_t K, int64_t ldx, uint8_t *xq, float *xs) {
-    const int64_t G = ck_groups(K), Kp = G * CK_GROUP;
-    for (int64_t m = 0; m < M; m++) {
-        for (int64_t g = 0; g < G; g++) {
-            const float *v = x + m * ldx + g * 32;
-            const int len = group_length(K, g);
-            float amax = 0;
-            for (int i = 0; i < len; i++) amax = fmaxf(amax, fabsf(v[i]));
-            float inv = amax > 0 ? 127.0f / amax : 0.0f;
-            xs[m * G + g] = amax / 127.0f;
-            for (int i = 0; i < 32; i++) {
-                float r = i < len ? nearbyintf(v[i] * inv) : 0.0f;  /* past K: x = 0 */
-                int q = (int)(r > 127 ? 127 : (r < -127 ? -127 : r));
-                xq[m * Kp + g * 32 + i] = (uint8_t)(q + 128);
-            }
-        }
-    }
-}
-
-static void gemm_q_int8_portable(const uint8_t *xq, const float *xs, int64_t M, int64_t K, const void *W,
-                                 const uint16_t *scales, int format, const float *bias, float *y, int64_t ldy,
-                                 int64_t n0, int64_t n1) {
-    const int64_t G = ck_groups(K), Kp = G * CK_GROUP;
-    for (int64_t m = 0; m < M; m++) {
-        for (int64_t n = n0; n < n1; n++) {
-            float r = 0;
-            for (int64_t g = 0; g < G; g++) {
-                int32_t dot = 0, wsum = 0;
-                for (int i = 0; i < 32; i++) {
-                    int w = q_weight(W, format, K, n, g, i);
-                    dot += (int32_t)xq[m * Kp + g * 32 + i] * w;
-                    wsum += w;
-                }
-                r += (float)(dot - 128 * wsum) * (f16_to_f32(scales[n * G + g]) * xs[m * G + g]);
-            }
-            y[m * ldy + n] = r + (bias ? bias[n] : 0.0f);
-        }
-    }
-}
-
-#if CK_X86
 AVX512 static void quantize_rows_u8_avx512(const float *x, int64_t M, int64_t K, int64_t ldx, uint8_t *xq, float *xs) {
     const int64_t G = ck_groups(K), Kp = G * CK_GROUP;
     for (int64_t m = 0; m < M; m++) {
         for (int64_t g = 0; g < G; g++) {
             const float *v = x + m * ldx + g * 32;
             /* a short last group reads only its own values; the rest count as 0 */
-            const int len = group_length(K, g);
+            const int len = ck_group_length(K, g);
             const __mmask16 ma = (__mmask16)(len >= 16 ? 0xFFFF : (1u << len) - 1);
             const __mmask16 mb = (__mmask16)(len >= 32 ? 0xFFFF : len <= 16 ? 0 : (1u << (len - 16)) - 1);
             __m512 a = _mm512_maskz_loadu_ps(ma, v), b = _mm512_maskz_loadu_ps(mb, v + 16);
@@ -1765,38 +1087,7 @@ AVX512VNNI static void gemm_q_int8_vnni(const uint8_t *xq, const float *xs, int6
         }
     }
 }
-#endif
 
-void ck_quantize_rows_u8(const float *x, int64_t M, int64_t K, int64_t ldx, uint8_t *xq, float *xs) {
-#if CK_X86
-    if (ck_has_avx512()) { quantize_rows_u8_avx512(x, M, K, ldx, xq, xs); return; }
-#endif
-    quantize_rows_u8_portable(x, M, K, ldx, xq, xs);
-}
-
-int64_t ck_gemm_q_int8_scratch_bytes(int64_t K) {
-    /* packed weights (32 per input feature) + compensations and scales (32 each per group of 32) */
-    return ck_groups(K) * CK_GROUP * 32 + ck_groups(K) * 32 * 8 + 64;
-}
-
-void ck_gemm_q_int8(const uint8_t *xq, const float *xs, int64_t M, int64_t K, const void *W, const uint16_t *scales,
-                    int format, const float *bias, float *y, int64_t ldy, int64_t n0, int64_t n1, void *scratch) {
-#if CK_X86
-    if (ck_has_avx512_vnni()) {
-        gemm_q_int8_vnni(xq, xs, M, K, W, scales, format, bias, y, ldy, n0, n1, scratch);
-        return;
-    }
-#endif
-    (void)scratch;
-    gemm_q_int8_portable(xq, xs, M, K, W, scales, format, bias, y, ldy, n0, n1);
-}
-
-/* ---------------- compute-ceiling probes ---------------- */
-
-/* Twelve independent accumulator chains keep every FMA (or dot-product) port busy; the
- * iteration count sets the duration. Each returns the operations it performed (a multiply-add
- * counts as two), or 0 when the instruction is not available (or the fast paths are off). */
-#if CK_X86
 AVX512 static double fma_probe_avx512(int64_t n, float *sink) {
     __m512 a[12], x = _mm512_set1_ps(0.999f), y = _mm512_set1_ps(1e-3f);
     for (int i = 0; i < 12; i++) a[i] = _mm512_set1_ps((float)i);
@@ -1830,33 +1121,71 @@ AVX512BF16 static double bf16_probe_avx512(int64_t n, float *sink) {
     *sink = _mm512_reduce_add_ps(s);
     return (double)n * 12 * 32 * 2;
 }
-#endif
 
-double ck_fma_probe(int64_t iterations, float *sink) {
-#if CK_X86
-    if (ck_has_avx512()) return fma_probe_avx512(iterations, sink);
-#endif
-    float a[8] = {0, 1, 2, 3, 4, 5, 6, 7};
-    for (int64_t k = 0; k < iterations; k++)
-        for (int i = 0; i < 8; i++) a[i] = fmaf(a[i], 0.999f, 1e-3f);
-    *sink = a[0] + a[1] + a[2] + a[3] + a[4] + a[5] + a[6] + a[7];
-    return (double)iterations * 8 * 2;
+static void gemm_f32_packed_avx512(const float *x, int64_t M, int64_t K, int64_t ldx, const void *W,
+                                   const uint16_t *scales, int format, const float *bias, float *y, int64_t ldy,
+                                   int64_t n0, int64_t n1, float *scratch) {
+    gemm_f32_packed_core(x, M, K, ldx, W, scales, format, bias, y, ldy, n0, n1, scratch, scratch + 32 * K); /* row: 32·K */
 }
 
-double ck_int8_probe(int64_t iterations, float *sink) {
-#if CK_X86
-    if (ck_has_avx512_vnni()) return int8_probe_vnni(iterations, sink);
-#endif
-    (void)iterations;
-    *sink = 0;
-    return 0;
+
+AVX512 static void quantize_input_avx512(const float *x, int64_t K, ck_qinput *out) {
+    quantize_groups_avx512(x, K / CK_GROUP, out);
+    ck_quantize_input_q4_order(K / CK_GROUP, out);
 }
 
-double ck_bf16_probe(int64_t iterations, float *sink) {
-#if CK_X86
-    if (ck_has_avx512_bf16()) return bf16_probe_avx512(iterations, sink);
-#endif
-    (void)iterations;
-    *sink = 0;
-    return 0;
+AVX512 static void gemv_q_int8_vnni(const ck_qinput *in, int64_t K, const void *W, const uint16_t *scales, int format,
+                                    const float *bias, float *y, int64_t n0, int64_t n1) {
+    if (format == CK_Q4) gemv_q4_vnni(in, K, W, scales, bias, y, n0, n1);
+    else gemv_q8_vnni(in, K, W, scales, bias, y, n0, n1);
 }
+
+static void attention_avx512(const float *q, int64_t ldq, int64_t nq, const float *k, int64_t ldk, const float *v,
+                             int64_t ldv, int64_t d, float scale, float cap, const int64_t *lo, const int64_t *hi,
+                             float *out, int64_t ldo, float *scratch) {
+    if (nq <= 4 && d <= 256)
+        attention_few_queries_avx512(q, ldq, nq, k, ldk, v, ldv, d, scale, cap, lo, hi, out, ldo, scratch);
+    else if (nq >= 16 && nq <= 32) /* with 16 or more queries the lanes-over-queries kernel fills its vectors */
+        attention_block_avx512(q, ldq, nq, k, ldk, v, ldv, d, scale, cap, lo, hi, out, ldo, scratch);
+    else
+        ck_attention_rows(q, ldq, nq, k, ldk, v, ldv, d, scale, cap, lo, hi, out, ldo, scratch);
+}
+
+void ck_fill_avx512(ck_kernels *t, const ck_cpu *cpu) {
+    t->name = "avx512";
+    t->convert_row = convert_row_avx512;
+    t->dot = dot_avx512;
+    t->dot4 = dot4_avx512;
+    t->axpy = axpy_avx512;
+    t->axpy4 = axpy4_avx512;
+    t->scale = scale_avx512;
+    t->linear = linear_avx512;
+    t->gemv_bf16 = gemv_bf16_avx512;
+    t->gemm_f32_packed = gemm_f32_packed_avx512;
+    t->gemv_q = gemv_q_avx512;
+    t->quantize_input = quantize_input_avx512;
+    t->quantize_rows_u8 = quantize_rows_u8_avx512;
+    t->attention_block = attention_avx512;
+    t->gelu_tanh = gelu_tanh_avx512;
+    t->softcap = softcap_avx512;
+    t->exp_shift = exp_shift_avx512;
+    t->max = max_avx512;
+    t->read_all = read_all_avx512;
+    t->fma_probe = fma_probe_avx512;
+    if (cpu->avx512vnni) {
+        t->int8_products = 1;
+        t->gemv_q_int8 = gemv_q_int8_vnni;
+        t->gemm_q_int8 = gemm_q_int8_vnni;
+        t->int8_probe = int8_probe_vnni;
+    }
+    if (cpu->avx512bf16) {
+        t->bf16_products = 1;
+        t->to_bf16_rows = to_bf16_rows;
+        t->gemm_bf16 = gemm_bf16_avx512bf16;
+        t->bf16_probe = bf16_probe_avx512;
+    }
+}
+
+#else
+void ck_fill_avx512(ck_kernels *t, const ck_cpu *cpu) { (void)t; (void)cpu; }
+#endif

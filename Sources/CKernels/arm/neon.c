@@ -1,0 +1,11 @@
+/* Level "neon" (arm64). */
+#include "../ck_table.h"
+
+#if defined(__aarch64__)
+void ck_fill_neon(ck_kernels *t, const ck_cpu *cpu) {
+    (void)cpu;
+    t->name = "neon";
+}
+#else
+void ck_fill_neon(ck_kernels *t, const ck_cpu *cpu) { (void)t; (void)cpu; }
+#endif
