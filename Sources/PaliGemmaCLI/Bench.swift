@@ -20,6 +20,11 @@ struct Bench: AsyncParsableCommand {
           paligemma bench 3b-224
           paligemma bench 3b-448 --decode-tokens 8 --json
           paligemma bench --model ~/models/paligemma2-3b-pt-224 --threads 2
+          paligemma bench 3b-224 --weights q8 --isa avx2     # this CPU's AVX2 kernels
+
+        The kernels run at the best instruction-set level this CPU has (see `paligemma info`);
+        --isa (or PALIGEMMA_ISA for any command) caps them at a lower one, and the ceilings are
+        probed with the instructions of the level that runs.
         """)
 
     @Argument(help: "Configuration: 3b|10b|28b - 224|448|896 (ignored with --model).")
@@ -49,6 +54,9 @@ struct Bench: AsyncParsableCommand {
     @Option(name: .customLong("peak-gflops"), help: "Matrix-product ceiling in GFLOP/s for the compute fraction (default: measured in this run, per instruction the products use).")
     var peakGFLOPs: Double?
 
+    @Option(help: "Kernel level to run at: one this CPU supports, e.g. generic, avx2, avx-vnni, avx512, neon, neon-dotprod, neon-i8mm (default: the best; PALIGEMMA_ISA sets it for any command).")
+    var isa: String?
+
     @Flag(help: "Print one JSON object instead of a table.")
     var json = false
 
@@ -61,6 +69,9 @@ struct Bench: AsyncParsableCommand {
     struct Report: Codable {
         var configuration: String
         var backend: String
+        /// The kernel level that ran, and every level this CPU supports.
+        var isa: String
+        var isaAvailable: [String]
         var threads: Int
         var weightFormat: String
         var weightGB: Double
@@ -175,8 +186,9 @@ struct Bench: AsyncParsableCommand {
         return Double(count * 4) / best / 1e9
     }
 
-    /// Peak rates of the product instructions with every worker busy, best of three: float32
-    /// FMA, bf16 dot products and int8 dot products (nil where the CPU lacks them).
+    /// Peak rates of the active kernel level's product instructions with every worker busy, best
+    /// of three: float32 FMA, bf16 dot products and int8 dot products (nil where the level has
+    /// none).
     func measureComputeCeilings(threads: Int) -> (fma: Double, bf16: Double?, int8: Double?) {
         func rate(_ probe: (Int64, UnsafeMutablePointer<Float>) -> Double) -> Double {
             let iterations: Int64 = 4_000_000
@@ -256,6 +268,14 @@ struct Bench: AsyncParsableCommand {
     }
 
     func execute() throws {
+        warnAboutIgnoredKernelLevel()
+        if let isa {
+            do {
+                KernelLevel.activate(try KernelLevel.named(isa))
+            } catch let error as KernelLevelError {
+                throw ValidationError("--isa: \(error)")
+            }
+        }
         if only != "all" && only != "model" {
             guard ["image", "tokenizer", "kernels"].contains(only) else {
                 throw ValidationError("--only must be all, model, image, tokenizer or kernels")
@@ -372,7 +392,8 @@ struct Bench: AsyncParsableCommand {
         let stepBytes = m.decodeBytesPerToken
         let decodeRate = decodeTokens > 0 ? Double(decodeTokens) / decodeSeconds : 0
         let report = Report(
-            configuration: name, backend: backend.name, threads: fast.threads, weightFormat: m.weightSummary,
+            configuration: name, backend: backend.name,
+            isa: KernelLevel.active.name, isaAvailable: KernelLevel.available.map(\.name), threads: fast.threads, weightFormat: m.weightSummary,
             weightGB: Double(m.weightBytes) / 1e9, loadSeconds: loadSeconds,
             imageTokens: m.numImageTokens, promptTokens: prompt.count,
             imageEncodeSeconds: imageSeconds, prefillSeconds: prefillSeconds,
@@ -395,6 +416,7 @@ struct Bench: AsyncParsableCommand {
             print(String(format: """
             configuration         %@ (%@)
             backend               %@
+            kernel level          %@ (this CPU: %@)
             weights               %@, loaded in %.2f s
             image encode          %.2f s (%d image tokens)
             prefill               %.2f s for %d tokens (%.0f tok/s)
@@ -404,6 +426,7 @@ struct Bench: AsyncParsableCommand {
             4000×3000 JPEG        %@
             tokenizer encode      %@
             """, report.configuration, model == nil ? "random weights" : "checkpoint", report.backend,
+                  report.isa, report.isaAvailable.joined(separator: ", "),
                   report.weightFormat, report.loadSeconds, report.imageEncodeSeconds, report.imageTokens,
                   report.prefillSeconds, report.promptTokens, report.prefillTokensPerSecond,
                   report.timeToFirstTokenSeconds, report.prefixTFLOP, report.prefixGFLOPs,

@@ -83,6 +83,7 @@ struct ModelOptions: ParsableArguments {
         default:
             throw ValidationError("--products must be auto, float32 or bf16")
         }
+        warnAboutIgnoredKernelLevel()
         return FastBackend(threads: threads, bf16Products: !exact)
     }
 

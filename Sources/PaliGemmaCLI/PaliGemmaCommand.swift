@@ -3,6 +3,7 @@ import Foundation
 import GemmaTokenizer
 import Hub
 import Imaging
+import Kernels
 import MaskDecoder
 import PaliGemma
 import SafeTensors
@@ -45,3 +46,12 @@ func fail(_ error: Error) -> ExitCode {
 func status(_ text: String) {
     FileHandle.standardError.write(Data((text + "\n").utf8))
 }
+
+/// Says once, on stderr, when PALIGEMMA_ISA named a kernel level this CPU cannot run (the best
+/// level runs instead), so that a benchmark or a bug report does not silently measure another one.
+func warnAboutIgnoredKernelLevel() {
+    guard !kernelLevelWarned, let ignored = KernelLevel.ignoredRequest else { return }
+    kernelLevelWarned = true
+    status("warning: PALIGEMMA_ISA: \(ignored); running at \(KernelLevel.active.name)")
+}
+nonisolated(unsafe) private var kernelLevelWarned = false

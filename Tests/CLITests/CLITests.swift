@@ -116,12 +116,14 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(help.stdout.contains("Example"), help.stdout)
     }
 
-    /// `bench` on a real (tiny) checkpoint: a small vocabulary, its own prompt ids, and every
-    /// figure of the JSON report present and consistent; with q8 weights the ceiling names the
-    /// int8 products where the CPU has them.
-    func testBenchReportsConsistentFigures() throws {
+    /// `bench` on a real (tiny) checkpoint at every kernel level this CPU supports (`--isa`): a
+    /// small vocabulary, its own prompt ids, and every figure of the JSON report present and
+    /// consistent — the level it names is the one asked for, and the achieved rate is not far
+    /// above the ceilings probed with that level's instructions; with q8 weights the ceiling
+    /// names the int8 products where the level has them.
+    func testBenchReportsConsistentFiguresAtEveryKernelLevel() throws {
         struct Report: Decodable {
-            let configuration: String
+            let configuration: String, isa: String, isaAvailable: [String], backend: String
             let promptTokens: Int, imageTokens: Int, decodeTokens: Int
             let imageEncodeSeconds: Double, prefillSeconds: Double, timeToFirstTokenSeconds: Double
             let decodeTokensPerSecond: Double, peakRSSGB: Double, measuredReadGBs: Double
@@ -129,21 +131,35 @@ final class CLITests: XCTestCase {
         }
         let q8 = tmp.appendingPathComponent("bench-q8").path
         XCTAssertEqual(try run(["quantize", model, q8, "--format", "q8"]).status, 0)
-        for (dir, quantized) in [(model, false), (q8, true)] {
-            let r = try run(["bench", "--model", dir, "--only", "model", "--decode-tokens", "3", "--prompt-tokens", "7", "--json"])
+        func bench(_ dir: String, _ isa: String?) throws -> Report {
+            let r = try run(["bench", "--model", dir, "--only", "model", "--decode-tokens", "3", "--prompt-tokens", "7", "--json"]
+                            + (isa.map { ["--isa", $0] } ?? []))
             XCTAssertEqual(r.status, 0, r.stderr)
-            let report = try JSONDecoder().decode(Report.self, from: Data(r.stdout.utf8))
-            XCTAssertEqual(report.promptTokens, report.imageTokens + 7)
-            XCTAssertEqual(report.decodeTokens, 3)
-            XCTAssertEqual(report.timeToFirstTokenSeconds, report.imageEncodeSeconds + report.prefillSeconds, accuracy: 1e-9)
-            XCTAssertGreaterThan(report.decodeTokensPerSecond, 0)
-            XCTAssertGreaterThan(report.peakRSSGB, 0)
-            XCTAssertGreaterThan(report.measuredReadGBs, 0)
-            XCTAssertGreaterThan(report.measuredFMAGFLOPs, 0)
-            XCTAssertGreaterThan(report.computeFraction, 0)
-            XCTAssertLessThanOrEqual(report.computeFraction, 1.5, "a ceiling far below the achieved rate means a wrong probe")
-            XCTAssertEqual(report.ceiling.contains("int8"), quantized && report.measuredInt8GOPs != nil, report.ceiling)
+            return try JSONDecoder().decode(Report.self, from: Data(r.stdout.utf8))
         }
+        let best = try bench(model, nil)
+        XCTAssertEqual(best.isa, best.isaAvailable.last, "the best level runs by default")
+        XCTAssertEqual(best.isaAvailable.first, "generic")
+        for level in best.isaAvailable {
+            for (dir, quantized) in [(model, false), (q8, true)] {
+                let report = try bench(dir, level)
+                XCTAssertEqual(report.isa, level)
+                XCTAssertTrue(report.backend.contains(level), report.backend)
+                XCTAssertEqual(report.promptTokens, report.imageTokens + 7)
+                XCTAssertEqual(report.decodeTokens, 3)
+                XCTAssertEqual(report.timeToFirstTokenSeconds, report.imageEncodeSeconds + report.prefillSeconds, accuracy: 1e-9)
+                XCTAssertGreaterThan(report.decodeTokensPerSecond, 0)
+                XCTAssertGreaterThan(report.peakRSSGB, 0)
+                XCTAssertGreaterThan(report.measuredReadGBs, 0)
+                XCTAssertGreaterThan(report.measuredFMAGFLOPs, 0)
+                XCTAssertGreaterThan(report.computeFraction, 0)
+                XCTAssertLessThanOrEqual(report.computeFraction, 1.5, "\(level): a ceiling far below the achieved rate means a wrong probe")
+                XCTAssertEqual(report.ceiling.contains("int8"), quantized && report.measuredInt8GOPs != nil, "\(level): \(report.ceiling)")
+            }
+        }
+        let unknown = try run(["bench", "--model", model, "--only", "model", "--isa", "sse9"])
+        XCTAssertNotEqual(unknown.status, 0)
+        XCTAssertTrue(unknown.stderr.contains("unknown kernel level 'sse9'") && unknown.stderr.contains("generic"), unknown.stderr)
     }
 
     func testQuantizedCopyRuns() throws {

@@ -12,6 +12,15 @@ final class FastVersusReferenceTests: XCTestCase {
 
     func gamma(_ n: Int) -> Float { Float(n) * u / (1 - Float(n) * u) }
 
+    /// Runs `body` once per kernel level this CPU supports, that level active.
+    func eachKernelLevel(_ body: (KernelLevel) -> Void) {
+        for level in KernelLevel.available {
+            let previous = KernelLevel.activate(level)
+            defer { KernelLevel.activate(previous) }
+            body(level)
+        }
+    }
+
     func randomMatrix(_ rows: Int, _ cols: Int, scale: Float = 1) -> Matrix {
         Matrix(rows: rows, columns: cols, values: (0..<(rows * cols)).map { _ in Float.random(in: -scale...scale, using: &rng) })
     }
@@ -78,46 +87,50 @@ final class FastVersusReferenceTests: XCTestCase {
     }
 
     func testNormsActivationsAndRope() {
-        let fast = FastBackend(threads: 2), reference = ReferenceBackend()
-        let x = randomMatrix(7, 96, scale: 3)
-        let w = (0..<96).map { _ in Float.random(in: -0.5...0.5, using: &rng) }
-        let beta = (0..<96).map { _ in Float.random(in: -0.5...0.5, using: &rng) }
-        let a = Matrix(rows: 7, columns: 96), b = Matrix(rows: 7, columns: 96)
-        // Sums of 96 squares: relative error a few γ_96; allow 4γ on values of size ≤ a few units.
-        let tol = 4 * gamma(96) * 10
-        fast.rmsNorm(x, weight: w, weightOffset: 1, eps: 1e-6, into: a)
-        reference.rmsNorm(x, weight: w, weightOffset: 1, eps: 1e-6, into: b)
-        for i in 0..<(7 * 96) { XCTAssertEqual(a.storage[i], b.storage[i], accuracy: tol) }
-        fast.layerNorm(x, gamma: w, beta: beta, eps: 1e-6, into: a)
-        reference.layerNorm(x, gamma: w, beta: beta, eps: 1e-6, into: b)
-        for i in 0..<(7 * 96) { XCTAssertEqual(a.storage[i], b.storage[i], accuracy: tol) }
-        let up = randomMatrix(7, 96)
-        fast.geluTanh(x, times: up, into: a)
-        reference.geluTanh(x, times: up, into: b)
-        for i in 0..<(7 * 96) { XCTAssertEqual(a.storage[i], b.storage[i], accuracy: 4 * u * 10) }
-        let r1 = Matrix(rows: 7, columns: 96, values: x.values), r2 = Matrix(rows: 7, columns: 96, values: x.values)
-        fast.rope(r1, headDim: 32, firstPosition: 5, theta: 10000)
-        reference.rope(r2, headDim: 32, firstPosition: 5, theta: 10000)
-        for i in 0..<(7 * 96) { XCTAssertEqual(r1.storage[i], r2.storage[i], accuracy: 8 * u * 4) }
+        eachKernelLevel { level in
+            let fast = FastBackend(threads: 2), reference = ReferenceBackend()
+            let x = randomMatrix(7, 96, scale: 3)
+            let w = (0..<96).map { _ in Float.random(in: -0.5...0.5, using: &rng) }
+            let beta = (0..<96).map { _ in Float.random(in: -0.5...0.5, using: &rng) }
+            let a = Matrix(rows: 7, columns: 96), b = Matrix(rows: 7, columns: 96)
+            // Sums of 96 squares: relative error a few γ_96; allow 4γ on values of size ≤ a few units.
+            let tol = 4 * gamma(96) * 10
+            fast.rmsNorm(x, weight: w, weightOffset: 1, eps: 1e-6, into: a)
+            reference.rmsNorm(x, weight: w, weightOffset: 1, eps: 1e-6, into: b)
+            for i in 0..<(7 * 96) { XCTAssertEqual(a.storage[i], b.storage[i], accuracy: tol, "\(level)") }
+            fast.layerNorm(x, gamma: w, beta: beta, eps: 1e-6, into: a)
+            reference.layerNorm(x, gamma: w, beta: beta, eps: 1e-6, into: b)
+            for i in 0..<(7 * 96) { XCTAssertEqual(a.storage[i], b.storage[i], accuracy: tol, "\(level)") }
+            let up = randomMatrix(7, 96)
+            fast.geluTanh(x, times: up, into: a)
+            reference.geluTanh(x, times: up, into: b)
+            for i in 0..<(7 * 96) { XCTAssertEqual(a.storage[i], b.storage[i], accuracy: 4 * u * 10, "\(level)") }
+            let r1 = Matrix(rows: 7, columns: 96, values: x.values), r2 = Matrix(rows: 7, columns: 96, values: x.values)
+            fast.rope(r1, headDim: 32, firstPosition: 5, theta: 10000)
+            reference.rope(r2, headDim: 32, firstPosition: 5, theta: 10000)
+            for i in 0..<(7 * 96) { XCTAssertEqual(r1.storage[i], r2.storage[i], accuracy: 8 * u * 4, "\(level)") }
+        }
     }
 
     func testAttentionMasksGQAAndSoftcap() {
-        let fast = FastBackend(threads: 2), reference = ReferenceBackend()
-        let heads = 4, kv = 2, d = 16, keys = 23
-        let k = randomMatrix(keys, kv * d, scale: 2), v = randomMatrix(keys, kv * d)
-        let masks: [AttentionMask] = [.bidirectional, .prefixLM(prefixLength: 9, window: nil),
-                                      .prefixLM(prefixLength: 9, window: 4), .prefixLM(prefixLength: 0, window: 6)]
-        for mask in masks {
-            for (queryStart, rows) in [(0, keys), (keys - 1, 1), (15, 8)] {
-                let q = randomMatrix(rows, heads * d, scale: 2)
-                let shape = AttentionShape(heads: heads, kvHeads: kv, headDim: d, scale: 0.25, softcap: 5,
-                                           queryStart: queryStart, keyCount: queryStart + rows)
-                let a = Matrix(rows: rows, columns: heads * d), b = Matrix(rows: rows, columns: heads * d)
-                fast.attention(queries: q, keys: k, values: v, shape: shape, mask: mask, into: a)
-                reference.attention(queries: q, keys: k, values: v, shape: shape, mask: mask, into: b)
-                // Softmax-weighted means of values in [-1, 1]: errors of order γ_keys.
-                for i in 0..<(rows * heads * d) {
-                    XCTAssertEqual(a.storage[i], b.storage[i], accuracy: 8 * gamma(keys + d), "\(mask)")
+        eachKernelLevel { level in
+            let fast = FastBackend(threads: 2), reference = ReferenceBackend()
+            let heads = 4, kv = 2, d = 16, keys = 23
+            let k = randomMatrix(keys, kv * d, scale: 2), v = randomMatrix(keys, kv * d)
+            let masks: [AttentionMask] = [.bidirectional, .prefixLM(prefixLength: 9, window: nil),
+                                          .prefixLM(prefixLength: 9, window: 4), .prefixLM(prefixLength: 0, window: 6)]
+            for mask in masks {
+                for (queryStart, rows) in [(0, keys), (keys - 1, 1), (15, 8)] {
+                    let q = randomMatrix(rows, heads * d, scale: 2)
+                    let shape = AttentionShape(heads: heads, kvHeads: kv, headDim: d, scale: 0.25, softcap: 5,
+                                               queryStart: queryStart, keyCount: queryStart + rows)
+                    let a = Matrix(rows: rows, columns: heads * d), b = Matrix(rows: rows, columns: heads * d)
+                    fast.attention(queries: q, keys: k, values: v, shape: shape, mask: mask, into: a)
+                    reference.attention(queries: q, keys: k, values: v, shape: shape, mask: mask, into: b)
+                    // Softmax-weighted means of values in [-1, 1]: errors of order γ_keys.
+                    for i in 0..<(rows * heads * d) {
+                        XCTAssertEqual(a.storage[i], b.storage[i], accuracy: 8 * gamma(keys + d), "\(level) \(mask)")
+                    }
                 }
             }
         }
@@ -176,50 +189,54 @@ final class FastVersusReferenceTests: XCTestCase {
     }
 
     func testLongAttentionTilesMatchReference() {
-        // More keys than one 64-key tile and more rows than one 32-row block; blocks of 16–32
-        // rows take the queries-in-lanes kernel, shorter ones the row-at-a-time one; head
-        // dimensions that are not multiples of the 6-feature and 16-lane register tiles.
-        let fast = FastBackend(threads: 2), reference = ReferenceBackend()
-        for (d, keys) in [(8, 150), (72, 140), (20, 45)] {
-            let k = randomMatrix(keys, 2 * d, scale: 3), v = randomMatrix(keys, 2 * d)
-            let q = randomMatrix(keys, 4 * d, scale: 3 / Float(d).squareRoot())
-            let shape = AttentionShape(heads: 4, kvHeads: 2, headDim: d, scale: 0.5, softcap: 50, queryStart: 0, keyCount: keys)
-            for mask in [AttentionMask.prefixLM(prefixLength: 70, window: 40), .bidirectional, .prefixLM(prefixLength: 0, window: nil)] {
-                let a = Matrix(rows: keys, columns: 4 * d), b = Matrix(rows: keys, columns: 4 * d)
-                fast.attention(queries: q, keys: k, values: v, shape: shape, mask: mask, into: a)
-                reference.attention(queries: q, keys: k, values: v, shape: shape, mask: mask, into: b)
-                for i in 0..<(keys * 4 * d) { XCTAssertEqual(a.storage[i], b.storage[i], accuracy: 8 * gamma(keys + d), "d\(d) \(mask)") }
+        eachKernelLevel { level in
+            // More keys than one 64-key tile and more rows than one 32-row block; blocks of 16–32
+            // rows take the queries-in-lanes kernel, shorter ones the row-at-a-time one; head
+            // dimensions that are not multiples of the 6-feature and 16-lane register tiles.
+            let fast = FastBackend(threads: 2), reference = ReferenceBackend()
+            for (d, keys) in [(8, 150), (72, 140), (20, 45)] {
+                let k = randomMatrix(keys, 2 * d, scale: 3), v = randomMatrix(keys, 2 * d)
+                let q = randomMatrix(keys, 4 * d, scale: 3 / Float(d).squareRoot())
+                let shape = AttentionShape(heads: 4, kvHeads: 2, headDim: d, scale: 0.5, softcap: 50, queryStart: 0, keyCount: keys)
+                for mask in [AttentionMask.prefixLM(prefixLength: 70, window: 40), .bidirectional, .prefixLM(prefixLength: 0, window: nil)] {
+                    let a = Matrix(rows: keys, columns: 4 * d), b = Matrix(rows: keys, columns: 4 * d)
+                    fast.attention(queries: q, keys: k, values: v, shape: shape, mask: mask, into: a)
+                    reference.attention(queries: q, keys: k, values: v, shape: shape, mask: mask, into: b)
+                    for i in 0..<(keys * 4 * d) { XCTAssertEqual(a.storage[i], b.storage[i], accuracy: 8 * gamma(keys + d), "\(level) d\(d) \(mask)") }
+                }
             }
-        }
-        // Decode: one query row per head (the single-query kernel), long caches, head sizes up to 256.
-        for (d, keys) in [(256, 150), (72, 300), (20, 70)] {
-            let k = randomMatrix(keys, 2 * d, scale: 3), v = randomMatrix(keys, 2 * d)
-            let q = randomMatrix(1, 4 * d, scale: 3 / Float(d).squareRoot())
-            let shape = AttentionShape(heads: 4, kvHeads: 2, headDim: d, scale: 0.5, softcap: 50, queryStart: keys - 1, keyCount: keys)
-            for mask in [AttentionMask.prefixLM(prefixLength: 10, window: nil), .prefixLM(prefixLength: 10, window: 33)] {
-                let a = Matrix(rows: 1, columns: 4 * d), b = Matrix(rows: 1, columns: 4 * d)
-                fast.attention(queries: q, keys: k, values: v, shape: shape, mask: mask, into: a)
-                reference.attention(queries: q, keys: k, values: v, shape: shape, mask: mask, into: b)
-                for i in 0..<(4 * d) { XCTAssertEqual(a.storage[i], b.storage[i], accuracy: 8 * gamma(keys + d), "decode d\(d) \(mask)") }
+            // Decode: one query row per head (the single-query kernel), long caches, head sizes up to 256.
+            for (d, keys) in [(256, 150), (72, 300), (20, 70)] {
+                let k = randomMatrix(keys, 2 * d, scale: 3), v = randomMatrix(keys, 2 * d)
+                let q = randomMatrix(1, 4 * d, scale: 3 / Float(d).squareRoot())
+                let shape = AttentionShape(heads: 4, kvHeads: 2, headDim: d, scale: 0.5, softcap: 50, queryStart: keys - 1, keyCount: keys)
+                for mask in [AttentionMask.prefixLM(prefixLength: 10, window: nil), .prefixLM(prefixLength: 10, window: 33)] {
+                    let a = Matrix(rows: 1, columns: 4 * d), b = Matrix(rows: 1, columns: 4 * d)
+                    fast.attention(queries: q, keys: k, values: v, shape: shape, mask: mask, into: a)
+                    reference.attention(queries: q, keys: k, values: v, shape: shape, mask: mask, into: b)
+                    for i in 0..<(4 * d) { XCTAssertEqual(a.storage[i], b.storage[i], accuracy: 8 * gamma(keys + d), "\(level) decode d\(d) \(mask)") }
+                }
             }
         }
     }
 
     func testVectorGeluAndSoftcapAcrossTheRange() {
-        // The SIMD tanh is exp-based; over a dense grid it must track the double-precision formula.
-        let xs = stride(from: -12.0, through: 12.0, by: 0.0037).map { Float($0) }
-        let a = Matrix(rows: 1, columns: xs.count, values: xs), out = Matrix(rows: 1, columns: xs.count)
-        FastBackend(threads: 1).geluTanh(a, times: nil, into: out)
-        for (i, x) in xs.enumerated() {
-            let d = Double(x)
-            let expected = 0.5 * d * (1 + Foundation.tanh(0.7978845608028654 * (d + 0.044715 * d * d * d)))
-            XCTAssertEqual(Double(out[0, i]), expected, accuracy: 2e-6 * max(1, abs(expected)), "gelu(\(x))")
-        }
-        let capped = Matrix(rows: 1, columns: xs.count, values: xs.map { $0 * 10 })
-        FastBackend(threads: 1).softcap(capped, cap: 30)
-        for (i, x) in xs.enumerated() {
-            let expected = 30 * Foundation.tanh(Double(x) * 10 / 30)
-            XCTAssertEqual(Double(capped[0, i]), expected, accuracy: 3e-6 * 30, "softcap(\(x * 10))")
+        eachKernelLevel { level in
+            // The SIMD tanh is exp-based; over a dense grid it must track the double-precision formula.
+            let xs = stride(from: -12.0, through: 12.0, by: 0.0037).map { Float($0) }
+            let a = Matrix(rows: 1, columns: xs.count, values: xs), out = Matrix(rows: 1, columns: xs.count)
+            FastBackend(threads: 1).geluTanh(a, times: nil, into: out)
+            for (i, x) in xs.enumerated() {
+                let d = Double(x)
+                let expected = 0.5 * d * (1 + Foundation.tanh(0.7978845608028654 * (d + 0.044715 * d * d * d)))
+                XCTAssertEqual(Double(out[0, i]), expected, accuracy: 2e-6 * max(1, abs(expected)), "\(level) gelu(\(x))")
+            }
+            let capped = Matrix(rows: 1, columns: xs.count, values: xs.map { $0 * 10 })
+            FastBackend(threads: 1).softcap(capped, cap: 30)
+            for (i, x) in xs.enumerated() {
+                let expected = 30 * Foundation.tanh(Double(x) * 10 / 30)
+                XCTAssertEqual(Double(capped[0, i]), expected, accuracy: 3e-6 * 30, "\(level) softcap(\(x * 10))")
+            }
         }
     }
 

@@ -4,9 +4,11 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 src="$root/Sources/CKernels"
-out="${TMPDIR:-/tmp}/ck-check-$(uname -m)"
+out="${TMPDIR:-/tmp}/ck-check-$(uname -m)-$$"
 arch_dir=x86; [ "$(uname -m)" = aarch64 ] && arch_dir=arm
 cc="${CC:-clang}"
-"$cc" -O2 -fno-math-errno -std=gnu11 -I"$src/include" -o "$out" "$root/tools/kernels/check.c" \
-  "$src/common.c" "$src/dispatch.c" "$src/generic/"*.c "$src/$arch_dir/"*.c -lm -lpthread
-exec "$out" "$@"
+mapfile -t levels < <(find "$src/$arch_dir" -name '*.c' | sort)
+"$cc" -O2 -fno-math-errno -std=gnu11 -Wall -I"$src/include" -o "$out" "$root/tools/kernels/check.c" \
+  "$src/common.c" "$src/dispatch.c" "$src/generic/"*.c "${levels[@]}" -lm -lpthread
+trap 'rm -f "$out"' EXIT
+"$out" "$@"

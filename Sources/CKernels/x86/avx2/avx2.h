@@ -1,0 +1,10 @@
+/* The avx2 level's parts (one file each), filled in order by ck_fill_avx2 (level.c). */
+#pragma once
+#include "../../ck_table.h"
+
+/* float32 products: GEMM, GEMVs, conversions, dot/axpy, read and FMA probes (products.c) */
+void ck_fill_avx2_products(ck_kernels *t, const ck_cpu *cpu);
+/* int8 inputs × q8/q4 weights without integer dot-product instructions (int8.c) */
+void ck_fill_avx2_int8(ck_kernels *t, const ck_cpu *cpu);
+/* exp/tanh-based elementwise passes, max, and attention (math.c) */
+void ck_fill_avx2_math(ck_kernels *t, const ck_cpu *cpu);

@@ -1,0 +1,532 @@
+/* The avx2 level's int8 products: quantized inputs × CK_Q8 / CK_Q4 weights with integer
+ * arithmetic that stays exact without dot-product instructions.
+ *
+ * vpmaddubsw (u8 × s8, pairs summed into int16) saturates, so every use keeps a pair sum within
+ * ±32767: the decode GEMV multiplies |x| (≤ 127) by sign(x)·w (q8) or nibbles (0…15) by x (q4);
+ * the prefill GEMM multiplies offset-u8 activations (≤ 255) by q4 weights − 8 (|w| ≤ 8), and for
+ * q8 weights widens both sides to int16 for vpmaddwd, whose pair sums are int32. */
+#include "avx2.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+#define INLINE inline __attribute__((always_inline))
+
+/* ---------------- input quantization ---------------- */
+
+/* max |a| over four vectors as a scalar */
+AVX2 static INLINE float abs_max4(__m256 a, __m256 b, __m256 c, __m256 d) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, a), _mm256_andnot_ps(sign, b)),
+                             _mm256_max_ps(_mm256_andnot_ps(sign, c), _mm256_andnot_ps(sign, d)));
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h);
+}
+
+/* round(v·inv) to nearest even (cvtps under the default MXCSR, as nearbyintf), clamped to
+ * [−127, 127], narrowed to 32 int8 in element order */
+AVX2 static INLINE __m256i round_to_s8(__m256 a, __m256 b, __m256 c, __m256 d, float inv) {
+    const __m256 iv = _mm256_set1_ps(inv);
+    const __m256i lim = _mm256_set1_epi32(127), nlim = _mm256_set1_epi32(-127);
+    __m256i qa = _mm256_cvtps_epi32(_mm256_mul_ps(a, iv)), qb = _mm256_cvtps_epi32(_mm256_mul_ps(b, iv));
+    __m256i qc = _mm256_cvtps_epi32(_mm256_mul_ps(c, iv)), qd = _mm256_cvtps_epi32(_mm256_mul_ps(d, iv));
+    qa = _mm256_max_epi32(_mm256_min_epi32(qa, lim), nlim);
+    qb = _mm256_max_epi32(_mm256_min_epi32(qb, lim), nlim);
+    qc = _mm256_max_epi32(_mm256_min_epi32(qc, lim), nlim);
+    qd = _mm256_max_epi32(_mm256_min_epi32(qd, lim), nlim);
+    /* the packs work per 128-bit lane: dwords come out as a0 b0 c0 d0 | a1 b1 c1 d1 (4 values
+     * each), so one dword permute restores a0 a1 b0 b1 c0 c1 d0 d1 */
+    __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(qa, qb), _mm256_packs_epi32(qc, qd));
+    return _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+AVX2 static void quantize_input_avx2(const float *x, int64_t K, ck_qinput *out) {
+    const int64_t G = K / CK_GROUP;
+    const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+    for (int64_t g = 0; g < G; g++) {
+        const float *v = x + g * 32;
+        __m256 a = _mm256_loadu_ps(v), b = _mm256_loadu_ps(v + 8), c = _mm256_loadu_ps(v + 16),
+               d = _mm256_loadu_ps(v + 24);
+        float amax = abs_max4(a, b, c, d);
+        out->scale[g] = amax / 127.0f;
+        __m256i q = round_to_s8(a, b, c, d, amax > 0 ? 127.0f / amax : 0.0f);
+        _mm256_storeu_si256((__m256i *)(out->value + g * 32), q);
+        _mm256_storeu_si256((__m256i *)(out->magnitude + g * 32), _mm256_abs_epi8(q));
+        uint64_t neg = (uint32_t)_mm256_movemask_epi8(q);
+        if (g % 2 == 0) out->negative[g / 2] = neg; else out->negative[g / 2] |= neg << 32;
+        /* sum4: 1·q pairs into int16, then int16 pairs into int32 = sums of 4 consecutive values */
+        __m256i s4 = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, q), ones16);
+        _mm256_storeu_si256((__m256i *)(out->sum4 + g * 8), s4);
+    }
+    ck_quantize_input_q4_order(G, out);
+}
+
+AVX2 static void quantize_rows_u8_avx2(const float *x, int64_t M, int64_t K, int64_t ldx, uint8_t *xq, float *xs) {
+    const int64_t G = ck_groups(K), Kp = G * CK_GROUP;
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), flip = _mm256_set1_epi8((char)0x80);
+    for (int64_t m = 0; m < M; m++) {
+        for (int64_t g = 0; g < G; g++) {
+            const float *v = x + m * ldx + g * 32;
+            const int len = ck_group_length(K, g);
+            __m256 a, b, c, d;
+            if (len == 32) {
+                a = _mm256_loadu_ps(v), b = _mm256_loadu_ps(v + 8), c = _mm256_loadu_ps(v + 16), d = _mm256_loadu_ps(v + 24);
+            } else {
+                /* a short last group reads only its own values; the rest load as 0 (x = 0 past K) */
+                __m256i n = _mm256_set1_epi32(len);
+                a = _mm256_maskload_ps(v, _mm256_cmpgt_epi32(n, lane));
+                b = _mm256_maskload_ps(v + 8, _mm256_cmpgt_epi32(n, _mm256_add_epi32(lane, _mm256_set1_epi32(8))));
+                c = _mm256_maskload_ps(v + 16, _mm256_cmpgt_epi32(n, _mm256_add_epi32(lane, _mm256_set1_epi32(16))));
+                d = _mm256_maskload_ps(v + 24, _mm256_cmpgt_epi32(n, _mm256_add_epi32(lane, _mm256_set1_epi32(24))));
+            }
+            float amax = abs_max4(a, b, c, d);
+            xs[m * G + g] = amax / 127.0f;
+            __m256i q = round_to_s8(a, b, c, d, amax > 0 ? 127.0f / amax : 0.0f);
+            /* q + 128 as a byte is q with its top bit flipped */
+            _mm256_storeu_si256((__m256i *)(xq + m * Kp + g * 32), _mm256_xor_si256(q, flip));
+        }
+    }
+}
+
+/* ---------------- decode GEMV ---------------- */
+
+/* cs[j] = w_scale[g0 + j] · x_scale[g0 + j] for j < count (≤ 8) */
+AVX2 static INLINE void group_scales(const uint16_t *sc, const float *xsc, int64_t count, float cs[8]) {
+    if (count == 8) {
+        __m256 w = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)sc));
+        _mm256_storeu_ps(cs, _mm256_mul_ps(w, _mm256_loadu_ps(xsc)));
+    } else {
+        for (int64_t j = 0; j < count; j++) cs[j] = ck_f16_value(sc[j]) * xsc[j];
+    }
+}
+
+/* 8-bit weights, two rows at a time, one group (32 bytes per row) per step. The sign of x moves
+ * onto the weights (vpsignb, which also zeroes w where x = 0), so vpmaddubsw multiplies |x| (u8,
+ * ≤ 127) by sign(x)·w (|·| ≤ 127): pair sums ≤ 32258, exact in int16; vpmaddwd against ones
+ * widens them to the group's 8 int32 partial sums, scaled by w_scale·x_scale into float32. */
+AVX2 static void gemv_q8_avx2(const ck_qinput *in, int64_t K, const int8_t *W, const uint16_t *scales,
+                              const float *bias, float *y, int64_t n0, int64_t n1) {
+    const int64_t G = K / CK_GROUP;
+    const __m256i ones = _mm256_set1_epi16(1);
+    /* the next pair of rows at the same place: two rows ahead in the contiguous stream, at least
+     * 4 KB so short rows still get a useful distance */
+    const int64_t pf = 2 * K > 4096 ? 2 * K : 4096;
+    float cs0[8], cs1[8];
+    int64_t n = n0;
+    for (; n < n1; n += 2) {
+        const int two = n + 1 < n1;  /* a last single row repeats itself into the unused half */
+        const int8_t *w0 = W + n * K, *w1 = two ? w0 + K : w0;
+        const uint16_t *sc0 = scales + n * G, *sc1 = two ? sc0 + G : sc0;
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps();
+        for (int64_t g0 = 0; g0 < G; g0 += 8) {
+            const int64_t gn = G - g0 < 8 ? G - g0 : 8;
+            group_scales(sc0 + g0, in->scale + g0, gn, cs0);
+            group_scales(sc1 + g0, in->scale + g0, gn, cs1);
+            /* 8 groups of a row are 256 bytes: 4 lines per row per block */
+            for (int i = 0; i < 4; i++) {
+                _mm_prefetch((const char *)(w0 + g0 * 32) + pf + 64 * i, _MM_HINT_T0);
+                _mm_prefetch((const char *)(w1 + g0 * 32) + pf + 64 * i, _MM_HINT_T0);
+            }
+            int64_t j = 0;
+            for (; j + 2 <= gn; j += 2) {
+                /* two groups per step into two accumulator pairs: independent FMA chains */
+                const int64_t g = g0 + j;
+                __m256i v = _mm256_loadu_si256((const __m256i *)(in->value + g * 32));
+                __m256i mg = _mm256_loadu_si256((const __m256i *)(in->magnitude + g * 32));
+                __m256i u = _mm256_loadu_si256((const __m256i *)(in->value + g * 32 + 32));
+                __m256i mu = _mm256_loadu_si256((const __m256i *)(in->magnitude + g * 32 + 32));
+                __m256i d0 = _mm256_maddubs_epi16(mg, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(w0 + g * 32)), v));
+                __m256i d1 = _mm256_maddubs_epi16(mg, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(w1 + g * 32)), v));
+                __m256i e0 = _mm256_maddubs_epi16(mu, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(w0 + g * 32 + 32)), u));
+                __m256i e1 = _mm256_maddubs_epi16(mu, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(w1 + g * 32 + 32)), u));
+                a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(d0, ones)), _mm256_broadcast_ss(cs0 + j), a0);
+                a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(d1, ones)), _mm256_broadcast_ss(cs1 + j), a1);
+                b0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(e0, ones)), _mm256_broadcast_ss(cs0 + j + 1), b0);
+                b1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(e1, ones)), _mm256_broadcast_ss(cs1 + j + 1), b1);
+            }
+            if (j < gn) {  /* an odd last group */
+                const int64_t g = g0 + j;
+                __m256i v = _mm256_loadu_si256((const __m256i *)(in->value + g * 32));
+                __m256i mg = _mm256_loadu_si256((const __m256i *)(in->magnitude + g * 32));
+                __m256i d0 = _mm256_maddubs_epi16(mg, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(w0 + g * 32)), v));
+                __m256i d1 = _mm256_maddubs_epi16(mg, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(w1 + g * 32)), v));
+                a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(d0, ones)), _mm256_broadcast_ss(cs0 + j), a0);
+                a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(d1, ones)), _mm256_broadcast_ss(cs1 + j), a1);
+            }
+        }
+        float r[2];
+        __m256 s0 = _mm256_add_ps(a0, b0), s1 = _mm256_add_ps(a1, b1);
+        /* both rows' 8 lanes summed at once: hadd pairs rows, then the two halves */
+        __m256 h = _mm256_hadd_ps(s0, s1);
+        h = _mm256_hadd_ps(h, h);
+        __m128 t = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+        r[0] = _mm_cvtss_f32(t);
+        r[1] = _mm_cvtss_f32(_mm_shuffle_ps(t, t, 1));
+        y[n] = r[0] + (bias ? bias[n] : 0.0f);
+        if (two) y[n + 1] = r[1] + (bias ? bias[n + 1] : 0.0f);
+    }
+}
+
+/* 4-bit weights, two rows at a time, two groups (one 32-byte load per row) per step. The low
+ * nibbles of groups g, g+1 are their elements 0–15 and the high nibbles their elements 16–31;
+ * ck_quantize_input's value_q4 holds x in that order (per four groups: elements 0–15 of each,
+ * then 16–31 of each). vpmaddubsw multiplies the nibbles (u8, ≤ 15) by x (s8): both halves' pair
+ * sums added stay ≤ 4·15·127 in int16; vpmaddwd against ones leaves group g in lanes 0–3 and g+1 in
+ * lanes 4–7, started from offset_q4 = −8·Σx (the nibbles' offset of 8). */
+AVX2 static void gemv_q4_avx2(const ck_qinput *in, int64_t K, const uint8_t *W, const uint16_t *scales,
+                              const float *bias, float *y, int64_t n0, int64_t n1) {
+    const int64_t G = K / CK_GROUP, G4 = G & ~(int64_t)3;
+    const __m256i ones = _mm256_set1_epi16(1), nib = _mm256_set1_epi8(0x0F);
+    /* the scales of pair p of a block of 8 groups: lanes 0–3 group 2p, lanes 4–7 group 2p+1 */
+    const __m256i spread0 = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+    const __m256i step = _mm256_set1_epi32(2);
+    const int64_t pf = K > 4096 ? K : 4096;  /* the next pair of rows (K bytes) at the same place */
+    float cs0[8], cs1[8];
+    int64_t n = n0;
+    for (; n < n1; n += 2) {
+        const int two = n + 1 < n1;
+        const uint8_t *w0 = W + n * (K / 2), *w1 = two ? w0 + K / 2 : w0;
+        const uint16_t *sc0 = scales + n * G, *sc1 = two ? sc0 + G : sc0;
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps();
+        for (int64_t g0 = 0; g0 < G4; g0 += 8) {
+            const int64_t gn = G4 - g0 < 8 ? G4 - g0 : 8;
+            group_scales(sc0 + g0, in->scale + g0, gn, cs0);
+            group_scales(sc1 + g0, in->scale + g0, gn, cs1);
+            __m256 c0 = _mm256_loadu_ps(cs0), c1 = _mm256_loadu_ps(cs1);
+            /* 8 groups of a row are 128 bytes: 2 lines per row per block */
+            for (int i = 0; i < 2; i++) {
+                _mm_prefetch((const char *)(w0 + g0 * 16) + pf + 64 * i, _MM_HINT_T0);
+                _mm_prefetch((const char *)(w1 + g0 * 16) + pf + 64 * i, _MM_HINT_T0);
+            }
+            __m256i idx = spread0;
+            for (int64_t j = 0; j < gn; j += 2, idx = _mm256_add_epi32(idx, step)) {
+                const int64_t g = g0 + j;
+                const int8_t *xb = in->value_q4 + (g & ~(int64_t)3) * 32 + (g & 2) * 16;
+                __m256i xlo = _mm256_loadu_si256((const __m256i *)xb);
+                __m256i xhi = _mm256_loadu_si256((const __m256i *)(xb + 64));
+                __m256i off = _mm256_loadu_si256((const __m256i *)(in->offset_q4 + g * 4));
+                __m256i v0 = _mm256_loadu_si256((const __m256i *)(w0 + g * 16));
+                __m256i v1 = _mm256_loadu_si256((const __m256i *)(w1 + g * 16));
+                __m256i s0 = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(v0, nib), xlo),
+                                              _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v0, 4), nib), xhi));
+                __m256i s1 = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(v1, nib), xlo),
+                                              _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v1, 4), nib), xhi));
+                __m256i d0 = _mm256_add_epi32(_mm256_madd_epi16(s0, ones), off);
+                __m256i d1 = _mm256_add_epi32(_mm256_madd_epi16(s1, ones), off);
+                __m256 f0 = _mm256_mul_ps(_mm256_cvtepi32_ps(d0), _mm256_permutevar8x32_ps(c0, idx));
+                __m256 f1 = _mm256_mul_ps(_mm256_cvtepi32_ps(d1), _mm256_permutevar8x32_ps(c1, idx));
+                /* alternate accumulators between steps: shorter dependency chains */
+                if (j & 2) { b0 = _mm256_add_ps(b0, f0); b1 = _mm256_add_ps(b1, f1); }
+                else { a0 = _mm256_add_ps(a0, f0); a1 = _mm256_add_ps(a1, f1); }
+            }
+        }
+        __m256 s0 = _mm256_add_ps(a0, b0), s1 = _mm256_add_ps(a1, b1);
+        __m256 h = _mm256_hadd_ps(s0, s1);
+        h = _mm256_hadd_ps(h, h);
+        __m128 t = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+        float r0 = _mm_cvtss_f32(t), r1 = _mm_cvtss_f32(_mm_shuffle_ps(t, t, 1));
+        for (int64_t g = G4; g < G; g++) {  /* up to three last groups outside a block of four */
+            r0 += ck_q_group_dot(in, W, CK_Q4, K, n, g, ck_f16_value(sc0[g]));
+            if (two) r1 += ck_q_group_dot(in, W, CK_Q4, K, n + 1, g, ck_f16_value(sc1[g]));
+        }
+        y[n] = r0 + (bias ? bias[n] : 0.0f);
+        if (two) y[n + 1] = r1 + (bias ? bias[n + 1] : 0.0f);
+    }
+}
+
+AVX2 static void gemv_q_int8_avx2(const ck_qinput *in, int64_t K, const void *W, const uint16_t *scales, int format,
+                                  const float *bias, float *y, int64_t n0, int64_t n1) {
+    if (format == CK_Q4) gemv_q4_avx2(in, K, (const uint8_t *)W, scales, bias, y, n0, n1);
+    else gemv_q8_avx2(in, K, (const int8_t *)W, scales, bias, y, n0, n1);
+}
+
+/* ---------------- prefill GEMM ---------------- */
+
+/* A register tile is QR activation rows × QC vectors of 8 columns; a packed panel holds QC·8 = 24
+ * weight rows (columns of y).
+ * q8: weights widened to int16, per group and pair of inputs k, k+1: 8 columns × (w_k, w_k+1) per
+ *     vector (48 bytes per input feature); the tile widens each activation row's group to int16
+ *     q = u − 128 and vpmaddwd multiplies a broadcast (q_k, q_k+1) into exact int32 pair sums.
+ * q4: weights as s8 w = nibble − 8, per group and 4-byte chunk: 8 columns × 4 weights per vector
+ *     (24 bytes per feature); vpmaddubsw multiplies a broadcast chunk of offset-u8 activations
+ *     (u ≤ 255) by them, pair sums ≤ 2·255·8 = 4080, so a group's 8 chunks add up in int16
+ *     (≤ 32640) before one vpmaddwd against ones; the sums start from −128·Σw (the u offset).
+ * Per group the panel also holds the 24 compensations (q4; int32) and the 24 weight scales. */
+#define QC 3
+#define QR 4
+#define QN (QC * 8)
+
+/* 8 rows' 8 dwords → dword j of each row in vector j (three unpack rounds: 32, 64, 128 bits) */
+AVX2 static INLINE void transpose8_epi32(__m256i r[8]) {
+    __m256i a0 = _mm256_unpacklo_epi32(r[0], r[1]), a1 = _mm256_unpackhi_epi32(r[0], r[1]);
+    __m256i a2 = _mm256_unpacklo_epi32(r[2], r[3]), a3 = _mm256_unpackhi_epi32(r[2], r[3]);
+    __m256i a4 = _mm256_unpacklo_epi32(r[4], r[5]), a5 = _mm256_unpackhi_epi32(r[4], r[5]);
+    __m256i a6 = _mm256_unpacklo_epi32(r[6], r[7]), a7 = _mm256_unpackhi_epi32(r[6], r[7]);
+    __m256i b0 = _mm256_unpacklo_epi64(a0, a2), b1 = _mm256_unpackhi_epi64(a0, a2);
+    __m256i b2 = _mm256_unpacklo_epi64(a1, a3), b3 = _mm256_unpackhi_epi64(a1, a3);
+    __m256i b4 = _mm256_unpacklo_epi64(a4, a6), b5 = _mm256_unpackhi_epi64(a4, a6);
+    __m256i b6 = _mm256_unpacklo_epi64(a5, a7), b7 = _mm256_unpackhi_epi64(a5, a7);
+    r[0] = _mm256_permute2x128_si256(b0, b4, 0x20), r[4] = _mm256_permute2x128_si256(b0, b4, 0x31);
+    r[1] = _mm256_permute2x128_si256(b1, b5, 0x20), r[5] = _mm256_permute2x128_si256(b1, b5, 0x31);
+    r[2] = _mm256_permute2x128_si256(b2, b6, 0x20), r[6] = _mm256_permute2x128_si256(b2, b6, 0x31);
+    r[3] = _mm256_permute2x128_si256(b3, b7, 0x20), r[7] = _mm256_permute2x128_si256(b3, b7, 0x31);
+}
+
+/* 8 rows' 16 words → per 128-bit lane an 8×8 transpose: vector j holds word j of each row in
+ * its low lane and word j + 8 in its high lane */
+AVX2 static INLINE void transpose8_epi16(__m256i r[8]) {
+    __m256i a0 = _mm256_unpacklo_epi16(r[0], r[1]), a1 = _mm256_unpackhi_epi16(r[0], r[1]);
+    __m256i a2 = _mm256_unpacklo_epi16(r[2], r[3]), a3 = _mm256_unpackhi_epi16(r[2], r[3]);
+    __m256i a4 = _mm256_unpacklo_epi16(r[4], r[5]), a5 = _mm256_unpackhi_epi16(r[4], r[5]);
+    __m256i a6 = _mm256_unpacklo_epi16(r[6], r[7]), a7 = _mm256_unpackhi_epi16(r[6], r[7]);
+    __m256i b0 = _mm256_unpacklo_epi32(a0, a2), b1 = _mm256_unpackhi_epi32(a0, a2);
+    __m256i b2 = _mm256_unpacklo_epi32(a1, a3), b3 = _mm256_unpackhi_epi32(a1, a3);
+    __m256i b4 = _mm256_unpacklo_epi32(a4, a6), b5 = _mm256_unpackhi_epi32(a4, a6);
+    __m256i b6 = _mm256_unpacklo_epi32(a5, a7), b7 = _mm256_unpackhi_epi32(a5, a7);
+    r[0] = _mm256_unpacklo_epi64(b0, b4), r[1] = _mm256_unpackhi_epi64(b0, b4);
+    r[2] = _mm256_unpacklo_epi64(b1, b5), r[3] = _mm256_unpackhi_epi64(b1, b5);
+    r[4] = _mm256_unpacklo_epi64(b2, b6), r[5] = _mm256_unpackhi_epi64(b2, b6);
+    r[6] = _mm256_unpacklo_epi64(b3, b7), r[7] = _mm256_unpackhi_epi64(b3, b7);
+}
+
+/* Group g of 8 weight rows (rows past `live` zero) as 32 s8 each in element order: q8 as
+ * stored (a short last group zero-filled), q4 unpacked to nibble − 8. */
+AVX2 static INLINE void load_group_rows(const void *W, int format, int64_t K, int64_t n, int live, int64_t g,
+                                        __m256i r[8]) {
+    const int len = ck_group_length(K, g);
+    for (int j = 0; j < 8; j++) {
+        if (j >= live) {
+            r[j] = _mm256_setzero_si256();
+        } else if (format == CK_Q4) {
+            __m128i b = _mm_loadu_si128((const __m128i *)((const uint8_t *)W + (n + j) * (K / 2) + g * 16));
+            __m128i lo = _mm_and_si128(b, _mm_set1_epi8(0x0F)), hi = _mm_and_si128(_mm_srli_epi16(b, 4), _mm_set1_epi8(0x0F));
+            r[j] = _mm256_sub_epi8(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(8));
+        } else if (len == 32) {
+            r[j] = _mm256_loadu_si256((const __m256i *)((const int8_t *)W + (n + j) * K + g * 32));
+        } else {
+            int8_t tmp[32] = {0};
+            memcpy(tmp, (const int8_t *)W + (n + j) * K + g * 32, (size_t)len);
+            r[j] = _mm256_loadu_si256((const __m256i *)tmp);
+        }
+    }
+}
+
+/* Packs weight rows n ..< n + cols (≤ QN; the rest zero) in the layout above. */
+AVX2 static void pack_panel(const void *W, const uint16_t *scales, int format, int64_t K, int64_t n, int64_t cols,
+                            void *pw, int32_t *comp, float *ws) {
+    const int64_t G = ck_groups(K);
+    const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+    for (int c = 0; c < QC; c++) {
+        int live = (int)(cols - 8 * c);
+        live = live < 0 ? 0 : (live > 8 ? 8 : live);
+        for (int64_t g = 0; g < G; g++) {
+            __m256i r[8];
+            load_group_rows(W, format, K, n + 8 * c, live, g, r);
+            if (format == CK_Q4) {
+                transpose8_epi32(r);  /* r[ch]: chunk ch (4 weights) of each of the 8 rows */
+                __m256i sum = _mm256_setzero_si256();
+                int8_t *dst = (int8_t *)pw + g * 8 * QN * 4;
+                for (int ch = 0; ch < 8; ch++) {
+                    _mm256_store_si256((__m256i *)(dst + (ch * QC + c) * 32), r[ch]);
+                    sum = _mm256_add_epi16(sum, _mm256_maddubs_epi16(ones8, r[ch]));
+                }
+                /* −128·Σw per column: the offset of the u8 activations */
+                __m256i s = _mm256_madd_epi16(sum, ones16);
+                _mm256_store_si256((__m256i *)(comp + g * QN + 8 * c), _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(s, 7)));
+            } else {
+                transpose8_epi16(r);  /* r[p]: input pair p (low lane) and p + 8 (high lane) of each row */
+                int16_t *dst = (int16_t *)pw + g * 16 * QN * 2;
+                for (int p = 0; p < 8; p++) {
+                    _mm256_store_si256((__m256i *)(dst + (p * QC + c) * 16), _mm256_cvtepi8_epi16(_mm256_castsi256_si128(r[p])));
+                    _mm256_store_si256((__m256i *)(dst + ((p + 8) * QC + c) * 16), _mm256_cvtepi8_epi16(_mm256_extracti128_si256(r[p], 1)));
+                }
+            }
+            uint16_t half[8];
+            for (int j = 0; j < 8; j++) half[j] = j < live ? scales[(n + 8 * c + j) * G + g] : 0;
+            _mm256_store_ps(ws + g * QN + 8 * c, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)half)));
+        }
+    }
+}
+
+/* acc[r][c] += float(d[r][c]) · w_scale[c] · x_scale[r] for one group; acc lives in memory */
+AVX2 static INLINE void scale_group(__m256i d[QR][QC], float acc[QR][QN], const float *ws, const float *xs, int64_t G,
+                                    const int mr) {
+    for (int r = 0; r < mr; r++) {
+        __m256 sx = _mm256_broadcast_ss(xs + r * G);
+        for (int c = 0; c < QC; c++) {
+            __m256 s = _mm256_mul_ps(_mm256_load_ps(ws + 8 * c), sx);
+            _mm256_store_ps(acc[r] + 8 * c, _mm256_fmadd_ps(_mm256_cvtepi32_ps(d[r][c]), s, _mm256_load_ps(acc[r] + 8 * c)));
+        }
+    }
+}
+
+/* y rows of the tile (+ bias), the first `cols` columns */
+AVX2 static INLINE void store_tile(float acc[QR][QN], const float *bias, float *y, int64_t ldy, int64_t cols,
+                                   const int mr) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (int c = 0; c < QC; c++) {
+        int64_t live = cols - 8 * c;
+        if (live <= 0) break;
+        __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(live > 8 ? 8 : live)), lane);
+        __m256 b = bias ? _mm256_maskload_ps(bias + 8 * c, mask) : _mm256_setzero_ps();
+        for (int r = 0; r < mr; r++) {
+            __m256 v = _mm256_add_ps(_mm256_load_ps(acc[r] + 8 * c), b);
+            if (live >= 8) _mm256_storeu_ps(y + r * ldy + 8 * c, v);
+            else _mm256_maskstore_ps(y + r * ldy + 8 * c, mask, v);
+        }
+    }
+}
+
+/* q8 tile: mr (≤ QR) rows × QN columns over all of K */
+AVX2 static INLINE void tile_q8(const uint8_t *xq, const float *xs, int64_t K, const int16_t *pw, const float *ws,
+                                const float *bias, float *y, int64_t ldy, int64_t cols, const int mr) {
+    const int64_t G = ck_groups(K), Kp = G * CK_GROUP;
+    const __m256i flip = _mm256_set1_epi8((char)0x80);
+    __attribute__((aligned(32))) float acc[QR][QN];
+    __attribute__((aligned(32))) int16_t xw[QR][32];
+    for (int r = 0; r < mr; r++)
+        for (int c = 0; c < QC; c++) _mm256_store_ps(acc[r] + 8 * c, _mm256_setzero_ps());
+    for (int64_t g = 0; g < G; g++) {
+        /* this group of each row as int16 q = u − 128 (flip the top bit, sign-extend) */
+        for (int r = 0; r < mr; r++) {
+            __m256i u = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(xq + r * Kp + g * 32)), flip);
+            _mm256_store_si256((__m256i *)xw[r], _mm256_cvtepi8_epi16(_mm256_castsi256_si128(u)));
+            _mm256_store_si256((__m256i *)(xw[r] + 16), _mm256_cvtepi8_epi16(_mm256_extracti128_si256(u, 1)));
+        }
+        __m256i d[QR][QC];
+        for (int r = 0; r < mr; r++)
+            for (int c = 0; c < QC; c++) d[r][c] = _mm256_setzero_si256();
+        const int16_t *p = pw + g * 16 * QN * 2;
+        for (int k = 0; k < 16; k++) {
+            __m256i w0 = _mm256_load_si256((const __m256i *)(p + (k * QC) * 16));
+            __m256i w1 = _mm256_load_si256((const __m256i *)(p + (k * QC + 1) * 16));
+            __m256i w2 = _mm256_load_si256((const __m256i *)(p + (k * QC + 2) * 16));
+            for (int r = 0; r < mr; r++) {
+                int32_t pair;
+                memcpy(&pair, xw[r] + 2 * k, 4);
+                __m256i a = _mm256_set1_epi32(pair);
+                d[r][0] = _mm256_add_epi32(d[r][0], _mm256_madd_epi16(a, w0));
+                d[r][1] = _mm256_add_epi32(d[r][1], _mm256_madd_epi16(a, w1));
+                d[r][2] = _mm256_add_epi32(d[r][2], _mm256_madd_epi16(a, w2));
+            }
+        }
+        scale_group(d, acc, ws + g * QN, xs + g, G, mr);
+    }
+    store_tile(acc, bias, y, ldy, cols, mr);
+}
+
+/* q4 tile: mr (≤ QR) rows × QN columns over all of K */
+AVX2 static INLINE void tile_q4(const uint8_t *xq, const float *xs, int64_t K, const int8_t *pw, const int32_t *comp,
+                                const float *ws, const float *bias, float *y, int64_t ldy, int64_t cols, const int mr) {
+    const int64_t G = ck_groups(K), Kp = G * CK_GROUP;
+    const __m256i ones = _mm256_set1_epi16(1);
+    __attribute__((aligned(32))) float acc[QR][QN];
+    for (int r = 0; r < mr; r++)
+        for (int c = 0; c < QC; c++) _mm256_store_ps(acc[r] + 8 * c, _mm256_setzero_ps());
+    for (int64_t g = 0; g < G; g++) {
+        __m256i s[QR][QC];
+        for (int r = 0; r < mr; r++)
+            for (int c = 0; c < QC; c++) s[r][c] = _mm256_setzero_si256();
+        const int8_t *p = pw + g * 8 * QN * 4;
+        for (int ch = 0; ch < 8; ch++) {
+            __m256i w0 = _mm256_load_si256((const __m256i *)(p + (ch * QC) * 32));
+            __m256i w1 = _mm256_load_si256((const __m256i *)(p + (ch * QC + 1) * 32));
+            __m256i w2 = _mm256_load_si256((const __m256i *)(p + (ch * QC + 2) * 32));
+            for (int r = 0; r < mr; r++) {
+                int32_t chunk;
+                memcpy(&chunk, xq + r * Kp + g * 32 + ch * 4, 4);
+                __m256i a = _mm256_set1_epi32(chunk);
+                s[r][0] = _mm256_add_epi16(s[r][0], _mm256_maddubs_epi16(a, w0));
+                s[r][1] = _mm256_add_epi16(s[r][1], _mm256_maddubs_epi16(a, w1));
+                s[r][2] = _mm256_add_epi16(s[r][2], _mm256_maddubs_epi16(a, w2));
+            }
+        }
+        __m256i d[QR][QC];
+        for (int r = 0; r < mr; r++)
+            for (int c = 0; c < QC; c++)
+                d[r][c] = _mm256_add_epi32(_mm256_madd_epi16(s[r][c], ones),
+                                           _mm256_load_si256((const __m256i *)(comp + g * QN + 8 * c)));
+        scale_group(d, acc, ws + g * QN, xs + g, G, mr);
+    }
+    store_tile(acc, bias, y, ldy, cols, mr);
+}
+
+AVX2 static void gemm_q_int8_avx2(const uint8_t *xq, const float *xs, int64_t M, int64_t K, const void *W,
+                                  const uint16_t *scales, int format, const float *bias, float *y, int64_t ldy,
+                                  int64_t n0, int64_t n1, void *scratch) {
+    const int64_t G = ck_groups(K), Kp = G * CK_GROUP;
+    /* scratch: the packed panel (q8: 2·QN bytes per feature, q4: QN), then compensations and
+     * scales (QN each per group); ck_gemm_q_int8_scratch_bytes gives 64 + 8·32 per group + 64 */
+    char *pw = (char *)(((uintptr_t)scratch + 31) & ~(uintptr_t)31);
+    int32_t *comp = (int32_t *)(pw + Kp * QN * (format == CK_Q8 ? 2 : 1));
+    float *ws = (float *)(comp + G * QN);
+    const int64_t rowBytes = format == CK_Q8 ? K : K / 2;
+    for (int64_t n = n0; n < n1; n += QN) {
+        const int64_t cols = n1 - n < QN ? n1 - n : QN;
+        pack_panel(W, scales, format, K, n, cols, pw, comp, ws);
+        const float *b = bias ? bias + n : NULL;
+        /* the next panel's rows are one contiguous block: bring it into L2 a slice per tile, so
+         * the next pack finds it there */
+        const char *next = (const char *)W + (n + QN) * rowBytes;
+        const int64_t lines = n + QN < n1 ? (QN * rowBytes) / 64 : 0;
+        const int64_t tiles = M / QR + 1, perTile = (lines + tiles - 1) / tiles;
+        int64_t fetched = 0;
+        int64_t m = 0;
+        for (; m < M; m += QR) {
+            for (int64_t j = 0; j < perTile && fetched < lines; j++, fetched++) _mm_prefetch(next + fetched * 64, _MM_HINT_T1);
+            const uint8_t *xr = xq + m * Kp;
+            const float *sr = xs + m * G;
+            float *yr = y + m * ldy + n;
+            const int64_t rows = M - m;
+            if (format == CK_Q8) {
+                const int16_t *p16 = (const int16_t *)pw;
+                switch (rows >= QR ? QR : rows) {
+                case 4: tile_q8(xr, sr, K, p16, ws, b, yr, ldy, cols, 4); break;
+                case 3: tile_q8(xr, sr, K, p16, ws, b, yr, ldy, cols, 3); break;
+                case 2: tile_q8(xr, sr, K, p16, ws, b, yr, ldy, cols, 2); break;
+                default: tile_q8(xr, sr, K, p16, ws, b, yr, ldy, cols, 1); break;
+                }
+            } else {
+                const int8_t *p8 = (const int8_t *)pw;
+                switch (rows >= QR ? QR : rows) {
+                case 4: tile_q4(xr, sr, K, p8, comp, ws, b, yr, ldy, cols, 4); break;
+                case 3: tile_q4(xr, sr, K, p8, comp, ws, b, yr, ldy, cols, 3); break;
+                case 2: tile_q4(xr, sr, K, p8, comp, ws, b, yr, ldy, cols, 2); break;
+                default: tile_q4(xr, sr, K, p8, comp, ws, b, yr, ldy, cols, 1); break;
+                }
+            }
+        }
+    }
+}
+
+/* 12 independent chains of the q8 tile's step (vpmaddwd of int16 pairs, vpaddd into int32):
+ * 16 multiply-adds per vpmaddwd, counted 2 operations each. Each chain multiplies its own
+ * value, so nothing is loop-invariant (wrapping integer values are fine). */
+AVX2 static double int8_probe_avx2(int64_t n, float *sink) {
+    __m256i a[12];
+    const __m256i w = _mm256_set1_epi16(-2);
+    for (int i = 0; i < 12; i++) a[i] = _mm256_set1_epi32(i);
+    for (int64_t k = 0; k < n; k++)
+        for (int i = 0; i < 12; i++) a[i] = _mm256_add_epi32(a[i], _mm256_madd_epi16(a[i], w));
+    __m256i s = a[0];
+    for (int i = 1; i < 12; i++) s = _mm256_add_epi32(s, a[i]);
+    __m128i h = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    *sink = (float)(_mm_cvtsi128_si32(h) + _mm_extract_epi32(h, 1) + _mm_extract_epi32(h, 2) + _mm_extract_epi32(h, 3));
+    return (double)n * 12 * 16 * 2;
+}
+
+void ck_fill_avx2_int8(ck_kernels *t, const ck_cpu *cpu) {
+    (void)cpu;
+    t->int8_products = 1;
+    t->quantize_input = quantize_input_avx2;
+    t->gemv_q_int8 = gemv_q_int8_avx2;
+    t->quantize_rows_u8 = quantize_rows_u8_avx2;
+    t->gemm_q_int8 = gemm_q_int8_avx2;
+    t->int8_probe = int8_probe_avx2;
+}
+#else
+void ck_fill_avx2_int8(ck_kernels *t, const ck_cpu *cpu) { (void)t; (void)cpu; }
+#endif

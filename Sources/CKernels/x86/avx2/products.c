@@ -1,0 +1,626 @@
+/* The avx2 level's float32 products: conversions, dot/axpy, the small-matrix linear, the packed
+ * GEMM for prefill, the decode GEMVs over bf16 and q8/q4 weights, and the read/FMA probes.
+ * 256-bit vectors (8 floats) in 16 registers, no masks: tails use vmaskmovps loads or scalar code. */
+#include "avx2.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#include <math.h>
+
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+#define AVX2_INLINE __attribute__((target("avx2,fma,f16c"), always_inline)) static inline
+
+/* lanes [8 − t, 16 − t) of this table are a vmaskmovps mask selecting the first t lanes */
+static const int32_t tail_lanes[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+
+AVX2_INLINE __m256i tail_mask(int64_t t) { return _mm256_loadu_si256((const __m256i *)(tail_lanes + 8 - t)); }
+
+AVX2_INLINE float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* 8 bf16 values widened exactly: a bf16 is the high half of its float32 */
+AVX2_INLINE __m256 bf16x8(const uint16_t *p) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+}
+
+AVX2 static void convert_row_avx2(const void *W, int format, int64_t K, int64_t row, float *out) {
+    if (format == CK_F32) {
+        memcpy(out, (const float *)W + row * K, (size_t)K * sizeof(float));
+        return;
+    }
+    const uint16_t *p = (const uint16_t *)W + row * K;
+    int64_t k = 0;
+    if (format == CK_BF16) {
+        for (; k + 16 <= K; k += 16) {
+            _mm256_storeu_ps(out + k, bf16x8(p + k));
+            _mm256_storeu_ps(out + k + 8, bf16x8(p + k + 8));
+        }
+        for (; k + 8 <= K; k += 8) _mm256_storeu_ps(out + k, bf16x8(p + k));
+        for (; k < K; k++) out[k] = ck_bf16_value(p[k]);
+    } else if (format == CK_F16) {
+        /* F16C's conversion is exact for every half, subnormals included */
+        for (; k + 8 <= K; k += 8) _mm256_storeu_ps(out + k, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + k))));
+        for (; k < K; k++) out[k] = ck_f16_value(p[k]);
+    }
+}
+
+/* Four accumulators: an FMA's latency is hidden behind the other three chains' work. */
+AVX2 static float dot_avx2(const float *a, const float *b, int64_t n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    int64_t k = 0;
+    for (; k + 32 <= n; k += 32) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k + 8), _mm256_loadu_ps(b + k + 8), s1);
+        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k + 16), _mm256_loadu_ps(b + k + 16), s2);
+        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k + 24), _mm256_loadu_ps(b + k + 24), s3);
+    }
+    for (; k + 8 <= n; k += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), s0);
+    if (k < n) {
+        __m256i m = tail_mask(n - k);
+        s1 = _mm256_fmadd_ps(_mm256_maskload_ps(a + k, m), _mm256_maskload_ps(b + k, m), s1);
+    }
+    return hsum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+}
+
+/* Four dot products sharing each load of b; two vectors per step give each row two chains. */
+AVX2 static void dot4_avx2(const float *a0, const float *a1, const float *a2, const float *a3, const float *b,
+                           int64_t n, float out[4]) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0, t0 = s0, t1 = s0, t2 = s0, t3 = s0;
+    int64_t k = 0;
+    for (; k + 16 <= n; k += 16) {
+        __m256 b0 = _mm256_loadu_ps(b + k), b1 = _mm256_loadu_ps(b + k + 8);
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a0 + k), b0, s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a1 + k), b0, s1);
+        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a2 + k), b0, s2);
+        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a3 + k), b0, s3);
+        t0 = _mm256_fmadd_ps(_mm256_loadu_ps(a0 + k + 8), b1, t0);
+        t1 = _mm256_fmadd_ps(_mm256_loadu_ps(a1 + k + 8), b1, t1);
+        t2 = _mm256_fmadd_ps(_mm256_loadu_ps(a2 + k + 8), b1, t2);
+        t3 = _mm256_fmadd_ps(_mm256_loadu_ps(a3 + k + 8), b1, t3);
+    }
+    for (; k < n; k += 8) {
+        __m256i m = tail_mask(n - k < 8 ? n - k : 8);
+        __m256 bv = _mm256_maskload_ps(b + k, m);
+        s0 = _mm256_fmadd_ps(_mm256_maskload_ps(a0 + k, m), bv, s0);
+        s1 = _mm256_fmadd_ps(_mm256_maskload_ps(a1 + k, m), bv, s1);
+        s2 = _mm256_fmadd_ps(_mm256_maskload_ps(a2 + k, m), bv, s2);
+        s3 = _mm256_fmadd_ps(_mm256_maskload_ps(a3 + k, m), bv, s3);
+    }
+    out[0] = hsum(_mm256_add_ps(s0, t0));
+    out[1] = hsum(_mm256_add_ps(s1, t1));
+    out[2] = hsum(_mm256_add_ps(s2, t2));
+    out[3] = hsum(_mm256_add_ps(s3, t3));
+}
+
+AVX2 static void axpy_avx2(float a, const float *x, float *y, int64_t n) {
+    __m256 av = _mm256_set1_ps(a);
+    int64_t k = 0;
+    for (; k + 16 <= n; k += 16) {
+        _mm256_storeu_ps(y + k, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + k), _mm256_loadu_ps(y + k)));
+        _mm256_storeu_ps(y + k + 8, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + k + 8), _mm256_loadu_ps(y + k + 8)));
+    }
+    for (; k + 8 <= n; k += 8)
+        _mm256_storeu_ps(y + k, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + k), _mm256_loadu_ps(y + k)));
+    for (; k < n; k++) y[k] = fmaf(a, x[k], y[k]);
+}
+
+/* y_r += p_r · x for four rows sharing the loads of x. A row with p_r == 0 is left untouched, as
+ * generic does (0 · inf would otherwise write NaN), so those calls go row by row. */
+AVX2 static void axpy4_avx2(const float p[4], const float *x, float *y0, float *y1, float *y2, float *y3, int64_t n) {
+    if (p[0] == 0.0f || p[1] == 0.0f || p[2] == 0.0f || p[3] == 0.0f) {
+        float *ys[4] = {y0, y1, y2, y3};
+        for (int r = 0; r < 4; r++)
+            if (p[r] != 0.0f) axpy_avx2(p[r], x, ys[r], n);
+        return;
+    }
+    __m256 p0 = _mm256_set1_ps(p[0]), p1 = _mm256_set1_ps(p[1]), p2 = _mm256_set1_ps(p[2]), p3 = _mm256_set1_ps(p[3]);
+    int64_t k = 0;
+    for (; k + 8 <= n; k += 8) {
+        __m256 xv = _mm256_loadu_ps(x + k);
+        _mm256_storeu_ps(y0 + k, _mm256_fmadd_ps(p0, xv, _mm256_loadu_ps(y0 + k)));
+        _mm256_storeu_ps(y1 + k, _mm256_fmadd_ps(p1, xv, _mm256_loadu_ps(y1 + k)));
+        _mm256_storeu_ps(y2 + k, _mm256_fmadd_ps(p2, xv, _mm256_loadu_ps(y2 + k)));
+        _mm256_storeu_ps(y3 + k, _mm256_fmadd_ps(p3, xv, _mm256_loadu_ps(y3 + k)));
+    }
+    for (; k < n; k++) {
+        y0[k] = fmaf(p[0], x[k], y0[k]);
+        y1[k] = fmaf(p[1], x[k], y1[k]);
+        y2[k] = fmaf(p[2], x[k], y2[k]);
+        y3[k] = fmaf(p[3], x[k], y3[k]);
+    }
+}
+
+AVX2 static void scale_avx2(float a, float *y, int64_t n) {
+    __m256 av = _mm256_set1_ps(a);
+    int64_t k = 0;
+    for (; k + 16 <= n; k += 16) {
+        _mm256_storeu_ps(y + k, _mm256_mul_ps(av, _mm256_loadu_ps(y + k)));
+        _mm256_storeu_ps(y + k + 8, _mm256_mul_ps(av, _mm256_loadu_ps(y + k + 8)));
+    }
+    for (; k + 8 <= n; k += 8) _mm256_storeu_ps(y + k, _mm256_mul_ps(av, _mm256_loadu_ps(y + k)));
+    for (; k < n; k++) y[k] *= a;
+}
+
+/* ---- linear: few input rows, any weight format but quantized ---- */
+
+/* Up to 2 input rows × 4 weight rows (float32, rows K apart) over all of K: 8 accumulators, six
+ * loads per eight FMAs. Missing rows repeat a present one; their sums are not stored. */
+AVX2 static void linear_tile_2x4(const float *x0, const float *x1, const float *const w[4], int64_t K,
+                                 float out[2][4]) {
+    __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+    int64_t k = 0;
+    for (; k + 8 <= K; k += 8) {
+        __m256 u = _mm256_loadu_ps(x0 + k), v = _mm256_loadu_ps(x1 + k);
+        __m256 w0 = _mm256_loadu_ps(w[0] + k), w1 = _mm256_loadu_ps(w[1] + k);
+        a00 = _mm256_fmadd_ps(u, w0, a00);
+        a10 = _mm256_fmadd_ps(v, w0, a10);
+        a01 = _mm256_fmadd_ps(u, w1, a01);
+        a11 = _mm256_fmadd_ps(v, w1, a11);
+        __m256 w2 = _mm256_loadu_ps(w[2] + k), w3 = _mm256_loadu_ps(w[3] + k);
+        a02 = _mm256_fmadd_ps(u, w2, a02);
+        a12 = _mm256_fmadd_ps(v, w2, a12);
+        a03 = _mm256_fmadd_ps(u, w3, a03);
+        a13 = _mm256_fmadd_ps(v, w3, a13);
+    }
+    if (k < K) {
+        __m256i m = tail_mask(K - k);
+        __m256 u = _mm256_maskload_ps(x0 + k, m), v = _mm256_maskload_ps(x1 + k, m);
+        __m256 w0 = _mm256_maskload_ps(w[0] + k, m), w1 = _mm256_maskload_ps(w[1] + k, m);
+        __m256 w2 = _mm256_maskload_ps(w[2] + k, m), w3 = _mm256_maskload_ps(w[3] + k, m);
+        a00 = _mm256_fmadd_ps(u, w0, a00);
+        a10 = _mm256_fmadd_ps(v, w0, a10);
+        a01 = _mm256_fmadd_ps(u, w1, a01);
+        a11 = _mm256_fmadd_ps(v, w1, a11);
+        a02 = _mm256_fmadd_ps(u, w2, a02);
+        a12 = _mm256_fmadd_ps(v, w2, a12);
+        a03 = _mm256_fmadd_ps(u, w3, a03);
+        a13 = _mm256_fmadd_ps(v, w3, a13);
+    }
+    out[0][0] = hsum(a00); out[0][1] = hsum(a01); out[0][2] = hsum(a02); out[0][3] = hsum(a03);
+    out[1][0] = hsum(a10); out[1][1] = hsum(a11); out[1][2] = hsum(a12); out[1][3] = hsum(a13);
+}
+
+/* Four weight rows at a time (float32 rows read in place, others widened into scratch: 4·K
+ * floats), every input row against them two at a time. */
+AVX2 static void linear_avx2(const float *x, int64_t M, int64_t K, int64_t ldx, const void *W, int format,
+                             const float *bias, float *y, int64_t ldy, int64_t n0, int64_t n1, float *scratch) {
+    for (int64_t n = n0; n < n1; n += 4) {
+        int64_t nrows = n1 - n < 4 ? n1 - n : 4;
+        const float *w[4];
+        for (int64_t j = 0; j < 4; j++) {
+            int64_t jj = j < nrows ? j : nrows - 1;
+            if (format == CK_F32) {
+                w[j] = (const float *)W + (n + jj) * K;
+            } else {
+                if (j < nrows) convert_row_avx2(W, format, K, n + j, scratch + j * K);
+                w[j] = scratch + jj * K;
+            }
+        }
+        for (int64_t m = 0; m < M; m += 2) {
+            int64_t mrows = M - m < 2 ? M - m : 2;
+            float out[2][4];
+            linear_tile_2x4(x + m * ldx, x + (m + mrows - 1) * ldx, w, K, out);
+            for (int64_t i = 0; i < mrows; i++)
+                for (int64_t j = 0; j < nrows; j++) y[(m + i) * ldy + n + j] = out[i][j] + (bias ? bias[n + j] : 0.0f);
+        }
+    }
+}
+
+/* ---- the packed float32 GEMM (prefill) ----
+ *
+ * Broadcast form: a panel of 16 weight rows is widened to float32 and stored transposed,
+ * pack[k][16] (one 64-byte line per k), and a 6-row × 16-column tile of y accumulates in 12
+ * registers: per k, two panel vectors and six broadcast inputs feed 12 FMAs (8 loads per 12
+ * FMAs, within two loads a cycle). Panels are packed GROUP at a time over all of K (GROUP·16·K
+ * floats of the 64·K scratch); K is then cut in blocks of KC so that, per 6-row tile, the six
+ * input rows' block (6·KC floats) is read from memory once and stays in L1 for the group's
+ * panels, whose blocks (GROUP·KC lines) stream from L2. */
+enum { GEMM_MR = 6, GEMM_NR = 16, GEMM_GROUP = 3, GEMM_KC = 512 };
+
+/* 8×8 transpose: rows r[j] (8 consecutive k of weight row j) become columns (one k, 8 rows). */
+AVX2_INLINE void transpose8(__m256 r[8]) {
+    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+    r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+    r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+    r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+    r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+    r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+    r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+    r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+/* Weights k ..< k+8 of one row as float32 (before any group scale); `row` is the row's start.
+ * q4: inside group g = k/32, elements 0–15 are the low nibbles of the group's 16 bytes and
+ * 16–31 the high nibbles, each value nibble − 8. */
+AVX2_INLINE __m256 load_row8(const void *row, int format, int64_t k) {
+    switch (format) {
+    case CK_F32: return _mm256_loadu_ps((const float *)row + k);
+    case CK_BF16: return bf16x8((const uint16_t *)row + k);
+    case CK_F16: return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)row + k)));
+    case CK_Q8:
+        return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)((const int8_t *)row + k))));
+    default: {
+        int64_t o = k & 31;
+        const uint8_t *q = (const uint8_t *)row + (k >> 5) * 16 + (o & 15);
+        __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)q));
+        b = o < 16 ? _mm256_and_si256(b, _mm256_set1_epi32(0xF)) : _mm256_srli_epi32(b, 4);
+        return _mm256_cvtepi32_ps(_mm256_sub_epi32(b, _mm256_set1_epi32(8)));
+    }
+    }
+}
+
+/* Weight (row, k) as float32, the scale of its group applied: tails of the vector packing. */
+static float weight_value(const void *W, const uint16_t *scales, int format, int64_t K, int64_t n, int64_t k) {
+    switch (format) {
+    case CK_F32: return ((const float *)W)[n * K + k];
+    case CK_BF16: return ck_bf16_value(((const uint16_t *)W)[n * K + k]);
+    case CK_F16: return ck_f16_value(((const uint16_t *)W)[n * K + k]);
+    default:
+        return (float)ck_q_weight(W, format, K, n, k / 32, (int)(k % 32)) *
+               ck_f16_value(scales[n * ck_groups(K) + k / 32]);
+    }
+}
+
+/* Packs weight rows n ..< n+nc (nc ≤ 16) as pack[k][16], 8 rows at a time: 8 consecutive k of
+ * each row are widened and transposed in registers; quantized values are then multiplied by the
+ * 8 rows' scales of the group (q·s is exact in float32, as generic's dequantization). Columns
+ * past nc repeat row n+nc−1; their sums are never stored. */
+AVX2_INLINE void pack_panel_format(const void *W, const uint16_t *scales, const int format, int64_t K, int64_t n,
+                                   int64_t nc, float *pack) {
+    const int64_t rowBytes = format == CK_F32 ? 4 * K : format == CK_Q8 ? K : format == CK_Q4 ? K / 2 : 2 * K;
+    const int64_t G = ck_groups(K), K8 = K & ~(int64_t)7;
+    const int quantized = format == CK_Q8 || format == CK_Q4;
+    for (int h = 0; h < 2; h++) {
+        int64_t rows[8];
+        const char *src[8];
+        for (int j = 0; j < 8; j++) {
+            rows[j] = n + (h * 8 + j < nc ? h * 8 + j : nc - 1);
+            src[j] = (const char *)W + rows[j] * rowBytes;
+        }
+        float *dst = pack + h * 8;
+        __m256 sv = _mm256_setzero_ps();
+        for (int64_t k = 0; k < K8; k += 8) {
+            if (quantized && (k & 31) == 0) {
+                int64_t g = k >> 5;
+                __m128i s16 = _mm_setr_epi16((short)scales[rows[0] * G + g], (short)scales[rows[1] * G + g],
+                                             (short)scales[rows[2] * G + g], (short)scales[rows[3] * G + g],
+                                             (short)scales[rows[4] * G + g], (short)scales[rows[5] * G + g],
+                                             (short)scales[rows[6] * G + g], (short)scales[rows[7] * G + g]);
+                sv = _mm256_cvtph_ps(s16);
+            }
+            __m256 r[8];
+            for (int j = 0; j < 8; j++) r[j] = load_row8(src[j], format, k);
+            transpose8(r);
+            for (int i = 0; i < 8; i++) _mm256_store_ps(dst + (k + i) * GEMM_NR, quantized ? _mm256_mul_ps(r[i], sv) : r[i]);
+        }
+        for (int64_t k = K8; k < K; k++)
+            for (int j = 0; j < 8; j++) dst[k * GEMM_NR + j] = weight_value(W, scales, format, K, rows[j], k);
+    }
+}
+
+AVX2 static void pack_panel(const void *W, const uint16_t *scales, int format, int64_t K, int64_t n, int64_t nc,
+                            float *pack) {
+    switch (format) {
+    case CK_F32: pack_panel_format(W, scales, CK_F32, K, n, nc, pack); break;
+    case CK_BF16: pack_panel_format(W, scales, CK_BF16, K, n, nc, pack); break;
+    case CK_F16: pack_panel_format(W, scales, CK_F16, K, n, nc, pack); break;
+    case CK_Q8: pack_panel_format(W, scales, CK_Q8, K, n, nc, pack); break;
+    default: pack_panel_format(W, scales, CK_Q4, K, n, nc, pack); break;
+    }
+}
+
+/* One register tile: mr rows × 16 columns over kc inputs. acc = (first ? 0 : y) + Σ_k x[r][k]·pack[k];
+ * then + bias when given (the last K block); y rows are ldy apart. */
+AVX2_INLINE void gemm_tile(const float *x, int64_t ldx, const float *pack, int64_t kc, float *y, int64_t ldy,
+                           int first, const float *bias, const int mr) {
+    __m256 acc[GEMM_MR][2];
+    for (int r = 0; r < mr; r++) {
+        if (first) {
+            acc[r][0] = _mm256_setzero_ps();
+            acc[r][1] = _mm256_setzero_ps();
+        } else {
+            acc[r][0] = _mm256_loadu_ps(y + r * ldy);
+            acc[r][1] = _mm256_loadu_ps(y + r * ldy + 8);
+        }
+    }
+    /* Six row pointers indexed by one k: each broadcast is base + k·4, so the loop itself only
+     * advances k and the panel. The empty asm hides that the rows are ldx apart, which would
+     * otherwise be folded back into per-iteration address arithmetic. Unrolled by 4 to stay
+     * within a 4-wide front end (12 FMAs take 6 cycles). */
+    const float *xr[GEMM_MR];
+    for (int r = 0; r < mr; r++) {
+        xr[r] = x + r * ldx;
+        __asm__("" : "+r"(xr[r]));
+    }
+    const float *pw = pack;
+#define CK_TILE_STEP(u)                                                                                  \
+    do {                                                                                                 \
+        __m256 w0 = _mm256_load_ps(pw + (u) * GEMM_NR), w1 = _mm256_load_ps(pw + (u) * GEMM_NR + 8);     \
+        for (int r = 0; r < mr; r++) {                                                                   \
+            __m256 xv = _mm256_broadcast_ss(xr[r] + k + (u));                                            \
+            acc[r][0] = _mm256_fmadd_ps(xv, w0, acc[r][0]);                                              \
+            acc[r][1] = _mm256_fmadd_ps(xv, w1, acc[r][1]);                                              \
+        }                                                                                                \
+    } while (0)
+    int64_t k = 0;
+    for (; k + 4 <= kc; k += 4) {
+        CK_TILE_STEP(0);
+        CK_TILE_STEP(1);
+        CK_TILE_STEP(2);
+        CK_TILE_STEP(3);
+        pw += 4 * GEMM_NR;
+    }
+    for (; k < kc; k++) {
+        CK_TILE_STEP(0);
+        pw += GEMM_NR;
+    }
+#undef CK_TILE_STEP
+    __m256 b0 = _mm256_setzero_ps(), b1 = b0;
+    if (bias) {
+        b0 = _mm256_loadu_ps(bias);
+        b1 = _mm256_loadu_ps(bias + 8);
+    }
+    for (int r = 0; r < mr; r++) {
+        _mm256_storeu_ps(y + r * ldy, _mm256_add_ps(acc[r][0], b0));
+        _mm256_storeu_ps(y + r * ldy + 8, _mm256_add_ps(acc[r][1], b1));
+    }
+}
+
+AVX2 static void gemm_tile_rows(const float *x, int64_t ldx, const float *pack, int64_t kc, float *y, int64_t ldy,
+                                int first, const float *bias, int mr) {
+    switch (mr) {
+    case 6: gemm_tile(x, ldx, pack, kc, y, ldy, first, bias, 6); break;
+    case 5: gemm_tile(x, ldx, pack, kc, y, ldy, first, bias, 5); break;
+    case 4: gemm_tile(x, ldx, pack, kc, y, ldy, first, bias, 4); break;
+    case 3: gemm_tile(x, ldx, pack, kc, y, ldy, first, bias, 3); break;
+    case 2: gemm_tile(x, ldx, pack, kc, y, ldy, first, bias, 2); break;
+    default: gemm_tile(x, ldx, pack, kc, y, ldy, first, bias, 1); break;
+    }
+}
+
+AVX2 static void gemm_f32_packed_avx2(const float *x, int64_t M, int64_t K, int64_t ldx, const void *W,
+                                      const uint16_t *scales, int format, const float *bias, float *y, int64_t ldy,
+                                      int64_t n0, int64_t n1, float *scratch) {
+    /* GROUP panels of 16·K floats, 64-byte aligned: 48·K + 15 ≤ 64·K floats */
+    float *pack = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+    const int64_t panel = GEMM_NR * K;
+    for (int64_t n = n0; n < n1; n += GEMM_GROUP * GEMM_NR) {
+        const int64_t cols = n1 - n < GEMM_GROUP * GEMM_NR ? n1 - n : GEMM_GROUP * GEMM_NR;
+        const int panels = (int)((cols + GEMM_NR - 1) / GEMM_NR);
+        float bvec[GEMM_GROUP][GEMM_NR];
+        int64_t pc[GEMM_GROUP];
+        for (int p = 0; p < panels; p++) {
+            pc[p] = cols - p * GEMM_NR < GEMM_NR ? cols - p * GEMM_NR : GEMM_NR;
+            pack_panel(W, scales, format, K, n + p * GEMM_NR, pc[p], pack + p * panel);
+            for (int j = 0; j < GEMM_NR; j++) bvec[p][j] = bias && j < pc[p] ? bias[n + p * GEMM_NR + j] : 0.0f;
+        }
+        for (int64_t kb = 0; kb < K; kb += GEMM_KC) {
+            const int64_t kc = K - kb < GEMM_KC ? K - kb : GEMM_KC;
+            const int first = kb == 0, last = kb + kc == K;
+            for (int64_t m = 0; m < M; m += GEMM_MR) {
+                const int mr = M - m < GEMM_MR ? (int)(M - m) : GEMM_MR;
+                for (int p = 0; p < panels; p++) {
+                    const float *pp = pack + p * panel + kb * GEMM_NR;
+                    const float *bp = last ? bvec[p] : NULL;
+                    float *yp = y + m * ldy + n + p * GEMM_NR;
+                    if (pc[p] == GEMM_NR) {
+                        gemm_tile_rows(x + m * ldx + kb, ldx, pp, kc, yp, ldy, first, bp, mr);
+                    } else {
+                        /* a narrow last panel accumulates in a full-width copy of its columns */
+                        float part[GEMM_MR * GEMM_NR];
+                        for (int r = 0; r < mr; r++)
+                            for (int j = 0; j < GEMM_NR; j++) part[r * GEMM_NR + j] = !first && j < pc[p] ? yp[r * ldy + j] : 0.0f;
+                        gemm_tile_rows(x + m * ldx + kb, ldx, pp, kc, part, GEMM_NR, first, bp, mr);
+                        for (int r = 0; r < mr; r++)
+                            for (int j = 0; j < pc[p]; j++) yp[r * ldy + j] = part[r * GEMM_NR + j];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* ---- decode GEMVs ---- */
+
+/* bf16 weights against x split by ck_split_even_odd: a 256-bit load holds 16 bf16, i.e. the
+ * pairs (k+2i, k+2i+1) for i < 8; `w << 16` is the even elements as float32, `w & 0xFFFF0000`
+ * the odd ones. Per 32-chunk: xeo[0..16) are the chunk's even inputs, xeo[16..32) its odd ones.
+ * Four rows per pass share the input loads; each row is prefetched 2 KB ahead, or for short rows
+ * the next four rows at the same place. */
+AVX2 static void gemv_bf16_avx2(const float *xeo, int64_t K, const void *Wv, const float *bias, float *y, int64_t n0,
+                                int64_t n1) {
+    const uint16_t *W = (const uint16_t *)Wv;
+    const __m256i hi = _mm256_set1_epi32((int)0xFFFF0000u);
+    const int64_t K32 = K & ~(int64_t)31;
+    const int64_t ahead = 8 * K <= 32768 ? 4 * K : 1024;
+    int64_t n = n0;
+    for (; n + 4 <= n1; n += 4) {
+        const uint16_t *w0 = W + n * K, *w1 = w0 + K, *w2 = w1 + K, *w3 = w2 + K;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+        for (int64_t k = 0; k < K32; k += 32) {
+            _mm_prefetch((const char *)(w0 + k + ahead), _MM_HINT_T0);
+            _mm_prefetch((const char *)(w1 + k + ahead), _MM_HINT_T0);
+            _mm_prefetch((const char *)(w2 + k + ahead), _MM_HINT_T0);
+            _mm_prefetch((const char *)(w3 + k + ahead), _MM_HINT_T0);
+            __m256 xe0 = _mm256_loadu_ps(xeo + k), xe1 = _mm256_loadu_ps(xeo + k + 8);
+            __m256 xo0 = _mm256_loadu_ps(xeo + k + 16), xo1 = _mm256_loadu_ps(xeo + k + 24);
+#define CK_BF16_ROW(wr, a, b)                                                                              \
+    do {                                                                                                   \
+        __m256i v0 = _mm256_loadu_si256((const __m256i *)(wr + k));                                        \
+        __m256i v1 = _mm256_loadu_si256((const __m256i *)(wr + k + 16));                                   \
+        a = _mm256_fmadd_ps(xe0, _mm256_castsi256_ps(_mm256_slli_epi32(v0, 16)), a);                       \
+        b = _mm256_fmadd_ps(xo0, _mm256_castsi256_ps(_mm256_and_si256(v0, hi)), b);                        \
+        a = _mm256_fmadd_ps(xe1, _mm256_castsi256_ps(_mm256_slli_epi32(v1, 16)), a);                       \
+        b = _mm256_fmadd_ps(xo1, _mm256_castsi256_ps(_mm256_and_si256(v1, hi)), b);                        \
+    } while (0)
+            CK_BF16_ROW(w0, a0, b0);
+            CK_BF16_ROW(w1, a1, b1);
+            CK_BF16_ROW(w2, a2, b2);
+            CK_BF16_ROW(w3, a3, b3);
+        }
+        float r[4] = {hsum(_mm256_add_ps(a0, b0)), hsum(_mm256_add_ps(a1, b1)), hsum(_mm256_add_ps(a2, b2)),
+                      hsum(_mm256_add_ps(a3, b3))};
+        const uint16_t *ws[4] = {w0, w1, w2, w3};
+        for (int j = 0; j < 4; j++) {
+            /* past the last 32-chunk xeo holds x unsplit */
+            for (int64_t k = K32; k < K; k++) r[j] += xeo[k] * ck_bf16_value(ws[j][k]);
+            y[n + j] = r[j] + (bias ? bias[n + j] : 0.0f);
+        }
+    }
+    for (; n < n1; n++) {
+        const uint16_t *w0 = W + n * K;
+        __m256 a0 = _mm256_setzero_ps(), b0 = a0;
+        for (int64_t k = 0; k < K32; k += 32) {
+            __m256 xe0 = _mm256_loadu_ps(xeo + k), xe1 = _mm256_loadu_ps(xeo + k + 8);
+            __m256 xo0 = _mm256_loadu_ps(xeo + k + 16), xo1 = _mm256_loadu_ps(xeo + k + 24);
+            CK_BF16_ROW(w0, a0, b0);
+        }
+#undef CK_BF16_ROW
+        float r = hsum(_mm256_add_ps(a0, b0));
+        for (int64_t k = K32; k < K; k++) r += xeo[k] * ck_bf16_value(w0[k]);
+        y[n] = r + (bias ? bias[n] : 0.0f);
+    }
+}
+
+/* Quantized weights against a float32 input, whole groups (K % 32 == 0). Per row and group:
+ * part = Σ_i x_i·q_i over four 8-lane vectors, then acc += part · scale (generic's order within a
+ * group). Four rows per pass share the input loads; the scales of 8 groups are widened at a time
+ * (F16C) into a small buffer and broadcast from it. The next four rows are prefetched at the same
+ * place (at least 4 KB ahead), which keeps the stream ahead of short rows too. */
+AVX2_INLINE __m256 q8_group(const int8_t *q, __m256 xa, __m256 xb, __m256 xc, __m256 xd) {
+    __m256 a = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)q)));
+    __m256 b = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(q + 8))));
+    __m256 c = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(q + 16))));
+    __m256 d = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(q + 24))));
+    return _mm256_fmadd_ps(a, xa, _mm256_fmadd_ps(b, xb, _mm256_fmadd_ps(c, xc, _mm256_mul_ps(d, xd))));
+}
+
+/* q4 group: byte j holds element j (low nibble) and j + 16 (high nibble), each nibble − 8 */
+AVX2_INLINE __m256 q4_group(const uint8_t *q, __m256 xa, __m256 xb, __m256 xc, __m256 xd) {
+    const __m256i low = _mm256_set1_epi32(0xF), eight = _mm256_set1_epi32(8);
+    __m256i u = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)q));
+    __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(q + 8)));
+    __m256 a = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_and_si256(u, low), eight));
+    __m256 b = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_and_si256(v, low), eight));
+    __m256 c = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_srli_epi32(u, 4), eight));
+    __m256 d = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_srli_epi32(v, 4), eight));
+    return _mm256_fmadd_ps(a, xa, _mm256_fmadd_ps(b, xb, _mm256_fmadd_ps(c, xc, _mm256_mul_ps(d, xd))));
+}
+
+/* rows rows n ..< n+R (R ≤ 4) of a q8 (q4) matrix over all groups */
+AVX2_INLINE void gemv_q_rows(const float *x, int64_t K, const void *W, const uint16_t *scales, const int q4,
+                             const float *bias, float *y, int64_t n, const int R) {
+    const int64_t G = K / CK_GROUP, rowBytes = q4 ? K / 2 : K, gbytes = q4 ? 16 : 32;
+    const int64_t pf = R * rowBytes > 4096 ? R * rowBytes : 4096;
+    const char *w = (const char *)W + n * rowBytes;
+    __m256 acc[4];
+    for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps();
+    float sf[4][8];
+    for (int64_t g0 = 0; g0 < G; g0 += 8) {
+        const int64_t gn = G - g0 < 8 ? G - g0 : 8;
+        for (int r = 0; r < R; r++) {
+            const uint16_t *s = scales + (n + r) * G + g0;
+            if (gn == 8) {
+                _mm256_storeu_ps(sf[r], _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)s)));
+            } else {
+                for (int64_t i = 0; i < gn; i++) sf[r][i] = ck_f16_value(s[i]);
+            }
+        }
+        /* 8 groups of a row are 256 (q8) or 128 (q4) bytes */
+        for (int r = 0; r < R; r++)
+            for (int64_t b = 0; b < 8 * gbytes; b += 64)
+                _mm_prefetch(w + r * rowBytes + g0 * gbytes + pf + b, _MM_HINT_T0);
+        for (int64_t i = 0; i < gn; i++) {
+            const int64_t g = g0 + i;
+            __m256 xa = _mm256_loadu_ps(x + g * 32), xb = _mm256_loadu_ps(x + g * 32 + 8);
+            __m256 xc = _mm256_loadu_ps(x + g * 32 + 16), xd = _mm256_loadu_ps(x + g * 32 + 24);
+            for (int r = 0; r < R; r++) {
+                const char *q = w + r * rowBytes + g * gbytes;
+                __m256 part = q4 ? q4_group((const uint8_t *)q, xa, xb, xc, xd) : q8_group((const int8_t *)q, xa, xb, xc, xd);
+                acc[r] = _mm256_fmadd_ps(part, _mm256_broadcast_ss(&sf[r][i]), acc[r]);
+            }
+        }
+    }
+    for (int r = 0; r < R; r++) y[n + r] = hsum(acc[r]) + (bias ? bias[n + r] : 0.0f);
+}
+
+AVX2 static void gemv_q8_avx2(const float *x, int64_t K, const void *W, const uint16_t *scales, const float *bias,
+                              float *y, int64_t n0, int64_t n1) {
+    int64_t n = n0;
+    for (; n + 4 <= n1; n += 4) gemv_q_rows(x, K, W, scales, 0, bias, y, n, 4);
+    for (; n < n1; n++) gemv_q_rows(x, K, W, scales, 0, bias, y, n, 1);
+}
+
+AVX2 static void gemv_q4_avx2(const float *x, int64_t K, const void *W, const uint16_t *scales, const float *bias,
+                              float *y, int64_t n0, int64_t n1) {
+    int64_t n = n0;
+    for (; n + 4 <= n1; n += 4) gemv_q_rows(x, K, W, scales, 1, bias, y, n, 4);
+    for (; n < n1; n++) gemv_q_rows(x, K, W, scales, 1, bias, y, n, 1);
+}
+
+static void gemv_q_avx2(const float *x, int64_t K, const void *W, const uint16_t *scales, int format,
+                        const float *bias, float *y, int64_t n0, int64_t n1) {
+    if (format == CK_Q4) gemv_q4_avx2(x, K, W, scales, bias, y, n0, n1);
+    else gemv_q8_avx2(x, K, W, scales, bias, y, n0, n1);
+}
+
+/* ---- probes ---- */
+
+/* Sums n floats, four 256-bit loads per step into four accumulators. */
+AVX2 static float read_all_avx2(const float *p, int64_t n) {
+    __m256 a = _mm256_setzero_ps(), b = a, c = a, d = a;
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a = _mm256_add_ps(a, _mm256_loadu_ps(p + i));
+        b = _mm256_add_ps(b, _mm256_loadu_ps(p + i + 8));
+        c = _mm256_add_ps(c, _mm256_loadu_ps(p + i + 16));
+        d = _mm256_add_ps(d, _mm256_loadu_ps(p + i + 24));
+    }
+    float s = hsum(_mm256_add_ps(_mm256_add_ps(a, b), _mm256_add_ps(c, d)));
+    for (; i < n; i++) s += p[i];
+    return s;
+}
+
+/* Twelve independent FMA chains: more than latency × issue width (4–5 × 2) on the CPUs this
+ * level targets, so the FMA units never wait. */
+AVX2 static double fma_probe_avx2(int64_t iterations, float *sink) {
+    __m256 a[12], x = _mm256_set1_ps(0.999f), c = _mm256_set1_ps(1e-3f);
+    for (int i = 0; i < 12; i++) a[i] = _mm256_set1_ps((float)i);
+    for (int64_t k = 0; k < iterations; k++)
+        for (int i = 0; i < 12; i++) a[i] = _mm256_fmadd_ps(a[i], x, c);
+    __m256 s = a[0];
+    for (int i = 1; i < 12; i++) s = _mm256_add_ps(s, a[i]);
+    *sink = hsum(s);
+    return (double)iterations * 12 * 8 * 2;
+}
+
+void ck_fill_avx2_products(ck_kernels *t, const ck_cpu *cpu) {
+    (void)cpu;
+    t->convert_row = convert_row_avx2;
+    t->dot = dot_avx2;
+    t->dot4 = dot4_avx2;
+    t->axpy = axpy_avx2;
+    t->axpy4 = axpy4_avx2;
+    t->scale = scale_avx2;
+    t->linear = linear_avx2;
+    t->gemv_bf16 = gemv_bf16_avx2;
+    t->gemm_f32_packed = gemm_f32_packed_avx2;
+    t->gemv_q = gemv_q_avx2;
+    t->read_all = read_all_avx2;
+    t->fma_probe = fma_probe_avx2;
+}
+#else
+void ck_fill_avx2_products(ck_kernels *t, const ck_cpu *cpu) { (void)t; (void)cpu; }
+#endif
