@@ -12,7 +12,8 @@
 #   tools/kernels/check-arm64.sh [LEVEL ...]
 # LEVELs are passed to the check binary of every CPU model that has them (models with none of
 # them are skipped). Environment: CC (default clang), QEMU (default qemu-aarch64), SYSROOT
-# (default /usr/aarch64-linux-gnu), CPUS (default "max neoverse-n1 cortex-a53").
+# (default /usr/aarch64-linux-gnu), CPUS (default "max neoverse-n1 cortex-a53"), LIMIT (seconds
+# one run may take, default 1800: a kernel that never returns fails instead of hanging CI).
 # Ends with "arm64 kernels: N passed, N failed"; exits 1 on any failure, 2 on a bad argument or
 # a missing tool.
 set -euo pipefail
@@ -22,10 +23,11 @@ cc="${CC:-clang}"
 qemu="${QEMU:-qemu-aarch64}"
 sysroot="${SYSROOT:-/usr/aarch64-linux-gnu}"
 read -r -a cpus <<< "${CPUS:-max neoverse-n1 cortex-a53}"
+limit="${LIMIT:-1800}"
 target=aarch64-linux-gnu
 all_levels="generic neon neon-dotprod neon-i8mm"
 
-for tool in "$cc" "$qemu"; do
+for tool in "$cc" "$qemu" timeout; do
   command -v "$tool" > /dev/null || { echo "check-arm64: $tool not found (needs clang and qemu-user)"; exit 2; }
 done
 [ -d "$sysroot" ] || { echo "check-arm64: no aarch64 sysroot at $sysroot (crossbuild-essential-arm64)"; exit 2; }
@@ -83,7 +85,7 @@ for cpu in "${cpus[@]}"; do
   (
     log="$work/run-$cpu.log"
     # a level name no chain has makes the binary list this CPU's levels and stop
-    chain="$("$qemu" -cpu "$cpu" -L "$sysroot" "$bin" '?' 2>&1 | sed -n 's/.*(levels: \(.*\))$/\1/p' || true)"
+    chain="$(timeout 120 "$qemu" -cpu "$cpu" -L "$sysroot" "$bin" '?' 2>&1 | sed -n 's/.*(levels: \(.*\))$/\1/p' || true)"
     echo "$chain" > "$work/chain-$cpu"
     args=()
     for level in "$@"; do
@@ -94,7 +96,7 @@ for cpu in "${cpus[@]}"; do
       exit 0
     fi
     set +e
-    "$qemu" -cpu "$cpu" -L "$sysroot" "$bin" "${args[@]}" > "$log" 2>&1
+    timeout "$limit" "$qemu" -cpu "$cpu" -L "$sysroot" "$bin" "${args[@]}" > "$log" 2>&1
     echo $? > "$work/rc-$cpu"
   ) &
   pids+=($!)
@@ -118,7 +120,7 @@ for cpu in "${cpus[@]}"; do
   sed 's/^/   /' "$log"
   summary="$(grep -E '^kernels: [0-9]+ passed, [0-9]+ failed$' "$log" | tail -n 1 || true)"
   if [ -z "$summary" ]; then
-    echo "FAIL $cpu: the check stopped without a summary (exit status $rc)"
+    echo "FAIL $cpu: the check stopped without a summary (exit status $rc; 124: past LIMIT)"
     failed=$((failed + 1))
     continue
   fi

@@ -14,8 +14,9 @@
 
 /* max|v| over a group of 32, NaNs skipped as fmaxf skips them (FMAXNM) */
 INLINE float group_amax(const float *v) {
-    float32x4_t m = vabsq_f32(vld1q_f32(v));
-    for (int i = 4; i < 32; i += 4) m = vmaxnmq_f32(m, vabsq_f32(vld1q_f32(v + i)));
+    /* from 0 as the generic loop starts, so that a group of NaNs gives 0 there too */
+    float32x4_t m = vdupq_n_f32(0);
+    for (int i = 0; i < 32; i += 4) m = vmaxnmq_f32(m, vabsq_f32(vld1q_f32(v + i)));
     return vmaxnmvq_f32(m);
 }
 
@@ -95,36 +96,41 @@ DOTPROD static void quantize_rows_u8_dotprod(const float *x, int64_t M, int64_t 
 
 INLINE float32x4_t f16x4(const uint16_t *h) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(h))); }
 
-/* [Σd0, Σd1, Σd2, Σd3]: two rounds of pairwise adds */
-INLINE int32x4_t lane_sums(int32x4_t d0, int32x4_t d1, int32x4_t d2, int32x4_t d3) {
-    return vpaddq_s32(vpaddq_s32(d0, d1), vpaddq_s32(d2, d3));
-}
+/* Decode kernels walk four groups per step: the four groups' w_scale·x_scale products of a row
+ * form one vector, and each group's exact int32 lanes are converted and added with the FMA's
+ * by-element form taking that group's lane. The rows of a pass are independent FMA chains; the
+ * 8-bit kernel, with twice the weight bytes per group, also splits each row into even and odd
+ * groups (the 4-bit one has no registers left for that: it would spill). */
+#define GROUP_FMA(acc, d, s, lane) acc = vfmaq_laneq_f32(acc, vcvtq_f32_s32(d), s, lane)
 
-/* 8-bit weights, nr (≤ 4) rows per pass sharing each input load; four groups per step. A group
- * is two SDOTs per row (32 products in four int32 lanes); the four groups' lanes fold into one
- * vector of group sums, converted and scaled by w_scale·x_scale into a float32 accumulator. */
+/* 8-bit weights, nr (≤ 4) rows per pass sharing each input load: a group is two SDOTs per row
+ * (32 products in four int32 lanes). */
 DOTPROD INLINE void gemv_q8_rows(const ck_qinput *in, int64_t K, const int8_t *W, const uint16_t *scales,
                                  const float *bias, float *y, int64_t n, const int nr) {
     const int64_t G = K / CK_GROUP, G4 = G & ~(int64_t)3;
     const int32x4_t zero = vdupq_n_s32(0);
-    float32x4_t acc[4];
-    for (int r = 0; r < nr; r++) acc[r] = vdupq_n_f32(0);
+    float32x4_t acc[4][2];
+    for (int r = 0; r < nr; r++) acc[r][0] = acc[r][1] = vdupq_n_f32(0);
+#define Q8_GROUP(q)                                                                                 \
+    do {                                                                                            \
+        int8x16_t x0 = vld1q_s8(in->value + (g + q) * 32), x1 = vld1q_s8(in->value + (g + q) * 32 + 16); \
+        for (int r = 0; r < nr; r++) {                                                              \
+            const int8_t *w = W + (n + r) * K + (g + q) * 32;                                       \
+            int32x4_t d = vdotq_s32(vdotq_s32(zero, vld1q_s8(w), x0), vld1q_s8(w + 16), x1);        \
+            GROUP_FMA(acc[r][q & 1], d, s[r], q);                                                   \
+        }                                                                                           \
+    } while (0)
     for (int64_t g = 0; g < G4; g += 4) {
-        int8x16x4_t xa = vld1q_s8_x4(in->value + g * 32), xb = vld1q_s8_x4(in->value + g * 32 + 64);
-        float32x4_t sx = vld1q_f32(in->scale + g);
-        for (int r = 0; r < nr; r++) {
-            const int8_t *w = W + (n + r) * K + g * 32;
-            int8x16x4_t wa = vld1q_s8_x4(w), wb = vld1q_s8_x4(w + 64);
-            int32x4_t d0 = vdotq_s32(vdotq_s32(zero, wa.val[0], xa.val[0]), wa.val[1], xa.val[1]);
-            int32x4_t d1 = vdotq_s32(vdotq_s32(zero, wa.val[2], xa.val[2]), wa.val[3], xa.val[3]);
-            int32x4_t d2 = vdotq_s32(vdotq_s32(zero, wb.val[0], xb.val[0]), wb.val[1], xb.val[1]);
-            int32x4_t d3 = vdotq_s32(vdotq_s32(zero, wb.val[2], xb.val[2]), wb.val[3], xb.val[3]);
-            float32x4_t s = vmulq_f32(f16x4(scales + (n + r) * G + g), sx);
-            acc[r] = vfmaq_f32(acc[r], vcvtq_f32_s32(lane_sums(d0, d1, d2, d3)), s);
-        }
+        float32x4_t sx = vld1q_f32(in->scale + g), s[4];
+        for (int r = 0; r < nr; r++) s[r] = vmulq_f32(f16x4(scales + (n + r) * G + g), sx);
+        Q8_GROUP(0);
+        Q8_GROUP(1);
+        Q8_GROUP(2);
+        Q8_GROUP(3);
     }
+#undef Q8_GROUP
     for (int r = 0; r < nr; r++) {
-        float t = vaddvq_f32(acc[r]);
+        float t = vaddvq_f32(vaddq_f32(acc[r][0], acc[r][1]));
         for (int64_t g = G4; g < G; g++) { /* up to three last groups */
             const int8_t *w = W + (n + r) * K + g * 32;
             int32x4_t d = vdotq_s32(vdotq_s32(zero, vld1q_s8(w), vld1q_s8(in->value + g * 32)), vld1q_s8(w + 16),
@@ -138,32 +144,35 @@ DOTPROD INLINE void gemv_q8_rows(const ck_qinput *in, int64_t K, const int8_t *W
 /* 4-bit weights: a group's 16 bytes hold elements 0–15 in their low nibbles and 16–31 in their
  * high ones, so one mask and one shift give two vectors in the input's own order. The nibbles
  * (0…15) go into SDOT unshifted; lane i of a group's sum starts from offset_q4 = −8·(the 8
- * inputs that lane meets), which is the −8 of every nibble. Four groups per step (the offsets
- * come per four groups); nr (≤ 4) rows share each input load. */
+ * inputs that lane meets), which is the −8 of every nibble (the offsets come per four groups,
+ * as the steps do); nr (≤ 4) rows share each input load. */
 DOTPROD INLINE void gemv_q4_rows(const ck_qinput *in, int64_t K, const uint8_t *W, const uint16_t *scales,
                                  const float *bias, float *y, int64_t n, const int nr) {
     const int64_t G = K / CK_GROUP, G4 = G & ~(int64_t)3;
     const uint8x16_t low = vdupq_n_u8(0x0F);
     float32x4_t acc[4];
     for (int r = 0; r < nr; r++) acc[r] = vdupq_n_f32(0);
+#define Q4_GROUP(q)                                                                                 \
+    do {                                                                                            \
+        int8x16_t x0 = vld1q_s8(in->value + (g + q) * 32), x1 = vld1q_s8(in->value + (g + q) * 32 + 16); \
+        int32x4_t off = vld1q_s32(in->offset_q4 + (g + q) * 4);                                     \
+        for (int r = 0; r < nr; r++) {                                                              \
+            uint8x16_t w = vld1q_u8(W + (n + r) * (K / 2) + (g + q) * 16);                          \
+            int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(w, low));                                   \
+            int8x16_t hi = vreinterpretq_s8_u8(vshrq_n_u8(w, 4));                                   \
+            int32x4_t d = vdotq_s32(vdotq_s32(off, lo, x0), hi, x1);                                \
+            GROUP_FMA(acc[r], d, s[r], q);                                                          \
+        }                                                                                           \
+    } while (0)
     for (int64_t g = 0; g < G4; g += 4) {
-        int8x16x4_t xa = vld1q_s8_x4(in->value + g * 32), xb = vld1q_s8_x4(in->value + g * 32 + 64);
-        int32x4x4_t off = vld1q_s32_x4(in->offset_q4 + g * 4);
-        float32x4_t sx = vld1q_f32(in->scale + g);
-        for (int r = 0; r < nr; r++) {
-            uint8x16x4_t w = vld1q_u8_x4(W + (n + r) * (K / 2) + g * 16);
-            int32x4_t d[4];
-            for (int q = 0; q < 4; q++) {
-                int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(w.val[q], low));
-                int8x16_t hi = vreinterpretq_s8_u8(vshrq_n_u8(w.val[q], 4));
-                int8x16_t x0 = q < 2 ? xa.val[2 * q] : xb.val[2 * q - 4];
-                int8x16_t x1 = q < 2 ? xa.val[2 * q + 1] : xb.val[2 * q - 3];
-                d[q] = vdotq_s32(vdotq_s32(off.val[q], lo, x0), hi, x1);
-            }
-            float32x4_t s = vmulq_f32(f16x4(scales + (n + r) * G + g), sx);
-            acc[r] = vfmaq_f32(acc[r], vcvtq_f32_s32(lane_sums(d[0], d[1], d[2], d[3])), s);
-        }
+        float32x4_t sx = vld1q_f32(in->scale + g), s[4];
+        for (int r = 0; r < nr; r++) s[r] = vmulq_f32(f16x4(scales + (n + r) * G + g), sx);
+        Q4_GROUP(0);
+        Q4_GROUP(1);
+        Q4_GROUP(2);
+        Q4_GROUP(3);
     }
+#undef Q4_GROUP
     const int8x16_t eight = vdupq_n_s8(8);
     for (int r = 0; r < nr; r++) {
         float t = vaddvq_f32(acc[r]);

@@ -372,6 +372,34 @@ static void pack_panel(const void *W, const uint16_t *scales, int format, int64_
     }
 }
 
+/* Rows h ..< min(h + 4, mr) of a tile take inputs k ..< k+4: one x vector per row, its lanes
+ * against the panel's four weight rows (h and mr constants once inlined, so acc stays in
+ * registers). */
+static inline __attribute__((always_inline)) void f32_half(float32x4_t acc[MR][3], const float *x, int64_t ldx,
+                                                           int64_t k, const float *p, const int h, const int mr) {
+    /* an opaque copy of the panel pointer: the second half reloads the weight vectors instead
+     * of the compiler keeping all twelve live (and spilling accumulators) */
+    const float *ph = p;
+    __asm__ volatile("" : "+r"(ph));
+    float32x4_t xv[4];
+    for (int i = 0; i < 4 && h + i < mr; i++) xv[i] = vld1q_f32(x + (h + i) * ldx + k);
+#define F32_STEP(l)                                                                                   \
+    do {                                                                                              \
+        float32x4_t w0 = vld1q_f32(ph + (l) * NR), w1 = vld1q_f32(ph + (l) * NR + 4),                 \
+                    w2 = vld1q_f32(ph + (l) * NR + 8);                                                \
+        for (int i = 0; i < 4 && h + i < mr; i++) {                                                   \
+            acc[h + i][0] = vfmaq_laneq_f32(acc[h + i][0], w0, xv[i], l);                             \
+            acc[h + i][1] = vfmaq_laneq_f32(acc[h + i][1], w1, xv[i], l);                             \
+            acc[h + i][2] = vfmaq_laneq_f32(acc[h + i][2], w2, xv[i], l);                             \
+        }                                                                                             \
+    } while (0)
+    F32_STEP(0);
+    F32_STEP(1);
+    F32_STEP(2);
+    F32_STEP(3);
+#undef F32_STEP
+}
+
 /* y tile += x tile · panel over inputs kb ..< ke (mr ≤ 8 rows, a constant where inlined).
  * first: start from zero, else from what y holds; last: add the bias. */
 static inline __attribute__((always_inline)) void f32_tile(const float *x, int64_t ldx, const float *pack, int64_t kb,
@@ -391,30 +419,8 @@ static inline __attribute__((always_inline)) void f32_tile(const float *x, int64
     }
     int64_t k = kb;
     for (; k + 4 <= ke; k += 4) {
-        const float *p = pack + k * NR;
-        for (int h = 0; h < mr; h += 4) {
-            /* an opaque copy of the panel pointer: the second half reloads the weight vectors
-             * instead of the compiler keeping all twelve live (and spilling accumulators) */
-            const float *ph = p;
-            __asm__ volatile("" : "+r"(ph));
-            float32x4_t xv[4];
-            for (int i = 0; i < 4 && h + i < mr; i++) xv[i] = vld1q_f32(x + (h + i) * ldx + k);
-#define F32_STEP(l)                                                                                   \
-    do {                                                                                              \
-        float32x4_t w0 = vld1q_f32(ph + (l) * NR), w1 = vld1q_f32(ph + (l) * NR + 4),                 \
-                    w2 = vld1q_f32(ph + (l) * NR + 8);                                                \
-        for (int i = 0; i < 4 && h + i < mr; i++) {                                                   \
-            acc[h + i][0] = vfmaq_laneq_f32(acc[h + i][0], w0, xv[i], l);                             \
-            acc[h + i][1] = vfmaq_laneq_f32(acc[h + i][1], w1, xv[i], l);                             \
-            acc[h + i][2] = vfmaq_laneq_f32(acc[h + i][2], w2, xv[i], l);                             \
-        }                                                                                             \
-    } while (0)
-            F32_STEP(0);
-            F32_STEP(1);
-            F32_STEP(2);
-            F32_STEP(3);
-#undef F32_STEP
-        }
+        f32_half(acc, x, ldx, k, pack + k * NR, 0, mr);
+        if (mr > 4) f32_half(acc, x, ldx, k, pack + k * NR, 4, mr);
     }
     for (; k < ke; k++) {
         const float *p = pack + k * NR;
@@ -497,7 +503,7 @@ static void gemm_f32_packed_neon(const float *x, int64_t M, int64_t K, int64_t l
 /* Two rows per pass share the x loads. A group's 32 weights are widened to float32 in registers
  * (q8: sign-extend twice, convert; q4: mask/shift the nibbles, −8, then the same), multiplied
  * with x in two partial sums, and each partial sum is scaled once by the group's weight scale;
- * four scales are widened per instruction (FCVTL) and picked by lane. */
+ * four groups' scales are widened by one FCVTL. */
 static inline __attribute__((always_inline)) void q_group_parts(const void *W, int format, int64_t K, int64_t n,
                                                                 int64_t g, const float32x4_t xv[8],
                                                                 float32x4_t *p0, float32x4_t *p1) {
@@ -526,39 +532,29 @@ static inline __attribute__((always_inline)) void q_group_parts(const void *W, i
 static inline __attribute__((always_inline)) void gemv_q_rows(const float *x, int64_t K, const void *W,
                                                               const uint16_t *scales, const int format,
                                                               const float *bias, float *y, int64_t n, const int rows) {
-    const int64_t G = K / CK_GROUP, G4 = G & ~(int64_t)3;
+    const int64_t G = K / CK_GROUP;
     float32x4_t acc[2][2];
     for (int r = 0; r < rows; r++) acc[r][0] = acc[r][1] = vdupq_n_f32(0);
-    int64_t g = 0;
-    for (; g < G4; g += 4) {
-        float32x4_t sv[2];
-        for (int r = 0; r < rows; r++) sv[r] = f16x4(scales + (n + r) * G + g);
-#define Q_GROUP(l)                                                                      \
-    do {                                                                                \
-        float32x4_t xv[8];                                                              \
-        for (int i = 0; i < 8; i++) xv[i] = vld1q_f32(x + (g + (l)) * CK_GROUP + 4 * i); \
-        for (int r = 0; r < rows; r++) {                                                \
-            float32x4_t p0, p1;                                                         \
-            q_group_parts(W, format, K, n + r, g + (l), xv, &p0, &p1);                  \
-            acc[r][0] = vfmaq_laneq_f32(acc[r][0], p0, sv[r], l);                       \
-            acc[r][1] = vfmaq_laneq_f32(acc[r][1], p1, sv[r], l);                       \
-        }                                                                               \
-    } while (0)
-        Q_GROUP(0);
-        Q_GROUP(1);
-        Q_GROUP(2);
-        Q_GROUP(3);
-#undef Q_GROUP
-    }
-    for (; g < G; g++) {
-        float32x4_t xv[8];
-        for (int i = 0; i < 8; i++) xv[i] = vld1q_f32(x + g * CK_GROUP + 4 * i);
+    for (int64_t g0 = 0; g0 < G; g0 += 4) {
+        const int gn = G - g0 < 4 ? (int)(G - g0) : 4;
+        float sf[2][4];
         for (int r = 0; r < rows; r++) {
-            float32x4_t p0, p1;
-            q_group_parts(W, format, K, n + r, g, xv, &p0, &p1);
-            float s = ck_f16_value(scales[(n + r) * G + g]);
-            acc[r][0] = vfmaq_n_f32(acc[r][0], p0, s);
-            acc[r][1] = vfmaq_n_f32(acc[r][1], p1, s);
+            if (gn == 4) {
+                vst1q_f32(sf[r], f16x4(scales + (n + r) * G + g0));
+            } else {
+                for (int i = 0; i < gn; i++) sf[r][i] = ck_f16_value(scales[(n + r) * G + g0 + i]);
+            }
+        }
+        for (int i = 0; i < gn; i++) {
+            const int64_t g = g0 + i;
+            float32x4_t xv[8];
+            for (int c = 0; c < 8; c++) xv[c] = vld1q_f32(x + g * CK_GROUP + 4 * c);
+            for (int r = 0; r < rows; r++) {
+                float32x4_t p0, p1;
+                q_group_parts(W, format, K, n + r, g, xv, &p0, &p1);
+                acc[r][0] = vfmaq_n_f32(acc[r][0], p0, sf[r][i]);
+                acc[r][1] = vfmaq_n_f32(acc[r][1], p1, sf[r][i]);
+            }
         }
     }
     for (int r = 0; r < rows; r++) y[n + r] = vaddvq_f32(vaddq_f32(acc[r][0], acc[r][1])) + (bias ? bias[n + r] : 0.0f);
@@ -592,14 +588,16 @@ static float read_all_neon(const float *p, int64_t n) {
     return r;
 }
 
-/* 24 independent FMA chains: more than the 16 (4 pipes × latency 4) the widest cores need. */
+/* 24 independent FMA chains: more than the 16 (4 pipes × latency 4) the widest cores need.
+ * FMLA accumulates into its destination, so each chain is the addend (a += c·m), which keeps
+ * every chain in its own register with no copies. */
 #define PROBE_CHAINS 24
 static double fma_probe_neon(int64_t iterations, float *sink) {
     float32x4_t a[PROBE_CHAINS];
     const float32x4_t m = vdupq_n_f32(0.999f), c = vdupq_n_f32(1e-3f);
     for (int i = 0; i < PROBE_CHAINS; i++) a[i] = vdupq_n_f32((float)i);
     for (int64_t k = 0; k < iterations; k++)
-        for (int i = 0; i < PROBE_CHAINS; i++) a[i] = vfmaq_f32(c, a[i], m);
+        for (int i = 0; i < PROBE_CHAINS; i++) a[i] = vfmaq_f32(a[i], c, m);
     for (int i = 1; i < PROBE_CHAINS; i++) a[0] = vaddq_f32(a[0], a[i]);
     *sink = vaddvq_f32(a[0]);
     return (double)iterations * PROBE_CHAINS * 4 * 2;
