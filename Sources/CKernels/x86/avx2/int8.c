@@ -245,17 +245,18 @@ AVX2 static void gemv_q_int8_avx2(const ck_qinput *in, int64_t K, const void *W,
 
 /* ---------------- prefill GEMM ---------------- */
 
-/* A register tile is QR activation rows × QC vectors of 8 columns; a packed panel holds QC·8 = 24
- * weight rows (columns of y).
+/* A register tile is QR activation rows × QC vectors of 8 columns (8 accumulators, the weight
+ * vectors, a broadcast and a product in 16 registers); a packed panel holds QN = 8·QC weight rows
+ * (columns of y).
  * q8: weights widened to int16, per group and pair of inputs k, k+1: 8 columns × (w_k, w_k+1) per
- *     vector (48 bytes per input feature); the tile widens each activation row's group to int16
+ *     vector (2·QN bytes per input feature); the tile widens each activation row's group to int16
  *     q = u − 128 and vpmaddwd multiplies a broadcast (q_k, q_k+1) into exact int32 pair sums.
  * q4: weights as s8 w = nibble − 8, per group and 4-byte chunk: 8 columns × 4 weights per vector
- *     (24 bytes per feature); vpmaddubsw multiplies a broadcast chunk of offset-u8 activations
+ *     (QN bytes per feature); vpmaddubsw multiplies a broadcast chunk of offset-u8 activations
  *     (u ≤ 255) by them, pair sums ≤ 2·255·8 = 4080, so a group's 8 chunks add up in int16
  *     (≤ 32640) before one vpmaddwd against ones; the sums start from −128·Σw (the u offset).
- * Per group the panel also holds the 24 compensations (q4; int32) and the 24 weight scales. */
-#define QC 3
+ * Per group the panel also holds QN compensations (q4; int32) and QN weight scales. */
+#define QC 2
 #define QR 4
 #define QN (QC * 8)
 
@@ -380,37 +381,42 @@ AVX2 static INLINE void store_tile(float acc[QR][QN], const float *bias, float *
     }
 }
 
+/* group g of mr activation rows (offset u8) as int16 q = u − 128 */
+AVX2 static INLINE void widen_group(const uint8_t *xq, int64_t Kp, int64_t g, int16_t xw[QR][32], const int mr) {
+    const __m256i flip = _mm256_set1_epi8((char)0x80);
+    for (int r = 0; r < mr; r++) {
+        __m256i u = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(xq + r * Kp + g * 32)), flip);
+        _mm256_store_si256((__m256i *)xw[r], _mm256_cvtepi8_epi16(_mm256_castsi256_si128(u)));
+        _mm256_store_si256((__m256i *)(xw[r] + 16), _mm256_cvtepi8_epi16(_mm256_extracti128_si256(u, 1)));
+    }
+}
+
 /* q8 tile: mr (≤ QR) rows × QN columns over all of K */
 AVX2 static INLINE void tile_q8(const uint8_t *xq, const float *xs, int64_t K, const int16_t *pw, const float *ws,
                                 const float *bias, float *y, int64_t ldy, int64_t cols, const int mr) {
     const int64_t G = ck_groups(K), Kp = G * CK_GROUP;
-    const __m256i flip = _mm256_set1_epi8((char)0x80);
     __attribute__((aligned(32))) float acc[QR][QN];
-    __attribute__((aligned(32))) int16_t xw[QR][32];
+    /* each row's group as int16 q = u − 128 (top bit flipped, sign-extended), one group ahead:
+     * the broadcasts then read stores made a group earlier rather than wait on fresh ones */
+    __attribute__((aligned(32))) int16_t xw[2][QR][32];
     for (int r = 0; r < mr; r++)
         for (int c = 0; c < QC; c++) _mm256_store_ps(acc[r] + 8 * c, _mm256_setzero_ps());
+    widen_group(xq, Kp, 0, xw[0], mr);
     for (int64_t g = 0; g < G; g++) {
-        /* this group of each row as int16 q = u − 128 (flip the top bit, sign-extend) */
-        for (int r = 0; r < mr; r++) {
-            __m256i u = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(xq + r * Kp + g * 32)), flip);
-            _mm256_store_si256((__m256i *)xw[r], _mm256_cvtepi8_epi16(_mm256_castsi256_si128(u)));
-            _mm256_store_si256((__m256i *)(xw[r] + 16), _mm256_cvtepi8_epi16(_mm256_extracti128_si256(u, 1)));
-        }
+        if (g + 1 < G) widen_group(xq, Kp, g + 1, xw[(g + 1) & 1], mr);
+        int16_t(*xg)[32] = xw[g & 1];
         __m256i d[QR][QC];
         for (int r = 0; r < mr; r++)
             for (int c = 0; c < QC; c++) d[r][c] = _mm256_setzero_si256();
         const int16_t *p = pw + g * 16 * QN * 2;
         for (int k = 0; k < 16; k++) {
-            __m256i w0 = _mm256_load_si256((const __m256i *)(p + (k * QC) * 16));
-            __m256i w1 = _mm256_load_si256((const __m256i *)(p + (k * QC + 1) * 16));
-            __m256i w2 = _mm256_load_si256((const __m256i *)(p + (k * QC + 2) * 16));
+            __m256i w[QC];
+            for (int c = 0; c < QC; c++) w[c] = _mm256_load_si256((const __m256i *)(p + (k * QC + c) * 16));
             for (int r = 0; r < mr; r++) {
                 int32_t pair;
-                memcpy(&pair, xw[r] + 2 * k, 4);
+                memcpy(&pair, xg[r] + 2 * k, 4);
                 __m256i a = _mm256_set1_epi32(pair);
-                d[r][0] = _mm256_add_epi32(d[r][0], _mm256_madd_epi16(a, w0));
-                d[r][1] = _mm256_add_epi32(d[r][1], _mm256_madd_epi16(a, w1));
-                d[r][2] = _mm256_add_epi32(d[r][2], _mm256_madd_epi16(a, w2));
+                for (int c = 0; c < QC; c++) d[r][c] = _mm256_add_epi32(d[r][c], _mm256_madd_epi16(a, w[c]));
             }
         }
         scale_group(d, acc, ws + g * QN, xs + g, G, mr);
@@ -432,16 +438,13 @@ AVX2 static INLINE void tile_q4(const uint8_t *xq, const float *xs, int64_t K, c
             for (int c = 0; c < QC; c++) s[r][c] = _mm256_setzero_si256();
         const int8_t *p = pw + g * 8 * QN * 4;
         for (int ch = 0; ch < 8; ch++) {
-            __m256i w0 = _mm256_load_si256((const __m256i *)(p + (ch * QC) * 32));
-            __m256i w1 = _mm256_load_si256((const __m256i *)(p + (ch * QC + 1) * 32));
-            __m256i w2 = _mm256_load_si256((const __m256i *)(p + (ch * QC + 2) * 32));
+            __m256i w[QC];
+            for (int c = 0; c < QC; c++) w[c] = _mm256_load_si256((const __m256i *)(p + (ch * QC + c) * 32));
             for (int r = 0; r < mr; r++) {
                 int32_t chunk;
                 memcpy(&chunk, xq + r * Kp + g * 32 + ch * 4, 4);
                 __m256i a = _mm256_set1_epi32(chunk);
-                s[r][0] = _mm256_add_epi16(s[r][0], _mm256_maddubs_epi16(a, w0));
-                s[r][1] = _mm256_add_epi16(s[r][1], _mm256_maddubs_epi16(a, w1));
-                s[r][2] = _mm256_add_epi16(s[r][2], _mm256_maddubs_epi16(a, w2));
+                for (int c = 0; c < QC; c++) s[r][c] = _mm256_add_epi16(s[r][c], _mm256_maddubs_epi16(a, w[c]));
             }
         }
         __m256i d[QR][QC];
@@ -481,9 +484,10 @@ AVX2 static void gemm_q_int8_avx2(const uint8_t *xq, const float *xs, int64_t M,
             const float *sr = xs + m * G;
             float *yr = y + m * ldy + n;
             const int64_t rows = M - m;
+            const int mr = rows >= QR ? QR : (int)rows;
             if (format == CK_Q8) {
                 const int16_t *p16 = (const int16_t *)pw;
-                switch (rows >= QR ? QR : rows) {
+                switch (mr) {
                 case 4: tile_q8(xr, sr, K, p16, ws, b, yr, ldy, cols, 4); break;
                 case 3: tile_q8(xr, sr, K, p16, ws, b, yr, ldy, cols, 3); break;
                 case 2: tile_q8(xr, sr, K, p16, ws, b, yr, ldy, cols, 2); break;
@@ -491,7 +495,7 @@ AVX2 static void gemm_q_int8_avx2(const uint8_t *xq, const float *xs, int64_t M,
                 }
             } else {
                 const int8_t *p8 = (const int8_t *)pw;
-                switch (rows >= QR ? QR : rows) {
+                switch (mr) {
                 case 4: tile_q4(xr, sr, K, p8, comp, ws, b, yr, ldy, cols, 4); break;
                 case 3: tile_q4(xr, sr, K, p8, comp, ws, b, yr, ldy, cols, 3); break;
                 case 2: tile_q4(xr, sr, K, p8, comp, ws, b, yr, ldy, cols, 2); break;

@@ -77,9 +77,10 @@ AVX2_INLINE void store_tail(float *p, int64_t n, __m256 v) {
 /* 0.5·x·(1 + tanh u) = x / (1 + e^{−2u}), u = √(2/π)(x + 0.044715x³): one exp and one division,
  * and no cancellation of 1 + tanh u for negative x. */
 AVX2_INLINE __m256 gelu8(__m256 x) {
-    __m256 x2 = _mm256_mul_ps(x, x);
-    __m256 inner = _mm256_mul_ps(x, _mm256_fmadd_ps(_mm256_set1_ps(0.044715f), x2, _mm256_set1_ps(1.0f)));
-    __m256 e = exp_avx2(_mm256_mul_ps(inner, _mm256_set1_ps(-2.0f * 0.7978845608028654f)));
+    /* −2u = x·(a + b·x²) with a = −2√(2/π), b = a·0.044715 folded: fewer roundings of the
+     * exponent, whose absolute error becomes the result's relative error */
+    const float a = -2.0f * 0.7978845608028654f;
+    __m256 e = exp_avx2(_mm256_mul_ps(x, _mm256_fmadd_ps(_mm256_set1_ps(a * 0.044715f), _mm256_mul_ps(x, x), _mm256_set1_ps(a))));
     return _mm256_div_ps(x, _mm256_add_ps(e, _mm256_set1_ps(1.0f)));
 }
 
@@ -132,7 +133,7 @@ AVX2 static float exp_shift_avx2(const float *x, float *out, int64_t n, float sh
         /* padding lanes hold −∞ − shift, whose exp is cleared before the sum */
         __m256 v = w == 8 ? _mm256_loadu_ps(x + i) : load_tail(x + i, w, -INFINITY);
         __m256 e = exp_avx2(_mm256_sub_ps(v, sh));
-        e = _mm256_and_ps(e, _mm256_cmp_ps(v, _mm256_set1_ps(-INFINITY), _CMP_NEQ_OQ));
+        e = _mm256_and_ps(e, _mm256_cmp_ps(v, _mm256_set1_ps(-INFINITY), _CMP_NEQ_UQ));
         if (w < 8) {
             __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
             e = _mm256_and_ps(e, _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32((int)w), lane)));
@@ -305,7 +306,7 @@ AVX2 static void attention_lanes_avx2(const float *q, int64_t ldq, int64_t nq, c
                 __m256 x = _mm256_load_ps(st + j * QL + 8 * u);
                 __m256 e = exp_avx2(_mm256_sub_ps(x, m[u]));
                 /* masked scores (−∞) weigh 0, also where m is still −∞ and x − m is NaN */
-                if (masked) e = _mm256_and_ps(e, _mm256_cmp_ps(x, ninf, _CMP_NEQ_OQ));
+                if (masked) e = _mm256_and_ps(e, _mm256_cmp_ps(x, ninf, _CMP_NEQ_UQ));
                 _mm256_store_ps(st + j * QL + 8 * u, e);
                 l[u] = _mm256_add_ps(l[u], e);
             }
@@ -352,6 +353,11 @@ AVX2 static void attention_lanes_avx2(const float *q, int64_t ldq, int64_t nq, c
 }
 
 /* Sums of eight vectors: lane i of the result is the sum of a[i]'s lanes. */
+AVX2_INLINE __m128 hsum4x8(const __m256 a[4]) {
+    __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
 AVX2_INLINE __m256 hsum8x8(const __m256 a[8]) {
     __m256 h01 = _mm256_hadd_ps(a[0], a[1]), h23 = _mm256_hadd_ps(a[2], a[3]);
     __m256 h45 = _mm256_hadd_ps(a[4], a[5]), h67 = _mm256_hadd_ps(a[6], a[7]);
@@ -375,14 +381,16 @@ AVX2_INLINE __m256 hsum8x8(const __m256 a[8]) {
  * Queries are padded to NQP ∈ {1, 2, 4} and scores kept as s[key·NQP + query], so one vector
  * holds 8/NQP keys × NQP queries and the online softmax runs on whole vectors (lane i belongs to
  * query i mod NQP). Per tile of TILE keys:
- *   scores for 8/NQP keys at a time, 8 accumulators (key × query), summed by one hadd tree;
+ *   scores for 12/NQP keys at a time, 12 accumulators (key × query: more independent chains
+ *   than FMA latency × issue width needs), summed by hadd trees;
  *   mask, softcap, max, exp in vectors;
  *   O[q] = O[q]·f + Σ_j P[j, q]·V[j] over feature chunks of 8 vectors in registers. */
 AVX2_INLINE void attention_few_avx2(const int NQ, const float *q, int64_t ldq, const float *k, int64_t ldk,
                                     const float *v, int64_t ldv, int64_t d, float scale, float cap,
                                     const int64_t *lo, const int64_t *hi, float *out, int64_t ldo, float *scratch) {
-    enum { TILE = 32, AHEAD = 12 };
-    const int NQP = NQ == 1 ? 1 : NQ == 2 ? 2 : 4, KB = 8 / NQP, CV = 8 / NQP;
+    /* TILE is a multiple of every KB and of 8/NQP, so groups and vectors of scores align */
+    enum { TILE = 24, AHEAD = 12 };
+    const int NQP = NQ == 1 ? 1 : NQ == 2 ? 2 : 4, KB = 12 / NQP, CV = 8 / NQP;
     const int64_t dp = (d + 7) & ~(int64_t)7, d8 = d & ~(int64_t)7;
     float *acc = scratch;          /* NQ × dp running sums */
     float *s = scratch + 4 * 256;  /* TILE × NQP scores, then weights */
@@ -410,47 +418,50 @@ AVX2_INLINE void attention_few_avx2(const int NQ, const float *q, int64_t ldq, c
     __m256 m = ninf, l = zero;
     for (int64_t t0 = first; t0 < last; t0 += TILE) {
         const int64_t len = last - t0 < TILE ? last - t0 : TILE;
-        const int64_t groups = (len + KB - 1) / KB;
+        /* an even number of groups fills whole vectors (12 scores per group) */
+        const int64_t groups = 2 * ((len + 2 * KB - 1) / (2 * KB)), vecs = groups * 12 / 8;
         const int masked = !(lo_max <= t0 && t0 + groups * KB <= hi_min);
         /* scores, KB keys at a time (the last group repeats the last key) */
         for (int64_t g = 0; g < groups; g++) {
-            const float *kr[8];
+            const float *kr[12], *pk[12], *pv[12];
             for (int kk = 0; kk < KB; kk++) {
-                int64_t j = g * KB + kk;
+                int64_t j = g * KB + kk, ahead = t0 + j + AHEAD < last ? t0 + j + AHEAD : last - 1;
                 kr[kk] = k + (t0 + (j < len ? j : len - 1)) * ldk;
-                if (t0 + j + AHEAD < last) {
-                    const float *pk = k + (t0 + j + AHEAD) * ldk, *pv = v + (t0 + j + AHEAD) * ldv;
-                    for (int64_t c = 0; c < d; c += 16) {
-                        _mm_prefetch((const char *)(pk + c), _MM_HINT_T0);
-                        _mm_prefetch((const char *)(pv + c), _MM_HINT_T0);
-                    }
-                    _mm_prefetch((const char *)(pk + d - 1), _MM_HINT_T0);
-                    _mm_prefetch((const char *)(pv + d - 1), _MM_HINT_T0);
-                }
+                pk[kk] = k + ahead * ldk;
+                pv[kk] = v + ahead * ldv;
             }
-            __m256 a[8];
-            for (int i = 0; i < 8; i++) a[i] = zero;
-            for (int64_t c = 0; c < d8; c += 8)
+            __m256 a[12];
+            for (int i = 0; i < 12; i++) a[i] = zero;
+            for (int64_t c = 0; c < d8; c += 8) {
+                /* the rows AHEAD keys on, spread over the products: every second cache line (the
+                 * adjacent-line prefetcher brings its pair) */
+                if ((c & 31) == 0)
+                    for (int kk = 0; kk < KB; kk++) {
+                        _mm_prefetch((const char *)(pk[kk] + c), _MM_HINT_T0);
+                        _mm_prefetch((const char *)(pv[kk] + c), _MM_HINT_T0);
+                    }
                 for (int kk = 0; kk < KB; kk++) {
                     __m256 kv = _mm256_loadu_ps(kr[kk] + c);
                     for (int r = 0; r < NQ; r++)
                         a[kk * NQP + r] = _mm256_fmadd_ps(_mm256_loadu_ps(q + r * ldq + c), kv, a[kk * NQP + r]);
                 }
+            }
             if (d8 < d)
                 for (int kk = 0; kk < KB; kk++) {
                     __m256 kv = _mm256_maskload_ps(kr[kk] + d8, tail);
                     for (int r = 0; r < NQ; r++)
                         a[kk * NQP + r] = _mm256_fmadd_ps(_mm256_maskload_ps(q + r * ldq + d8, tail), kv, a[kk * NQP + r]);
                 }
-            _mm256_storeu_ps(s + g * 8, _mm256_mul_ps(hsum8x8(a), _mm256_set1_ps(scale)));
+            _mm256_storeu_ps(s + g * 12, _mm256_mul_ps(hsum8x8(a), _mm256_set1_ps(scale)));
+            _mm_storeu_ps(s + g * 12 + 8, _mm_mul_ps(hsum4x8(a + 8), _mm_set1_ps(scale)));
         }
         /* softcap, mask, tile maximum per query */
         __m256 tm = ninf;
-        for (int64_t g = 0; g < groups; g++) {
+        for (int64_t g = 0; g < vecs; g++) {
             __m256 x = _mm256_loadu_ps(s + g * 8);
             if (cap > 0) x = _mm256_mul_ps(vcap, tanh_avx2(_mm256_mul_ps(x, vinv)));
             if (masked) {
-                __m256i pos = _mm256_add_epi32(_mm256_set1_epi32((int32_t)(t0 + g * KB)), lane_key);
+                __m256i pos = _mm256_add_epi32(_mm256_set1_epi32((int32_t)(t0 + g * (8 / NQP))), lane_key);
                 x = _mm256_blendv_ps(ninf, x, in_range(pos, vlo, vhi));
             }
             _mm256_storeu_ps(s + g * 8, x);
@@ -462,10 +473,10 @@ AVX2_INLINE void attention_few_avx2(const int NQ, const float *q, int64_t ldq, c
         __m256 f = _mm256_blendv_ps(exp_avx2(_mm256_sub_ps(m, mn)), one, _mm256_cmp_ps(mn, ninf, _CMP_EQ_OQ));
         m = mn;
         l = _mm256_mul_ps(l, f);
-        for (int64_t g = 0; g < groups; g++) {
+        for (int64_t g = 0; g < vecs; g++) {
             __m256 x = _mm256_loadu_ps(s + g * 8);
             __m256 e = exp_avx2(_mm256_sub_ps(x, m));
-            if (masked) e = _mm256_and_ps(e, _mm256_cmp_ps(x, ninf, _CMP_NEQ_OQ));
+            if (masked) e = _mm256_and_ps(e, _mm256_cmp_ps(x, ninf, _CMP_NEQ_UQ));
             _mm256_storeu_ps(s + g * 8, e);
             l = _mm256_add_ps(l, e);
         }
