@@ -190,7 +190,7 @@ done:
 static void check_dense_products(void) {
     static const int64_t shapes[][3] = {{1, 7, 5},   {1, 64, 33},  {1, 300, 70}, {3, 100, 17}, {5, 257, 9},
                                         {9, 48, 64}, {16, 33, 3},  {70, 96, 13}, {13, 4500, 37}, {1, 2304, 64},
-                                        {25, 160, 100}};
+                                        {25, 160, 100}, {1, 4500, 37}, {1, 9216, 12}};
     for (int f = CK_F32; f <= CK_Q4; f++) {
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
             int64_t M = shapes[s][0], K = shapes[s][1], N = shapes[s][2];
@@ -263,7 +263,8 @@ static qinput_box make_qinput(int64_t K) {
 static void check_quantized_products(void) {
     static const int64_t shapes[][3] = {{1, 64, 70},  {1, 256, 9}, {1, 224, 11},  {1, 544, 5},  {1, 640, 6},
                                         {3, 96, 17},  {20, 128, 130}, {7, 64, 33}, {1, 2304, 40}, {1, 9216, 3},
-                                        {1, 52, 9},   {13, 80, 40}, {20, 116, 33}, {37, 4304, 20}, {64, 1152, 70}};
+                                        {1, 52, 9},   {13, 80, 40}, {20, 116, 33}, {37, 4304, 20}, {64, 1152, 70},
+                                        {1, 4128, 37}, {1, 9216, 16}};
     for (int f = CK_Q8; f <= CK_Q4; f++) {
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
             int64_t M = shapes[s][0], K = shapes[s][1], N = shapes[s][2];

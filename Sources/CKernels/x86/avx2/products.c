@@ -215,11 +215,13 @@ AVX2 static void linear_avx2(const float *x, int64_t M, int64_t K, int64_t ldx, 
  * Broadcast form: a panel of 16 weight rows is widened to float32 and stored transposed,
  * pack[k][16] (one 64-byte line per k), and a 6-row × 16-column tile of y accumulates in 12
  * registers: per k, two panel vectors and six broadcast inputs feed 12 FMAs (8 loads per 12
- * FMAs, within two loads a cycle). Panels are packed GROUP at a time over all of K (GROUP·16·K
- * floats of the 64·K scratch); K is then cut in blocks of KC so that, per 6-row tile, the six
- * input rows' block (6·KC floats) is read from memory once and stays in L1 for the group's
- * panels, whose blocks (GROUP·KC lines) stream from L2. */
-enum { GEMM_MR = 6, GEMM_NR = 16, GEMM_GROUP = 3, GEMM_KC = 512 };
+ * FMAs, within two loads a cycle). Columns go up to GROUP panels at a time and K in slices of
+ * KC: each slice of the group is packed (GROUP·16·KC floats of the 64·K scratch; every weight
+ * is packed once), then every 6-row tile runs over the group's panels in turn, so its six input
+ * rows' slice (6·KC floats) is read once and stays in L1 while the panels' slices (GROUP·KC
+ * lines) stream from L2. Tiles load and store y once per slice; the weights the next packing
+ * reads are prefetched while the slice computes. */
+enum { GEMM_MR = 6, GEMM_NR = 16, GEMM_GROUP = 8, GEMM_KC = 512 };
 
 /* 8×8 transpose: rows r[j] (8 consecutive k of weight row j) become columns (one k, 8 rows). */
 AVX2_INLINE void transpose8(__m256 r[8]) {
@@ -273,14 +275,14 @@ static float weight_value(const void *W, const uint16_t *scales, int format, int
     }
 }
 
-/* Packs weight rows n ..< n+nc (nc ≤ 16) as pack[k][16], 8 rows at a time: 8 consecutive k of
- * each row are widened and transposed in registers; quantized values are then multiplied by the
- * 8 rows' scales of the group (q·s is exact in float32, as generic's dequantization). Columns
- * past nc repeat row n+nc−1; their sums are never stored. */
+/* Packs weights k0 ..< k1 of rows n ..< n+nc (nc ≤ 16) as pack[k − k0][16], 8 rows at a time:
+ * 8 consecutive k of each row are widened and transposed in registers; quantized values are then
+ * multiplied by the 8 rows' scales of their group (q·s is exact in float32, as generic's
+ * dequantization). Columns past nc repeat row n+nc−1; their sums are never stored. */
 AVX2_INLINE void pack_panel_format(const void *W, const uint16_t *scales, const int format, int64_t K, int64_t n,
-                                   int64_t nc, float *pack) {
+                                   int64_t nc, int64_t k0, int64_t k1, float *pack) {
     const int64_t rowBytes = format == CK_F32 ? 4 * K : format == CK_Q8 ? K : format == CK_Q4 ? K / 2 : 2 * K;
-    const int64_t G = ck_groups(K), K8 = K & ~(int64_t)7;
+    const int64_t G = ck_groups(K);
     const int quantized = format == CK_Q8 || format == CK_Q4;
     for (int h = 0; h < 2; h++) {
         int64_t rows[8];
@@ -289,10 +291,11 @@ AVX2_INLINE void pack_panel_format(const void *W, const uint16_t *scales, const 
             rows[j] = n + (h * 8 + j < nc ? h * 8 + j : nc - 1);
             src[j] = (const char *)W + rows[j] * rowBytes;
         }
-        float *dst = pack + h * 8;
+        float *dst = pack + h * 8 - k0 * GEMM_NR;
         __m256 sv = _mm256_setzero_ps();
-        for (int64_t k = 0; k < K8; k += 8) {
-            if (quantized && (k & 31) == 0) {
+        int64_t k = k0;
+        for (; k + 8 <= k1; k += 8) {
+            if (quantized && ((k & 31) == 0 || k == k0)) {
                 int64_t g = k >> 5;
                 __m128i s16 = _mm_setr_epi16((short)scales[rows[0] * G + g], (short)scales[rows[1] * G + g],
                                              (short)scales[rows[2] * G + g], (short)scales[rows[3] * G + g],
@@ -305,19 +308,19 @@ AVX2_INLINE void pack_panel_format(const void *W, const uint16_t *scales, const 
             transpose8(r);
             for (int i = 0; i < 8; i++) _mm256_store_ps(dst + (k + i) * GEMM_NR, quantized ? _mm256_mul_ps(r[i], sv) : r[i]);
         }
-        for (int64_t k = K8; k < K; k++)
+        for (; k < k1; k++)
             for (int j = 0; j < 8; j++) dst[k * GEMM_NR + j] = weight_value(W, scales, format, K, rows[j], k);
     }
 }
 
 AVX2 static void pack_panel(const void *W, const uint16_t *scales, int format, int64_t K, int64_t n, int64_t nc,
-                            float *pack) {
+                            int64_t k0, int64_t k1, float *pack) {
     switch (format) {
-    case CK_F32: pack_panel_format(W, scales, CK_F32, K, n, nc, pack); break;
-    case CK_BF16: pack_panel_format(W, scales, CK_BF16, K, n, nc, pack); break;
-    case CK_F16: pack_panel_format(W, scales, CK_F16, K, n, nc, pack); break;
-    case CK_Q8: pack_panel_format(W, scales, CK_Q8, K, n, nc, pack); break;
-    default: pack_panel_format(W, scales, CK_Q4, K, n, nc, pack); break;
+    case CK_F32: pack_panel_format(W, scales, CK_F32, K, n, nc, k0, k1, pack); break;
+    case CK_BF16: pack_panel_format(W, scales, CK_BF16, K, n, nc, k0, k1, pack); break;
+    case CK_F16: pack_panel_format(W, scales, CK_F16, K, n, nc, k0, k1, pack); break;
+    case CK_Q8: pack_panel_format(W, scales, CK_Q8, K, n, nc, k0, k1, pack); break;
+    default: pack_panel_format(W, scales, CK_Q4, K, n, nc, k0, k1, pack); break;
     }
 }
 
@@ -390,39 +393,95 @@ AVX2 static void gemm_tile_rows(const float *x, int64_t ldx, const float *pack, 
     }
 }
 
+/* Software prefetch of the weight rows' slice the next packing reads (rows n ..< n+cols, bytes
+ * b0 ..< b1 of each), spread over the tiles of the current slice so that the packing finds it in
+ * L2 instead of waiting on memory. */
+typedef struct {
+    const char *base;
+    int64_t rowBytes, b0, lines_per_row, total, done;
+} slice_prefetch;
+
+static void prefetch_start(slice_prefetch *pf, const void *W, int64_t rowBytes, int64_t n, int64_t cols, int64_t b0,
+                           int64_t b1) {
+    pf->base = (const char *)W + n * rowBytes;
+    pf->rowBytes = rowBytes;
+    pf->b0 = b0 & ~(int64_t)63;
+    pf->lines_per_row = (b1 - pf->b0 + 63) / 64;
+    pf->total = cols * pf->lines_per_row;
+    pf->done = 0;
+}
+
+static inline void prefetch_some(slice_prefetch *pf, int64_t count) {
+    for (; count > 0 && pf->done < pf->total; count--, pf->done++) {
+        int64_t r = pf->done / pf->lines_per_row, l = pf->done - r * pf->lines_per_row;
+        _mm_prefetch(pf->base + r * pf->rowBytes + pf->b0 + l * 64, _MM_HINT_T1);
+    }
+}
+
+/* Byte offset of input k within a weight row (q4: two inputs per byte). */
+static int64_t row_offset(int format, int64_t k) {
+    switch (format) {
+    case CK_F32: return 4 * k;
+    case CK_BF16: case CK_F16: return 2 * k;
+    case CK_Q8: return k;
+    default: return k / 2;
+    }
+}
+
 AVX2 static void gemm_f32_packed_avx2(const float *x, int64_t M, int64_t K, int64_t ldx, const void *W,
                                       const uint16_t *scales, int format, const float *bias, float *y, int64_t ldy,
                                       int64_t n0, int64_t n1, float *scratch) {
-    /* GROUP panels of 16·K floats, 64-byte aligned: 48·K + 15 ≤ 64·K floats */
+    const int64_t kcmax = K < GEMM_KC ? K : GEMM_KC;
+    const int64_t panel = GEMM_NR * kcmax;
+    /* Scratch (64·K floats): the group's panels, 64-byte aligned; up to GEMM_GROUP of them (each
+     * more per input tile saves a pass over x), as many as fit: 16·kcmax·group + 15 ≤ 64·K, at
+     * least 3 since kcmax ≤ K. */
     float *pack = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
-    const int64_t panel = GEMM_NR * K;
-    for (int64_t n = n0; n < n1; n += GEMM_GROUP * GEMM_NR) {
-        const int64_t cols = n1 - n < GEMM_GROUP * GEMM_NR ? n1 - n : GEMM_GROUP * GEMM_NR;
+    int64_t group = (64 * K - 15) / panel;
+    group = group < GEMM_GROUP ? group : GEMM_GROUP;
+    const int64_t rowBytes = row_offset(format, K);
+    const int64_t tilesM = (M + GEMM_MR - 1) / GEMM_MR;
+    slice_prefetch pf;
+    for (int64_t n = n0; n < n1; n += group * GEMM_NR) {
+        const int64_t cols = n1 - n < group * GEMM_NR ? n1 - n : group * GEMM_NR;
         const int panels = (int)((cols + GEMM_NR - 1) / GEMM_NR);
         float bvec[GEMM_GROUP][GEMM_NR];
         int64_t pc[GEMM_GROUP];
         for (int p = 0; p < panels; p++) {
             pc[p] = cols - p * GEMM_NR < GEMM_NR ? cols - p * GEMM_NR : GEMM_NR;
-            pack_panel(W, scales, format, K, n + p * GEMM_NR, pc[p], pack + p * panel);
             for (int j = 0; j < GEMM_NR; j++) bvec[p][j] = bias && j < pc[p] ? bias[n + p * GEMM_NR + j] : 0.0f;
         }
         for (int64_t kb = 0; kb < K; kb += GEMM_KC) {
             const int64_t kc = K - kb < GEMM_KC ? K - kb : GEMM_KC;
             const int first = kb == 0, last = kb + kc == K;
+            for (int p = 0; p < panels; p++) pack_panel(W, scales, format, K, n + p * GEMM_NR, pc[p], kb, kb + kc, pack + p * panel);
+            /* what the next packing reads: this group's next slice, or the next group's first */
+            if (!last) {
+                int64_t ke = kb + kc + GEMM_KC < K ? kb + kc + GEMM_KC : K;
+                prefetch_start(&pf, W, rowBytes, n, cols, row_offset(format, kb + kc), row_offset(format, ke));
+            } else if (n + cols < n1) {
+                int64_t nn = n1 - (n + cols) < group * GEMM_NR ? n1 - (n + cols) : group * GEMM_NR;
+                prefetch_start(&pf, W, rowBytes, n + cols, nn, 0, row_offset(format, kcmax));
+            } else {
+                prefetch_start(&pf, W, rowBytes, n, 0, 0, 0);
+            }
+            const int64_t per_tile = (pf.total + tilesM * panels - 1) / (tilesM * panels);
             for (int64_t m = 0; m < M; m += GEMM_MR) {
                 const int mr = M - m < GEMM_MR ? (int)(M - m) : GEMM_MR;
+                const float *xt = x + m * ldx + kb;
                 for (int p = 0; p < panels; p++) {
-                    const float *pp = pack + p * panel + kb * GEMM_NR;
+                    const float *pp = pack + p * panel;
                     const float *bp = last ? bvec[p] : NULL;
                     float *yp = y + m * ldy + n + p * GEMM_NR;
+                    prefetch_some(&pf, per_tile);
                     if (pc[p] == GEMM_NR) {
-                        gemm_tile_rows(x + m * ldx + kb, ldx, pp, kc, yp, ldy, first, bp, mr);
+                        gemm_tile_rows(xt, ldx, pp, kc, yp, ldy, first, bp, mr);
                     } else {
                         /* a narrow last panel accumulates in a full-width copy of its columns */
                         float part[GEMM_MR * GEMM_NR];
                         for (int r = 0; r < mr; r++)
                             for (int j = 0; j < GEMM_NR; j++) part[r * GEMM_NR + j] = !first && j < pc[p] ? yp[r * ldy + j] : 0.0f;
-                        gemm_tile_rows(x + m * ldx + kb, ldx, pp, kc, part, GEMM_NR, first, bp, mr);
+                        gemm_tile_rows(xt, ldx, pp, kc, part, GEMM_NR, first, bp, mr);
                         for (int r = 0; r < mr; r++)
                             for (int j = 0; j < pc[p]; j++) yp[r * ldy + j] = part[r * GEMM_NR + j];
                     }
@@ -434,26 +493,32 @@ AVX2 static void gemm_f32_packed_avx2(const float *x, int64_t M, int64_t K, int6
 
 /* ---- decode GEMVs ---- */
 
+/* bf16 rows of up to GEMV_SHORT inputs go one at a time: the input (≤ 16 KB) stays in L1 beside the
+ * weights, and consecutive rows are one contiguous stream, which the hardware prefetcher follows
+ * better than four short interleaved ones (K = 2304 bf16: about twice the rate). Longer rows go
+ * four at a time so that each input load, then from L2, serves four rows. */
+enum { GEMV_SHORT = 4096 };
+
 /* bf16 weights against x split by ck_split_even_odd: a 256-bit load holds 16 bf16, i.e. the
  * pairs (k+2i, k+2i+1) for i < 8; `w << 16` is the even elements as float32, `w & 0xFFFF0000`
  * the odd ones. Per 32-chunk: xeo[0..16) are the chunk's even inputs, xeo[16..32) its odd ones.
- * Four rows per pass share the input loads; each row is prefetched 2 KB ahead, or for short rows
- * the next four rows at the same place. */
+ * Long rows: four per pass share the input loads, each prefetched 2 KB ahead into L2 (T1: into
+ * L1 the prefetches competed with the loads and ran slower than none at all). */
 AVX2 static void gemv_bf16_avx2(const float *xeo, int64_t K, const void *Wv, const float *bias, float *y, int64_t n0,
                                 int64_t n1) {
     const uint16_t *W = (const uint16_t *)Wv;
     const __m256i hi = _mm256_set1_epi32((int)0xFFFF0000u);
     const int64_t K32 = K & ~(int64_t)31;
-    const int64_t ahead = 8 * K <= 32768 ? 4 * K : 1024;
+    const int64_t ahead = 1024;
     int64_t n = n0;
-    for (; n + 4 <= n1; n += 4) {
+    for (; K > GEMV_SHORT && n + 4 <= n1; n += 4) {
         const uint16_t *w0 = W + n * K, *w1 = w0 + K, *w2 = w1 + K, *w3 = w2 + K;
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
         for (int64_t k = 0; k < K32; k += 32) {
-            _mm_prefetch((const char *)(w0 + k + ahead), _MM_HINT_T0);
-            _mm_prefetch((const char *)(w1 + k + ahead), _MM_HINT_T0);
-            _mm_prefetch((const char *)(w2 + k + ahead), _MM_HINT_T0);
-            _mm_prefetch((const char *)(w3 + k + ahead), _MM_HINT_T0);
+            _mm_prefetch((const char *)(w0 + k + ahead), _MM_HINT_T1);
+            _mm_prefetch((const char *)(w1 + k + ahead), _MM_HINT_T1);
+            _mm_prefetch((const char *)(w2 + k + ahead), _MM_HINT_T1);
+            _mm_prefetch((const char *)(w3 + k + ahead), _MM_HINT_T1);
             __m256 xe0 = _mm256_loadu_ps(xeo + k), xe1 = _mm256_loadu_ps(xeo + k + 8);
             __m256 xo0 = _mm256_loadu_ps(xeo + k + 16), xo1 = _mm256_loadu_ps(xeo + k + 24);
 #define CK_BF16_ROW(wr, a, b)                                                                              \
@@ -496,9 +561,10 @@ AVX2 static void gemv_bf16_avx2(const float *xeo, int64_t K, const void *Wv, con
 
 /* Quantized weights against a float32 input, whole groups (K % 32 == 0). Per row and group:
  * part = Σ_i x_i·q_i over four 8-lane vectors, then acc += part · scale (generic's order within a
- * group). Four rows per pass share the input loads; the scales of 8 groups are widened at a time
- * (F16C) into a small buffer and broadcast from it. The next four rows are prefetched at the same
- * place (at least 4 KB ahead), which keeps the stream ahead of short rows too. */
+ * group). Four rows per pass share the input loads, short rows too (the widening work, not the
+ * stream, bounds this kernel, so every load saved counts); the scales of 8 groups are widened at
+ * a time (F16C) into a small buffer and broadcast from it, and the next rows are prefetched into
+ * L2 at the same place (at least 4 KB ahead). */
 AVX2_INLINE __m256 q8_group(const int8_t *q, __m256 xa, __m256 xb, __m256 xc, __m256 xd) {
     __m256 a = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)q)));
     __m256 b = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(q + 8))));
@@ -541,7 +607,7 @@ AVX2_INLINE void gemv_q_rows(const float *x, int64_t K, const void *W, const uin
         /* 8 groups of a row are 256 (q8) or 128 (q4) bytes */
         for (int r = 0; r < R; r++)
             for (int64_t b = 0; b < 8 * gbytes; b += 64)
-                _mm_prefetch(w + r * rowBytes + g0 * gbytes + pf + b, _MM_HINT_T0);
+                _mm_prefetch(w + r * rowBytes + g0 * gbytes + pf + b, _MM_HINT_T1);
         for (int64_t i = 0; i < gn; i++) {
             const int64_t g = g0 + i;
             __m256 xa = _mm256_loadu_ps(x + g * 32), xb = _mm256_loadu_ps(x + g * 32 + 8);
