@@ -191,7 +191,12 @@ struct Bench: AsyncParsableCommand {
     /// none).
     func measureComputeCeilings(threads: Int) -> (fma: Double, bf16: Double?, int8: Double?) {
         func rate(_ probe: (Int64, UnsafeMutablePointer<Float>) -> Double) -> Double {
-            let iterations: Int64 = 4_000_000
+            // Long enough (about 0.1 s a worker) that the workers' start-up skew is noise: a
+            // short probe on two threads ran them one after the other and halved the ceiling.
+            var sink: Float = 0
+            var clock = Stopwatch()
+            guard probe(200_000, &sink) > 0 else { return 0 }
+            let iterations = Int64(max(200_000, min(1e9, 200_000 * 0.1 / max(clock.lap(), 1e-6))))
             var best = 0.0
             for _ in 0..<3 {
                 var clock = Stopwatch()

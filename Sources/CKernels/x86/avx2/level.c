@@ -7,6 +7,7 @@ void ck_fill_avx2(ck_kernels *t, const ck_cpu *cpu) {
     t->name = "avx2";
     ck_fill_avx2_products(t, cpu);
     ck_fill_avx2_int8(t, cpu);
+    ck_fill_avx2_int8_gemm(t, cpu);
     ck_fill_avx2_math(t, cpu);
 }
 #else

@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""Side-by-side speed table: transformers float32 and `paligemma bench` at every kernel level and
+weight format, one configuration, all in one window (figures on a shared machine drift by up to 2×
+between windows, so only rows measured together compare).
+
+    python3 tools/bench_levels.py 3b-224 --threads 2 --decode-tokens 16 \
+        --transformers-python /path/to/venv/bin/python
+
+Runs `.build/release/paligemma` (build it first: swift build -c release --product paligemma).
+transformers runs twice when a Python is given: with its default kernels and with every library it
+uses capped at AVX2 (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA, MKL_ENABLE_INSTRUCTIONS), the
+comparison for this project's avx2 level on a CPU that has more. Prints a Markdown table, and
+the raw reports as JSON with --json-out.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_json(cmd, env=None):
+    started = time.strftime("%H:%M:%S")
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{out.stderr[-2000:]}")
+    report = json.loads(out.stdout[out.stdout.index("{"):])
+    report["_started"] = started
+    return report
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("preset", nargs="?", default="3b-224")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--decode-tokens", type=int, default=16)
+    p.add_argument("--weights", default="bf16,q8,q4")
+    p.add_argument("--levels", default="", help="comma-separated kernel levels (default: every level of this CPU)")
+    p.add_argument("--transformers-python", help="a Python with torch + transformers (tools/reference/requirements.txt)")
+    p.add_argument("--json-out")
+    a = p.parse_args()
+    binary = os.path.join(ROOT, ".build/release/paligemma")
+    if not os.path.exists(binary):
+        sys.exit("build first: swift build -c release --product paligemma")
+    common = ["--only", "model", "--threads", str(a.threads), "--decode-tokens", str(a.decode_tokens), "--json"]
+    first = run_json([binary, "bench", "--model", os.path.join(ROOT, "Models/demo"), "--only", "model",
+                      "--decode-tokens", "1", "--json"])
+    levels = a.levels.split(",") if a.levels else first["isaAvailable"]
+    rows = []
+    if a.transformers_python:
+        capped = dict(os.environ, ATEN_CPU_CAPABILITY="avx2", ONEDNN_MAX_CPU_ISA="AVX2", MKL_ENABLE_INSTRUCTIONS="AVX2")
+        for label, env in [("transformers float32", None), ("transformers float32, capped at AVX2", capped)]:
+            r = run_json([a.transformers_python, os.path.join(ROOT, "tools/bench_transformers.py"), a.preset,
+                          "--dtype", "float32", "--threads", str(a.threads), "--decode-tokens", str(a.decode_tokens),
+                          "--json"], env=env)
+            rows.append((label, r))
+            print(f"{label}: {json.dumps(r)}", file=sys.stderr)
+    for weights in a.weights.split(","):
+        for level in levels:
+            r = run_json([binary, "bench", a.preset, "--weights", weights, "--isa", level] + common)
+            rows.append((f"ours {weights}, {level}", r))
+            print(f"{weights} {level}: ttft {r['timeToFirstTokenSeconds']:.2f} s, "
+                  f"decode {r['decodeTokensPerSecond']:.2f} tok/s", file=sys.stderr)
+
+    def get(r, *keys):
+        for k in keys:
+            if k in r and r[k] is not None:
+                return r[k]
+        return None
+
+    print(f"| {a.preset}, {a.threads} threads | started | image | time to first token | decode tok/s "
+          f"| decode GB/s (share of measured read) | ceilings probed (FMA / int8 / read) |")
+    print("|---|---|---|---|---|---|---|")
+    for label, r in rows:
+        image = get(r, "imageEncodeSeconds", "image_encode_seconds")
+        ttft = get(r, "timeToFirstTokenSeconds", "time_to_first_token_seconds")
+        tok = get(r, "decodeTokensPerSecond", "decode_tokens_per_second")
+        if "measuredReadGBs" in r:
+            bw = f"{r['decodeGBs']:.1f} ({100 * r['bandwidthFraction']:.0f}%)"
+            int8 = r.get("measuredInt8GOPs")
+            ceil = f"{r['measuredFMAGFLOPs']:.0f} / {int8:.0f} / {r['measuredReadGBs']:.0f}" if int8 else \
+                f"{r['measuredFMAGFLOPs']:.0f} / – / {r['measuredReadGBs']:.0f}"
+        else:
+            bw, ceil = "–", "–"
+        fmt = lambda v, f: (f % v) if v is not None else "–"
+        print(f"| {label} | {r['_started']} | {fmt(image, '%.2f s')} | {fmt(ttft, '%.2f s')} | {fmt(tok, '%.2f')} "
+              f"| {bw} | {ceil} |")
+    if a.json_out:
+        with open(a.json_out, "w") as f:
+            json.dump([{"run": label, **r} for label, r in rows], f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
