@@ -2,7 +2,7 @@
  * quantized products, on top of the neon level's float kernels. Inputs are rounded to int8 per
  * group of 32 (ck_quantize_input, ck_quantize_rows_u8); SDOT multiplies signed × signed, so the
  * int8 values meet the weights as they are: no sign moves, no compensation. */
-#include "../ck_table.h"
+#include "arm_int8.h"
 
 #if defined(__aarch64__)
 #include <arm_neon.h>
@@ -217,36 +217,6 @@ DOTPROD static void gemv_q_int8_dotprod(const ck_qinput *in, int64_t K, const vo
  * in L1 while every 4-row tile of activations passes over it, and a tile's activation block
  * (4 KB) stays in L1 across the four sub-panels. Float32 partial sums wait in y between
  * blocks. */
-#define QP_COLS 32
-#define QP_SUB 8
-#define QP_ROWS 4
-#define QP_GROUPS 32
-
-/* Group g of weight row `row` (NULL: a missing column, zeros) as two s8 vectors, elements 0–15
- * and 16–31; a short last 8-bit group reads only its own bytes, the rest are zero. */
-INLINE void load_group(int format, int64_t K, const void *row, int64_t g, int8x16_t *a,
-                       int8x16_t *b) {
-    if (!row) {
-        *a = *b = vdupq_n_s8(0);
-    } else if (format == CK_Q8) {
-        const int8_t *p = (const int8_t *)row + g * 32;
-        const int len = ck_group_length(K, g);
-        if (len == 32) {
-            *a = vld1q_s8(p);
-            *b = vld1q_s8(p + 16);
-        } else {
-            int8_t pad[32];
-            for (int i = 0; i < 32; i++) pad[i] = i < len ? p[i] : 0;
-            *a = vld1q_s8(pad);
-            *b = vld1q_s8(pad + 16);
-        }
-    } else {
-        uint8x16_t v = vld1q_u8((const uint8_t *)row + g * 16);
-        const int8x16_t eight = vdupq_n_s8(8);
-        *a = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0x0F))), eight);
-        *b = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(v, 4)), eight);
-    }
-}
 
 /* Packs columns n ..< n + cols (≤ 8; the rest zero) for the SDOT tile: per group g and 4-byte
  * chunk c, 8 columns × 4 consecutive weights (32 bytes: columns 0–3, then 4–7), so one vector

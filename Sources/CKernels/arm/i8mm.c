@@ -3,7 +3,7 @@
  * suits prefill: two activation rows × two weight columns per instruction. With FEAT_BF16,
  * BFMMLA does the same for bf16 into float32. Decode (one input row) keeps the SDOT GEMV of the
  * level below: a 2-row instruction would waste half its work there. */
-#include "../ck_table.h"
+#include "arm_int8.h"
 
 #if defined(__aarch64__)
 #include <arm_neon.h>
@@ -17,35 +17,6 @@
 /* Blocking as the SDOT level's: 32-column panels in sub-panels of 8 (one tile's width), K in
  * blocks of 32 groups (32 KB of panel per block stays in L1 for every 4-row tile), float32
  * partial sums kept in y between blocks. */
-#define QP_COLS 32
-#define QP_SUB 8
-#define QP_ROWS 4
-#define QP_GROUPS 32
-
-/* Group g of weight row `row` (NULL: a missing column, zeros) as two s8 vectors, elements 0–15
- * and 16–31; a short last 8-bit group reads only its own bytes, the rest are zero. */
-INLINE void load_group(int format, int64_t K, const void *row, int64_t g, int8x16_t *a, int8x16_t *b) {
-    if (!row) {
-        *a = *b = vdupq_n_s8(0);
-    } else if (format == CK_Q8) {
-        const int8_t *p = (const int8_t *)row + g * 32;
-        const int len = ck_group_length(K, g);
-        if (len == 32) {
-            *a = vld1q_s8(p);
-            *b = vld1q_s8(p + 16);
-        } else {
-            int8_t pad[32];
-            for (int i = 0; i < 32; i++) pad[i] = i < len ? p[i] : 0;
-            *a = vld1q_s8(pad);
-            *b = vld1q_s8(pad + 16);
-        }
-    } else {
-        uint8x16_t v = vld1q_u8((const uint8_t *)row + g * 16);
-        const int8x16_t eight = vdupq_n_s8(8);
-        *a = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0x0F))), eight);
-        *b = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(v, 4)), eight);
-    }
-}
 
 INLINE uint64x2_t u64(int8x16_t v) { return vreinterpretq_u64_s8(v); }
 

@@ -170,16 +170,6 @@ static float max_neon(const float *x, int64_t n) {
 
 /* ---- attention ---- */
 
-/* Four vectors as the columns of a 4×4 block: a[i] lane j ← a[j] lane i. */
-static inline void transpose4(float32x4_t a[4]) {
-    float32x4_t t0 = vtrn1q_f32(a[0], a[1]), t1 = vtrn2q_f32(a[0], a[1]);
-    float32x4_t t2 = vtrn1q_f32(a[2], a[3]), t3 = vtrn2q_f32(a[2], a[3]);
-    a[0] = vreinterpretq_f32_f64(vtrn1q_f64(vreinterpretq_f64_f32(t0), vreinterpretq_f64_f32(t2)));
-    a[1] = vreinterpretq_f32_f64(vtrn1q_f64(vreinterpretq_f64_f32(t1), vreinterpretq_f64_f32(t3)));
-    a[2] = vreinterpretq_f32_f64(vtrn2q_f64(vreinterpretq_f64_f32(t0), vreinterpretq_f64_f32(t2)));
-    a[3] = vreinterpretq_f32_f64(vtrn2q_f64(vreinterpretq_f64_f32(t1), vreinterpretq_f64_f32(t3)));
-}
-
 enum { TILE = 64, FEWQ = 4, AHEAD = 4 };
 
 /* Scores of keys j and j+1 against four queries: 16 accumulators (two keys × four queries ×

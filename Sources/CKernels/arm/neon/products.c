@@ -84,16 +84,6 @@ static inline void widen16(const void *W, const uint16_t *scales, int format, in
     }
 }
 
-/* Four vectors as the columns of a 4×4 block: r[i] lane j = a[j] lane i. */
-static inline void transpose4(float32x4_t a[4]) {
-    float32x4_t t0 = vtrn1q_f32(a[0], a[1]), t1 = vtrn2q_f32(a[0], a[1]);
-    float32x4_t t2 = vtrn1q_f32(a[2], a[3]), t3 = vtrn2q_f32(a[2], a[3]);
-    a[0] = vreinterpretq_f32_f64(vtrn1q_f64(vreinterpretq_f64_f32(t0), vreinterpretq_f64_f32(t2)));
-    a[1] = vreinterpretq_f32_f64(vtrn1q_f64(vreinterpretq_f64_f32(t1), vreinterpretq_f64_f32(t3)));
-    a[2] = vreinterpretq_f32_f64(vtrn2q_f64(vreinterpretq_f64_f32(t0), vreinterpretq_f64_f32(t2)));
-    a[3] = vreinterpretq_f32_f64(vtrn2q_f64(vreinterpretq_f64_f32(t1), vreinterpretq_f64_f32(t3)));
-}
-
 /* [a0 a1 a2 a3] → (Σa0, Σa1, Σa2, Σa3) with two pairwise-add steps */
 static inline float32x4_t sum4(float32x4_t a0, float32x4_t a1, float32x4_t a2, float32x4_t a3) {
     return vpaddq_f32(vpaddq_f32(a0, a1), vpaddq_f32(a2, a3));
