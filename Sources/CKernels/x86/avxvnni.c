@@ -88,23 +88,23 @@ AVX2 static void pack_panel(const void *W, const uint16_t *scales, int format, i
     }
 }
 
-/* cs[j] = w_scale[g0 + j] · x_scale[g0 + j] for j < count (≤ 8) */
-AVX2 static INLINE void group_scales(const uint16_t *sc, const float *xsc, int64_t count, float cs[8]) {
-    if (count == 8) {
-        __m256 w = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)sc));
-        _mm256_storeu_ps(cs, _mm256_mul_ps(w, _mm256_loadu_ps(xsc)));
-    } else {
-        for (int64_t j = 0; j < count; j++) cs[j] = ck_f16_value(sc[j]) * xsc[j];
-    }
+/* the sums of R (≤ 4) rows' 8 lanes, plus bias, into y[n ..< n+R] */
+AVX2 static INLINE void store_rows(const __m256 *acc, const int R, const float *bias, float *y, int64_t n) {
+    __m256 h01 = _mm256_hadd_ps(acc[0], R > 1 ? acc[1] : acc[0]);
+    __m256 h23 = R > 2 ? _mm256_hadd_ps(acc[2], R > 3 ? acc[3] : acc[2]) : h01;
+    __m256 h = _mm256_hadd_ps(h01, h23);
+    __m128 t = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    float r[4];
+    _mm_storeu_ps(r, t);
+    for (int i = 0; i < R; i++) y[n + i] = r[i] + (bias ? bias[n + i] : 0.0f);
 }
 
-/* the sums of two rows' 8 lanes */
-AVX2 static INLINE void sum_two(__m256 s0, __m256 s1, float *r0, float *r1) {
-    __m256 h = _mm256_hadd_ps(s0, s1);
-    h = _mm256_hadd_ps(h, h);
-    __m128 t = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-    *r0 = _mm_cvtss_f32(t);
-    *r1 = _mm_cvtss_f32(_mm_shuffle_ps(t, t, 1));
+/* w_scale · x_scale of groups g0 ..< g0 + count (≤ 8; the rest 0) of one row */
+AVX2 static INLINE __m256 row_scales(const uint16_t *sc, const float *xsc, int64_t count) {
+    if (count == 8) return _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)sc)), _mm256_loadu_ps(xsc));
+    float cs[8];
+    for (int64_t j = 0; j < 8; j++) cs[j] = j < count ? ck_f16_value(sc[j]) * xsc[j] : 0.0f;
+    return _mm256_loadu_ps(cs);
 }
 
 /* The body, once per encoding. */
@@ -143,100 +143,98 @@ void ck_fill_avxvnni(ck_kernels *t, const ck_cpu *cpu) { (void)t; (void)cpu; }
 
 #else /* CK_VNNI_BODY: the kernels, under VNNI / DPBUSD / V(name) */
 
-/* 8-bit weights, two rows at a time, two groups per step: vpdpbusd of |x| (u8) against
- * sign(x)·w (vpsignb) leaves each group's 8 int32 partial sums, scaled by w_scale·x_scale. */
-VNNI static void V(gemv_q8)(const ck_qinput *in, int64_t K, const int8_t *W, const uint16_t *scales,
-                            const float *bias, float *y, int64_t n0, int64_t n1) {
+/* Decode GEMVs. Four rows per pass share each input load and keep four weight streams in flight;
+ * the next four rows are prefetched at the same place in the row into L2 (T1: prefetches into L1
+ * delay the demand loads). The scales of 8 groups per row are widened together and each group's
+ * spread over the lanes by one vpermps. */
+
+/* rows n ..< n+R (R ≤ 4) of 8-bit weights, one group per step: vpdpbusd of |x| (u8) against
+ * sign(x)·w (vpsignb) leaves the group's 8 int32 partial sums, scaled by w_scale·x_scale. */
+VNNI static INLINE void V(gemv_q8_rows)(const ck_qinput *in, int64_t K, const int8_t *W, const uint16_t *scales,
+                                        const float *bias, float *y, int64_t n, const int R) {
     const int64_t G = K / CK_GROUP;
-    const __m256i zero = _mm256_setzero_si256();
-    /* the next pair of rows at the same place, at least 4 KB ahead */
-    const int64_t pf = 2 * K > 4096 ? 2 * K : 4096;
-    float cs0[8], cs1[8];
-    for (int64_t n = n0; n < n1; n += 2) {
-        const int two = n + 1 < n1;  /* a last single row repeats itself into the unused half */
-        const int8_t *w0 = W + n * K, *w1 = two ? w0 + K : w0;
-        const uint16_t *sc0 = scales + n * G, *sc1 = two ? sc0 + G : sc0;
-        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps();
-        for (int64_t g0 = 0; g0 < G; g0 += 8) {
-            const int64_t gn = G - g0 < 8 ? G - g0 : 8;
-            group_scales(sc0 + g0, in->scale + g0, gn, cs0);
-            group_scales(sc1 + g0, in->scale + g0, gn, cs1);
-            for (int i = 0; i < 4; i++) {
-                _mm_prefetch((const char *)(w0 + g0 * 32) + pf + 64 * i, _MM_HINT_T0);
-                _mm_prefetch((const char *)(w1 + g0 * 32) + pf + 64 * i, _MM_HINT_T0);
-            }
-            for (int64_t j = 0; j < gn; j++) {
-                const int64_t g = g0 + j;
-                __m256i v = _mm256_loadu_si256((const __m256i *)(in->value + g * 32));
-                __m256i mg = _mm256_loadu_si256((const __m256i *)(in->magnitude + g * 32));
-                __m256i d0 = DPBUSD(zero, mg, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(w0 + g * 32)), v));
-                __m256i d1 = DPBUSD(zero, mg, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(w1 + g * 32)), v));
-                __m256 f0 = _mm256_mul_ps(_mm256_cvtepi32_ps(d0), _mm256_broadcast_ss(cs0 + j));
-                __m256 f1 = _mm256_mul_ps(_mm256_cvtepi32_ps(d1), _mm256_broadcast_ss(cs1 + j));
-                /* alternate accumulators between groups: shorter dependency chains */
-                if (j & 1) { b0 = _mm256_add_ps(b0, f0); b1 = _mm256_add_ps(b1, f1); }
-                else { a0 = _mm256_add_ps(a0, f0); a1 = _mm256_add_ps(a1, f1); }
+    const __m256i zero = _mm256_setzero_si256(), one = _mm256_set1_epi32(1);
+    const int8_t *w = W + n * K;
+    const uint16_t *sc = scales + n * G;
+    __m256 acc[4];
+    for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps();
+    for (int64_t g0 = 0; g0 < G; g0 += 8) {
+        const int64_t gn = G - g0 < 8 ? G - g0 : 8;
+        __m256 c[4];
+        for (int r = 0; r < R; r++) c[r] = row_scales(sc + r * G + g0, in->scale + g0, gn);
+        /* 8 groups of a row are 256 bytes; the next four rows are 4·K bytes on */
+        for (int r = 0; r < R; r++)
+            for (int i = 0; i < 4; i++) _mm_prefetch((const char *)(w + r * K + g0 * 32) + 4 * K + 64 * i, _MM_HINT_T1);
+        __m256i sel = zero;
+        for (int64_t j = 0; j < gn; j++, sel = _mm256_add_epi32(sel, one)) {
+            const int64_t g = g0 + j;
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(in->value + g * 32));
+            const __m256i mg = _mm256_loadu_si256((const __m256i *)(in->magnitude + g * 32));
+            for (int r = 0; r < R; r++) {
+                __m256i d = DPBUSD(zero, mg, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(w + r * K + g * 32)), v));
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_permutevar8x32_ps(c[r], sel), acc[r]);
             }
         }
-        float r0, r1;
-        sum_two(_mm256_add_ps(a0, b0), _mm256_add_ps(a1, b1), &r0, &r1);
-        y[n] = r0 + (bias ? bias[n] : 0.0f);
-        if (two) y[n + 1] = r1 + (bias ? bias[n + 1] : 0.0f);
     }
+    store_rows(acc, R, bias, y, n);
 }
 
-/* 4-bit weights, two rows at a time, two groups (one 32-byte load per row) per step: low nibbles
- * (elements 0–15 of groups g, g+1) against value_q4's matching x, high nibbles (elements 16–31)
- * likewise, both into sums started at offset_q4 = −8·Σx; lanes 0–3 hold group g, 4–7 group g+1. */
-VNNI static void V(gemv_q4)(const ck_qinput *in, int64_t K, const uint8_t *W, const uint16_t *scales,
+VNNI static void V(gemv_q8)(const ck_qinput *in, int64_t K, const int8_t *W, const uint16_t *scales,
                             const float *bias, float *y, int64_t n0, int64_t n1) {
-    const int64_t G = K / CK_GROUP, G4 = G & ~(int64_t)3;
+    int64_t n = n0;
+    for (; n + 4 <= n1; n += 4) V(gemv_q8_rows)(in, K, W, scales, bias, y, n, 4);
+    if (n + 2 <= n1) V(gemv_q8_rows)(in, K, W, scales, bias, y, n, 2), n += 2;
+    if (n < n1) V(gemv_q8_rows)(in, K, W, scales, bias, y, n, 1);
+}
+
+/* rows n ..< n+R (R ≤ 4) of 4-bit weights, two groups (one 32-byte load per row) per step: low
+ * nibbles (elements 0–15 of groups g, g+1) against value_q4's matching x, high nibbles (elements
+ * 16–31) likewise, both into sums started at offset_q4 = −8·Σx; lanes 0–3 hold group g, 4–7 g+1. */
+VNNI static INLINE void V(gemv_q4_rows)(const ck_qinput *in, int64_t K, const uint8_t *W, const uint16_t *scales,
+                                        const float *bias, float *y, int64_t n, const int R) {
+    const int64_t G = K / CK_GROUP, G4 = G & ~(int64_t)3, rb = K / 2;
     const __m256i nib = _mm256_set1_epi8(0x0F);
     const __m256i spread0 = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1), step = _mm256_set1_epi32(2);
-    const int64_t pf = K > 4096 ? K : 4096;
-    float cs0[8], cs1[8];
-    for (int64_t n = n0; n < n1; n += 2) {
-        const int two = n + 1 < n1;
-        const uint8_t *w0 = W + n * (K / 2), *w1 = two ? w0 + K / 2 : w0;
-        const uint16_t *sc0 = scales + n * G, *sc1 = two ? sc0 + G : sc0;
-        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps();
-        for (int64_t g0 = 0; g0 < G4; g0 += 8) {
-            const int64_t gn = G4 - g0 < 8 ? G4 - g0 : 8;
-            group_scales(sc0 + g0, in->scale + g0, gn, cs0);
-            group_scales(sc1 + g0, in->scale + g0, gn, cs1);
-            __m256 c0 = _mm256_loadu_ps(cs0), c1 = _mm256_loadu_ps(cs1);
-            for (int i = 0; i < 2; i++) {
-                _mm_prefetch((const char *)(w0 + g0 * 16) + pf + 64 * i, _MM_HINT_T0);
-                _mm_prefetch((const char *)(w1 + g0 * 16) + pf + 64 * i, _MM_HINT_T0);
-            }
-            __m256i idx = spread0;
-            for (int64_t j = 0; j < gn; j += 2, idx = _mm256_add_epi32(idx, step)) {
-                const int64_t g = g0 + j;
-                const int8_t *xb = in->value_q4 + (g & ~(int64_t)3) * 32 + (g & 2) * 16;
-                __m256i xlo = _mm256_loadu_si256((const __m256i *)xb);
-                __m256i xhi = _mm256_loadu_si256((const __m256i *)(xb + 64));
-                __m256i off = _mm256_loadu_si256((const __m256i *)(in->offset_q4 + g * 4));
-                __m256i v0 = _mm256_loadu_si256((const __m256i *)(w0 + g * 16));
-                __m256i v1 = _mm256_loadu_si256((const __m256i *)(w1 + g * 16));
-                __m256i d0 = DPBUSD(off, _mm256_and_si256(v0, nib), xlo);
-                __m256i d1 = DPBUSD(off, _mm256_and_si256(v1, nib), xlo);
-                d0 = DPBUSD(d0, _mm256_and_si256(_mm256_srli_epi16(v0, 4), nib), xhi);
-                d1 = DPBUSD(d1, _mm256_and_si256(_mm256_srli_epi16(v1, 4), nib), xhi);
-                __m256 f0 = _mm256_mul_ps(_mm256_cvtepi32_ps(d0), _mm256_permutevar8x32_ps(c0, idx));
-                __m256 f1 = _mm256_mul_ps(_mm256_cvtepi32_ps(d1), _mm256_permutevar8x32_ps(c1, idx));
-                if (j & 2) { b0 = _mm256_add_ps(b0, f0); b1 = _mm256_add_ps(b1, f1); }
-                else { a0 = _mm256_add_ps(a0, f0); a1 = _mm256_add_ps(a1, f1); }
+    const uint8_t *w = W + n * rb;
+    const uint16_t *sc = scales + n * G;
+    __m256 acc[4];
+    for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps();
+    for (int64_t g0 = 0; g0 < G4; g0 += 8) {
+        const int64_t gn = G4 - g0 < 8 ? G4 - g0 : 8;
+        __m256 c[4];
+        for (int r = 0; r < R; r++) c[r] = row_scales(sc + r * G + g0, in->scale + g0, gn);
+        /* 8 groups of a row are 128 bytes; the next four rows are 4·K/2 bytes on */
+        for (int r = 0; r < R; r++)
+            for (int i = 0; i < 2; i++) _mm_prefetch((const char *)(w + r * rb + g0 * 16) + 2 * K + 64 * i, _MM_HINT_T1);
+        __m256i sel = spread0;
+        for (int64_t j = 0; j < gn; j += 2, sel = _mm256_add_epi32(sel, step)) {
+            const int64_t g = g0 + j;
+            const int8_t *xb = in->value_q4 + (g & ~(int64_t)3) * 32 + (g & 2) * 16;
+            const __m256i xlo = _mm256_loadu_si256((const __m256i *)xb);
+            const __m256i xhi = _mm256_loadu_si256((const __m256i *)(xb + 64));
+            const __m256i off = _mm256_loadu_si256((const __m256i *)(in->offset_q4 + g * 4));
+            for (int r = 0; r < R; r++) {
+                const __m256i v = _mm256_loadu_si256((const __m256i *)(w + r * rb + g * 16));
+                __m256i d = DPBUSD(off, _mm256_and_si256(v, nib), xlo);
+                d = DPBUSD(d, _mm256_and_si256(_mm256_srli_epi16(v, 4), nib), xhi);
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_permutevar8x32_ps(c[r], sel), acc[r]);
             }
         }
-        float r0, r1;
-        sum_two(_mm256_add_ps(a0, b0), _mm256_add_ps(a1, b1), &r0, &r1);
-        for (int64_t g = G4; g < G; g++) {  /* up to three last groups outside a block of four */
-            r0 += ck_q_group_dot(in, W, CK_Q4, K, n, g, ck_f16_value(sc0[g]));
-            if (two) r1 += ck_q_group_dot(in, W, CK_Q4, K, n + 1, g, ck_f16_value(sc1[g]));
-        }
-        y[n] = r0 + (bias ? bias[n] : 0.0f);
-        if (two) y[n + 1] = r1 + (bias ? bias[n + 1] : 0.0f);
     }
+    float t[4] = {0, 0, 0, 0};
+    for (int64_t g = G4; g < G; g++)  /* up to three last groups outside a block of four */
+        for (int r = 0; r < R; r++) t[r] += ck_q_group_dot(in, W, CK_Q4, K, n + r, g, ck_f16_value(sc[r * G + g]));
+    if (G4 < G)
+        for (int r = 0; r < R; r++) acc[r] = _mm256_add_ps(acc[r], _mm256_setr_ps(t[r], 0, 0, 0, 0, 0, 0, 0));
+    store_rows(acc, R, bias, y, n);
+}
+
+VNNI static void V(gemv_q4)(const ck_qinput *in, int64_t K, const uint8_t *W, const uint16_t *scales,
+                            const float *bias, float *y, int64_t n0, int64_t n1) {
+    int64_t n = n0;
+    for (; n + 4 <= n1; n += 4) V(gemv_q4_rows)(in, K, W, scales, bias, y, n, 4);
+    if (n + 2 <= n1) V(gemv_q4_rows)(in, K, W, scales, bias, y, n, 2), n += 2;
+    if (n < n1) V(gemv_q4_rows)(in, K, W, scales, bias, y, n, 1);
 }
 
 VNNI static void V(gemv_q_int8)(const ck_qinput *in, int64_t K, const void *W, const uint16_t *scales, int format,

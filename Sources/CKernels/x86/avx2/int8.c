@@ -91,150 +91,144 @@ AVX2 static void quantize_rows_u8_avx2(const float *x, int64_t M, int64_t K, int
     }
 }
 
-/* ---------------- decode GEMV ---------------- */
+/* ---------------- decode GEMV ----------------
+ *
+ * Decode reads every weight byte once per token, so these kernels are built around the memory
+ * stream. Four rows per pass share each input load and keep four weight streams in flight; the
+ * next four rows are prefetched at the same place in the row, into L2 (T1: prefetches into L1
+ * hold its few miss buffers and delay the demand loads; on Zen 4 they halved the rate). The
+ * scales of 8 groups per row are widened together (F16C) and kept in a register; each group's
+ * scale is spread over the lanes with one vpermps. */
 
-/* cs[j] = w_scale[g0 + j] · x_scale[g0 + j] for j < count (≤ 8) */
-AVX2 static INLINE void group_scales(const uint16_t *sc, const float *xsc, int64_t count, float cs[8]) {
-    if (count == 8) {
-        __m256 w = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)sc));
-        _mm256_storeu_ps(cs, _mm256_mul_ps(w, _mm256_loadu_ps(xsc)));
-    } else {
-        for (int64_t j = 0; j < count; j++) cs[j] = ck_f16_value(sc[j]) * xsc[j];
-    }
+/* w_scale · x_scale of groups g0 ..< g0 + count (≤ 8; the rest 0) of one row */
+AVX2 static INLINE __m256 row_scales(const uint16_t *sc, const float *xsc, int64_t count) {
+    if (count == 8) return _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)sc)), _mm256_loadu_ps(xsc));
+    float cs[8];
+    for (int64_t j = 0; j < 8; j++) cs[j] = j < count ? ck_f16_value(sc[j]) * xsc[j] : 0.0f;
+    return _mm256_loadu_ps(cs);
 }
 
-/* 8-bit weights, two rows at a time, one group (32 bytes per row) per step. The sign of x moves
- * onto the weights (vpsignb, which also zeroes w where x = 0), so vpmaddubsw multiplies |x| (u8,
- * ≤ 127) by sign(x)·w (|·| ≤ 127): pair sums ≤ 32258, exact in int16; vpmaddwd against ones
- * widens them to the group's 8 int32 partial sums, scaled by w_scale·x_scale into float32. */
+/* the sums of R (≤ 4) rows' 8 lanes, plus bias, into y[n ..< n+R] */
+AVX2 static INLINE void store_rows(const __m256 *acc, const int R, const float *bias, float *y, int64_t n) {
+    __m256 h01 = _mm256_hadd_ps(acc[0], R > 1 ? acc[1] : acc[0]);
+    __m256 h23 = R > 2 ? _mm256_hadd_ps(acc[2], R > 3 ? acc[3] : acc[2]) : h01;
+    __m256 h = _mm256_hadd_ps(h01, h23);
+    __m128 t = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    float r[4];
+    _mm_storeu_ps(r, t);
+    for (int i = 0; i < R; i++) y[n + i] = r[i] + (bias ? bias[n + i] : 0.0f);
+}
+
+/* group g of one q8 row against the input: |x| (u8) × sign(x)·w (vpsignb, which also zeroes w
+ * where x = 0) in vpmaddubsw, pair sums ≤ 2·127·127 = 32258 (exact in int16), then vpmaddwd
+ * against ones: the group's 8 int32 partial sums */
+AVX2 static INLINE __m256i q8_group(const int8_t *w, __m256i v, __m256i mg, __m256i ones) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(mg, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)w), v)), ones);
+}
+
+/* rows n ..< n+R (R ≤ 4) of 8-bit weights: per group and row one 32-byte load, its 8 int32 sums
+ * scaled by w_scale·x_scale into float32 (fma). pf: the prefetch distance in bytes. */
+AVX2 static INLINE void gemv_q8_rows(const ck_qinput *in, int64_t K, const int8_t *W, const uint16_t *scales,
+                                     const float *bias, float *y, int64_t n, const int R, int64_t pf) {
+    const int64_t G = K / CK_GROUP;
+    const __m256i ones = _mm256_set1_epi16(1), one = _mm256_set1_epi32(1);
+    const int8_t *w = W + n * K;
+    const uint16_t *sc = scales + n * G;
+    __m256 acc[4];
+    for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps();
+    for (int64_t g0 = 0; g0 < G; g0 += 8) {
+        const int64_t gn = G - g0 < 8 ? G - g0 : 8;
+        __m256 c[4];
+        for (int r = 0; r < R; r++) c[r] = row_scales(sc + r * G + g0, in->scale + g0, gn);
+        /* 8 groups of a row are 256 bytes: 4 lines per row */
+        for (int r = 0; r < R; r++)
+            for (int i = 0; i < 4; i++) _mm_prefetch((const char *)(w + r * K + g0 * 32) + pf + 64 * i, _MM_HINT_T1);
+        __m256i sel = _mm256_setzero_si256();
+        for (int64_t j = 0; j < gn; j++, sel = _mm256_add_epi32(sel, one)) {
+            const int64_t g = g0 + j;
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(in->value + g * 32));
+            const __m256i mg = _mm256_loadu_si256((const __m256i *)(in->magnitude + g * 32));
+            for (int r = 0; r < R; r++) {
+                __m256i d = q8_group(w + r * K + g * 32, v, mg, ones);
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_permutevar8x32_ps(c[r], sel), acc[r]);
+            }
+        }
+    }
+    store_rows(acc, R, bias, y, n);
+}
+
 AVX2 static void gemv_q8_avx2(const ck_qinput *in, int64_t K, const int8_t *W, const uint16_t *scales,
                               const float *bias, float *y, int64_t n0, int64_t n1) {
-    const int64_t G = K / CK_GROUP;
-    const __m256i ones = _mm256_set1_epi16(1);
-    /* the next pair of rows at the same place: two rows ahead in the contiguous stream, at least
-     * 4 KB so short rows still get a useful distance */
-    const int64_t pf = 2 * K > 4096 ? 2 * K : 4096;
-    float cs0[8], cs1[8];
+    /* the next four rows at the same place: 4·K bytes ahead */
+    const int64_t pf = 4 * K;
     int64_t n = n0;
-    for (; n < n1; n += 2) {
-        const int two = n + 1 < n1;  /* a last single row repeats itself into the unused half */
-        const int8_t *w0 = W + n * K, *w1 = two ? w0 + K : w0;
-        const uint16_t *sc0 = scales + n * G, *sc1 = two ? sc0 + G : sc0;
-        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps();
-        for (int64_t g0 = 0; g0 < G; g0 += 8) {
-            const int64_t gn = G - g0 < 8 ? G - g0 : 8;
-            group_scales(sc0 + g0, in->scale + g0, gn, cs0);
-            group_scales(sc1 + g0, in->scale + g0, gn, cs1);
-            /* 8 groups of a row are 256 bytes: 4 lines per row per block */
-            for (int i = 0; i < 4; i++) {
-                _mm_prefetch((const char *)(w0 + g0 * 32) + pf + 64 * i, _MM_HINT_T0);
-                _mm_prefetch((const char *)(w1 + g0 * 32) + pf + 64 * i, _MM_HINT_T0);
-            }
-            int64_t j = 0;
-            for (; j + 2 <= gn; j += 2) {
-                /* two groups per step into two accumulator pairs: independent FMA chains */
-                const int64_t g = g0 + j;
-                __m256i v = _mm256_loadu_si256((const __m256i *)(in->value + g * 32));
-                __m256i mg = _mm256_loadu_si256((const __m256i *)(in->magnitude + g * 32));
-                __m256i u = _mm256_loadu_si256((const __m256i *)(in->value + g * 32 + 32));
-                __m256i mu = _mm256_loadu_si256((const __m256i *)(in->magnitude + g * 32 + 32));
-                __m256i d0 = _mm256_maddubs_epi16(mg, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(w0 + g * 32)), v));
-                __m256i d1 = _mm256_maddubs_epi16(mg, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(w1 + g * 32)), v));
-                __m256i e0 = _mm256_maddubs_epi16(mu, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(w0 + g * 32 + 32)), u));
-                __m256i e1 = _mm256_maddubs_epi16(mu, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(w1 + g * 32 + 32)), u));
-                a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(d0, ones)), _mm256_broadcast_ss(cs0 + j), a0);
-                a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(d1, ones)), _mm256_broadcast_ss(cs1 + j), a1);
-                b0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(e0, ones)), _mm256_broadcast_ss(cs0 + j + 1), b0);
-                b1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(e1, ones)), _mm256_broadcast_ss(cs1 + j + 1), b1);
-            }
-            if (j < gn) {  /* an odd last group */
-                const int64_t g = g0 + j;
-                __m256i v = _mm256_loadu_si256((const __m256i *)(in->value + g * 32));
-                __m256i mg = _mm256_loadu_si256((const __m256i *)(in->magnitude + g * 32));
-                __m256i d0 = _mm256_maddubs_epi16(mg, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(w0 + g * 32)), v));
-                __m256i d1 = _mm256_maddubs_epi16(mg, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(w1 + g * 32)), v));
-                a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(d0, ones)), _mm256_broadcast_ss(cs0 + j), a0);
-                a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(d1, ones)), _mm256_broadcast_ss(cs1 + j), a1);
-            }
-        }
-        float r[2];
-        __m256 s0 = _mm256_add_ps(a0, b0), s1 = _mm256_add_ps(a1, b1);
-        /* both rows' 8 lanes summed at once: hadd pairs rows, then the two halves */
-        __m256 h = _mm256_hadd_ps(s0, s1);
-        h = _mm256_hadd_ps(h, h);
-        __m128 t = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-        r[0] = _mm_cvtss_f32(t);
-        r[1] = _mm_cvtss_f32(_mm_shuffle_ps(t, t, 1));
-        y[n] = r[0] + (bias ? bias[n] : 0.0f);
-        if (two) y[n + 1] = r[1] + (bias ? bias[n + 1] : 0.0f);
-    }
+    for (; n + 4 <= n1; n += 4) gemv_q8_rows(in, K, W, scales, bias, y, n, 4, pf);
+    if (n + 2 <= n1) gemv_q8_rows(in, K, W, scales, bias, y, n, 2, pf), n += 2;
+    if (n < n1) gemv_q8_rows(in, K, W, scales, bias, y, n, 1, pf);
 }
 
-/* 4-bit weights, two rows at a time, two groups (one 32-byte load per row) per step. The low
- * nibbles of groups g, g+1 are their elements 0–15 and the high nibbles their elements 16–31;
- * ck_quantize_input's value_q4 holds x in that order (per four groups: elements 0–15 of each,
- * then 16–31 of each). vpmaddubsw multiplies the nibbles (u8, ≤ 15) by x (s8): both halves' pair
- * sums added stay ≤ 4·15·127 in int16; vpmaddwd against ones leaves group g in lanes 0–3 and g+1 in
- * lanes 4–7, started from offset_q4 = −8·Σx (the nibbles' offset of 8). */
+/* rows n ..< n+R (R ≤ 4) of 4-bit weights, four groups (two 32-byte loads per row) per step. The
+ * low nibbles of groups g, g+1 are their elements 0–15 and the high nibbles their elements 16–31;
+ * value_q4 holds x in that order (per four groups: elements 0–15 of each, then 16–31 of each).
+ * vpmaddubsw multiplies the nibbles (u8, ≤ 15) by x (s8): both halves' pair sums added stay
+ * ≤ 4·15·127 = 7620 in int16, so vphaddw may pair them once more (≤ 15240) across the two loads:
+ * per 128-bit lane it leaves group g (g+1) in words 0–3 and g+2 (g+3) in words 4–7. vpmaddwd
+ * against ones then gives int32 lanes for groups g, g, g+2, g+2 | g+1, g+1, g+3, g+3, started from
+ * offset_q4 = −8·Σx (the nibbles' offset of 8) paired the same way by vphaddd: one conversion and
+ * one fma per four groups. */
+AVX2 static INLINE void gemv_q4_rows(const ck_qinput *in, int64_t K, const uint8_t *W, const uint16_t *scales,
+                                     const float *bias, float *y, int64_t n, const int R, int64_t pf) {
+    const int64_t G = K / CK_GROUP, G4 = G & ~(int64_t)3, rb = K / 2;
+    const __m256i ones = _mm256_set1_epi16(1), nib = _mm256_set1_epi8(0x0F);
+    /* the scale of each lane's group in a block of 8 (steps of four groups) */
+    const __m256i spread0 = _mm256_setr_epi32(0, 0, 2, 2, 1, 1, 3, 3), step = _mm256_set1_epi32(4);
+    const uint8_t *w = W + n * rb;
+    const uint16_t *sc = scales + n * G;
+    __m256 acc[4];
+    for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps();
+    for (int64_t g0 = 0; g0 < G4; g0 += 8) {
+        const int64_t gn = G4 - g0 < 8 ? G4 - g0 : 8;
+        __m256 c[4];
+        for (int r = 0; r < R; r++) c[r] = row_scales(sc + r * G + g0, in->scale + g0, gn);
+        /* 8 groups of a row are 128 bytes: 2 lines per row */
+        for (int r = 0; r < R; r++)
+            for (int i = 0; i < 2; i++) _mm_prefetch((const char *)(w + r * rb + g0 * 16) + pf + 64 * i, _MM_HINT_T1);
+        __m256i sel = spread0;
+        for (int64_t j = 0; j < gn; j += 4, sel = _mm256_add_epi32(sel, step)) {
+            const int64_t g = g0 + j;
+            const int8_t *xb = in->value_q4 + g * 32;
+            const __m256i xlo0 = _mm256_loadu_si256((const __m256i *)xb), xlo1 = _mm256_loadu_si256((const __m256i *)(xb + 32));
+            const __m256i xhi0 = _mm256_loadu_si256((const __m256i *)(xb + 64)), xhi1 = _mm256_loadu_si256((const __m256i *)(xb + 96));
+            const __m256i off = _mm256_hadd_epi32(_mm256_loadu_si256((const __m256i *)(in->offset_q4 + g * 4)),
+                                                  _mm256_loadu_si256((const __m256i *)(in->offset_q4 + g * 4 + 8)));
+            for (int r = 0; r < R; r++) {
+                const __m256i v0 = _mm256_loadu_si256((const __m256i *)(w + r * rb + g * 16));
+                const __m256i v1 = _mm256_loadu_si256((const __m256i *)(w + r * rb + g * 16 + 32));
+                __m256i s0 = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(v0, nib), xlo0),
+                                              _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v0, 4), nib), xhi0));
+                __m256i s1 = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(v1, nib), xlo1),
+                                              _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v1, 4), nib), xhi1));
+                __m256i d = _mm256_add_epi32(_mm256_madd_epi16(_mm256_hadd_epi16(s0, s1), ones), off);
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_permutevar8x32_ps(c[r], sel), acc[r]);
+            }
+        }
+    }
+    float t[4] = {0, 0, 0, 0};
+    for (int64_t g = G4; g < G; g++)  /* up to three last groups outside a block of four */
+        for (int r = 0; r < R; r++) t[r] += ck_q_group_dot(in, W, CK_Q4, K, n + r, g, ck_f16_value(sc[r * G + g]));
+    if (G4 < G)
+        for (int r = 0; r < R; r++) acc[r] = _mm256_add_ps(acc[r], _mm256_setr_ps(t[r], 0, 0, 0, 0, 0, 0, 0));
+    store_rows(acc, R, bias, y, n);
+}
+
 AVX2 static void gemv_q4_avx2(const ck_qinput *in, int64_t K, const uint8_t *W, const uint16_t *scales,
                               const float *bias, float *y, int64_t n0, int64_t n1) {
-    const int64_t G = K / CK_GROUP, G4 = G & ~(int64_t)3;
-    const __m256i ones = _mm256_set1_epi16(1), nib = _mm256_set1_epi8(0x0F);
-    /* the scales of pair p of a block of 8 groups: lanes 0–3 group 2p, lanes 4–7 group 2p+1 */
-    const __m256i spread0 = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
-    const __m256i step = _mm256_set1_epi32(2);
-    const int64_t pf = K > 4096 ? K : 4096;  /* the next pair of rows (K bytes) at the same place */
-    float cs0[8], cs1[8];
+    /* the next four rows (4·K/2 bytes) at the same place */
+    const int64_t pf = 2 * K;
     int64_t n = n0;
-    for (; n < n1; n += 2) {
-        const int two = n + 1 < n1;
-        const uint8_t *w0 = W + n * (K / 2), *w1 = two ? w0 + K / 2 : w0;
-        const uint16_t *sc0 = scales + n * G, *sc1 = two ? sc0 + G : sc0;
-        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps();
-        for (int64_t g0 = 0; g0 < G4; g0 += 8) {
-            const int64_t gn = G4 - g0 < 8 ? G4 - g0 : 8;
-            group_scales(sc0 + g0, in->scale + g0, gn, cs0);
-            group_scales(sc1 + g0, in->scale + g0, gn, cs1);
-            __m256 c0 = _mm256_loadu_ps(cs0), c1 = _mm256_loadu_ps(cs1);
-            /* 8 groups of a row are 128 bytes: 2 lines per row per block */
-            for (int i = 0; i < 2; i++) {
-                _mm_prefetch((const char *)(w0 + g0 * 16) + pf + 64 * i, _MM_HINT_T0);
-                _mm_prefetch((const char *)(w1 + g0 * 16) + pf + 64 * i, _MM_HINT_T0);
-            }
-            __m256i idx = spread0;
-            for (int64_t j = 0; j < gn; j += 2, idx = _mm256_add_epi32(idx, step)) {
-                const int64_t g = g0 + j;
-                const int8_t *xb = in->value_q4 + (g & ~(int64_t)3) * 32 + (g & 2) * 16;
-                __m256i xlo = _mm256_loadu_si256((const __m256i *)xb);
-                __m256i xhi = _mm256_loadu_si256((const __m256i *)(xb + 64));
-                __m256i off = _mm256_loadu_si256((const __m256i *)(in->offset_q4 + g * 4));
-                __m256i v0 = _mm256_loadu_si256((const __m256i *)(w0 + g * 16));
-                __m256i v1 = _mm256_loadu_si256((const __m256i *)(w1 + g * 16));
-                __m256i s0 = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(v0, nib), xlo),
-                                              _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v0, 4), nib), xhi));
-                __m256i s1 = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(v1, nib), xlo),
-                                              _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v1, 4), nib), xhi));
-                __m256i d0 = _mm256_add_epi32(_mm256_madd_epi16(s0, ones), off);
-                __m256i d1 = _mm256_add_epi32(_mm256_madd_epi16(s1, ones), off);
-                __m256 f0 = _mm256_mul_ps(_mm256_cvtepi32_ps(d0), _mm256_permutevar8x32_ps(c0, idx));
-                __m256 f1 = _mm256_mul_ps(_mm256_cvtepi32_ps(d1), _mm256_permutevar8x32_ps(c1, idx));
-                /* alternate accumulators between steps: shorter dependency chains */
-                if (j & 2) { b0 = _mm256_add_ps(b0, f0); b1 = _mm256_add_ps(b1, f1); }
-                else { a0 = _mm256_add_ps(a0, f0); a1 = _mm256_add_ps(a1, f1); }
-            }
-        }
-        __m256 s0 = _mm256_add_ps(a0, b0), s1 = _mm256_add_ps(a1, b1);
-        __m256 h = _mm256_hadd_ps(s0, s1);
-        h = _mm256_hadd_ps(h, h);
-        __m128 t = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-        float r0 = _mm_cvtss_f32(t), r1 = _mm_cvtss_f32(_mm_shuffle_ps(t, t, 1));
-        for (int64_t g = G4; g < G; g++) {  /* up to three last groups outside a block of four */
-            r0 += ck_q_group_dot(in, W, CK_Q4, K, n, g, ck_f16_value(sc0[g]));
-            if (two) r1 += ck_q_group_dot(in, W, CK_Q4, K, n + 1, g, ck_f16_value(sc1[g]));
-        }
-        y[n] = r0 + (bias ? bias[n] : 0.0f);
-        if (two) y[n + 1] = r1 + (bias ? bias[n + 1] : 0.0f);
-    }
+    for (; n + 4 <= n1; n += 4) gemv_q4_rows(in, K, W, scales, bias, y, n, 4, pf);
+    if (n + 2 <= n1) gemv_q4_rows(in, K, W, scales, bias, y, n, 2, pf), n += 2;
+    if (n < n1) gemv_q4_rows(in, K, W, scales, bias, y, n, 1, pf);
 }
 
 AVX2 static void gemv_q_int8_avx2(const ck_qinput *in, int64_t K, const void *W, const uint16_t *scales, int format,
@@ -243,6 +237,8 @@ AVX2 static void gemv_q_int8_avx2(const ck_qinput *in, int64_t K, const void *W,
     else gemv_q8_avx2(in, K, (const int8_t *)W, scales, bias, y, n0, n1);
 }
 
+/* 12 independent chains of the q8 prefill tile's step (vpmaddwd of int16 pairs, vpaddd into
+ * int32): 16 multiply-adds per vpmaddwd, counted 2 operations each. */
 AVX2 static double int8_probe_avx2(int64_t n, float *sink) {
     __m256i a[12];
     const __m256i w = _mm256_set1_epi16(-2);

@@ -502,14 +502,16 @@ enum { GEMV_SHORT = 4096 };
 /* bf16 weights against x split by ck_split_even_odd: a 256-bit load holds 16 bf16, i.e. the
  * pairs (k+2i, k+2i+1) for i < 8; `w << 16` is the even elements as float32, `w & 0xFFFF0000`
  * the odd ones. Per 32-chunk: xeo[0..16) are the chunk's even inputs, xeo[16..32) its odd ones.
- * Long rows: four per pass share the input loads, each prefetched 2 KB ahead into L2 (T1: into
- * L1 the prefetches competed with the loads and ran slower than none at all). */
+ * Long rows: four per pass share the input loads; the next four rows are prefetched at the same
+ * place, 4·K elements on, into L2 (T1: into L1 the prefetches compete with the demand loads). The
+ * same place in the next rows beats a fixed distance within the row: the prefetch stream then
+ * follows the demand stream line for line, one pass ahead, across all four rows. */
 AVX2 static void gemv_bf16_avx2(const float *xeo, int64_t K, const void *Wv, const float *bias, float *y, int64_t n0,
                                 int64_t n1) {
     const uint16_t *W = (const uint16_t *)Wv;
     const __m256i hi = _mm256_set1_epi32((int)0xFFFF0000u);
     const int64_t K32 = K & ~(int64_t)31;
-    const int64_t ahead = 1024;
+    const int64_t ahead = 4 * K;
     int64_t n = n0;
     for (; K > GEMV_SHORT && n + 4 <= n1; n += 4) {
         const uint16_t *w0 = W + n * K, *w1 = w0 + K, *w2 = w1 + K, *w3 = w2 + K;
