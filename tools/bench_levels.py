@@ -39,6 +39,8 @@ def main():
     p.add_argument("--decode-tokens", type=int, default=16)
     p.add_argument("--weights", default="bf16,q8,q4")
     p.add_argument("--levels", default="", help="comma-separated kernel levels (default: every level of this CPU)")
+    p.add_argument("--repeat", type=int, default=2,
+                   help="runs of each of ours, one after the other (a first run in a window is often slow); the table gives their range")
     p.add_argument("--transformers-python", help="a Python with torch + transformers (tools/reference/requirements.txt)")
     p.add_argument("--json-out")
     a = p.parse_args()
@@ -60,10 +62,13 @@ def main():
             print(f"{label}: {json.dumps(r)}", file=sys.stderr)
     for weights in a.weights.split(","):
         for level in levels:
-            r = run_json([binary, "bench", a.preset, "--weights", weights, "--isa", level] + common)
-            rows.append((f"ours {weights}, {level}", r))
-            print(f"{weights} {level}: ttft {r['timeToFirstTokenSeconds']:.2f} s, "
-                  f"decode {r['decodeTokensPerSecond']:.2f} tok/s", file=sys.stderr)
+            runs = []
+            for _ in range(max(1, a.repeat)):
+                r = run_json([binary, "bench", a.preset, "--weights", weights, "--isa", level] + common)
+                runs.append(r)
+                print(f"{weights} {level}: ttft {r['timeToFirstTokenSeconds']:.2f} s, "
+                      f"decode {r['decodeTokensPerSecond']:.2f} tok/s", file=sys.stderr)
+            rows.append((f"ours {weights}, {level}", runs))
 
     def get(r, *keys):
         for k in keys:
@@ -72,25 +77,31 @@ def main():
         return None
 
     print(f"| {a.preset}, {a.threads} threads | started | image | time to first token | decode tok/s "
-          f"| decode GB/s (share of measured read) | ceilings probed (FMA / int8 / read) |")
+          f"| decode GB/s (share of the read rate probed in the run) | ceilings probed: FMA GFLOP/s / int8 GOPS / read GB/s |")
     print("|---|---|---|---|---|---|---|")
+
+    def span(values, f):
+        lo, hi = min(values), max(values)
+        return (f % lo) if f % lo == f % hi else f"{f % lo}–{f % hi}"
+
     for label, r in rows:
-        image = get(r, "imageEncodeSeconds", "image_encode_seconds")
-        ttft = get(r, "timeToFirstTokenSeconds", "time_to_first_token_seconds")
-        tok = get(r, "decodeTokensPerSecond", "decode_tokens_per_second")
-        if "measuredReadGBs" in r:
-            bw = f"{r['decodeGBs']:.1f} ({100 * r['bandwidthFraction']:.0f}%)"
-            int8 = r.get("measuredInt8GOPs")
-            ceil = f"{r['measuredFMAGFLOPs']:.0f} / {int8:.0f} / {r['measuredReadGBs']:.0f}" if int8 else \
-                f"{r['measuredFMAGFLOPs']:.0f} / – / {r['measuredReadGBs']:.0f}"
+        runs = r if isinstance(r, list) else [r]
+        first = runs[0]
+        image = [get(x, "imageEncodeSeconds", "image_encode_seconds") for x in runs]
+        ttft = [get(x, "timeToFirstTokenSeconds", "time_to_first_token_seconds") for x in runs]
+        tok = [get(x, "decodeTokensPerSecond", "decode_tokens_per_second") for x in runs]
+        if "measuredReadGBs" in first:
+            bw = f"{span([x['decodeGBs'] for x in runs], '%.1f')} ({span([100 * x['bandwidthFraction'] for x in runs], '%.0f')}%)"
+            int8 = [x.get("measuredInt8GOPs") or 0 for x in runs]
+            ceil = (f"{span([x['measuredFMAGFLOPs'] for x in runs], '%.0f')} / "
+                    f"{span(int8, '%.0f') if any(int8) else '–'} / {span([x['measuredReadGBs'] for x in runs], '%.0f')}")
         else:
             bw, ceil = "–", "–"
-        fmt = lambda v, f: (f % v) if v is not None else "–"
-        print(f"| {label} | {r['_started']} | {fmt(image, '%.2f s')} | {fmt(ttft, '%.2f s')} | {fmt(tok, '%.2f')} "
+        print(f"| {label} | {first['_started']} | {span(image, '%.2f')} s | {span(ttft, '%.2f')} s | {span(tok, '%.2f')} "
               f"| {bw} | {ceil} |")
     if a.json_out:
         with open(a.json_out, "w") as f:
-            json.dump([{"run": label, **r} for label, r in rows], f, indent=1)
+            json.dump([{"run": label, "reports": r if isinstance(r, list) else [r]} for label, r in rows], f, indent=1)
 
 
 if __name__ == "__main__":
