@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Kernels
 import PaliGemma
 
 struct Info: AsyncParsableCommand {
@@ -33,6 +34,7 @@ struct Info: AsyncParsableCommand {
             sliding window  \(c.text.slidingWindow.map { "\($0)" } ?? "off") on \(c.text.slidingLayers.filter { $0 }.count) of \(c.text.numHiddenLayers) layers
             weights         \(m.weightSummary)
             backend         \(m.backend.name)
+            kernel levels   \(KernelLevel.available.map(\.name).joined(separator: ", ")) (PALIGEMMA_ISA caps them)
             """)
         } catch {
             throw fail(error)

@@ -106,12 +106,6 @@ AVX2 static void softcap_avx2(float *x, int64_t n, float cap) {
     if (i < n) store_tail(x + i, n - i, _mm256_mul_ps(c, tanh_avx2(_mm256_mul_ps(load_tail(x + i, n - i, 0.0f), inv))));
 }
 
-AVX2_INLINE float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 /* Σ exp(x[i] − shift), writing each term to out when out is not NULL (out may be x). */
 AVX2 static float exp_shift_avx2(const float *x, float *out, int64_t n, float shift) {
@@ -144,7 +138,7 @@ AVX2 static float exp_shift_avx2(const float *x, float *out, int64_t n, float sh
         }
         s0 = _mm256_add_ps(s0, e);
     }
-    return hsum8(_mm256_add_ps(s0, s1));
+    return hsum(_mm256_add_ps(s0, s1));
 }
 
 AVX2_INLINE float hmax8(__m256 v) {
@@ -175,25 +169,6 @@ AVX2 static float max_avx2(const float *x, int64_t n) {
 
 /* ---------------- attention ---------------- */
 
-/* In-register 8×8 transpose: r[i] lane j ↔ r[j] lane i. */
-AVX2_INLINE void transpose8(__m256 r[8]) {
-    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-    r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
-    r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
-    r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
-    r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
-    r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
-    r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
-    r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
-    r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
-}
 
 /* Lanes where lo ≤ pos < hi: all ones, else zero. */
 AVX2_INLINE __m256 in_range(__m256i pos, __m256i lo, __m256i hi) {
