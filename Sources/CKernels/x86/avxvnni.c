@@ -9,7 +9,7 @@
  * for the VEX encoding (target avxvnni, _mm256_dpbusd_avx_epi32), once for the EVEX one (targets
  * avx512vl + avx512vnni, _mm256_dpbusd_epi32); ck_fill_avxvnni picks by cpu->avxvnni. */
 #if !defined(CK_VNNI_BODY)
-#include "../ck_table.h"
+#include "avx2/avx2.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
@@ -25,22 +25,6 @@
 #define VR 4
 #define VC 3
 #define VN (VC * 8)
-
-/* 8 rows' 8 dwords → dword j of each row in vector j */
-AVX2 static INLINE void transpose8_epi32(__m256i r[8]) {
-    __m256i a0 = _mm256_unpacklo_epi32(r[0], r[1]), a1 = _mm256_unpackhi_epi32(r[0], r[1]);
-    __m256i a2 = _mm256_unpacklo_epi32(r[2], r[3]), a3 = _mm256_unpackhi_epi32(r[2], r[3]);
-    __m256i a4 = _mm256_unpacklo_epi32(r[4], r[5]), a5 = _mm256_unpackhi_epi32(r[4], r[5]);
-    __m256i a6 = _mm256_unpacklo_epi32(r[6], r[7]), a7 = _mm256_unpackhi_epi32(r[6], r[7]);
-    __m256i b0 = _mm256_unpacklo_epi64(a0, a2), b1 = _mm256_unpackhi_epi64(a0, a2);
-    __m256i b2 = _mm256_unpacklo_epi64(a1, a3), b3 = _mm256_unpackhi_epi64(a1, a3);
-    __m256i b4 = _mm256_unpacklo_epi64(a4, a6), b5 = _mm256_unpackhi_epi64(a4, a6);
-    __m256i b6 = _mm256_unpacklo_epi64(a5, a7), b7 = _mm256_unpackhi_epi64(a5, a7);
-    r[0] = _mm256_permute2x128_si256(b0, b4, 0x20), r[4] = _mm256_permute2x128_si256(b0, b4, 0x31);
-    r[1] = _mm256_permute2x128_si256(b1, b5, 0x20), r[5] = _mm256_permute2x128_si256(b1, b5, 0x31);
-    r[2] = _mm256_permute2x128_si256(b2, b6, 0x20), r[6] = _mm256_permute2x128_si256(b2, b6, 0x31);
-    r[3] = _mm256_permute2x128_si256(b3, b7, 0x20), r[7] = _mm256_permute2x128_si256(b3, b7, 0x31);
-}
 
 /* Packs weight rows n ..< n + cols (≤ VN; the rest zero) in the layout above. Each 8 rows of a
  * group are loaded as 32 s8 in element order (q4 unpacked, a short q8 last group zero-filled),
