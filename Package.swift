@@ -26,15 +26,16 @@ let package = Package(
         .target(name: "Kernels", dependencies: ["CKernels"], swiftSettings: v5),
         .target(name: "SafeTensors", swiftSettings: v5),
         .target(name: "GemmaTokenizer", swiftSettings: v5),
-        // Image codecs: Debian's libjpeg-turbo, libpng and libwebp as system libraries, wrapped by
-        // a small C shim that turns their longjmp/abort error paths into error codes.
+        // Image codecs: Debian's libjpeg-turbo and libpng as system libraries, wrapped by a small C
+        // shim that turns their longjmp/abort error paths into error codes; libwebp is loaded by
+        // the shim from its runtime library when the first WebP file arrives (no headers needed).
         .systemLibrary(name: "CJPEG", path: "Sources/CJPEG"),
         .systemLibrary(name: "CPNG", path: "Sources/CPNG", pkgConfig: "libpng"),
-        .systemLibrary(name: "CWebP", path: "Sources/CWebP", pkgConfig: "libwebp"),
         .target(
-            name: "CImageShims", dependencies: ["CJPEG", "CPNG", "CWebP"],
+            name: "CImageShims", dependencies: ["CJPEG", "CPNG"],
             cSettings: [.unsafeFlags(["-O2"])],
-            linkerSettings: [.linkedLibrary("jpeg"), .linkedLibrary("png16"), .linkedLibrary("z"), .linkedLibrary("webp")]),
+            linkerSettings: [.linkedLibrary("jpeg"), .linkedLibrary("png16"), .linkedLibrary("z"),
+                              .linkedLibrary("dl", .when(platforms: [.linux]))]),
         .target(name: "Imaging", dependencies: ["CImageShims"], swiftSettings: v5),
         // big_vision's VQ-VAE mask decoder (reads vae-oid.npz): <seg> codes → 64×64 masks.
         .target(name: "MaskDecoder", dependencies: ["ZIPFoundation"], swiftSettings: v5),

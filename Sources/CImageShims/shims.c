@@ -9,7 +9,8 @@
 #include <jerror.h>
 #include <png.h>
 #include <zlib.h>
-#include <webp/decode.h>
+#include <dlfcn.h>
+#include <pthread.h>
 
 void cis_free(void *p) { free(p); }
 
@@ -252,15 +253,57 @@ int cis_png_decode(const uint8_t *data, size_t len, int64_t max_pixels, cis_imag
 
 /* ---------------- WebP ---------------- */
 
+/* libwebp is loaded when the first WebP file arrives, from its runtime library (Debian's libwebp7,
+ * Homebrew's webp), so that building needs no WebP headers and JPEG/PNG work without it. The
+ * declarations below are libwebp's decode ABI (decode.h, WEBP_DECODER_ABI_VERSION 0x0209, stable
+ * across libwebp 0.5–1.x): WebPGetFeatures is an inline wrapper of WebPGetFeaturesInternal. */
+enum { WEBP_ABI = 0x0209, VP8_OK = 0, VP8_SUSPENDED = 5, VP8_NOT_ENOUGH_DATA = 7, WEBP_MODE_RGB = 0, WEBP_MODE_RGBA = 1 };
+typedef struct {
+    int width, height, has_alpha, has_animation, format;
+    uint32_t pad[5];
+} webp_features;
+static struct {
+    int (*get_features)(const uint8_t *, size_t, webp_features *, int);
+    uint8_t *(*decode_rgba_into)(const uint8_t *, size_t, uint8_t *, size_t, int);
+    uint8_t *(*decode_rgb_into)(const uint8_t *, size_t, uint8_t *, size_t, int);
+    void *(*inew_rgb)(int, uint8_t *, size_t, int);
+    int (*iappend)(void *, const uint8_t *, size_t);
+    void (*idelete)(void *);
+} webp;
+static int webp_loaded = 0;
+static pthread_once_t webp_once = PTHREAD_ONCE_INIT;
+
+static void load_webp(void) {
+    static const char *names[] = {"libwebp.so.7", "libwebp.so", "libwebp.7.dylib", "libwebp.dylib",
+                                  "/opt/homebrew/lib/libwebp.dylib", "/usr/local/lib/libwebp.dylib"};
+    void *lib = NULL;
+    for (size_t i = 0; i < sizeof names / sizeof names[0] && !lib; i++) lib = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+    if (!lib) return;
+    *(void **)&webp.get_features = dlsym(lib, "WebPGetFeaturesInternal");
+    *(void **)&webp.decode_rgba_into = dlsym(lib, "WebPDecodeRGBAInto");
+    *(void **)&webp.decode_rgb_into = dlsym(lib, "WebPDecodeRGBInto");
+    *(void **)&webp.inew_rgb = dlsym(lib, "WebPINewRGB");
+    *(void **)&webp.iappend = dlsym(lib, "WebPIAppend");
+    *(void **)&webp.idelete = dlsym(lib, "WebPIDelete");
+    webp_loaded = webp.get_features && webp.decode_rgba_into && webp.decode_rgb_into && webp.inew_rgb &&
+                  webp.iappend && webp.idelete;
+}
+
 int cis_webp_decode(const uint8_t *data, size_t len, int64_t max_pixels, cis_image *out) {
     memset(out, 0, sizeof(*out));
-    WebPBitstreamFeatures features;
-    VP8StatusCode st = WebPGetFeatures(data, len, &features);
-    if (st == VP8_STATUS_NOT_ENOUGH_DATA) {
+    pthread_once(&webp_once, load_webp);
+    if (!webp_loaded) {
+        set_msg(out, "WebP needs the libwebp library, which was not found (Debian/Ubuntu: apt-get install "
+                     "libwebp7; macOS: brew install webp)");
+        return CIS_UNSUPPORTED;
+    }
+    webp_features features;
+    int st = webp.get_features(data, len, &features, WEBP_ABI);
+    if (st == VP8_NOT_ENOUGH_DATA) {
         set_msg(out, "WebP data ends before the header is complete");
         return CIS_TRUNCATED;
     }
-    if (st != VP8_STATUS_OK) {
+    if (st != VP8_OK) {
         set_msg(out, "WebP header is invalid");
         return CIS_CORRUPT;
     }
@@ -279,17 +322,16 @@ int cis_webp_decode(const uint8_t *data, size_t len, int64_t max_pixels, cis_ima
     uint8_t *pixels = (uint8_t *)malloc(size);
     if (!pixels) return CIS_NO_MEMORY;
     uint8_t *ok = features.has_alpha
-        ? WebPDecodeRGBAInto(data, len, pixels, size, (int)stride)
-        : WebPDecodeRGBInto(data, len, pixels, size, (int)stride);
+        ? webp.decode_rgba_into(data, len, pixels, size, (int)stride)
+        : webp.decode_rgb_into(data, len, pixels, size, (int)stride);
     if (!ok) {
         free(pixels);
         /* Distinguish a cut-off file by asking the incremental decoder. */
-        WebPIDecoder *idec = WebPINewRGB(features.has_alpha ? MODE_RGBA : MODE_RGB, NULL, 0, 0);
+        void *idec = webp.inew_rgb(features.has_alpha ? WEBP_MODE_RGBA : WEBP_MODE_RGB, NULL, 0, 0);
         int truncated = 0;
         if (idec) {
-            VP8StatusCode s = WebPIAppend(idec, data, len);
-            truncated = (s == VP8_STATUS_SUSPENDED);
-            WebPIDelete(idec);
+            truncated = webp.iappend(idec, data, len) == VP8_SUSPENDED;
+            webp.idelete(idec);
         }
         set_msg(out, truncated ? "WebP data ends before the image is complete" : "WebP bitstream is invalid");
         return truncated ? CIS_TRUNCATED : CIS_CORRUPT;
