@@ -51,6 +51,25 @@ CK_AVX2_SHARED void transpose8_epi32(__m256i r[8]) {
     r[2] = _mm256_permute2x128_si256(b2, b6, 0x20), r[6] = _mm256_permute2x128_si256(b2, b6, 0x31);
     r[3] = _mm256_permute2x128_si256(b3, b7, 0x20), r[7] = _mm256_permute2x128_si256(b3, b7, 0x31);
 }
+
+/* w_scale · x_scale of groups g0 ..< g0 + count (≤ 8; the rest 0) of one row */
+CK_AVX2_SHARED __m256 row_scales(const uint16_t *sc, const float *xsc, int64_t count) {
+    if (count == 8) return _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)sc)), _mm256_loadu_ps(xsc));
+    float cs[8];
+    for (int64_t j = 0; j < 8; j++) cs[j] = j < count ? ck_f16_value(sc[j]) * xsc[j] : 0.0f;
+    return _mm256_loadu_ps(cs);
+}
+
+/* the sums of R (≤ 4) rows' 8 lanes, plus bias, into y[n ..< n+R] */
+CK_AVX2_SHARED void store_rows(const __m256 *acc, const int R, const float *bias, float *y, int64_t n) {
+    __m256 h01 = _mm256_hadd_ps(acc[0], R > 1 ? acc[1] : acc[0]);
+    __m256 h23 = R > 2 ? _mm256_hadd_ps(acc[2], R > 3 ? acc[3] : acc[2]) : h01;
+    __m256 h = _mm256_hadd_ps(h01, h23);
+    __m128 t = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    float r[4];
+    _mm_storeu_ps(r, t);
+    for (int i = 0; i < R; i++) y[n + i] = r[i] + (bias ? bias[n + i] : 0.0f);
+}
 #endif
 
 /* float32 products: GEMM, GEMVs, conversions, dot/axpy, read and FMA probes (products.c) */

@@ -100,25 +100,6 @@ AVX2 static void quantize_rows_u8_avx2(const float *x, int64_t M, int64_t K, int
  * scales of 8 groups per row are widened together (F16C) and kept in a register; each group's
  * scale is spread over the lanes with one vpermps. */
 
-/* w_scale · x_scale of groups g0 ..< g0 + count (≤ 8; the rest 0) of one row */
-AVX2 static INLINE __m256 row_scales(const uint16_t *sc, const float *xsc, int64_t count) {
-    if (count == 8) return _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)sc)), _mm256_loadu_ps(xsc));
-    float cs[8];
-    for (int64_t j = 0; j < 8; j++) cs[j] = j < count ? ck_f16_value(sc[j]) * xsc[j] : 0.0f;
-    return _mm256_loadu_ps(cs);
-}
-
-/* the sums of R (≤ 4) rows' 8 lanes, plus bias, into y[n ..< n+R] */
-AVX2 static INLINE void store_rows(const __m256 *acc, const int R, const float *bias, float *y, int64_t n) {
-    __m256 h01 = _mm256_hadd_ps(acc[0], R > 1 ? acc[1] : acc[0]);
-    __m256 h23 = R > 2 ? _mm256_hadd_ps(acc[2], R > 3 ? acc[3] : acc[2]) : h01;
-    __m256 h = _mm256_hadd_ps(h01, h23);
-    __m128 t = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-    float r[4];
-    _mm_storeu_ps(r, t);
-    for (int i = 0; i < R; i++) y[n + i] = r[i] + (bias ? bias[n + i] : 0.0f);
-}
-
 /* group g of one q8 row against the input: |x| (u8) × sign(x)·w (vpsignb, which also zeroes w
  * where x = 0) in vpmaddubsw, pair sums ≤ 2·127·127 = 32258 (exact in int16), then vpmaddwd
  * against ones: the group's 8 int32 partial sums */
