@@ -38,4 +38,28 @@ static inline __attribute__((always_inline)) void load_group(int format, int64_t
         *b = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(v, 4)), eight);
     }
 }
+/* A sub-panel narrower than QP_SUB columns runs its tile on a local copy of its y rows and bias
+ * (the tile always stores QP_SUB columns): narrow_tile_in fills the copy (with y's partial sums
+ * unless this is the first K block) and points y, ldy and bias at it; narrow_tile_out writes the
+ * live columns back. */
+typedef struct {
+    float y[QP_ROWS * QP_SUB], bias[QP_SUB];
+} narrow_tile;
+
+static inline void narrow_tile_in(narrow_tile *t, int first, int cols, int mr, float **y, int64_t *ldy,
+                                  const float **bias) {
+    for (int r = 0; r < mr; r++)
+        for (int j = 0; j < QP_SUB; j++) t->y[r * QP_SUB + j] = !first && j < cols ? (*y)[r * *ldy + j] : 0.0f;
+    if (*bias) {
+        for (int j = 0; j < QP_SUB; j++) t->bias[j] = j < cols ? (*bias)[j] : 0.0f;
+        *bias = t->bias;
+    }
+    *y = t->y;
+    *ldy = QP_SUB;
+}
+
+static inline void narrow_tile_out(const narrow_tile *t, int cols, int mr, float *y, int64_t ldy) {
+    for (int r = 0; r < mr; r++)
+        for (int j = 0; j < cols; j++) y[r * ldy + j] = t->y[r * QP_SUB + j];
+}
 #endif

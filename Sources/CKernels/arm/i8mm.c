@@ -128,29 +128,18 @@ I8MM INLINE void tile_mm(const uint8_t *xq, int64_t Kp, const float *xs, int64_t
     }
 }
 
-/* One tile call; a sub-panel narrower than 8 columns runs on a local copy of its y and bias. */
+/* One tile call (a narrow sub-panel through a local copy: narrow_tile). */
 I8MM static void run_tile_mm(const uint8_t *xq, int64_t Kp, const float *xs, int64_t G, const int8_t *pw,
                              const int32_t *comp, const float *ws, int64_t g0, int64_t g1, const float *bias,
                              float *y, int64_t ldy, int cols, int mr) {
     const int first = g0 == 0, last = g1 == G;
-    float tmp[QP_ROWS * QP_SUB], tb[QP_SUB];
+    narrow_tile copy;
     float *yt = y;
     int64_t ldt = ldy;
-    if (cols < QP_SUB) {
-        yt = tmp;
-        ldt = QP_SUB;
-        for (int r = 0; r < mr; r++)
-            for (int j = 0; j < QP_SUB; j++) tmp[r * QP_SUB + j] = !first && j < cols ? y[r * ldy + j] : 0.0f;
-        if (bias) {
-            for (int j = 0; j < QP_SUB; j++) tb[j] = j < cols ? bias[j] : 0.0f;
-            bias = tb;
-        }
-    }
+    if (cols < QP_SUB) narrow_tile_in(&copy, first, cols, mr, &yt, &ldt, &bias);
     if (mr > 2) tile_mm(xq, Kp, xs, G, pw, comp, ws, g0, g1, first, last, bias, yt, ldt, mr, 2);
     else tile_mm(xq, Kp, xs, G, pw, comp, ws, g0, g1, first, last, bias, yt, ldt, mr, 1);
-    if (cols < QP_SUB)
-        for (int r = 0; r < mr; r++)
-            for (int j = 0; j < cols; j++) y[r * ldy + j] = tmp[r * QP_SUB + j];
+    if (cols < QP_SUB) narrow_tile_out(&copy, cols, mr, y, ldy);
 }
 
 I8MM static void gemm_q_int8_i8mm(const uint8_t *xq, const float *xs, int64_t M, int64_t K, const void *W,
