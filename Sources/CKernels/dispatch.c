@@ -33,8 +33,7 @@ static void detect(ck_cpu *cpu) {
     __builtin_cpu_init();
     cpu->avx2 = __builtin_cpu_supports("avx2");
     cpu->fma = __builtin_cpu_supports("fma");
-    cpu->f16c = 1; /* checked below through cpuid: __builtin_cpu_supports has no "f16c" everywhere */
-    {
+    {   /* F16C and AVX-VNNI through cpuid: not every compiler's __builtin_cpu_supports knows them */
         unsigned a, b, c, d;
         __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(1), "c"(0));
         cpu->f16c = (c >> 29) & 1;
