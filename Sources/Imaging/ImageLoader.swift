@@ -24,12 +24,14 @@ public enum ImageFormat: String, Sendable {
 
 /// What to do with transparency when turning a picture into RGB.
 public enum AlphaHandling: Sendable {
-    /// Composite over an opaque white background with PIL's integer `alpha_composite`
-    /// arithmetic; this is what transformers 5.x `convert_to_rgb` does for images that carry
-    /// an alpha channel or a `transparency` entry (the reference preprocessing).
-    case compositeOnWhite
-    /// Drop alpha, like PIL's plain `Image.convert("RGB")`.
+    /// Drop alpha and keep the colours as stored, like PIL's `Image.convert("RGB")`: what
+    /// transformers' `load_image` (the path its documentation uses) and big_vision's
+    /// `decode_image(channels=3)` do, and how the checkpoints were trained. The default.
     case drop
+    /// Composite over an opaque white background with PIL's integer `alpha_composite`
+    /// arithmetic: what transformers' `convert_to_rgb` does when a PIL image that still carries
+    /// an alpha channel (or a `transparency` entry) is given straight to the processor.
+    case compositeOnWhite
 }
 
 /// Decodes JPEG, PNG and WebP files into `RGBImage`, applying the EXIF orientation and
@@ -39,13 +41,13 @@ public struct ImageLoader: Sendable {
     /// Largest `width * height` accepted; checked from the header before any pixel memory is
     /// allocated, so decompression bombs are refused cheaply.
     public var maxPixels: Int = 100_000_000
-    /// How transparency is flattened; defaults to the transformers reference behaviour.
-    public var alpha: AlphaHandling = .compositeOnWhite
+    /// How transparency is flattened; by default dropped, as the checkpoints were trained.
+    public var alpha: AlphaHandling = .drop
     /// Whether to apply the EXIF Orientation tag (as PIL's `ImageOps.exif_transpose`).
     public var applyExifOrientation: Bool = true
 
     /// A loader with the default limits.
-    public init(maxPixels: Int = 100_000_000, alpha: AlphaHandling = .compositeOnWhite,
+    public init(maxPixels: Int = 100_000_000, alpha: AlphaHandling = .drop,
                 applyExifOrientation: Bool = true) {
         self.maxPixels = maxPixels
         self.alpha = alpha

@@ -45,15 +45,15 @@ final class CheckpointReader {
 
     /// A matrix read in place from the memory map. `shape` is the tensor's logical shape; every
     /// dimension after the first is flattened into the columns (Conv2d weights become matrices).
-    /// Quantized matrices (see the README's layout) are recognised by their `<name>_scales` tensor.
+    /// Quantized matrices (layout in docs/quantization.md) are recognised by their `<name>_scales` tensor.
     func matrix(_ name: String, shape: [Int]) throws -> WeightMatrix {
-        if let scales = checkpoint[name + "_scales"], let t = checkpoint[name], shape.count == 2 {
+        if checkpoint[name + "_scales"] != nil, let t = checkpoint[name], shape.count == 2 {
             let (rows, columns) = (shape[0], shape[1])
             let format: WeightFormat
             switch t.dtype {
             case .i8: format = .q8
             case .u8: format = .q4
-            default: throw CheckpointError.unsupportedDType(name: name, file: t.file, dtype: t.dtype.rawValue)
+            default: throw CheckpointError.unsupportedQuantizedDType(name: name, file: t.file, dtype: t.dtype.rawValue)
             }
             guard format.accepts(columns: columns) else {
                 throw CheckpointError.wrongShape(name: name, file: t.file, expected: shape, found: t.shape)
@@ -62,9 +62,8 @@ final class CheckpointReader {
             _ = try info(name, shape: stored)
             let s = try info(name + "_scales", shape: [rows, WeightFormat.groups(columns: columns)])
             guard s.dtype == .f16, Int(bitPattern: s.data) % 2 == 0 else {
-                throw CheckpointError.unsupportedDType(name: name + "_scales", file: s.file, dtype: s.dtype.rawValue)
+                throw CheckpointError.unsupportedQuantizedDType(name: name + "_scales", file: s.file, dtype: s.dtype.rawValue)
             }
-            _ = scales
             return WeightMatrix(format: format, rows: rows, columns: columns, data: t.data,
                                 scales: s.data.assumingMemoryBound(to: UInt16.self))
         }

@@ -9,6 +9,8 @@ public enum CheckpointError: Error, CustomStringConvertible, Sendable {
     case unexpectedTensor(name: String, file: String)
     case wrongShape(name: String, file: String, expected: [Int], found: [Int])
     case unsupportedDType(name: String, file: String, dtype: String)
+    /// A quantized matrix (one with a `_scales` tensor) whose data or scales have another dtype.
+    case unsupportedQuantizedDType(name: String, file: String, dtype: String)
 
     public var description: String {
         switch self {
@@ -26,6 +28,9 @@ public enum CheckpointError: Error, CustomStringConvertible, Sendable {
             return "\(file): tensor '\(name)' has shape \(found) but config.json implies \(expected)"
         case let .unsupportedDType(name, file, dtype):
             return "\(file): tensor '\(name)' has dtype \(dtype); supported are F32, BF16 and F16"
+        case let .unsupportedQuantizedDType(name, file, dtype):
+            return "\(file): quantized tensor '\(name)' has dtype \(dtype); a quantized matrix holds I8 (q8) or U8 (q4) data and "
+                + "F16 scales (docs/quantization.md); rewrite it with `paligemma quantize`"
         }
     }
 }
@@ -212,7 +217,7 @@ public struct QuantizationConfig: Codable, Sendable, Equatable {
     /// Dtype of the weights before quantization ("bf16", "f32", "f16"): the embedding scale is
     /// rounded to it, as the original model did.
     public var sourceDType: String
-    /// Always "paligemma-swift": marks the layout documented in the README.
+    /// Always "paligemma-swift": marks the layout documented in docs/quantization.md.
     public var quantMethod: String
 
     public init(format: String, groupSize: Int = 32, sourceDType: String) {

@@ -36,6 +36,10 @@ public struct Generation: Codable, Sendable {
         public var decodeSeconds: Double
         public var promptTokens: Int
         public var generatedTokens: Int
+        /// Server only: time spent waiting behind other requests.
+        public var queueSeconds: Double?
+        /// Server only: from the request's arrival to its answer (queue included).
+        public var totalSeconds: Double?
         public var decodeTokensPerSecond: Double {
             generatedTokens > 1 ? Double(generatedTokens - 1) / max(decodeSeconds, 1e-9) : 0
         }
@@ -44,6 +48,7 @@ public struct Generation: Codable, Sendable {
             case imageSeconds = "image_seconds", prefillSeconds = "prefill_seconds", decodeSeconds = "decode_seconds"
             case promptTokens = "prompt_tokens", generatedTokens = "generated_tokens"
             case decodeTokensPerSecond = "decode_tokens_per_second"
+            case queueSeconds = "queue_seconds", totalSeconds = "total_seconds"
         }
 
         public func encode(to encoder: Encoder) throws {
@@ -54,6 +59,8 @@ public struct Generation: Codable, Sendable {
             try c.encode(promptTokens, forKey: .promptTokens)
             try c.encode(generatedTokens, forKey: .generatedTokens)
             try c.encode(decodeTokensPerSecond, forKey: .decodeTokensPerSecond)
+            try c.encodeIfPresent(queueSeconds, forKey: .queueSeconds)
+            try c.encodeIfPresent(totalSeconds, forKey: .totalSeconds)
         }
 
         public init(from decoder: Decoder) throws {
@@ -63,6 +70,8 @@ public struct Generation: Codable, Sendable {
             decodeSeconds = try c.decode(Double.self, forKey: .decodeSeconds)
             promptTokens = try c.decode(Int.self, forKey: .promptTokens)
             generatedTokens = try c.decode(Int.self, forKey: .generatedTokens)
+            queueSeconds = try c.decodeIfPresent(Double.self, forKey: .queueSeconds)
+            totalSeconds = try c.decodeIfPresent(Double.self, forKey: .totalSeconds)
         }
 
         init(imageSeconds: Double, prefillSeconds: Double, decodeSeconds: Double, promptTokens: Int, generatedTokens: Int) {
@@ -77,6 +86,61 @@ public struct Generation: Codable, Sendable {
     enum CodingKeys: String, CodingKey {
         case prompt, text, tokenIDs = "token_ids", tokenLogProbs = "token_logprobs"
         case finishReason = "finish_reason", timings
+    }
+
+    init(prompt: String, text: String, tokenIDs: [Int], tokenLogProbs: [Float],
+         finishReason: GenerationResult.FinishReason, timings: Timings) {
+        self.prompt = prompt
+        self.text = text
+        self.tokenIDs = tokenIDs
+        self.tokenLogProbs = tokenLogProbs
+        self.finishReason = finishReason
+        self.timings = timings
+    }
+
+    /// Log-probabilities that are not finite are written as null, as in `TaskResult`.
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(prompt, forKey: .prompt)
+        try c.encode(text, forKey: .text)
+        try c.encode(tokenIDs, forKey: .tokenIDs)
+        try c.encode(tokenLogProbs.map { $0.isFinite ? $0 : nil }, forKey: .tokenLogProbs)
+        try c.encode(finishReason, forKey: .finishReason)
+        try c.encode(timings, forKey: .timings)
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        prompt = try c.decode(String.self, forKey: .prompt)
+        text = try c.decode(String.self, forKey: .text)
+        tokenIDs = try c.decode([Int].self, forKey: .tokenIDs)
+        tokenLogProbs = try c.decode([Float?].self, forKey: .tokenLogProbs).map { $0 ?? -.infinity }
+        finishReason = try c.decode(GenerationResult.FinishReason.self, forKey: .finishReason)
+        timings = try c.decode(Timings.self, forKey: .timings)
+    }
+}
+
+/// How the prefill's matrix products round their inputs.
+public enum ProductPrecision: String, Sendable, CaseIterable {
+    /// float32 for checkpoints under 256 MB (where exactness costs nothing), bf16 otherwise.
+    case auto
+    /// Exact float32 products: outputs as transformers in float32.
+    case float32
+    /// The CPU's bf16 dot products (as PyTorch in bfloat16), about twice as fast; float32 where
+    /// the CPU has none.
+    case bf16
+
+    /// Whether the checkpoint in `directory` gets bf16 products.
+    public func usesBF16(directory: URL) -> Bool {
+        switch self {
+        case .float32: return false
+        case .bf16: return true
+        case .auto:
+            let files = (try? FileManager.default.contentsOfDirectory(at: directory, includingPropertiesForKeys: [.fileSizeKey])) ?? []
+            let bytes = files.filter { $0.pathExtension == "safetensors" }
+                .reduce(0) { $0 + ((try? $1.resourceValues(forKeys: [.fileSizeKey]).fileSize) ?? 0) }
+            return bytes >= 256 << 20
+        }
     }
 }
 
@@ -105,9 +169,12 @@ public final class PaliGemmaPipeline: @unchecked Sendable {
     public let imageLoader: ImageLoader
 
     /// Loads the checkpoint, tokenizer (tokenizer.json, else tokenizer.model) from `directory`.
-    public init(directory: URL, backend: ComputeBackend = FastBackend(), imageLoader: ImageLoader = ImageLoader(),
+    /// - Parameter backend: the kernels; nil takes `FastBackend` with `ProductPrecision.auto`'s
+    ///   choice for this checkpoint (what the `paligemma` tool uses).
+    public init(directory: URL, backend: ComputeBackend? = nil, imageLoader: ImageLoader = ImageLoader(),
                 resize: ResizeFilter = .bicubicPIL) throws {
-        model = try PaliGemmaModel(directory: directory, backend: backend)
+        model = try PaliGemmaModel(directory: directory,
+                                   backend: backend ?? FastBackend(bf16Products: ProductPrecision.auto.usesBF16(directory: directory)))
         tokenizer = try GemmaTokenizer.load(directory: directory)
         self.imageLoader = imageLoader
         preprocessor = ImagePreprocessor(size: model.imageSize, filter: resize)

@@ -57,6 +57,24 @@ public struct Segmenter: Sendable {
         decoder = try VQVAEMaskDecoder(npz: vaeFile)
     }
 
+    /// The one rule every front end uses to find the mask decoder: the file named by the user
+    /// (which must exist), else `vae-oid.npz` in the model directory, else none (segment answers
+    /// then carry boxes only, with a note saying so).
+    public static func locate(explicit: URL?, modelDirectory: URL?) throws -> Segmenter? {
+        if let explicit {
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: explicit.path, isDirectory: &isDirectory), !isDirectory.boolValue else {
+                throw CheckpointError.missingFile(path: explicit.path, hint:
+                    "The mask decoder is big_vision's vae-oid.npz (gs://big_vision/paligemma/vae-oid.npz); name an existing file.")
+            }
+            return try Segmenter(vaeFile: explicit)
+        }
+        if let file = modelDirectory?.appendingPathComponent("vae-oid.npz"), FileManager.default.fileExists(atPath: file.path) {
+            return try Segmenter(vaeFile: file)
+        }
+        return nil
+    }
+
     /// Objects with 4 locations and 16 codes in `text`, each with its mask placed in the box
     /// (big_vision's evaluator convention: bins / 1023, bilinear resize, threshold 0). Objects whose
     /// codes are out of range are skipped, as any other malformed output.

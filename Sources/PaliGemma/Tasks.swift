@@ -86,26 +86,42 @@ public enum LocationParser {
 
     /// Parses objects. Locations are bins of the square model input; `bin / 1023` (the
     /// training encoding, `round(coordinate × 1023)`) scales them to the original image size.
+    /// Whitespace between `<loc>`/`<seg>` tokens is allowed (as Google's demo parser allows it).
+    /// A box whose y1 ≤ y0 or x1 ≤ x0 is invalid (as big_vision's evaluator treats it) and left
+    /// out, never swapped into shape.
     /// - Parameter requireSegmentation: keep only objects followed by 16 `<seg>` codes.
     public static func parse(_ text: String, imageWidth: Int, imageHeight: Int,
                              requireSegmentation: Bool = false) -> [DetectedObject] {
+        parseReport(text, imageWidth: imageWidth, imageHeight: imageHeight, requireSegmentation: requireSegmentation).objects
+    }
+
+    /// `parse`, also counting the boxes left out as inverted or empty.
+    public static func parseReport(_ text: String, imageWidth: Int, imageHeight: Int,
+                                   requireSegmentation: Bool = false) -> (objects: [DetectedObject], invalidBoxes: Int) {
         let toks = tokens(text)
+        func isSpace(_ t: Token) -> Bool {
+            if case let .text(s) = t { return s.allSatisfy(\.isWhitespace) }
+            return false
+        }
         var objects: [DetectedObject] = []
+        var invalid = 0
         var i = 0
         while i < toks.count {
-            // Find four consecutive location tokens.
+            // Find four location tokens in a row (whitespace between them allowed).
             guard case .loc = toks[i] else { i += 1; continue }
             var locs: [Int] = []
             var j = i
-            while j < toks.count, locs.count < 4, case let .loc(v) = toks[j] {
-                locs.append(v)
-                j += 1
+            while j < toks.count, locs.count < 4 {
+                if case let .loc(v) = toks[j] { locs.append(v); j += 1 }
+                else if isSpace(toks[j]), j + 1 < toks.count, case .loc = toks[j + 1] { j += 1 }
+                else { break }
             }
             guard locs.count == 4 else { i = j; continue }
             var codes: [Int] = []
-            while j < toks.count, codes.count < 16, case let .seg(v) = toks[j] {
-                codes.append(v)
-                j += 1
+            while j < toks.count, codes.count < 16 {
+                if case let .seg(v) = toks[j] { codes.append(v); j += 1 }
+                else if isSpace(toks[j]), j + 1 < toks.count, case .seg = toks[j + 1] { j += 1 }
+                else { break }
             }
             var label = ""
             if j < toks.count, case let .text(t) = toks[j] {
@@ -116,12 +132,14 @@ public enum LocationParser {
             }
             i = j
             if requireSegmentation && codes.count != 16 { continue }
+            // <loc> order is y0, x0, y1, x1.
+            guard locs[2] > locs[0], locs[3] > locs[1] else { invalid += 1; continue }
             let w = Double(imageWidth), h = Double(imageHeight)
             func scale(_ bin: Int, _ size: Double) -> Double { min(max(Double(bin) / 1023, 0), 1) * size }
-            let (y0, x0, y1, x1) = (scale(locs[0], h), scale(locs[1], w), scale(locs[2], h), scale(locs[3], w))
-            objects.append(DetectedObject(label: label, x0: min(x0, x1), y0: min(y0, y1), x1: max(x0, x1), y1: max(y0, y1),
+            objects.append(DetectedObject(label: label, x0: scale(locs[1], w), y0: scale(locs[0], h),
+                                          x1: scale(locs[3], w), y1: scale(locs[2], h),
                                           bins: locs, segmentationCodes: codes.count == 16 ? codes : nil))
         }
-        return objects
+        return (objects, invalid)
     }
 }

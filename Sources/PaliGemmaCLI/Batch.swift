@@ -13,29 +13,32 @@ struct BatchItem: Decodable {
     enum CodingKeys: String, CodingKey { case id, image, prompt, maxNewTokens = "max_new_tokens" }
 }
 
-/// One line of batch output.
+/// One line of batch output: the request's `TaskResult` (with `id` and `image` set), or the
+/// request's id, image and an error.
 struct BatchResult: Encodable {
     var id: String
     var image: String
-    var generation: Generation?
-    var objects: [DetectedObject]?
+    var result: TaskResult?
     var error: String?
 
-    enum CodingKeys: String, CodingKey { case id, image, objects, error }
+    enum CodingKeys: String, CodingKey { case id, image, error }
 
     func encode(to encoder: Encoder) throws {
-        try generation?.encode(to: encoder)
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(id, forKey: .id)
-        try c.encode(image, forKey: .image)
-        try c.encodeIfPresent(objects, forKey: .objects)
-        try c.encodeIfPresent(error, forKey: .error)
+        if let result {
+            try result.encode(to: encoder)
+        } else {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(id, forKey: .id)
+            try c.encode(image, forKey: .image)
+            try c.encodeIfPresent(error, forKey: .error)
+        }
     }
 }
 
 /// Runs a JSON-lines file of {image, prompt} requests; with --results, appends one JSON line per
 /// request and skips requests already answered there, so an interrupted run resumes.
-func runBatch(input: String, results: String?, model: ModelOptions, generation: GenerationFlags) throws {
+func runBatch(input: String, results: String?, flags: TaskFlags) throws {
+    let (model, generation) = (flags.model, flags.generation)
     let text: String
     do { text = try String(contentsOfFile: input, encoding: .utf8) } catch {
         throw ValidationError("cannot read \(input): \(error.localizedDescription)")
@@ -75,8 +78,8 @@ func runBatch(input: String, results: String?, model: ModelOptions, generation: 
     let pipeline = try model.pipeline()
     let bar = ProgressBar(label: "batch")
     var cached: (path: String, image: RGBImage, encoded: EncodedImage)?
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    let encoder = TaskResult.jsonEncoder()
+    var segmenter: Segmenter??
     for (k, (line, item)) in pending.enumerated() {
         let id = item.id ?? "line\(line)"
         var result = BatchResult(id: id, image: item.image)
@@ -88,11 +91,12 @@ func runBatch(input: String, results: String?, model: ModelOptions, generation: 
             }
             var options = generation.options
             if let m = item.maxNewTokens { options.maxNewTokens = m }
-            let g = try pipeline.generate(prompt: item.prompt, image: cached!.encoded, options: options)
-            result.generation = g
-            if item.prompt.hasPrefix("detect") || item.prompt.hasPrefix("segment") {
-                result.objects = LocationParser.parse(g.text, imageWidth: cached!.image.width, imageHeight: cached!.image.height)
+            if TaskKind(prompt: item.prompt) == .segment, segmenter == nil {
+                segmenter = .some(try Segmenter.locate(explicit: flags.vaeOID.map { URL(fileURLWithPath: $0) },
+                                                       modelDirectory: try model.resolveDirectory()))
             }
+            result.result = try pipeline.perform(item.prompt, on: cached!.encoded, options: options,
+                                                 segmenter: segmenter ?? nil, id: id, name: item.image)
         } catch {
             result.error = "\(error)"
         }

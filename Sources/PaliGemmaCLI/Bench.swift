@@ -296,7 +296,7 @@ struct Bench: AsyncParsableCommand {
             extras.jpeg = try benchImage(size: ModelPreset(preset)?.resolution ?? 224)
         }
         if only == "all" || only == "tokenizer" {
-            let dirs = [model.map { URL(fileURLWithPath: $0) }, ModelOptions.demoDirectory].compactMap { $0 }
+            let dirs = [model.map { URL(fileURLWithPath: $0) }, try? ModelOptions.demoDirectory()].compactMap { $0 }
             if let tokenizer = dirs.lazy.compactMap({ try? GemmaTokenizer.load(directory: $0) }).first {
                 status("encoding 2 MB of prompts…")
                 extras.tokenizer = benchTokenizer(tokenizer)
@@ -454,8 +454,8 @@ struct Bench: AsyncParsableCommand {
         profiler.reset()
     }
 
-    /// Multiply-adds ×2 of the image encoder, projector and decoder prefill (last-row logits).
-    /// Floating-point operations of the prefix: (vision tower + projector, decoder prefill).
+    /// Floating-point operations of the prefix (multiply-adds × 2): the vision tower with the
+    /// projector, and the decoder's prefill up to the last row's logits.
     func prefixFLOPs(_ c: PaliGemmaConfig, promptLength t: Int) -> (vision: Double, decoder: Double) {
         let v = c.vision, x = c.text
         let n = Double(v.numPatches), d = Double(v.hiddenSize), i = Double(v.intermediateSize)

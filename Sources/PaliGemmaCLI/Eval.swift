@@ -27,8 +27,8 @@ struct Eval: ParsableCommand {
         try wrap {
             let directory = try model.resolveDirectory()
             let pipeline = try model.pipeline()
-            let vae = vaeOID.map { URL(fileURLWithPath: $0) } ?? directory.appendingPathComponent("vae-oid.npz")
-            let segmenter = FileManager.default.fileExists(atPath: vae.path) ? try Segmenter(vaeFile: vae) : nil
+            let segmenter = try Segmenter.locate(explicit: vaeOID.map { URL(fileURLWithPath: $0) }, modelDirectory: directory)
+            if segmenter == nil { status("note: no vae-oid.npz in the model directory (pass --vae-oid); segment prompts are not scored") }
             let bar = ProgressBar(label: "eval")
             let report = try Evaluator.run(pipeline: pipeline, segmenter: segmenter, directory: URL(fileURLWithPath: set),
                                            limit: limit, answers: answers) { done, total in bar.update(Double(done) / Double(total)) }

@@ -26,14 +26,36 @@ struct ModelOptions: ParsableArguments {
         discussion: "auto uses float32 for small checkpoints (under 256 MB, where it costs nothing) and bf16 otherwise."))
     var products = "auto"
 
+    @Option(help: ArgumentHelp(
+        "Transparent images: drop (keep the colours as stored, as transformers' load_image and big_vision do) or white (composite on white).",
+        discussion: "The checkpoints were trained on images whose alpha channel was dropped."))
+    var alpha = "drop"
+
     /// The demo-model note is printed once per run.
     nonisolated(unsafe) static var saidDemo = false
 
-    /// The demo model inside this checkout (Models/demo), found from this source file's place.
-    static var demoDirectory: URL {
-        if let env = ProcessInfo.processInfo.environment["PALIGEMMA_DEMO_MODEL"] { return URL(fileURLWithPath: env) }
-        return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().appendingPathComponent("Models/demo")
+    /// Where the demo model may live: $PALIGEMMA_DEMO_MODEL, beside the executable
+    /// (`Models/demo`, or `share/paligemma/demo` of an install prefix), or in the checkout this
+    /// binary was built from.
+    static var demoCandidates: [URL] {
+        if let env = ProcessInfo.processInfo.environment["PALIGEMMA_DEMO_MODEL"] { return [URL(fileURLWithPath: env)] }
+        let executable = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+        return [executable.appendingPathComponent("Models/demo"),
+                executable.deletingLastPathComponent().appendingPathComponent("share/paligemma/demo"),
+                URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+                    .deletingLastPathComponent().appendingPathComponent("Models/demo")]
+    }
+
+    /// The demo model's directory, or an error saying how to do without it.
+    static func demoDirectory() throws -> URL {
+        let candidates = demoCandidates
+        if let found = candidates.first(where: { FileManager.default.fileExists(atPath: $0.appendingPathComponent("config.json").path) }) {
+            return found
+        }
+        throw CheckpointError.missingFile(path: candidates.map(\.path).joined(separator: ", "), hint:
+            "The bundled demo model is not beside this binary (it lives in the source checkout's Models/demo). "
+            + "Pass --model DIR (or a hub id after `paligemma download google/paligemma2-3b-mix-224`), "
+            + "or set PALIGEMMA_DEMO_MODEL to a copy of Models/demo.")
     }
 
     /// The configured model name, and whether it fell back to the demo.
@@ -53,11 +75,12 @@ struct ModelOptions: ParsableArguments {
     func resolveDirectory() throws -> URL {
         let (name, isDefault) = requestedModel()
         if name == "demo" {
+            let directory = try Self.demoDirectory()
             if isDefault && !Self.saidDemo {
                 Self.saidDemo = true
-                status("note: no --model given; using the bundled demo model (\(Self.demoDirectory.path))")
+                status("note: no --model given; using the bundled demo model (\(directory.path))")
             }
-            return Self.demoDirectory
+            return directory
         }
         var isDirectory: ObjCBool = false
         if FileManager.default.fileExists(atPath: name, isDirectory: &isDirectory), isDirectory.boolValue {
@@ -71,20 +94,23 @@ struct ModelOptions: ParsableArguments {
 
     /// The compute backend for the checkpoint in `directory`.
     func backend(for directory: URL) throws -> FastBackend {
-        let exact: Bool
-        switch products {
-        case "float32": exact = true
-        case "bf16": exact = false
-        case "auto":
-            let files = (try? FileManager.default.contentsOfDirectory(at: directory, includingPropertiesForKeys: [.fileSizeKey])) ?? []
-            let bytes = files.filter { $0.pathExtension == "safetensors" }
-                .reduce(0) { $0 + ((try? $1.resourceValues(forKeys: [.fileSizeKey]).fileSize) ?? 0) }
-            exact = bytes < 256 << 20
-        default:
+        guard let precision = ProductPrecision(rawValue: products) else {
             throw ValidationError("--products must be auto, float32 or bf16")
         }
         warnAboutIgnoredKernelLevel()
-        return FastBackend(threads: threads, bf16Products: !exact)
+        return FastBackend(threads: threads, bf16Products: precision.usesBF16(directory: directory))
+    }
+
+    /// How image files are read: pixel limit and transparency.
+    func imageLoader() throws -> ImageLoader {
+        guard maxPixels > 0 else { throw ValidationError("--max-pixels must be positive") }
+        let handling: AlphaHandling
+        switch alpha {
+        case "drop": handling = .drop
+        case "white": handling = .compositeOnWhite
+        default: throw ValidationError("--alpha must be drop or white")
+        }
+        return ImageLoader(maxPixels: maxPixels, alpha: handling)
     }
 
     func pipeline() throws -> PaliGemmaPipeline {
@@ -94,10 +120,10 @@ struct ModelOptions: ParsableArguments {
         case "bilinear-aa", "bilinear": filter = .bilinearAntialias
         default: throw ValidationError("--resize must be bicubic or bilinear-aa")
         }
-        guard maxPixels > 0 else { throw ValidationError("--max-pixels must be positive") }
+        let loader = try imageLoader()
         let directory = try resolveDirectory()
         return try PaliGemmaPipeline(directory: directory, backend: backend(for: directory),
-                                     imageLoader: ImageLoader(maxPixels: maxPixels), resize: filter)
+                                     imageLoader: loader, resize: filter)
     }
 }
 

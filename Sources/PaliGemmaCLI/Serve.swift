@@ -11,7 +11,7 @@ struct Serve: AsyncParsableCommand {
         GET /health describes the model.
         POST /v1/generate takes {"image": base64, "prompt": …} (or a multipart form) and answers JSON; with ?stream=true, Server-Sent Events.
 
-        One generation runs at a time; up to --max-waiting requests queue behind it and more are refused with 503. Masks for segment prompts use vae-oid.npz from --vae-oid, else the model directory, else the demo model; without one, segment answers carry boxes only.
+        One generation runs at a time; up to --max-waiting requests queue behind it and more are refused with 503. Masks for segment prompts use vae-oid.npz from --vae-oid, else the one in the model directory; without one, segment answers carry boxes only (and a note saying so).
 
         Example: paligemma serve --model google/paligemma2-3b-mix-448 --port 8080
         """)
@@ -27,16 +27,10 @@ struct Serve: AsyncParsableCommand {
         var segmenter: Segmenter?
         do {
             pipeline = try model.pipeline()
-            let candidates = [vaeOID.map { URL(fileURLWithPath: $0) },
-                              (try? model.resolveDirectory())?.appendingPathComponent("vae-oid.npz"),
-                              ModelOptions.demoDirectory.appendingPathComponent("vae-oid.npz")].compactMap { $0 }
-            if let vaeOID, !FileManager.default.fileExists(atPath: vaeOID) {
-                throw ValidationError("--vae-oid \(vaeOID): no such file")
-            }
-            if let file = candidates.first(where: { FileManager.default.fileExists(atPath: $0.path) }) {
-                segmenter = try Segmenter(vaeFile: file)
-            } else {
-                status("note: no vae-oid.npz found (pass --vae-oid); segment prompts will return boxes without masks")
+            segmenter = try Segmenter.locate(explicit: vaeOID.map { URL(fileURLWithPath: $0) },
+                                             modelDirectory: try model.resolveDirectory())
+            if segmenter == nil {
+                status("note: no vae-oid.npz in the model directory (pass --vae-oid); segment prompts will return boxes without masks")
             }
         } catch let e as ValidationError {
             throw e

@@ -4,75 +4,64 @@ import Imaging
 import MaskDecoder
 import PaliGemma
 
-/// One image's answer, as printed with --json (one JSON object per line).
+/// One image's answer as printed with --json: the library's `TaskResult`, plus the files this
+/// run wrote for it.
 struct ImageResult: Encodable {
-    var image: String
-    var width: Int
-    var height: Int
-    var generation: Generation
-    var objects: [DetectedObject]?
-    var masks: [SegmentedObject]?
+    var result: TaskResult
     var maskFiles: [String]?
     var annotated: String?
 
-    enum CodingKeys: String, CodingKey { case image, width, height, objects, masks, maskFiles = "mask_files", annotated }
+    enum CodingKeys: String, CodingKey { case maskFiles = "mask_files", annotated }
 
     func encode(to encoder: Encoder) throws {
-        try generation.encode(to: encoder)
+        try result.encode(to: encoder)
         var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(image, forKey: .image)
-        try c.encode(width, forKey: .width)
-        try c.encode(height, forKey: .height)
-        try c.encodeIfPresent(objects, forKey: .objects)
-        try c.encodeIfPresent(masks, forKey: .masks)
         try c.encodeIfPresent(maskFiles, forKey: .maskFiles)
         try c.encodeIfPresent(annotated, forKey: .annotated)
     }
 }
 
-/// What kind of answer a verb parses out of the text.
-enum ResultKind { case text, boxes, masks }
-
-/// Shared body of every task verb: load the model once, then for each image encode it once,
-/// run the prompt, parse, print (text or JSON lines) and optionally draw.
-func runTask(images: [String], prompt: String, kind: ResultKind, model: ModelOptions, generation: GenerationFlags,
-             json: Bool, output: String?, segmenter: Segmenter? = nil, maskDirectory: String? = nil) throws {
+/// Shared body of every task verb and of `generate`: load the model once, then for each image
+/// encode it once, run the prompt, print (text, boxes or JSON lines) and optionally draw.
+func runTask(images: [String], prompt: String, flags: TaskFlags) throws {
     guard !images.isEmpty else { throw ValidationError("give at least one image") }
     let verbose = isatty(2) != 0
+    let task = TaskKind(prompt: prompt)
     if verbose { status("loading model…") }
-    let pipeline = try model.pipeline()
-    if let maskDirectory {
+    let pipeline = try flags.model.pipeline()
+    let segmenter = task == .segment
+        ? try Segmenter.locate(explicit: flags.vaeOID.map { URL(fileURLWithPath: $0) }, modelDirectory: try flags.model.resolveDirectory())
+        : nil
+    if task == .segment, segmenter == nil {
+        status("note: no vae-oid.npz in the model directory (pass --vae-oid); printing boxes without masks")
+    }
+    if let maskDirectory = flags.maskDir {
         try FileManager.default.createDirectory(atPath: maskDirectory, withIntermediateDirectories: true)
     }
     for (index, path) in images.enumerated() {
         let image = try pipeline.loadImage(URL(fileURLWithPath: path))
         if verbose { status("\(path): encoding image (\(image.width)×\(image.height))…") }
         let encoded = try pipeline.encode(image: image)
-        let streamText = !json && kind == .text && isatty(1) != 0 && images.count == 1
-        let g = try pipeline.generate(prompt: prompt, image: encoded, options: generation.options,
-                                      onText: streamText ? { print($0, terminator: ""); fflush(stdout) } : nil)
-        var result = ImageResult(image: path, width: image.width, height: image.height, generation: g)
-        if kind != .text {
-            result.objects = LocationParser.parse(g.text, imageWidth: image.width, imageHeight: image.height,
-                                                  requireSegmentation: kind == .masks)
-        }
-        if kind == .masks, let segmenter {
-            let masks = segmenter.segment(text: g.text, imageWidth: image.width, imageHeight: image.height)
-            result.masks = masks
-            result.objects = masks.map(\.object)
-            if let maskDirectory {
-                let stem = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
-                result.maskFiles = try masks.enumerated().map { i, m in
-                    let file = URL(fileURLWithPath: maskDirectory).appendingPathComponent("\(stem)-mask\(i).png")
-                    let bits = try m.mask()
-                    var pixels = [UInt8](repeating: 0, count: bits.count * 3)
-                    for (j, b) in bits.enumerated() where b != 0 { pixels[3 * j] = 255; pixels[3 * j + 1] = 255; pixels[3 * j + 2] = 255 }
-                    try PNGEncoder.write(RGBImage(width: m.width, height: m.height, pixels: pixels), to: file)
-                    return file.path
-                }
+        let streamText = !flags.json && !task.hasBoxes && isatty(1) != 0 && images.count == 1
+        let result = try pipeline.perform(prompt, on: encoded, options: flags.generation.options, segmenter: segmenter,
+                                          name: path, onToken: streamText ? { _, text in
+                                              print(text, terminator: "")
+                                              fflush(stdout)
+                                              return true
+                                          } : nil)
+        var out = ImageResult(result: result)
+        if let maskDirectory = flags.maskDir, let masks = result.masks {
+            let stem = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
+            out.maskFiles = try masks.enumerated().map { i, m in
+                let file = URL(fileURLWithPath: maskDirectory).appendingPathComponent("\(stem)-mask\(i).png")
+                let bits = try m.mask()
+                var pixels = [UInt8](repeating: 0, count: bits.count * 3)
+                for (j, b) in bits.enumerated() where b != 0 { pixels[3 * j] = 255; pixels[3 * j + 1] = 255; pixels[3 * j + 2] = 255 }
+                try PNGEncoder.write(RGBImage(width: m.width, height: m.height, pixels: pixels), to: file)
+                return file.path
             }
         }
-        if let output {
+        if let output = flags.output {
             let target = images.count == 1 ? output : numbered(output, index)
             let boxes = (result.objects ?? []).map { AnnotationBox(label: $0.label, x0: $0.x0, y0: $0.y0, x1: $0.x1, y1: $0.y1) }
             let overlays = (result.masks ?? []).map { m in
@@ -80,33 +69,37 @@ func runTask(images: [String], prompt: String, kind: ResultKind, model: ModelOpt
                                width: 64, height: 64, values: VQVAEMaskDecoder.probabilities(m.mask64))
             }
             try PNGEncoder.write(Annotator.draw(image: image, boxes: boxes, masks: overlays), to: URL(fileURLWithPath: target))
-            result.annotated = target
+            out.annotated = target
         }
-        if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-            print(String(decoding: try encoder.encode(result), as: UTF8.self))
+        if flags.json {
+            print(String(decoding: try TaskResult.jsonEncoder().encode(out), as: UTF8.self))
         } else {
             let prefix = images.count > 1 ? "\(path): " : ""
-            switch kind {
-            case .text:
-                if streamText { print("") } else { print(prefix + g.text) }
-            case .boxes, .masks:
+            if !task.hasBoxes {
+                if streamText { print("") } else { print(prefix + result.text) }
+            } else {
+                // Masks are computed for the segmented objects, in the order of `objects`
+                // that carry 16 codes.
                 let objects = result.objects ?? []
-                if objects.isEmpty { print(prefix + "(nothing found) \(g.text)") }
-                for (i, o) in objects.enumerated() {
+                if objects.isEmpty { print(prefix + "(nothing found) \(result.text)") }
+                var maskIndex = 0
+                for o in objects {
                     var line = prefix + String(format: "%@  x0=%.0f y0=%.0f x1=%.0f y1=%.0f", o.label as NSString, o.x0, o.y0, o.x1, o.y1)
-                    if let m = result.masks?[i] { line += "  mask \(m.area) px" }
-                    if let f = result.maskFiles?[i] { line += " → \(f)" }
+                    if let masks = result.masks, maskIndex < masks.count, masks[maskIndex].object == o {
+                        line += "  mask \(masks[maskIndex].area) px"
+                        if let f = out.maskFiles?[maskIndex] { line += " → \(f)" }
+                        maskIndex += 1
+                    }
                     print(line)
                 }
             }
-            if let a = result.annotated { status("wrote \(a)") }
+            for note in result.notes ?? [] { status("note: \(note)") }
+            if let a = out.annotated { status("wrote \(a)") }
         }
         if verbose {
+            let t = result.timings
             status(String(format: "%@: image %.2f s, prefill %.2f s, %d tokens at %.1f tok/s", path,
-                          g.timings.imageSeconds, g.timings.prefillSeconds, g.timings.generatedTokens,
-                          g.timings.decodeTokensPerSecond))
+                          t.imageSeconds, t.prefillSeconds, t.generatedTokens, t.decodeTokensPerSecond))
         }
     }
 }
@@ -123,17 +116,21 @@ struct TaskFlags: ParsableArguments {
     @OptionGroup var model: ModelOptions
     @OptionGroup var generation: GenerationFlags
 
-    @Flag(help: "Print one JSON object per image (text, token ids, log-probs, boxes, timings).")
+    @Flag(help: "Print one JSON object per image (task, text, token ids, log-probs, boxes, masks, timings; see docs/results.md).")
     var json = false
 
     @Option(name: .shortAndLong, help: "Write the image with boxes/masks drawn to this PNG file.")
     var output: String?
 
+    @Option(name: .customLong("vae-oid"), help: "For segment prompts: big_vision's vae-oid.npz (default: the one in the model directory).")
+    var vaeOID: String?
+
+    @Option(name: .customLong("mask-dir"), help: "For segment prompts: write each mask as a PNG into this directory.")
+    var maskDir: String?
+
     /// Runs `prompt` on every image with these flags.
-    func run(images: [String], prompt: String, kind: ResultKind, segmenter: Segmenter? = nil,
-             maskDirectory: String? = nil) throws {
-        try runTask(images: images, prompt: prompt, kind: kind, model: model, generation: generation,
-                    json: json, output: output, segmenter: segmenter, maskDirectory: maskDirectory)
+    func run(images: [String], prompt: String) throws {
+        try runTask(images: images, prompt: prompt, flags: self)
     }
 }
 
@@ -145,7 +142,7 @@ struct Caption: ParsableCommand {
     @Option(help: "Language code (en, de, fr, es, …).") var lang = "en"
     @OptionGroup var flags: TaskFlags
     func run() throws {
-        try wrap { try flags.run(images: images, prompt: PaliGemmaTask.caption(language: lang).prompt, kind: .text) }
+        try wrap { try flags.run(images: images, prompt: PaliGemmaTask.caption(language: lang).prompt) }
     }
 }
 
@@ -157,7 +154,7 @@ struct Describe: ParsableCommand {
     @Option(help: "Language code.") var lang = "en"
     @OptionGroup var flags: TaskFlags
     func run() throws {
-        try wrap { try flags.run(images: images, prompt: PaliGemmaTask.describe(language: lang).prompt, kind: .text) }
+        try wrap { try flags.run(images: images, prompt: PaliGemmaTask.describe(language: lang).prompt) }
     }
 }
 
@@ -170,7 +167,7 @@ struct Ask: ParsableCommand {
     @Option(help: "Language code.") var lang = "en"
     @OptionGroup var flags: TaskFlags
     func run() throws {
-        try wrap { try flags.run(images: images, prompt: PaliGemmaTask.answer(question: question, language: lang).prompt, kind: .text) }
+        try wrap { try flags.run(images: images, prompt: PaliGemmaTask.answer(question: question, language: lang).prompt) }
     }
 }
 
@@ -186,7 +183,7 @@ struct Detect: ParsableCommand {
     @OptionGroup var flags: TaskFlags
     func run() throws {
         let names = objects.split(separator: ";").map { String($0) }.filter { !$0.trimmingCharacters(in: .whitespaces).isEmpty }
-        try wrap { try flags.run(images: images, prompt: PaliGemmaTask.detect(objects: names).prompt, kind: .boxes) }
+        try wrap { try flags.run(images: images, prompt: PaliGemmaTask.detect(objects: names).prompt) }
     }
 }
 
@@ -195,26 +192,15 @@ struct Segment: ParsableCommand {
         abstract: "Find a thing and print its box and mask.",
         discussion: """
         Masks come from big_vision's VQ-VAE decoder (vae-oid.npz): taken from --vae-oid, else the
-        model directory, else the demo model. JSON output carries each mask as COCO run lengths;
+        model directory; without one, boxes only. JSON output carries each mask as COCO run lengths;
         --mask-dir also writes them as PNG files, --output draws them over the image.
         Example: paligemma segment photo.jpg --object cat --output cat.png --mask-dir masks/
         """)
     @Argument(help: "Image files.") var images: [String]
     @Option(help: "What to segment.") var object: String
-    @Option(name: .customLong("vae-oid"), help: "big_vision's vae-oid.npz (mask decoder weights).") var vaeOID: String?
-    @Option(name: .customLong("mask-dir"), help: "Write each mask as a PNG into this directory.") var maskDir: String?
     @OptionGroup var flags: TaskFlags
     func run() throws {
-        try wrap {
-            let candidates = [vaeOID.map { URL(fileURLWithPath: $0) },
-                              (try? flags.model.resolveDirectory())?.appendingPathComponent("vae-oid.npz"),
-                              ModelOptions.demoDirectory.appendingPathComponent("vae-oid.npz")].compactMap { $0 }
-            guard let file = candidates.first(where: { FileManager.default.fileExists(atPath: $0.path) }) else {
-                throw ValidationError("no vae-oid.npz found; pass --vae-oid (big_vision's file from gs://big_vision/paligemma/vae-oid.npz)")
-            }
-            let segmenter = try Segmenter(vaeFile: file)
-            try flags.run(images: images, prompt: PaliGemmaTask.segment(object: object).prompt, kind: .masks, segmenter: segmenter, maskDirectory: maskDir)
-        }
+        try wrap { try flags.run(images: images, prompt: PaliGemmaTask.segment(object: object).prompt) }
     }
 }
 
@@ -224,7 +210,7 @@ struct OCR: ParsableCommand {
     @Argument(help: "Image files.") var images: [String]
     @OptionGroup var flags: TaskFlags
     func run() throws {
-        try wrap { try flags.run(images: images, prompt: PaliGemmaTask.ocr.prompt, kind: .text) }
+        try wrap { try flags.run(images: images, prompt: PaliGemmaTask.ocr.prompt) }
     }
 }
 
@@ -235,6 +221,8 @@ struct Generate: ParsableCommand {
         Examples:
           paligemma generate photo.jpg --prompt "caption es" --temperature 0.7 --seed 1
           paligemma generate --input requests.jsonl --results answers.jsonl
+        Answers are parsed by the prompt's task as the verbs parse them ("detect …" gives boxes,
+        "segment …" boxes and masks); --json prints the same object as every other verb.
         Each request line is {"image": "a.jpg", "prompt": "caption en", "id": "optional", "max_new_tokens": 32}.
         With --results, answers are appended as JSON lines and requests already answered there are
         skipped, so an interrupted batch resumes where it stopped.
@@ -248,11 +236,11 @@ struct Generate: ParsableCommand {
         try wrap {
             if let input {
                 guard images.isEmpty, prompt == nil else { throw ValidationError("--input replaces IMAGE and --prompt") }
-                try runBatch(input: input, results: results, model: flags.model, generation: flags.generation)
+                try runBatch(input: input, results: results, flags: flags)
                 return
             }
             guard let prompt else { throw ValidationError("give --prompt (or --input for a batch)") }
-            try flags.run(images: images, prompt: prompt, kind: .text)
+            try flags.run(images: images, prompt: prompt)
         }
     }
 }

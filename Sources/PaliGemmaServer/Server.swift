@@ -111,10 +111,12 @@ public final class PaliGemmaService: @unchecked Sendable {
         let waitStart = monotonicSeconds()
         try await gate.acquire()
         let queued = monotonicSeconds() - waitStart
-        var result: GenerateResponse
+        let segmenter = self.segmenter
+        var result: TaskResult
         do {
             result = try await gate.execute {
-                try runGeneration(pipeline: pipeline, image: image, prompt: prompt, options: options, cancel: nil, onToken: nil)
+                try runGeneration(pipeline: pipeline, image: image, prompt: prompt, options: options, segmenter: segmenter,
+                                  cancel: nil, onToken: nil)
             }
             await gate.release()
         } catch {
@@ -140,12 +142,13 @@ public final class PaliGemmaService: @unchecked Sendable {
             let queued = monotonicSeconds() - waitStart
             let (events, continuation) = AsyncStream.makeStream(of: String.self)
             let cancel = CancellationFlag()
-            let (pipeline, prompt, options) = (self.pipeline, parsed.prompt, parsed.options)
-            let generation = Task { () -> Result<GenerateResponse, Error> in
+            let (pipeline, prompt, options, segmenter) = (self.pipeline, parsed.prompt, parsed.options, self.segmenter)
+            let generation = Task { () -> Result<TaskResult, Error> in
                 defer { continuation.finish() }
                 do {
                     let r = try await gate.execute {
-                        try runGeneration(pipeline: pipeline, image: image, prompt: prompt, options: options, cancel: cancel) { token in
+                        try runGeneration(pipeline: pipeline, image: image, prompt: prompt, options: options, segmenter: segmenter,
+                                          cancel: cancel) { token in
                             if let data = try? encoder().encode(token) {
                                 continuation.yield(sse("token", String(decoding: data, as: UTF8.self)))
                             }
@@ -185,18 +188,9 @@ public final class PaliGemmaService: @unchecked Sendable {
         })
     }
 
-    /// Boxes for detect/segment prompts, masks for segment prompts, and the timings of the whole request.
-    func postprocess(_ result: GenerateResponse, queued: Double, start: Double) async throws -> GenerateResponse {
+    /// The timings of the whole request.
+    func postprocess(_ result: TaskResult, queued: Double, start: Double) async throws -> TaskResult {
         var r = result
-        let p = r.prompt.trimmingCharacters(in: .whitespacesAndNewlines).lowercased()
-        let isSegment = p == "segment" || p.hasPrefix("segment ")
-        if isSegment || p == "detect" || p.hasPrefix("detect ") {
-            r.objects = LocationParser.parse(r.text, imageWidth: r.width, imageHeight: r.height)
-        }
-        if isSegment, let segmenter {
-            let (text, w, h) = (r.text, r.width, r.height)
-            r.masks = await offload { segmenter.segment(text: text, imageWidth: w, imageHeight: h) }
-        }
         r.timings.queueSeconds = queued
         r.timings.totalSeconds = monotonicSeconds() - start
         return r
@@ -250,13 +244,7 @@ func offload<T>(_ work: @escaping @Sendable () -> T) async -> T {
     }
 }
 
-func encoder() -> JSONEncoder {
-    let e = JSONEncoder()
-    e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-    // A sampled token can have a log-probability of -inf; never fail the response for it.
-    e.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "Infinity", negativeInfinity: "-Infinity", nan: "NaN")
-    return e
-}
+func encoder() -> JSONEncoder { TaskResult.jsonEncoder() }
 
 func jsonResponse(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
     let data = try encoder().encode(value)

@@ -6,7 +6,7 @@ final class DecodeAndResizeTests: XCTestCase {
     /// Decoded pixels (PIL: exif_transpose + convert("RGB")) and the transformers flattening.
     func testDecodedPixelsMatchPIL() throws {
         let drop = ImageLoader(alpha: .drop)
-        let flat = ImageLoader()
+        let flat = ImageLoader(alpha: .compositeOnWhite)
         var report: [String] = []
         for c in try Fixtures.cases() {
             let url = Fixtures.url(c.file)
@@ -40,7 +40,7 @@ final class DecodeAndResizeTests: XCTestCase {
 
     /// PIL's BICUBIC resize, fed with the decoded image (as the reference processor sees it).
     func testResizeMatchesPIL() throws {
-        let loader = ImageLoader()
+        let loader = ImageLoader(alpha: .compositeOnWhite)  // the references were made from PIL images given to the processor
         var report: [String] = []
         for c in try Fixtures.cases() {
             let img = try loader.load(contentsOf: Fixtures.url(c.file))
@@ -85,7 +85,7 @@ final class DecodeAndResizeTests: XCTestCase {
 
     /// Final tensors against SiglipImageProcessorPil's pixel_values.
     func testPixelValuesMatchTransformers() throws {
-        let loader = ImageLoader()
+        let loader = ImageLoader(alpha: .compositeOnWhite)  // the references were made from PIL images given to the processor
         var checked = 0
         for c in try Fixtures.cases() {
             let img = try loader.load(contentsOf: Fixtures.url(c.file))
@@ -110,7 +110,7 @@ final class DecodeAndResizeTests: XCTestCase {
 
     /// big_vision-style antialiased bilinear against torch's antialiased bilinear (same kernel).
     func testBilinearAntialiasOption() throws {
-        let loader = ImageLoader()
+        let loader = ImageLoader(alpha: .compositeOnWhite)  // the references were made from PIL images given to the processor
         for c in try Fixtures.cases() {
             for s in c.aa {
                 let img = try loader.load(contentsOf: Fixtures.url(c.file))

@@ -19,7 +19,10 @@ final class ServerTests: XCTestCase {
     struct Reference: Decodable { let cases: [Case] }
 
     static let modelDirectory = fixtures("model").appendingPathComponent("e2e")
-    static let pipeline: PaliGemmaPipeline = try! PaliGemmaPipeline(directory: modelDirectory)
+    /// The reference was made by giving transformers' processor the PIL image as opened, which
+    /// composites transparent images on white; the server is given the same handling here.
+    static let pipeline: PaliGemmaPipeline = try! PaliGemmaPipeline(directory: modelDirectory,
+                                                                     imageLoader: ImageLoader(alpha: .compositeOnWhite))
     static let reference: Reference = try! JSONDecoder().decode(
         Reference.self, from: Data(contentsOf: modelDirectory.appendingPathComponent("reference.json")))
 

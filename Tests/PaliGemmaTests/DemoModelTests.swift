@@ -68,4 +68,25 @@ final class DemoModelTests: XCTestCase {
             XCTAssertGreaterThanOrEqual(ours.value, target, name)
         }
     }
+
+    /// The README's library example, as written there, on the demo model.
+    func testReadmeLibraryExample() async throws {
+        let pipeline = try PaliGemmaPipeline(directory: root.appendingPathComponent("Models/demo"))
+        let image = try pipeline.encode(image: try pipeline.loadImage(root.appendingPathComponent("Models/demo/example.png")))
+        let caption = try pipeline.perform("caption en", on: image)
+        XCTAssertEqual(caption.text, "a red circle, an orange square and a yellow diamond with the word \"lemon\"")
+        XCTAssertEqual(caption.tokenLogProbs.count, caption.tokenIDs.count)
+
+        let found = try pipeline.perform(PaliGemmaTask.detect(objects: ["square"]).prompt, on: image)
+        let square = try XCTUnwrap(found.objects?.first)
+        // The README's detect output: square  x0=178 y0=174 x1=248 y1=244.
+        XCTAssertEqual(square.label, "square")
+        XCTAssertEqual([square.x0, square.y0, square.x1, square.y1].map { $0.rounded() }, [178, 174, 248, 244])
+
+        var streamed = ""
+        for try await event in pipeline.stream(prompt: "caption en", image: image, options: GenerationOptions(maxNewTokens: 64)) {
+            if case let .token(_, text) = event { streamed += text }
+        }
+        XCTAssertEqual(streamed, caption.text)
+    }
 }

@@ -15,13 +15,16 @@ final class EndToEndTests: XCTestCase {
     struct Reference: Decodable { let cases: [Case] }
 
     let dir = fixturesDirectory("model").appendingPathComponent("e2e")
+    /// The reference gave the processor PIL images as opened, which composites transparent ones on
+    /// white (the tool's default drops alpha instead, as load_image does: ImagingTests check both).
+    static let loader = ImageLoader(alpha: .compositeOnWhite)
 
     func reference() throws -> Reference {
         try JSONDecoder().decode(Reference.self, from: Data(contentsOf: dir.appendingPathComponent("reference.json")))
     }
 
     func testImageFilesAndPromptsGiveTheReferenceText() throws {
-        let pipeline = try PaliGemmaPipeline(directory: dir)
+        let pipeline = try PaliGemmaPipeline(directory: dir, imageLoader: Self.loader)
         let tensors = try SafeTensorsFile(path: dir.appendingPathComponent("reference.safetensors").path)
         for (i, c) in try reference().cases.enumerated() {
             let image = try pipeline.loadImage(fixturesDirectory("image").appendingPathComponent(c.image))
@@ -48,7 +51,7 @@ final class EndToEndTests: XCTestCase {
     }
 
     func testAsyncStreamYieldsTokensThenTheResult() async throws {
-        let pipeline = try PaliGemmaPipeline(directory: dir)
+        let pipeline = try PaliGemmaPipeline(directory: dir, imageLoader: Self.loader)
         let c = try reference().cases[0]
         let image = try pipeline.encode(image: try pipeline.loadImage(fixturesDirectory("image").appendingPathComponent(c.image)))
         var ids: [Int] = []
@@ -70,7 +73,7 @@ final class EndToEndTests: XCTestCase {
     }
 
     func testSamplingIsSeededAndRespectsTopK() throws {
-        let pipeline = try PaliGemmaPipeline(directory: dir)
+        let pipeline = try PaliGemmaPipeline(directory: dir, imageLoader: Self.loader)
         let c = try reference().cases[0]
         let image = try pipeline.encode(image: try pipeline.loadImage(fixturesDirectory("image").appendingPathComponent(c.image)))
         let opts = GenerationOptions(maxNewTokens: 8, temperature: 1.5, topK: 5, topP: 0.9, seed: 11)
@@ -85,7 +88,7 @@ final class EndToEndTests: XCTestCase {
     }
 
     func testStopTokenEndsGeneration() throws {
-        let pipeline = try PaliGemmaPipeline(directory: dir)
+        let pipeline = try PaliGemmaPipeline(directory: dir, imageLoader: Self.loader)
         let c = try reference().cases[1]
         let image = try pipeline.encode(image: try pipeline.loadImage(fixturesDirectory("image").appendingPathComponent(c.image)))
         let p = pipeline.promptTokens(c.prompt)

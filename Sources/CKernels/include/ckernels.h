@@ -62,7 +62,7 @@ void ck_linear(const float *x, int64_t M, int64_t K, int64_t ldx,
                const void *W, int format, const float *bias,
                float *y, int64_t ldy, int64_t n0, int64_t n1, float *scratch);
 
-/// Converts `count` elements of row `row` of W (row length K) to float32.
+/// Converts row `row` of W (row length K, `format` F32/BF16/F16) to K float32 values.
 void ck_convert_row(const void *W, int format, int64_t K, int64_t row, float *out);
 
 /// Reorders x (length K) for ck_gemv_bf16: each 32-chunk becomes its 16 even then 16 odd
@@ -141,11 +141,11 @@ float ck_f16_to_f32(uint16_t h);
 /// and value row is read once per block. Query i (row i of q, stride ldq) sees keys lo[i] ..< hi[i];
 /// scores are (q·k)·scale, then cap·tanh(s/cap) when cap > 0; softmax in float32.
 /// out: row i (stride ldo) receives the weighted sum of values. scratch: ck_attention_scratch_floats(nq, d).
-/// Scratch floats ck_attention_block needs for nq query rows of dimension d.
-int64_t ck_attention_scratch_floats(int64_t nq, int64_t d);
 void ck_attention_block(const float *q, int64_t ldq, int64_t nq, const float *k, int64_t ldk,
                         const float *v, int64_t ldv, int64_t d, float scale, float cap,
                         const int64_t *lo, const int64_t *hi, float *out, int64_t ldo, float *scratch);
+/// Scratch floats ck_attention_block needs for nq query rows of dimension d.
+int64_t ck_attention_scratch_floats(int64_t nq, int64_t d);
 
 /// out = gelu_tanh(a) · b (b may be NULL; out may alias a): 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³))).
 /// Vectorised exp-based tanh, relative error about 1e-6.
