@@ -53,8 +53,8 @@ public struct EvaluationReport: Codable, Sendable {
             case image, prompt, answer, identicalToTransformers = "identical_to_transformers", scores
         }
     }
-    /// "caption en exact", "VQA accuracy", "detect recall@0.5", "detect mean IoU", "OCR exact",
-    /// "segment mean mask IoU".
+    /// "caption en exact", "VQA accuracy", "detect recall@0.5", "detect precision@0.5",
+    /// "detect mean IoU", "OCR exact", "segment mean mask IoU".
     public var metrics: [String: Metric]
     /// Prompts whose generated ids equal transformers' exactly.
     public var identicalToReference: Metric
@@ -89,6 +89,28 @@ public enum Evaluator {
         let inter = ix * iy
         let union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
         return union > 0 ? inter / union : 0
+    }
+
+    /// Each true box's IoU with the predicted box matched to it (0 when none): pairs with the
+    /// same label, highest IoU first, each true and each predicted box used at most once (greedy,
+    /// as COCO matches detections), so extra boxes cannot raise recall and lower precision.
+    public static func matchBoxes(truth: [([Double], String)], predicted: [([Double], String)]) -> [Double] {
+        var pairs: [(iou: Double, t: Int, p: Int)] = []
+        for (i, t) in truth.enumerated() {
+            for (j, p) in predicted.enumerated() where p.1 == t.1 {
+                let iou = boxIoU(t.0, p.0)
+                if iou > 0 { pairs.append((iou, i, j)) }
+            }
+        }
+        pairs.sort { ($0.iou, -$0.t, -$0.p) > ($1.iou, -$1.t, -$1.p) }
+        var ious = [Double](repeating: 0, count: truth.count)
+        var matchedTruth = Set<Int>(), matchedPrediction = Set<Int>()
+        for pair in pairs where !matchedTruth.contains(pair.t) && !matchedPrediction.contains(pair.p) {
+            ious[pair.t] = pair.iou
+            matchedTruth.insert(pair.t)
+            matchedPrediction.insert(pair.p)
+        }
+        return ious
     }
 
     /// Scores every item (or the first `limit`). `progress` gets (done, total).
@@ -153,10 +175,14 @@ public enum Evaluator {
             return [key: [text == (item.expected ?? "") ? 1 : 0]]
         case "detect":
             let found = LocationParser.parse(text, imageWidth: image.width, imageHeight: image.height)
-            let ious = zip(item.boxes ?? [], item.labels ?? []).map { box, label in
-                found.filter { $0.label == label }.map { boxIoU(box, [$0.x0, $0.y0, $0.x1, $0.y1]) }.max() ?? 0
-            }
-            return ious.isEmpty ? [:] : ["detect recall@0.5": ious.map { $0 >= 0.5 ? 1 : 0 }, "detect mean IoU": ious]
+            let truth = Array(zip(item.boxes ?? [], item.labels ?? []))
+            guard !truth.isEmpty else { return [:] }
+            let ious = matchBoxes(truth: truth, predicted: found.map { ([$0.x0, $0.y0, $0.x1, $0.y1], $0.label) })
+            let hits = ious.filter { $0 >= 0.5 }.count
+            // Precision counts one value per predicted box: 1 for each matched at IoU ≥ 0.5.
+            let precision = (0..<found.count).map { $0 < hits ? 1.0 : 0.0 }
+            return ["detect recall@0.5": ious.map { $0 >= 0.5 ? 1 : 0 }, "detect mean IoU": ious,
+                    "detect precision@0.5": precision]
         case "segment":
             guard let segmenter, let maskFile = item.mask, let label = item.labels?.first else { return [:] }
             let truth = try loader.load(contentsOf: directory.appendingPathComponent(maskFile))

@@ -6,7 +6,7 @@ extension EvaluationAnswers: ExpressibleByArgument {}
 
 struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Score a model on a held-out set (caption/VQA/OCR exact match, detection recall and IoU, mask IoU).",
+        abstract: "Score a model on a held-out set (caption/VQA/OCR exact match, detection recall, precision and IoU with one-to-one matching, mask IoU).",
         discussion: """
         The set is a directory with heldout.jsonl (one {image, task, prompt, expected, boxes, labels,
         mask, output_ids} per line, as tools/demo/heldout.py writes it) and its images. Also

@@ -119,4 +119,17 @@ final class TaskTests: XCTestCase {
         XCTAssertNil(caption.objects, "captions are not parsed for boxes")
         XCTAssertNil(caption.notes)
     }
+
+    /// Detection scoring matches each true box to at most one prediction (hand-worked IoUs).
+    func testDetectionMatchingIsOneToOne() {
+        let a = ([0.0, 0, 10, 10], "cat"), b = ([20.0, 0, 30, 10], "cat")
+        // One prediction over two identical true boxes covers only one of them.
+        XCTAssertEqual(Evaluator.matchBoxes(truth: [a, a], predicted: [([0, 0, 10, 10], "cat")]), [1, 0])
+        // The better of two predictions wins; 90/110 is the shifted box's IoU with a.
+        let shifted = ([1.0, 0, 11, 10], "cat")
+        XCTAssertEqual(Evaluator.matchBoxes(truth: [a], predicted: [shifted, ([0, 0, 10, 10], "cat")]), [1])
+        let ious = Evaluator.matchBoxes(truth: [a, b], predicted: [shifted, ([100, 100, 110, 110], "cat"), ([20, 0, 30, 10], "dog")])
+        XCTAssertEqual(ious[0], 90.0 / 110, accuracy: 1e-12)
+        XCTAssertEqual(ious[1], 0, "a dog box never matches a cat")
+    }
 }

@@ -2,8 +2,10 @@
 
     python tools/demo/evaluate.py [--scenes 60] [--model Models/demo] [--numbers open] [--caption-order reading]
 
-Metrics: caption exact match per language, VQA accuracy, detection recall at IoU 0.5 and mean
-IoU, OCR exact match, segmentation mean mask IoU (masks decoded with the shipped vae-oid.npz).
+Metrics: caption exact match per language, VQA accuracy, detection recall and precision at IoU
+0.5 and mean IoU (each true box matched to at most one predicted box, greedily by IoU as COCO
+matches), OCR exact match, segmentation mean mask IoU (masks decoded with the shipped vae-oid.npz).
+The Swift runtime's `paligemma eval` scores the same way (Sources/PaliGemma/Evaluation.swift).
 """
 from __future__ import annotations
 
@@ -53,7 +55,9 @@ def generate(model, proc, image, prompt, max_new_tokens=64):
 def parse_objects(text, W, H):
     objs = []
     for m in LOC_RE.finditer(text):
-        y0, x0, y1, x1 = (int(m.group(i)) / 1023.0 for i in range(1, 5))
+        if int(m.group(3)) <= int(m.group(1)) or int(m.group(4)) <= int(m.group(2)):
+            continue  # an inverted or empty box is invalid, as big_vision's evaluator treats it
+        y0, x0, y1, x1 = (min(int(m.group(i)), 1023) / 1023.0 for i in range(1, 5))
         codes = [int(c) for c in re.findall(r"<seg(\d{3})>", m.group(5))]
         objs.append({"box": [x0 * W, y0 * H, x1 * W, y1 * H], "codes": codes, "label": m.group(6).strip()})
     return objs
@@ -65,6 +69,23 @@ def box_iou(a, b):
     inter = ix * iy
     ua = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / ua if ua > 0 else 0.0
+
+
+def match_boxes(truth, predicted):
+    """Greedy one-to-one matching by IoU (as COCO matches detections): pairs with the same label,
+    highest IoU first, each true and each predicted box used once. truth, predicted: lists of
+    (box, label). Returns each true box's matched IoU (0 when unmatched)."""
+    pairs = sorted(((box_iou(t, p), i, j) for i, (t, lt) in enumerate(truth)
+                    for j, (p, lp) in enumerate(predicted) if lt == lp), key=lambda x: (-x[0], x[1], x[2]))
+    ious, used = [0.0] * len(truth), set()
+    done = set()
+    for iou, i, j in pairs:
+        if iou <= 0 or i in done or j in used:
+            continue
+        ious[i] = iou
+        done.add(i)
+        used.add(j)
+    return ious
 
 
 def paste_mask(m64, box, W, H):
@@ -109,11 +130,9 @@ def score(item, text, emb, dec):
         return {"exact": float(text.strip() == item["target"])}
     objs = parse_objects(text, S, S)
     if t == "detect":
-        ious = []
-        for box, label in zip(item["meta"]["boxes"], item["meta"]["labels"]):
-            cands = [box_iou(box, o["box"]) for o in objs if o["label"] == label]
-            ious.append(max(cands) if cands else 0.0)
-        return {"ious": ious}
+        ious = match_boxes(list(zip(item["meta"]["boxes"], item["meta"]["labels"])),
+                           [(o["box"], o["label"]) for o in objs])
+        return {"ious": ious, "predicted": len(objs)}
     if t == "segment":
         o = item["meta"]["obj"]
         cand = [p for p in objs if p["label"] == o.kind and len(p["codes"]) == 16]
@@ -136,6 +155,9 @@ def summarize(records):
     ious = [i for x in records if x["task"] == "detect" for i in x["score"]["ious"]]
     res["detect recall@0.5"] = (float(np.mean([i >= 0.5 for i in ious])), len(ious))
     res["detect mean IoU"] = (float(np.mean(ious)), len(ious))
+    hits = sum(i >= 0.5 for i in ious)
+    predicted = sum(x["score"]["predicted"] for x in records if x["task"] == "detect")
+    res["detect precision@0.5"] = (hits / predicted if predicted else 0.0, predicted)
     r = [x["score"]["exact"] for x in records if x["task"] == "ocr"]
     res["OCR exact"] = (float(np.mean(r)), len(r))
     r = [x["score"]["miou"] for x in records if x["task"] == "segment"]
