@@ -22,9 +22,11 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
     /// Persistent workers for parallel regions (nil with one thread).
     private let pool: OpaquePointer?
 
-    /// - Parameter threads: worker threads (default: every core).
+    /// - Parameter threads: worker threads (default: every core). More than the cores only makes
+    ///   the workers wait on each other, so the count is clamped to the cores.
     public init(threads: Int? = nil, bf16Products: Bool = true, int8Activations: Bool = true) {
-        self.threads = max(1, threads ?? ProcessInfo.processInfo.activeProcessorCount)
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        self.threads = min(max(1, threads ?? cores), max(1, cores))
         self.bf16Products = bf16Products
         self.int8Activations = int8Activations
         pool = self.threads > 1 ? ck_pool_create(Int64(self.threads)) : nil

@@ -92,6 +92,8 @@ public struct TextConfig: Codable, Sendable, Equatable {
     public var hiddenActivation = "gelu_pytorch_tanh" // hidden_activation
     public var rmsNormEps: Float = 1e-6            // rms_norm_eps
     public var ropeTheta: Float = 10000            // rope_parameters.rope_theta (or rope_theta)
+    /// The context: prompt (image tokens included) plus generated tokens.
+    public var maxPositionEmbeddings = 8192        // max_position_embeddings
     public var queryPreAttnScalar: Float = 256     // query_pre_attn_scalar
     public var slidingWindow: Int? = 4096          // sliding_window
     public var finalLogitSoftcapping: Float? = 30  // final_logit_softcapping
@@ -109,7 +111,7 @@ public struct TextConfig: Codable, Sendable, Equatable {
         case numHiddenLayers = "num_hidden_layers", numAttentionHeads = "num_attention_heads"
         case numKeyValueHeads = "num_key_value_heads", headDim = "head_dim"
         case hiddenActivation = "hidden_activation", rmsNormEps = "rms_norm_eps"
-        case ropeTheta = "rope_theta", ropeParameters = "rope_parameters"
+        case ropeTheta = "rope_theta", ropeParameters = "rope_parameters", maxPositionEmbeddings = "max_position_embeddings"
         case queryPreAttnScalar = "query_pre_attn_scalar", slidingWindow = "sliding_window"
         case finalLogitSoftcapping = "final_logit_softcapping", attnLogitSoftcapping = "attn_logit_softcapping"
         case attentionBias = "attention_bias", layerTypes = "layer_types"
@@ -150,6 +152,7 @@ public struct TextConfig: Codable, Sendable, Equatable {
             ropeTheta = try c.decodeIfPresent(Float.self, forKey: .ropeTheta) ?? d.ropeTheta
         }
         queryPreAttnScalar = try c.decodeIfPresent(Float.self, forKey: .queryPreAttnScalar) ?? d.queryPreAttnScalar
+        maxPositionEmbeddings = try c.decodeIfPresent(Int.self, forKey: .maxPositionEmbeddings) ?? d.maxPositionEmbeddings
         // Present-but-null means "off"; absent means the default.
         slidingWindow = c.contains(.slidingWindow) ? try c.decodeIfPresent(Int.self, forKey: .slidingWindow) : d.slidingWindow
         finalLogitSoftcapping = c.contains(.finalLogitSoftcapping)
@@ -196,6 +199,7 @@ public struct TextConfig: Codable, Sendable, Equatable {
         try c.encode(rmsNormEps, forKey: .rmsNormEps)
         try c.encode(RopeParameters(rope_theta: ropeTheta, rope_type: "default"), forKey: .ropeParameters)
         try c.encode(queryPreAttnScalar, forKey: .queryPreAttnScalar)
+        try c.encode(maxPositionEmbeddings, forKey: .maxPositionEmbeddings)
         try c.encode(slidingWindow, forKey: .slidingWindow)
         try c.encode(finalLogitSoftcapping, forKey: .finalLogitSoftcapping)
         try c.encode(attnLogitSoftcapping, forKey: .attnLogitSoftcapping)
@@ -270,7 +274,8 @@ public struct PaliGemmaConfig: Codable, Sendable, Equatable {
         modelType = try c.decodeIfPresent(String.self, forKey: .modelType) ?? "paligemma"
         // Other tools' quantization configs (bitsandbytes, …) are not ours: ignore them here;
         // their tensors then fail to load with a clear dtype error.
-        quantization = try? c.decodeIfPresent(QuantizationConfig.self, forKey: .quantization)
+        quantization = (try? c.decodeIfPresent(QuantizationConfig.self, forKey: .quantization)).flatMap { $0 }
+            .flatMap { $0.quantMethod == "paligemma-swift" ? $0 : nil }
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -358,7 +363,29 @@ public struct PaliGemmaConfig: Codable, Sendable, Equatable {
         if let s = text.finalLogitSoftcapping, !(s > 0) { throw bad("text_config.final_logit_softcapping must be positive or null") }
         if let s = text.attnLogitSoftcapping, !(s > 0) { throw bad("text_config.attn_logit_softcapping must be positive or null") }
         if !(text.queryPreAttnScalar > 0) { throw bad("text_config.query_pre_attn_scalar must be positive") }
-        if !(text.rmsNormEps > 0) || !(vision.layerNormEps > 0) { throw bad("normalisation eps must be positive") }
+        // Checkpoints use 1e-6; an eps near the activations' scale silently flattens every norm.
+        if !(text.rmsNormEps > 0 && text.rmsNormEps <= 0.1) { throw bad("text_config.rms_norm_eps must be in (0, 0.1], found \(text.rmsNormEps)") }
+        if !(vision.layerNormEps > 0 && vision.layerNormEps <= 0.1) {
+            throw bad("vision_config.layer_norm_eps must be in (0, 0.1], found \(vision.layerNormEps)")
+        }
+        if !(text.ropeTheta > 1 && text.ropeTheta.isFinite) { throw bad("text_config.rope_theta must be a finite number above 1, found \(text.ropeTheta)") }
+        if !text.queryPreAttnScalar.isFinite { throw bad("text_config.query_pre_attn_scalar must be finite") }
+        for (name, cap) in [("final_logit_softcapping", text.finalLogitSoftcapping), ("attn_logit_softcapping", text.attnLogitSoftcapping)]
+            where cap.map({ !$0.isFinite }) ?? false {
+            throw bad("text_config.\(name) must be finite or null")
+        }
+        if text.maxPositionEmbeddings <= 0 || text.maxPositionEmbeddings > 1 << 20 {
+            throw bad("text_config.max_position_embeddings must be in 1…\(1 << 20), found \(text.maxPositionEmbeddings)")
+        }
+        if let q = quantization {
+            guard q.format == "q8" || q.format == "q4" else {
+                throw bad("quantization_config.format '\(q.format)' is not one this runtime writes (q8 or q4)")
+            }
+            guard q.groupSize == 32 else { throw bad("quantization_config.group_size must be 32, found \(q.groupSize)") }
+            guard ["bf16", "f32", "f16"].contains(q.sourceDType) else {
+                throw bad("quantization_config.source_dtype '\(q.sourceDType)' is not bf16, f32 or f16")
+            }
+        }
         if imageTokenIndex < 0 { throw bad("image_token_index must not be negative") }
         for (name, act) in [("vision_config.hidden_act", vision.hiddenAct), ("text_config.hidden_activation", text.hiddenActivation)]
             where act != "gelu_pytorch_tanh" && act != "gelu_tanh" {

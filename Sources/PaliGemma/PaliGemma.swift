@@ -9,6 +9,8 @@ public enum InputError: Error, CustomStringConvertible, Sendable, Equatable {
     case tokenTypes(String)
     case pixelCount(found: Int, expected: Int, imageSize: Int)
     case tooLong(tokens: Int, capacity: Int)
+    /// The prompt leaves no room to generate in the model's context.
+    case contextExceeded(promptTokens: Int, context: Int)
     case empty
     case option(String)
 
@@ -24,6 +26,9 @@ public enum InputError: Error, CustomStringConvertible, Sendable, Equatable {
             return "pixel array has \(found) values; a \(size)×\(size) RGB image needs \(expected) (3×\(size)×\(size), channels first)"
         case let .tooLong(tokens, capacity):
             return "\(tokens) tokens do not fit the session's capacity of \(capacity); create the session with a larger maxTokens"
+        case let .contextExceeded(tokens, context):
+            return "the prompt takes \(tokens) tokens (image tokens included) but the model's context is \(context) "
+                + "(max_position_embeddings), leaving no room for an answer; shorten the prompt"
         case .empty:
             return "the prompt is empty"
         case let .option(reason):
@@ -105,6 +110,19 @@ public final class PaliGemmaModel: @unchecked Sendable {
         return ImageEmbedding(rows: out)
     }
 
+    /// The context: prompt and answer together never exceed it.
+    public var contextLength: Int { config.text.maxPositionEmbeddings }
+
+    /// `options` with `maxNewTokens` cut to what the context leaves after `promptTokens`, so the
+    /// KV cache is never sized past the context; throws when the prompt alone fills it.
+    public func fitToContext(_ options: GenerationOptions, promptTokens: Int) throws -> GenerationOptions {
+        try options.validate()
+        guard promptTokens < contextLength else { throw InputError.contextExceeded(promptTokens: promptTokens, context: contextLength) }
+        var fitted = options
+        fitted.maxNewTokens = min(options.maxNewTokens, contextLength - promptTokens)
+        return fitted
+    }
+
     /// A decoding session with room for `maxTokens` tokens (prompt + generated).
     public func makeSession(maxTokens: Int) -> InferenceSession {
         InferenceSession(model: self, capacity: maxTokens)
@@ -115,6 +133,7 @@ public final class PaliGemmaModel: @unchecked Sendable {
     public func generate(prompt: [Int], tokenTypes: [Int]? = nil, image: ImageEmbedding?,
                          options: GenerationOptions = GenerationOptions(), stopTokens: Set<Int>? = nil,
                          keepLogits: Bool = false) throws -> GenerationResult {
+        let options = try fitToContext(options, promptTokens: prompt.count)
         let session = makeSession(maxTokens: prompt.count + options.maxNewTokens)
         return try session.generate(prompt: prompt, tokenTypes: tokenTypes, image: image, options: options,
                                     stopTokens: stopTokens ?? Set(config.text.eosTokenIDs), keepLogits: keepLogits)

@@ -228,8 +228,15 @@ public final class PaliGemmaPipeline: @unchecked Sendable {
     private func run(prompt: String, image: EncodedImage, options: GenerationOptions,
                      onToken: ((_ id: Int?, _ text: String) -> Bool)?) throws -> Generation {
         try options.validate()
+        // No Gemma piece spans 256 bytes, so a longer prompt than this cannot fit the context;
+        // it is refused before the tokenizer spends time on it.
+        let byteLimit = model.contextLength * 256
+        guard prompt.utf8.count <= byteLimit else {
+            throw InputError.option("the prompt has \(prompt.utf8.count) bytes; at most \(byteLimit) can fit the model's context of \(model.contextLength) tokens")
+        }
         let p = promptTokens(prompt)
         let ids = p.ids.map(Int.init), types = p.tokenTypes.map(Int.init)
+        let options = try model.fitToContext(options, promptTokens: ids.count)
         let session = model.makeSession(maxTokens: ids.count + options.maxNewTokens)
         var decoder = tokenizer.streamingDecoder()
         var clock = DispatchTime.now().uptimeNanoseconds

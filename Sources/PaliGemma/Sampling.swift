@@ -6,7 +6,14 @@ public struct GenerationOptions: Codable, Sendable, Equatable {
     /// Upper bound on generated tokens (the stop token included).
     public var maxNewTokens: Int = 64
     /// 0 picks the most likely token; above 0 samples from softmax(logits / temperature).
+    /// Values below `greedyBelow` are greedy too: dividing logits by them overflows float32.
     public var temperature: Float = 0
+
+    /// Temperatures under this are treated as 0 (greedy).
+    public static let greedyBelow: Float = 1e-4
+
+    /// Whether tokens are sampled rather than picked greedily.
+    public var samples: Bool { temperature >= Self.greedyBelow }
     /// Sample only among the k most likely tokens (0: no limit).
     public var topK: Int = 0
     /// Sample only among the most likely tokens whose probabilities add up to p (1: no limit).
@@ -56,8 +63,8 @@ struct Sampler {
     init(options: GenerationOptions, vocabularySize: Int) {
         self.options = options
         rng = SplitMix64(seed: options.seed)
-        order = options.temperature > 0 ? [Int32](repeating: 0, count: vocabularySize) : []
-        probabilities = options.temperature > 0 ? [Float](repeating: 0, count: vocabularySize) : []
+        order = options.samples ? [Int32](repeating: 0, count: vocabularySize) : []
+        probabilities = options.samples ? [Float](repeating: 0, count: vocabularySize) : []
     }
 
     /// (token, log p(token)) for row 0 of `logits`.
@@ -67,7 +74,7 @@ struct Sampler {
         let best = logits.argmax(row: 0)
         let maxValue = row[best]
         let logNormalizer = maxValue + log(logits.sumOfExponentials(row: 0, shift: maxValue))
-        guard options.temperature > 0 else { return (best, row[best] - logNormalizer) }
+        guard options.samples else { return (best, row[best] - logNormalizer) }
 
         // Sampling: sort by logit, keep top-k, then the nucleus of mass top-p, renormalise.
         for i in 0..<n { order[i] = Int32(i) }

@@ -98,7 +98,19 @@ struct ModelOptions: ParsableArguments {
             throw ValidationError("--products must be auto, float32 or bf16")
         }
         warnAboutIgnoredKernelLevel()
-        return FastBackend(threads: threads, bf16Products: precision.usesBF16(directory: directory))
+        return FastBackend(threads: try checkedThreads(), bf16Products: precision.usesBF16(directory: directory))
+    }
+
+    /// --threads, refused when absurd and clamped (with a note) to the cores.
+    func checkedThreads() throws -> Int? {
+        guard let threads else { return nil }
+        guard threads >= 1 && threads <= 4096 else { throw ValidationError("--threads must be in 1…4096, got \(threads)") }
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        if threads > cores {
+            status("note: --threads \(threads) is more than this machine's \(cores) cores; using \(cores)")
+            return cores
+        }
+        return threads
     }
 
     /// How image files are read: pixel limit and transparency.

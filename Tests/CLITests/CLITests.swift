@@ -247,6 +247,143 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(try tokens(resumed), try tokens(full), "greedy answers repeat exactly")
     }
 
+    func jsonLines(_ url: URL) throws -> [[String: Any]] {
+        try Data(contentsOf: url).split(separator: UInt8(ascii: "\n")).map {
+            try XCTUnwrap(try JSONSerialization.jsonObject(with: Data($0)) as? [String: Any])
+        }
+    }
+
+    /// A results file whose last line was torn inside a multi-byte character keeps every
+    /// complete line (whatever bytes they hold) and redoes only the torn one.
+    func testTornMultiByteLastLineKeepsEveryCompleteLine() throws {
+        let list = tmp.appendingPathComponent("list.jsonl")
+        try """
+        {"id": "a", "image": "\(image)", "prompt": "caption en", "max_new_tokens": 2}
+        {"id": "b", "image": "\(image)", "prompt": "caption de", "max_new_tokens": 2}
+
+        """.write(to: list, atomically: true, encoding: .utf8)
+        let results = tmp.appendingPathComponent("out.jsonl")
+        // A complete (foreign) line holding invalid UTF-8, an answer for "a", and a torn line
+        // for "b" ending in the first byte of "é".
+        var bytes = Data([0x7B, 0xFF, 0xFE, 0x7D, 0x0A])
+        bytes += Data(#"{"id": "a", "text": "kept as is"}"#.utf8) + Data([0x0A])
+        bytes += Data(#"{"id": "b", "text": "caf"#.utf8) + Data([0xC3])
+        try bytes.write(to: results)
+        let r = try run(["generate", "--input", list.path, "--results", results.path, "--model", model])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stderr.contains("resuming: 1 of 2"), r.stderr)
+        let after = try Data(contentsOf: results)
+        XCTAssertTrue(after.starts(with: bytes.prefix(5 + 33)), "complete lines are kept byte for byte")
+        let lines = after.split(separator: UInt8(ascii: "\n"))
+        XCTAssertEqual(lines.count, 3)
+        let last = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(lines[2])) as? [String: Any])
+        XCTAssertEqual(last["id"] as? String, "b")
+        XCTAssertNotNil(last["token_ids"])
+    }
+
+    /// A bad line is answered with an error naming its line, a repeated id is answered once,
+    /// and the batch goes on.
+    func testBadLinesAndRepeatedIdsDoNotStopTheBatch() throws {
+        let list = tmp.appendingPathComponent("list.jsonl")
+        var input = Data("{\"id\": \"a\", \"image\": \"\(image)\", \"prompt\": \"ocr\", \"max_new_tokens\": 2}\n".utf8)
+        input += Data("{not json\n".utf8)
+        input += Data([0x22, 0xFF, 0x22, 0x0A])
+        input += Data("{\"id\": \"a\", \"image\": \"\(image)\", \"prompt\": \"caption en\", \"max_new_tokens\": 2}\n".utf8)
+        input += Data("{\"id\": \"z\", \"image\": \"\(image)\", \"prompt\": \"caption en\", \"max_new_tokens\": 2}\n".utf8)
+        try input.write(to: list)
+        let results = tmp.appendingPathComponent("out.jsonl")
+        let r = try run(["generate", "--input", list.path, "--results", results.path, "--model", model])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stderr.contains(":4: id 'a' repeats line 1"), r.stderr)
+        let lines = try jsonLines(results)
+        XCTAssertEqual(lines.map { $0["id"] as? String }, ["a", "line2", "line3", "z"])
+        XCTAssertEqual(lines[0]["prompt"] as? String, "ocr", "the first of two lines with one id is answered")
+        XCTAssertTrue((lines[1]["error"] as? String)?.contains(":2: expected") ?? false, "\(lines[1])")
+        XCTAssertTrue((lines[2]["error"] as? String)?.contains(":3: the line is not valid UTF-8") ?? false, "\(lines[2])")
+        XCTAssertNotNil(lines[3]["token_ids"])
+        let same = try run(["generate", "--input", list.path, "--results", list.path, "--model", model])
+        XCTAssertEqual(same.status, 64)
+        XCTAssertTrue(same.stderr.contains("--results names the --input file"), same.stderr)
+    }
+
+    /// Killed with SIGKILL at several points and resumed each time, a batch ends with exactly
+    /// the answers of an uninterrupted run, each once.
+    func testBatchKilledAndResumedGivesTheUninterruptedAnswers() throws {
+        let list = tmp.appendingPathComponent("list.jsonl")
+        let prompts = ["caption en", "caption de", "ocr", "detect cat", "answer en what is it?", "caption fr", "caption es", "describe en"]
+        try prompts.enumerated().map { i, p in "{\"id\": \"r\(i)\", \"image\": \"\(image)\", \"prompt\": \"\(p)\", \"max_new_tokens\": 6}" }
+            .joined(separator: "\n").write(to: list, atomically: true, encoding: .utf8)
+        let reference = tmp.appendingPathComponent("reference.jsonl")
+        XCTAssertEqual(try run(["generate", "--input", list.path, "--results", reference.path, "--model", model]).status, 0)
+        let results = tmp.appendingPathComponent("killed.jsonl")
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<4 {
+            let p = Process()
+            p.executableURL = binary
+            p.arguments = ["generate", "--input", list.path, "--results", results.path, "--model", model]
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            usleep(UInt32.random(in: 50_000...400_000, using: &generator))
+            kill(p.processIdentifier, SIGKILL)
+            p.waitUntilExit()
+        }
+        let finish = try run(["generate", "--input", list.path, "--results", results.path, "--model", model])
+        XCTAssertEqual(finish.status, 0, finish.stderr)
+        func answers(_ url: URL) throws -> [String: [Int]] {
+            var byID: [String: [Int]] = [:]
+            for line in try jsonLines(url) {
+                let id = try XCTUnwrap(line["id"] as? String)
+                XCTAssertNil(byID[id], "\(id) answered twice")
+                byID[id] = line["token_ids"] as? [Int]
+            }
+            return byID
+        }
+        XCTAssertEqual(try answers(results), try answers(reference))
+    }
+
+    /// Two runs on one results file: the second is refused while the first holds it.
+    func testSecondWriterOfAResultsFileIsRefused() throws {
+        let list = tmp.appendingPathComponent("list.jsonl")
+        try (0..<40).map { "{\"id\": \"r\($0)\", \"image\": \"\(image)\", \"prompt\": \"caption en\", \"max_new_tokens\": 8}" }
+            .joined(separator: "\n").write(to: list, atomically: true, encoding: .utf8)
+        let results = tmp.appendingPathComponent("shared.jsonl")
+        let first = Process()
+        first.executableURL = binary
+        first.arguments = ["generate", "--input", list.path, "--results", results.path, "--model", model]
+        first.standardOutput = FileHandle.nullDevice
+        first.standardError = FileHandle.nullDevice
+        try first.run()
+        // Wait until the first run holds the file (its first answer is there).
+        for _ in 0..<200 where ((try? Data(contentsOf: results))?.isEmpty ?? true) { usleep(50_000) }
+        let second = try run(["generate", "--input", list.path, "--results", results.path, "--model", model])
+        first.waitUntilExit()
+        XCTAssertEqual(first.terminationStatus, 0)
+        XCTAssertNotEqual(second.status, 0)
+        XCTAssertTrue(second.stderr.contains("being written by another paligemma process"), second.stderr)
+        XCTAssertEqual(Set(try jsonLines(results).compactMap { $0["id"] as? String }).count, 40)
+    }
+
+    /// Bounds on what a user can ask for.
+    func testBoundsOnThreadsPromptsAndTemperature() throws {
+        let absurd = try run(["caption", image, "--model", model, "--threads", "1000000000"])
+        XCTAssertEqual(absurd.status, 64)
+        XCTAssertTrue(absurd.stderr.contains("--threads must be in 1…4096"), absurd.stderr)
+        let many = try run(["caption", image, "--model", model, "--threads", "4096", "--max-tokens", "2"])
+        XCTAssertEqual(many.status, 0, many.stderr)
+        XCTAssertTrue(many.stderr.contains("more than this machine's"), many.stderr)
+        // The e2e fixture's context is the default 8192 tokens: 9000 words cannot fit.
+        let long = try run(["generate", image, "--model", model, "--prompt", String(repeating: "cat ", count: 9000)])
+        XCTAssertEqual(long.status, 4)
+        XCTAssertTrue(long.stderr.contains("context is 8192"), long.stderr)
+        // A vanishing temperature is greedy (not NaN sampling).
+        let greedy = try run(["caption", image, "--model", model, "--max-tokens", "4", "--json"])
+        let tiny = try run(["caption", image, "--model", model, "--max-tokens", "4", "--json", "--temperature", "1e-45"])
+        func ids(_ r: Run) -> [Int]? { ((try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8))) as? [String: Any])?["token_ids"] as? [Int] }
+        XCTAssertNotNil(ids(greedy))
+        XCTAssertEqual(ids(tiny), ids(greedy))
+    }
+
     func testChatAnswersEachLine() throws {
         let r = try run(["chat", image, "--model", model, "--max-tokens", "3"], stdin: "what is it?\n\ncaption en\nexit\nignored\n")
         XCTAssertEqual(r.status, 0, r.stderr)

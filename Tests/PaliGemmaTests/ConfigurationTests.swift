@@ -61,6 +61,11 @@ final class ConfigurationTests: XCTestCase {
             ("\"vocab_size\":257216}", "\"vocab_size\":\"many\"}", "vocab_size"),
             ("\"vision_use_head\":false", "\"vision_use_head\":true", "vision_use_head"),
             ("\"model_type\":\"gemma2\"", "\"model_type\":\"gemma\"", "gemma"),
+            ("\"vocab_size\":257216}", "\"vocab_size\":257216,\"rope_theta\":-10000}", "rope_theta"),
+            ("\"vocab_size\":257216}", "\"vocab_size\":257216,\"rms_norm_eps\":1e30}", "rms_norm_eps"),
+            ("\"vocab_size\":257216}", "\"vocab_size\":257216,\"max_position_embeddings\":0}", "max_position_embeddings"),
+            ("\"model_type\":\"paligemma\"", "\"model_type\":\"paligemma\",\"quantization_config\":{\"format\":\"q3\",\"group_size\":32,"
+                + "\"source_dtype\":\"bf16\",\"quant_method\":\"paligemma-swift\"}", "quantization_config.format 'q3'"),
         ]
         for (from, to, mention) in cases {
             let json = hub3B.replacingOccurrences(of: from, with: to)
