@@ -54,11 +54,39 @@ public struct ImageLoader: Sendable {
         self.applyExifOrientation = applyExifOrientation
     }
 
-    /// Reads and decodes the file at `url`; errors name the file's path.
+    /// Largest image read from a pipe or device, where the size is not known beforehand.
+    public static let maxStreamBytes = 1 << 30
+
+    /// Reads and decodes the file at `url` (also a pipe such as /dev/stdin); errors name the
+    /// file's path.
     public func load(contentsOf url: URL) throws -> RGBImage {
         let data: Data
+        // stat follows symbolic links (/dev/stdin → /proc/self/fd/0 → a pipe).
+        var info = stat()
+        let known = stat(url.path, &info) == 0
+        let kind = info.st_mode & S_IFMT
+        if known && kind == S_IFDIR {
+            throw ImageError.unreadable(file: url.path, reason: "it is a directory, not an image file")
+        }
         do {
-            data = try Data(contentsOf: url)
+            if !known || kind == S_IFREG {
+                data = try Data(contentsOf: url)
+            } else {
+                // A pipe or device (/dev/stdin, a named pipe): read it as a stream, bounded so
+                // that an endless one is refused rather than held in memory.
+                let handle = try FileHandle(forReadingFrom: url)
+                defer { try? handle.close() }
+                var bytes = Data()
+                while let chunk = try handle.read(upToCount: 1 << 20), !chunk.isEmpty {
+                    bytes += chunk
+                    if bytes.count > Self.maxStreamBytes {
+                        throw ImageError.unreadable(file: url.path, reason: "the stream holds more than \(Self.maxStreamBytes >> 20) MB")
+                    }
+                }
+                data = bytes
+            }
+        } catch let error as ImageError {
+            throw error
         } catch {
             throw ImageError.unreadable(file: url.path, reason: (error as NSError).localizedDescription)
         }

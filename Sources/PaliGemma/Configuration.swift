@@ -293,9 +293,13 @@ public struct PaliGemmaConfig: Codable, Sendable, Equatable {
 
     /// Reads and validates `config.json`.
     public static func load(from url: URL) throws -> PaliGemmaConfig {
-        guard FileManager.default.fileExists(atPath: url.path) else {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else {
             throw CheckpointError.missingFile(path: url.path,
                 hint: "A PaliGemma checkpoint directory holds config.json beside its *.safetensors files.")
+        }
+        guard !isDirectory.boolValue else {
+            throw CheckpointError.invalidConfig(file: url.path, reason: "is a directory, not the JSON file config.json should be")
         }
         let data = try Data(contentsOf: url)
         let config: PaliGemmaConfig

@@ -72,7 +72,17 @@ public enum Evaluator {
     /// Reads `heldout.jsonl` from `directory`.
     public static func items(in directory: URL) throws -> [EvaluationItem] {
         let url = directory.appendingPathComponent("heldout.jsonl")
-        let text = try String(contentsOf: url, encoding: .utf8)
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw InputError.option("--set \(directory.path): no such directory (a held-out set is a directory with heldout.jsonl and its images)")
+        }
+        guard FileManager.default.fileExists(atPath: url.path) else {
+            throw InputError.option("\(directory.path) has no heldout.jsonl (written by tools/demo/heldout.py)")
+        }
+        let text: String
+        do { text = try String(contentsOf: url, encoding: .utf8) } catch {
+            throw InputError.option("\(url.path): not readable as UTF-8 text (\(error.localizedDescription))")
+        }
         return try text.split(separator: "\n").enumerated().map { n, line in
             do {
                 return try JSONDecoder().decode(EvaluationItem.self, from: Data(line.utf8))

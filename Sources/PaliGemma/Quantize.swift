@@ -59,6 +59,17 @@ public enum Quantizer {
         }
         let checkpoint = try SafeTensorsCheckpoint(directory: source)
         let fm = FileManager.default
+        // Never write over something: the destination is a new or empty directory.
+        var isDirectory: ObjCBool = false
+        if fm.fileExists(atPath: destination.path, isDirectory: &isDirectory) {
+            guard isDirectory.boolValue else {
+                throw InputError.option("\(destination.path) is an existing file; the destination is a new directory to write the checkpoint into")
+            }
+            let contents = try fm.contentsOfDirectory(atPath: destination.path).filter { !$0.hasPrefix(".") }
+            guard contents.isEmpty else {
+                throw InputError.option("\(destination.path) already holds \(contents.count) file\(contents.count == 1 ? "" : "s"); choose a new or empty directory")
+            }
+        }
         try fm.createDirectory(at: destination, withIntermediateDirectories: true)
 
         var entries: [SafeTensorsStreamWriter.Entry] = []

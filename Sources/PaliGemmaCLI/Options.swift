@@ -12,13 +12,13 @@ struct ModelOptions: ParsableArguments {
         discussion: "Default: $PALIGEMMA_MODEL, then \"model\" in ~/.config/paligemma/config.json, then the bundled demo model."))
     var model: String?
 
-    @Option(help: "Worker threads (default: all cores).")
+    @Option(parsing: .unconditional, help: "Worker threads (default: all cores).")
     var threads: Int?
 
     @Option(help: ArgumentHelp("Image resize: bicubic (PIL's, as transformers does; default) or bilinear-aa (big_vision's antialiased bilinear, as the model was trained)."))
     var resize = "bicubic"
 
-    @Option(name: .customLong("max-pixels"), help: "Refuse images larger than this many pixels (checked before decoding).")
+    @Option(name: .customLong("max-pixels"), parsing: .unconditional, help: "Refuse images larger than this many pixels (checked before decoding).")
     var maxPixels = 100_000_000
 
     @Option(help: ArgumentHelp(
@@ -83,7 +83,10 @@ struct ModelOptions: ParsableArguments {
             return directory
         }
         var isDirectory: ObjCBool = false
-        if FileManager.default.fileExists(atPath: name, isDirectory: &isDirectory), isDirectory.boolValue {
+        if FileManager.default.fileExists(atPath: name, isDirectory: &isDirectory) {
+            guard isDirectory.boolValue else {
+                throw InputError.option("--model \(name) is a file; give the checkpoint's directory (the folder holding config.json and the *.safetensors files)")
+            }
             return URL(fileURLWithPath: name)
         }
         if let resolved = resolveHubModel(name) { return resolved }
@@ -141,20 +144,27 @@ struct ModelOptions: ParsableArguments {
 
 /// Sampling and length flags shared by every generating verb.
 struct GenerationFlags: ParsableArguments {
-    @Option(name: .customLong("max-tokens"), help: "Most tokens to generate.")
+    @Option(name: .customLong("max-tokens"), parsing: .unconditional, help: "Most tokens to generate (at most the model's context).")
     var maxTokens = 64
 
-    @Option(help: "0 = greedy (default); above 0 samples.")
+    @Option(parsing: .unconditional, help: "0 = greedy (default); above 0 samples.")
     var temperature: Float = 0
 
-    @Option(name: .customLong("top-k"), help: "Sample among the k most likely tokens (0 = all).")
+    @Option(name: .customLong("top-k"), parsing: .unconditional, help: "Sample among the k most likely tokens (0 = all).")
     var topK = 0
 
-    @Option(name: .customLong("top-p"), help: "Sample among the smallest set of tokens with this much probability.")
+    @Option(name: .customLong("top-p"), parsing: .unconditional, help: "Sample among the smallest set of tokens with this much probability.")
     var topP: Float = 1
 
-    @Option(help: "Random seed for sampling.")
+    @Option(parsing: .unconditional, help: "Random seed for sampling.")
     var seed: UInt64 = 0
+
+    func validate() throws {
+        guard (1...65536).contains(maxTokens) else { throw ValidationError("--max-tokens must be in 1…65536 (the model's context bounds it further), got \(maxTokens)") }
+        guard temperature >= 0 && temperature.isFinite else { throw ValidationError("--temperature must be a number ≥ 0, got \(temperature)") }
+        guard topK >= 0 else { throw ValidationError("--top-k must be ≥ 0 (0: no limit), got \(topK)") }
+        guard topP > 0 && topP <= 1 else { throw ValidationError("--top-p must be in (0, 1], got \(topP)") }
+    }
 
     var options: GenerationOptions {
         GenerationOptions(maxNewTokens: maxTokens, temperature: temperature, topK: topK, topP: topP, seed: seed)

@@ -17,10 +17,16 @@ struct Serve: AsyncParsableCommand {
         """)
     @OptionGroup var model: ModelOptions
     @Option(help: "Address to listen on (0.0.0.0 for every interface).") var host = "127.0.0.1"
-    @Option(help: "Port to listen on (0 picks a free one).") var port = 8080
+    @Option(parsing: .unconditional, help: "Port to listen on, 0…65535 (0 picks a free one).") var port = 8080
     @Option(name: .customLong("vae-oid"), help: "big_vision's vae-oid.npz (mask decoder weights).") var vaeOID: String?
-    @Option(name: .customLong("max-waiting"), help: "Requests that may wait while one generates.") var maxWaiting = 8
-    @Option(name: .customLong("max-body-mb"), help: "Largest request body, in MB.") var maxBodyMB = 32
+    @Option(name: .customLong("max-waiting"), parsing: .unconditional, help: "Requests that may wait while one generates (0…1024).") var maxWaiting = 8
+    @Option(name: .customLong("max-body-mb"), parsing: .unconditional, help: "Largest request body, in MB (1…1024).") var maxBodyMB = 32
+
+    func validate() throws {
+        guard (0...65535).contains(port) else { throw ValidationError("--port must be in 0…65535, got \(port)") }
+        guard (1...1024).contains(maxBodyMB) else { throw ValidationError("--max-body-mb must be in 1…1024, got \(maxBodyMB)") }
+        guard (0...1024).contains(maxWaiting) else { throw ValidationError("--max-waiting must be in 0…1024, got \(maxWaiting)") }
+    }
 
     func run() async throws {
         let pipeline: PaliGemmaPipeline
@@ -38,7 +44,7 @@ struct Serve: AsyncParsableCommand {
             throw fail(error)
         }
         let config = ServerConfiguration(host: host, port: port, modelName: model.requestedModel().name,
-                                         maxBodyBytes: max(1, maxBodyMB) << 20, maxWaiting: maxWaiting)
+                                         maxBodyBytes: maxBodyMB << 20, maxWaiting: maxWaiting)
         let service = PaliGemmaService(pipeline: pipeline, segmenter: segmenter, configuration: config)
         let host = self.host
         let app = makeServerApplication(service: service) { port in

@@ -149,7 +149,9 @@ final class CLITests: XCTestCase {
         let missingModel = try run(["caption", image, "--model", tmp.appendingPathComponent("none").path])
         XCTAssertEqual(missingModel.status, 3)
         XCTAssertTrue(missingModel.stderr.contains("none"), missingModel.stderr)
-        XCTAssertEqual(try run(["caption", image, "--model", model, "--max-tokens", "0"]).status, 4)
+        let zero = try run(["caption", image, "--model", model, "--max-tokens", "0"])
+        XCTAssertEqual(zero.status, 64, "an option out of its range is a usage error")
+        XCTAssertTrue(zero.stderr.contains("--max-tokens must be in 1…65536"), zero.stderr)
         XCTAssertEqual(try run(["caption", "--no-such-flag"]).status, 64)
         let help = try run(["detect", "--help"])
         XCTAssertEqual(help.status, 0)
@@ -382,6 +384,46 @@ final class CLITests: XCTestCase {
         func ids(_ r: Run) -> [Int]? { ((try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8))) as? [String: Any])?["token_ids"] as? [Int] }
         XCTAssertNotNil(ids(greedy))
         XCTAssertEqual(ids(tiny), ids(greedy))
+    }
+
+    /// What a careless user types gets a message naming the problem and the documented exit code.
+    func testMistakesGetClearMessages() throws {
+        let configDirectory = tmp.appendingPathComponent("weird")
+        try FileManager.default.createDirectory(at: configDirectory.appendingPathComponent("config.json"), withIntermediateDirectories: true)
+        let existing = tmp.appendingPathComponent("existing")
+        try Data("x".utf8).write(to: existing)
+        let cases: [([String], Int32, String)] = [
+            (["caption", image, "--model", configDirectory.path], 3, "is a directory, not the JSON file"),
+            (["caption", image, "--model", model + "/config.json"], 4, "is a file; give the checkpoint's directory"),
+            (["eval", "--set", tmp.appendingPathComponent("none").path, "--model", model], 4, "no such directory"),
+            (["quantize", model, existing.path], 4, "is an existing file"),
+            (["caption", image, "--model", model, "--max-tokens", "-5"], 64, "--max-tokens must be in 1…65536"),
+            (["caption", image, "--model", model, "--top-p", "-1"], 64, "--top-p must be in (0, 1]"),
+            (["serve", "--model", model, "--port", "70000"], 64, "--port must be in 0…65535"),
+            (["serve", "--model", model, "--max-body-mb", "17592186044416"], 64, "--max-body-mb must be in 1…1024"),
+            (["segment", image, "--object", "cat", "--model", model, "--vae-oid", "/nonexistent.npz"], 3, "/nonexistent.npz does not exist"),
+            (["caption", tmp.path, "--model", model], 4, "it is a directory, not an image file"),
+        ]
+        for (args, code, message) in cases {
+            let r = try run(args)
+            XCTAssertEqual(r.status, code, "\(args): \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains(message), "\(args): \(r.stderr)")
+            XCTAssertFalse(r.stderr.contains("NSCocoaErrorDomain"), r.stderr)
+        }
+        // An image can come through a pipe (/dev/stdin).
+        let p = Process()
+        p.executableURL = binary
+        p.arguments = ["caption", "/dev/stdin", "--model", model, "--max-tokens", "2"]
+        let input = Pipe(), out = Pipe()
+        p.standardInput = input
+        p.standardOutput = out
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        input.fileHandleForWriting.write(try Data(contentsOf: URL(fileURLWithPath: image)))
+        try input.fileHandleForWriting.close()
+        _ = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationStatus, 0)
     }
 
     func testChatAnswersEachLine() throws {
