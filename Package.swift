@@ -10,8 +10,17 @@ let v5: [SwiftSetting] = [.swiftLanguageMode(.v5)]
 let package = Package(
     name: "PaliGemmaSwift",
     platforms: [.macOS(.v14)],
+    // Each reusable module is a product of its own, so an app can take the tokenizer, the image
+    // codecs or the safetensors reader without the model.
     products: [
         .library(name: "PaliGemma", targets: ["PaliGemma"]),
+        .library(name: "GemmaTokenizer", targets: ["GemmaTokenizer"]),
+        .library(name: "Imaging", targets: ["Imaging"]),
+        .library(name: "SafeTensors", targets: ["SafeTensors"]),
+        .library(name: "Hub", targets: ["Hub"]),
+        .library(name: "MaskDecoder", targets: ["MaskDecoder"]),
+        .library(name: "PaliGemmaServer", targets: ["PaliGemmaServer"]),
+        .library(name: "Kernels", targets: ["Kernels"]),
         .executable(name: "paligemma", targets: ["PaliGemmaCLI"]),
     ],
     dependencies: [
@@ -29,8 +38,10 @@ let package = Package(
         // Image codecs: Debian's libjpeg-turbo and libpng as system libraries, wrapped by a small C
         // shim that turns their longjmp/abort error paths into error codes; libwebp is loaded by
         // the shim from its runtime library when the first WebP file arrives (no headers needed).
-        .systemLibrary(name: "CJPEG", path: "Sources/CJPEG"),
-        .systemLibrary(name: "CPNG", path: "Sources/CPNG", pkgConfig: "libpng"),
+        .systemLibrary(name: "CJPEG", path: "Sources/CJPEG",
+                       providers: [.apt(["libjpeg62-turbo-dev"]), .brew(["jpeg-turbo"])]),
+        .systemLibrary(name: "CPNG", path: "Sources/CPNG", pkgConfig: "libpng",
+                       providers: [.apt(["libpng-dev"]), .brew(["libpng"])]),
         .target(
             name: "CImageShims", dependencies: ["CJPEG", "CPNG"],
             cSettings: [.unsafeFlags(["-O2"])],
