@@ -61,10 +61,16 @@ let package = Package(
             name: "PaliGemmaServer",
             dependencies: ["PaliGemma", "Imaging", "MaskDecoder", .product(name: "Hummingbird", package: "hummingbird")],
             swiftSettings: v5),
+        // What `paligemma bench` needs and library users do not: the published shapes as presets,
+        // random-weight checkpoints, the machine's ceilings and the non-model measurements.
+        .target(
+            name: "PaliGemmaTools",
+            dependencies: ["PaliGemma", "Kernels", "SafeTensors", "GemmaTokenizer", "Imaging"],
+            swiftSettings: v5),
         .executableTarget(
             name: "PaliGemmaCLI",
-            dependencies: ["PaliGemma", "PaliGemmaServer", "Hub", "Imaging", "MaskDecoder", "GemmaTokenizer", "Kernels", "CKernels", "SafeTensors",
-                           .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["PaliGemma", "PaliGemmaServer", "PaliGemmaTools", "Hub", "Imaging", "MaskDecoder", "GemmaTokenizer",
+                           "Kernels", "SafeTensors", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: v5),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels"], swiftSettings: v5),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors"], swiftSettings: v5),
@@ -74,7 +80,7 @@ let package = Package(
         .testTarget(name: "HubTests", dependencies: ["Hub"], swiftSettings: v5),
         // Runs the built `paligemma` binary on the fixtures, as a person would.
         .testTarget(name: "CLITests", swiftSettings: v5),
-        .testTarget(name: "PaliGemmaTests", dependencies: ["PaliGemma", "SafeTensors"], swiftSettings: v5),
+        .testTarget(name: "PaliGemmaTests", dependencies: ["PaliGemma", "PaliGemmaTools", "SafeTensors"], swiftSettings: v5),
         .testTarget(
             name: "PaliGemmaServerTests",
             dependencies: ["PaliGemmaServer", "PaliGemma", "Imaging"],
