@@ -57,10 +57,16 @@ let package = Package(
             dependencies: ["Kernels", "SafeTensors", "GemmaTokenizer", "Imaging", "MaskDecoder", "Hub"],
             swiftSettings: v5),
         // HTTP server with a web page (Hummingbird 2): /v1/generate (JSON or SSE), /health, /.
+        // The page is Resources/index.html, compiled in as a string by the EmbedText plugin.
         .target(
             name: "PaliGemmaServer",
             dependencies: ["PaliGemma", "Imaging", "MaskDecoder", .product(name: "Hummingbird", package: "hummingbird")],
-            swiftSettings: v5),
+            swiftSettings: v5,
+            plugins: ["EmbedText"]),
+        // Build-time only: turns a text file into a Swift string constant, so the served page
+        // needs no resource bundle beside the binary.
+        .executableTarget(name: "TextToSwift"),
+        .plugin(name: "EmbedText", capability: .buildTool(), dependencies: ["TextToSwift"]),
         // What `paligemma bench` needs and library users do not: the published shapes as presets,
         // random-weight checkpoints, the machine's ceilings and the non-model measurements.
         .target(
