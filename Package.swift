@@ -10,8 +10,17 @@ let v5: [SwiftSetting] = [.swiftLanguageMode(.v5)]
 let package = Package(
     name: "PaliGemmaSwift",
     platforms: [.macOS(.v14)],
+    // Each reusable module is a product of its own, so an app can take the tokenizer, the image
+    // codecs or the safetensors reader without the model.
     products: [
         .library(name: "PaliGemma", targets: ["PaliGemma"]),
+        .library(name: "GemmaTokenizer", targets: ["GemmaTokenizer"]),
+        .library(name: "Imaging", targets: ["Imaging"]),
+        .library(name: "SafeTensors", targets: ["SafeTensors"]),
+        .library(name: "Hub", targets: ["Hub"]),
+        .library(name: "MaskDecoder", targets: ["MaskDecoder"]),
+        .library(name: "PaliGemmaServer", targets: ["PaliGemmaServer"]),
+        .library(name: "Kernels", targets: ["Kernels"]),
         .executable(name: "paligemma", targets: ["PaliGemmaCLI"]),
     ],
     dependencies: [
@@ -29,8 +38,10 @@ let package = Package(
         // Image codecs: Debian's libjpeg-turbo and libpng as system libraries, wrapped by a small C
         // shim that turns their longjmp/abort error paths into error codes; libwebp is loaded by
         // the shim from its runtime library when the first WebP file arrives (no headers needed).
-        .systemLibrary(name: "CJPEG", path: "Sources/CJPEG"),
-        .systemLibrary(name: "CPNG", path: "Sources/CPNG", pkgConfig: "libpng"),
+        .systemLibrary(name: "CJPEG", path: "Sources/CJPEG",
+                       providers: [.apt(["libjpeg62-turbo-dev"]), .brew(["jpeg-turbo"])]),
+        .systemLibrary(name: "CPNG", path: "Sources/CPNG", pkgConfig: "libpng",
+                       providers: [.apt(["libpng-dev"]), .brew(["libpng"])]),
         .target(
             name: "CImageShims", dependencies: ["CJPEG", "CPNG"],
             cSettings: [.unsafeFlags(["-O2"])],
@@ -46,14 +57,26 @@ let package = Package(
             dependencies: ["Kernels", "SafeTensors", "GemmaTokenizer", "Imaging", "MaskDecoder", "Hub"],
             swiftSettings: v5),
         // HTTP server with a web page (Hummingbird 2): /v1/generate (JSON or SSE), /health, /.
+        // The page is Resources/index.html, compiled in as a string by the EmbedText plugin.
         .target(
             name: "PaliGemmaServer",
             dependencies: ["PaliGemma", "Imaging", "MaskDecoder", .product(name: "Hummingbird", package: "hummingbird")],
+            swiftSettings: v5,
+            plugins: ["EmbedText"]),
+        // Build-time only: turns a text file into a Swift string constant, so the served page
+        // needs no resource bundle beside the binary.
+        .executableTarget(name: "TextToSwift"),
+        .plugin(name: "EmbedText", capability: .buildTool(), dependencies: ["TextToSwift"]),
+        // What `paligemma bench` needs and library users do not: the published shapes as presets,
+        // random-weight checkpoints, the machine's ceilings and the non-model measurements.
+        .target(
+            name: "PaliGemmaTools",
+            dependencies: ["PaliGemma", "Kernels", "SafeTensors", "GemmaTokenizer", "Imaging"],
             swiftSettings: v5),
         .executableTarget(
             name: "PaliGemmaCLI",
-            dependencies: ["PaliGemma", "PaliGemmaServer", "Hub", "Imaging", "MaskDecoder", "GemmaTokenizer", "Kernels", "CKernels", "SafeTensors",
-                           .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["PaliGemma", "PaliGemmaServer", "PaliGemmaTools", "Hub", "Imaging", "MaskDecoder", "GemmaTokenizer",
+                           "Kernels", "SafeTensors", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: v5),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels"], swiftSettings: v5),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors"], swiftSettings: v5),
@@ -63,7 +86,7 @@ let package = Package(
         .testTarget(name: "HubTests", dependencies: ["Hub"], swiftSettings: v5),
         // Runs the built `paligemma` binary on the fixtures, as a person would.
         .testTarget(name: "CLITests", swiftSettings: v5),
-        .testTarget(name: "PaliGemmaTests", dependencies: ["PaliGemma", "SafeTensors"], swiftSettings: v5),
+        .testTarget(name: "PaliGemmaTests", dependencies: ["PaliGemma", "PaliGemmaTools", "SafeTensors"], swiftSettings: v5),
         .testTarget(
             name: "PaliGemmaServerTests",
             dependencies: ["PaliGemmaServer", "PaliGemma", "Imaging"],

@@ -123,7 +123,21 @@ public struct WeightMatrix: @unchecked Sendable {
     }
 }
 
+extension WeightFormat {
+    /// Quantizes one float32 row of `columns` values (`accepts(columns:)`) into this quantized
+    /// format: `rowBytes(columns:)` bytes of codes at `codes` and `groups(columns:)` f16 scales at
+    /// `scales`, the layout ``WeightMatrix`` reads.
+    public func quantizeRow(_ row: UnsafePointer<Float>, columns: Int,
+                            codes: UnsafeMutableRawPointer, scales: UnsafeMutablePointer<UInt16>) {
+        precondition(isQuantized, "quantizeRow needs q8 or q4, not \(self)")
+        ck_quantize_row(row, Int64(columns), rawValue, codes, scales)
+    }
+}
+
 extension Float {
+    /// The nearest IEEE half (ties to even) as its bit pattern, as quantized scales are stored.
+    public var float16Bits: UInt16 { ck_f32_to_f16(self) }
+
     /// IEEE half-precision bits to Float.
     public init(float16Bits h: UInt16) {
         let sign = UInt32(h & 0x8000) << 16

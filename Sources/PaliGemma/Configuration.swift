@@ -125,7 +125,9 @@ public struct TextConfig: Codable, Sendable, Equatable {
         slidingLayers = Self.defaultSlidingLayers(numHiddenLayers)
     }
 
-    static func defaultSlidingLayers(_ n: Int) -> [Bool] {
+    /// Gemma 2's alternation for `n` layers (sliding window on the even-indexed ones), used when
+    /// config.json gives no `layer_types`.
+    public static func defaultSlidingLayers(_ n: Int) -> [Bool] {
         // Gemma2Config: "sliding_attention" if (i + 1) % 2 else "full_attention".
         (0..<max(0, n)).map { ($0 + 1) % 2 == 1 }
     }

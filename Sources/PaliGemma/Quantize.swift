@@ -1,4 +1,3 @@
-import CKernels
 import Foundation
 import Kernels
 import SafeTensors
@@ -24,7 +23,7 @@ public enum Quantizer {
 
     /// The two safetensors entries of a matrix stored quantized: `name` (I8 or U8 codes) and
     /// `name_scales` (F16, one per group of 32 inputs).
-    static func entries(_ name: String, rows: Int, columns: Int, stored: WeightFormat) -> [SafeTensorsStreamWriter.Entry] {
+    public static func entries(_ name: String, rows: Int, columns: Int, stored: WeightFormat) -> [SafeTensorsStreamWriter.Entry] {
         [.init(name: name, dtype: stored == .q8 ? .i8 : .u8, shape: [rows, stored.rowBytes(columns: columns)]),
          .init(name: name + "_scales", dtype: .f16, shape: [rows, WeightFormat.groups(columns: columns)])]
     }
@@ -34,7 +33,7 @@ public enum Quantizer {
     /// format (So400m's `fc2`, 4304 inputs, with a short last group), so that the image encoder's
     /// products run on int8 too. They are 15% of a 3B model's weights and read once per image, so
     /// 4 bits would save little memory and no decode time there, at 18× the rounding step.
-    static func storedFormat(_ name: String, shape: [Int], format: Format) -> WeightFormat? {
+    public static func storedFormat(_ name: String, shape: [Int], format: Format) -> WeightFormat? {
         guard shape.count == 2 else { return nil }
         if name.contains("language_model") {
             let suffixes = ["q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight", "gate_proj.weight",
@@ -116,7 +115,7 @@ public enum Quantizer {
                 let n = min(block, rows - r)
                 for i in 0..<n {
                     matrix.convertRow(r + i, into: floats)
-                    ck_quantize_row(floats, Int64(cols), stored.rawValue, out + i * rowBytes, scales + (r + i) * groups)
+                    stored.quantizeRow(floats, columns: cols, codes: out + i * rowBytes, scales: scales + (r + i) * groups)
                 }
                 try writer.write(UnsafeRawBufferPointer(start: out, count: n * rowBytes))
                 r += n

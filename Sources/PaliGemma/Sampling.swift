@@ -116,16 +116,18 @@ struct Sampler {
     }
 }
 
-/// A small, fast, seedable generator (SplitMix64).
-struct SplitMix64: RandomNumberGenerator {
+/// A small, fast, seedable generator (SplitMix64): the sampler's, and the one random
+/// checkpoints are drawn from, so a seed gives the same numbers on every platform.
+public struct SplitMix64: RandomNumberGenerator, Sendable {
     private var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
     }
-    mutating func nextDouble() -> Double { Double(next() >> 11) * 0x1p-53 }
+    /// Uniform in [0, 1), 53 bits.
+    public mutating func nextDouble() -> Double { Double(next() >> 11) * 0x1p-53 }
 }

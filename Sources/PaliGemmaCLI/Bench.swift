@@ -1,11 +1,9 @@
 import ArgumentParser
-import Dispatch
 import Foundation
 import GemmaTokenizer
-import Imaging
-import CKernels
 import Kernels
 import PaliGemma
+import PaliGemmaTools
 
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -114,161 +112,14 @@ struct Bench: AsyncParsableCommand {
         }
     }
 
-    /// Decode + preprocess of a 4000×3000 JPEG (a phone photo), best of three.
-    func benchImage(size: Int) throws -> (decode: Double, preprocess: Double) {
-        let (w, h) = (4000, 3000)
-        var pixels = [UInt8](repeating: 0, count: w * h * 3)
-        var seed: UInt32 = 1
-        for y in 0..<h {
-            for x in 0..<w {
-                seed = seed &* 1664525 &+ 1013904223
-                let noise = Int(seed >> 28)
-                let i = (y * w + x) * 3
-                pixels[i] = UInt8((x * 255 / w + noise) & 255)
-                pixels[i + 1] = UInt8((y * 255 / h + noise) & 255)
-                pixels[i + 2] = UInt8(((x + y) / 31 * 8 + noise) & 255)
-            }
-        }
-        let jpeg = try JPEGEncoder.encode(RGBImage(width: w, height: h, pixels: pixels), quality: 90)
-        let loader = ImageLoader(), pre = ImagePreprocessor(size: size)
-        var best = (Double.infinity, Double.infinity)
-        for _ in 0..<3 {
-            var clock = Stopwatch()
-            let image = try loader.decode(jpeg, name: "4000x3000.jpg")
-            let d = clock.lap()
-            _ = pre.pixelValues(image)
-            best = (min(best.0, d), min(best.1, clock.lap()))
-        }
-        return best
-    }
-
-    /// Encode throughput over a multilingual corpus of prompt-sized lines.
-    func benchTokenizer(_ tokenizer: GemmaTokenizer) -> Double {
-        let samples = ["caption en", "answer en how many red circles are there?", "detect cat ; dog ; person",
-                       "Der schnelle braune Fuchs springt über den faulen Hund 1234.", "日本語のテキストと中文的句子。",
-                       "Привет, как дела? مرحبا بالعالم नमस्ते दुनिया สวัสดีครับ", "emoji 👍🏽 👨‍👩‍👧 and <loc0123><seg045> tokens"]
-        var lines: [String] = []
-        var total = 0
-        var i = 0
-        while total < 2_000_000 {
-            let line = samples[i % samples.count] + " \(i)"
-            lines.append(line)
-            total += line.utf8.count
-            i += 1
-        }
-        var clock = Stopwatch()
-        var count = 0
-        for line in lines { count += tokenizer.encode(line).count }
-        let seconds = clock.lap()
-        precondition(count > 0)
-        return Double(total) / seconds / 1e6
-    }
-
-    /// Reads 256 MiB with `threads` workers, best of three: the memory ceiling in this run (the
-    /// machine is shared, so a figure measured elsewhere may not hold now).
-    func measureReadBandwidth(threads: Int) -> Double {
-        let count = 1 << 26  // 256 MiB: far beyond the caches
-        let buffer = UnsafeMutablePointer<Float>.allocate(capacity: count)
-        defer { buffer.deallocate() }
-        buffer.initialize(repeating: 1, count: count)
-        var best = Double.infinity
-        var sink: Float = 0
-        for _ in 0..<3 {
-            var clock = Stopwatch()
-            DispatchQueue.concurrentPerform(iterations: threads) { w in
-                let start = count * w / threads, end = count * (w + 1) / threads
-                let s = ck_read_all(buffer + start, Int64(end - start))
-                if s == -1 { sink += s }
-            }
-            best = min(best, clock.lap())
-        }
-        _ = sink
-        return Double(count * 4) / best / 1e9
-    }
-
-    /// Peak rates of the active kernel level's product instructions with every worker busy, best
-    /// of three: float32 FMA, bf16 dot products and int8 dot products (nil where the level has
-    /// none).
-    func measureComputeCeilings(threads: Int) -> (fma: Double, bf16: Double?, int8: Double?) {
-        func rate(_ probe: (Int64, UnsafeMutablePointer<Float>) -> Double) -> Double {
-            // Long enough (about 0.1 s a worker) that the workers' start-up skew is noise: a
-            // short probe on two threads ran them one after the other and halved the ceiling.
-            var sink: Float = 0
-            var clock = Stopwatch()
-            guard probe(200_000, &sink) > 0 else { return 0 }
-            let iterations = Int64(max(200_000, min(1e9, 200_000 * 0.1 / max(clock.lap(), 1e-6))))
-            var best = 0.0
-            for _ in 0..<3 {
-                var clock = Stopwatch()
-                var ops = [Double](repeating: 0, count: threads)
-                ops.withUnsafeMutableBufferPointer { out in
-                    let base = out.baseAddress!
-                    DispatchQueue.concurrentPerform(iterations: threads) { w in
-                        var sink: Float = 0
-                        base[w] = probe(iterations, &sink)
-                        if sink == .infinity { base[w] += 0 }
-                    }
-                }
-                best = max(best, ops.reduce(0, +) / clock.lap() / 1e9)
-            }
-            return best
-        }
-        let fma = rate { ck_fma_probe($0, $1) }
-        let bf16 = rate { ck_bf16_probe($0, $1) }
-        let int8 = rate { ck_int8_probe($0, $1) }
-        return (fma, bf16 > 0 ? bf16 : nil, int8 > 0 ? int8 : nil)
-    }
-
-    /// Matrix products at 3B-224 shapes on random bf16 / q8 / q4 weights: prefill GEMM GFLOP/s
-    /// and decode GEMV GB/s (weights streamed), each the best of a few runs.
-    func benchKernels() throws {
+    /// Matrix products at 3B shapes, each weight format's line printed as it is measured.
+    func benchKernels() {
         let backend = FastBackend(threads: threads)
-        let (k, n, m) = (2304, 9216, 266)
-        let count = n * k
-        let raw = UnsafeMutableRawPointer.allocate(byteCount: count * 2, alignment: 64)
-        defer { raw.deallocate() }
-        var seed: UInt64 = 9
-        let floats = UnsafeMutablePointer<Float>.allocate(capacity: count)
-        defer { floats.deallocate() }
-        for i in 0..<count {
-            seed = seed &* 6364136223846793005 &+ 1442695040888963407
-            floats[i] = Float(Int64(bitPattern: seed) >> 40) * 0x1p-24
-            raw.storeBytes(of: UInt16(floats[i].bitPattern >> 16), toByteOffset: i * 2, as: UInt16.self)
-        }
-        var weights = [("bf16", WeightMatrix(format: .bf16, rows: n, columns: k, data: raw))]
-        var keep: [UnsafeMutableRawPointer] = []
-        for format in [WeightFormat.q8, .q4] {
-            let rowBytes = format.rowBytes(columns: k)
-            let data = UnsafeMutableRawPointer.allocate(byteCount: n * rowBytes, alignment: 64)
-            let scales = UnsafeMutablePointer<UInt16>.allocate(capacity: n * k / 32)
-            for r in 0..<n {
-                ck_quantize_row(floats + r * k, Int64(k), format.rawValue, data + r * rowBytes, scales + r * k / 32)
-            }
-            keep.append(data)
-            keep.append(UnsafeMutableRawPointer(scales))
-            weights.append((format.description, WeightMatrix(format: format, rows: n, columns: k, data: UnsafeRawPointer(data),
-                                                             scales: UnsafePointer(scales))))
-        }
-        defer { keep.forEach { $0.deallocate() } }
-        let x = Matrix(rows: m, columns: k, values: (0..<(m * k)).map { Float($0 % 97) / 97 - 0.5 })
-        let x1 = Matrix(rows: 1, columns: k, values: (0..<k).map { Float($0 % 89) / 89 - 0.5 })
-        let y = Matrix(rows: m, columns: n), y1 = Matrix(rows: 1, columns: n)
         print("kernels at 3B shapes, \(backend.name)")
-        for (name, w) in weights {
-            var best = Double.infinity
-            for _ in 0..<3 {
-                var clock = Stopwatch()
-                backend.linear(x, w, bias: nil, into: y)
-                best = min(best, clock.lap())
-            }
-            var bestV = Double.infinity
-            for _ in 0..<20 {
-                var clock = Stopwatch()
-                backend.linear(x1, w, bias: nil, into: y1)
-                bestV = min(bestV, clock.lap())
-            }
+        Benchmarks.kernels(on: backend) { r in
             print(String(format: "  %@  prefill %d×%d×%d: %6.1f GFLOP/s   decode %d×%d: %6.1f GB/s of weights",
-                         name as NSString, m, k, n, 2 * Double(m * k * n) / best / 1e9, k, n, Double(w.byteCount) / bestV / 1e9))
+                         r.format as NSString, r.prefillShape.m, r.prefillShape.k, r.prefillShape.n, r.prefillGFLOPs,
+                         r.prefillShape.k, r.prefillShape.n, r.decodeGBs))
         }
     }
 
@@ -287,19 +138,19 @@ struct Bench: AsyncParsableCommand {
             }
         }
         if only == "kernels" {
-            try benchKernels()
+            benchKernels()
             return
         }
         var extras: (jpeg: (Double, Double)?, tokenizer: Double?) = (nil, nil)
         if only == "all" || only == "image" {
             status("decoding and preprocessing a 4000×3000 JPEG…")
-            extras.jpeg = try benchImage(size: ModelPreset(preset)?.resolution ?? 224)
+            extras.jpeg = try Benchmarks.imageDecode(size: ModelPreset(preset)?.resolution ?? 224)
         }
         if only == "all" || only == "tokenizer" {
             let dirs = [model.map { URL(fileURLWithPath: $0) }, try? ModelOptions.demoDirectory()].compactMap { $0 }
             if let tokenizer = dirs.lazy.compactMap({ try? GemmaTokenizer.load(directory: $0) }).first {
                 status("encoding 2 MB of prompts…")
-                extras.tokenizer = benchTokenizer(tokenizer)
+                extras.tokenizer = Benchmarks.tokenizerEncode(tokenizer)
             } else {
                 status("no tokenizer found (pass --model); skipping the tokenizer measurement")
             }
@@ -378,10 +229,10 @@ struct Bench: AsyncParsableCommand {
 
         // Peak RSS is taken before the bandwidth probe allocates its buffer.
         let peakRSS = peakResidentBytes()
-        let bandwidthGBs = bandwidthOption ?? measureReadBandwidth(threads: fast.threads)
-        let (visionFLOPs, decoderFLOPs) = prefixFLOPs(c, promptLength: prompt.count)
+        let bandwidthGBs = bandwidthOption ?? MachineCeilings.readBandwidth(threads: fast.threads)
+        let (visionFLOPs, decoderFLOPs) = Benchmarks.prefixFLOPs(c, promptLength: prompt.count)
         let flops = visionFLOPs + decoderFLOPs
-        let ceilings = measureComputeCeilings(threads: fast.threads)
+        let ceilings = MachineCeilings.compute(threads: fast.threads)
         // Which instruction each part's products run on (FastBackend's choice for this CPU).
         let floatPeak = fast.bf16Products && fast.prefersBF16DotProducts ? (ceilings.bf16 ?? ceilings.fma) : ceilings.fma
         let floatName = fast.bf16Products && fast.prefersBF16DotProducts ? "bf16 dot" : "float32 FMA"
@@ -453,43 +304,6 @@ struct Bench: AsyncParsableCommand {
         }
         profiler.reset()
     }
-
-    /// Floating-point operations of the prefix (multiply-adds × 2): the vision tower with the
-    /// projector, and the decoder's prefill up to the last row's logits.
-    func prefixFLOPs(_ c: PaliGemmaConfig, promptLength t: Int) -> (vision: Double, decoder: Double) {
-        let v = c.vision, x = c.text
-        let n = Double(v.numPatches), d = Double(v.hiddenSize), i = Double(v.intermediateSize)
-        var f = 2 * n * d * Double(v.numChannels * v.patchSize * v.patchSize)
-        f += Double(v.numHiddenLayers) * (2 * n * (4 * d * d + 2 * d * i) + 4 * n * n * d)
-        f += 2 * n * d * Double(x.hiddenSize)
-        let h = Double(x.hiddenSize), qd = Double(x.numAttentionHeads * x.headDim), kvd = Double(x.numKeyValueHeads * x.headDim)
-        let tt = Double(t)
-        var g = Double(x.numHiddenLayers) * (2 * tt * (2 * h * qd + 2 * h * kvd + 3 * h * Double(x.intermediateSize)) + 4 * tt * tt * qd)
-        g += 2 * h * Double(x.vocabSize)
-        return (f, g)
-    }
-
-}
-
-/// Wall-clock laps.
-struct Stopwatch {
-    private var start = DispatchTime.now().uptimeNanoseconds
-    mutating func reset() { start = DispatchTime.now().uptimeNanoseconds }
-    mutating func lap() -> Double {
-        let now = DispatchTime.now().uptimeNanoseconds
-        defer { start = now }
-        return Double(now - start) / 1e9
-    }
-}
-
-/// Peak resident set size of this process (VmHWM), in bytes; 0 where unknown.
-func peakResidentBytes() -> Int {
-    guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
-    for line in text.split(separator: "\n") where line.hasPrefix("VmHWM:") {
-        let digits = line.filter(\.isNumber)
-        return (Int(digits) ?? 0) * 1024
-    }
-    return 0
 }
 
 /// A one-line progress bar on a terminal; silent when stderr is not a terminal.

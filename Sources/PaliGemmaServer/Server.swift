@@ -62,10 +62,13 @@ public final class PaliGemmaService: @unchecked Sendable {
     public func router() -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
         router.add(middleware: JSONErrorMiddleware())
+        // One self-contained document (no external resources, no framework), Resources/index.html:
+        // it posts to /v1/generate?stream=true, shows the text as the tokens arrive, and draws
+        // boxes and masks over the image.
         router.get("/") { _, _ in
             Response(status: .ok,
                      headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store"],
-                     body: .init(byteBuffer: ByteBuffer(string: webPageHTML)))
+                     body: .init(byteBuffer: ByteBuffer(string: indexHTML)))
         }
         router.get("/health") { [self] _, _ in
             let health = Health(status: "ok", model: modelName, imageSize: pipeline.model.imageSize,

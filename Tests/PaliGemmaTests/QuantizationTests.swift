@@ -2,6 +2,7 @@ import Foundation
 import Kernels
 import SafeTensors
 @testable import PaliGemma
+import PaliGemmaTools
 import XCTest
 
 /// Quantized checkpoints against the float32 reference outputs.

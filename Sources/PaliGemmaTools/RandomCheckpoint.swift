@@ -1,6 +1,6 @@
-import CKernels
 import Foundation
 import Kernels
+import PaliGemma
 import SafeTensors
 
 /// Writes a random-weight checkpoint of a given configuration in the hub layout, streaming the
@@ -51,7 +51,7 @@ public enum RandomCheckpoint {
                     progress?(Double(writer.bytesWritten) / Double(max(writer.totalBytes, 1)))
                 }
                 let spread = t.name.contains("embed") ? Float(1) : 1.7 / Float(cols).squareRoot()
-                let scale = ck_f32_to_f16(spread / (stored == .q8 ? 127 : 7))
+                let scale = (spread / (stored == .q8 ? 127 : 7)).float16Bits
                 let scales = [UInt16](repeating: scale, count: rows * WeightFormat.groups(columns: cols))
                 try scales.withUnsafeBytes { try writer.write($0) }
                 continue

@@ -1,4 +1,5 @@
 import Foundation
+import PaliGemma
 
 /// The published PaliGemma 2 shapes, as data: 3B / 10B / 28B decoders × 224 / 448 / 896 px.
 public struct ModelPreset: Sendable, Hashable, CustomStringConvertible {

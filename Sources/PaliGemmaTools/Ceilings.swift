@@ -1,0 +1,54 @@
+import Dispatch
+import Kernels
+
+/// This machine's memory-read and compute ceilings, measured in the run that reports against
+/// them (the machine may be shared, so a figure measured elsewhere may not hold now).
+public enum MachineCeilings {
+    /// GB/s: 256 MiB read with `threads` workers, best of three.
+    public static func readBandwidth(threads: Int) -> Double {
+        let count = 1 << 26  // 256 MiB: far beyond the caches
+        let buffer = UnsafeMutablePointer<Float>.allocate(capacity: count)
+        defer { buffer.deallocate() }
+        buffer.initialize(repeating: 1, count: count)
+        var best = Double.infinity
+        for _ in 0..<3 {
+            var clock = Stopwatch()
+            DispatchQueue.concurrentPerform(iterations: threads) { w in
+                let start = count * w / threads, end = count * (w + 1) / threads
+                _ = KernelProbes.readAll(buffer + start, count: end - start)
+            }
+            best = min(best, clock.lap())
+        }
+        return Double(count * 4) / best / 1e9
+    }
+
+    /// GFLOP/s (GOPS for int8) of the active kernel level's product instructions with every
+    /// worker busy, best of three: float32 FMA, bf16 dot products and int8 dot products (nil
+    /// where the level has none).
+    public static func compute(threads: Int) -> (fma: Double, bf16: Double?, int8: Double?) {
+        func rate(_ probe: (Int) -> Double) -> Double {
+            // Long enough (about 0.1 s a worker) that the workers' start-up skew is noise: a
+            // short probe on two threads ran them one after the other and halved the ceiling.
+            var clock = Stopwatch()
+            guard probe(200_000) > 0 else { return 0 }
+            let iterations = Int(max(200_000, min(1e9, 200_000 * 0.1 / max(clock.lap(), 1e-6))))
+            var best = 0.0
+            for _ in 0..<3 {
+                var clock = Stopwatch()
+                var ops = [Double](repeating: 0, count: threads)
+                ops.withUnsafeMutableBufferPointer { out in
+                    let base = out.baseAddress!
+                    DispatchQueue.concurrentPerform(iterations: threads) { w in
+                        base[w] = probe(iterations)
+                    }
+                }
+                best = max(best, ops.reduce(0, +) / clock.lap() / 1e9)
+            }
+            return best
+        }
+        let fma = rate(KernelProbes.fma(iterations:))
+        let bf16 = rate(KernelProbes.bf16(iterations:))
+        let int8 = rate(KernelProbes.int8(iterations:))
+        return (fma, bf16 > 0 ? bf16 : nil, int8 > 0 ? int8 : nil)
+    }
+}
