@@ -260,10 +260,11 @@ public final class InferenceSession {
     }
 
     /// Prefill, then pick tokens (greedy unless `options` says otherwise) until a stop token or
-    /// `options.maxNewTokens`. `onToken` sees each token as it is picked; returning false stops.
+    /// `options.maxNewTokens`. `onToken` sees each token and its log-probability as it is picked;
+    /// returning false stops.
     public func generate(prompt: [Int], tokenTypes: [Int]? = nil, image: ImageEmbedding?,
                          options: GenerationOptions = GenerationOptions(), stopTokens: Set<Int>,
-                         keepLogits: Bool = false, onToken: ((Int) -> Bool)? = nil) throws -> GenerationResult {
+                         keepLogits: Bool = false, onToken: ((_ token: Int, _ logProb: Float) -> Bool)? = nil) throws -> GenerationResult {
         try options.validate()
         reset()
         var logits = try prefill(prompt: prompt, tokenTypes: tokenTypes, image: image, logits: .last)
@@ -280,7 +281,7 @@ public final class InferenceSession {
                 result.finishReason = .stopToken
                 break
             }
-            if let onToken, !onToken(next) {
+            if let onToken, !onToken(next, logProb) {
                 result.finishReason = .cancelled
                 break
             }

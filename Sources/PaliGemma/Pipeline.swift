@@ -144,6 +144,22 @@ public enum ProductPrecision: String, Sendable, CaseIterable {
     }
 }
 
+/// One step of a generation as it happens.
+public struct GeneratedToken: Sendable, Equatable {
+    /// The token's id; nil for a final piece that only closes an open UTF-8 sequence.
+    public var id: Int?
+    /// The text the token completed (empty while a UTF-8 sequence is open).
+    public var text: String
+    /// Natural-log probability the model gave the token (nil with `id`).
+    public var logProb: Float?
+
+    public init(id: Int?, text: String, logProb: Float?) {
+        self.id = id
+        self.text = text
+        self.logProb = logProb
+    }
+}
+
 /// A piece of a streamed generation.
 public enum GenerationEvent: Sendable {
     /// A generated token and the text it completed (may be empty while a UTF-8 sequence is open).
@@ -207,7 +223,7 @@ public final class PaliGemmaPipeline: @unchecked Sendable {
     public func generate(prompt: String, image: EncodedImage, options: GenerationOptions = GenerationOptions(),
                          onText: ((String) -> Void)? = nil) throws -> Generation {
         try run(prompt: prompt, image: image, options: options, onToken: onText.map { onText in
-            { _, text in
+            { _, text, _ in
                 if !text.isEmpty { onText(text) }
                 return true
             }
@@ -220,13 +236,25 @@ public final class PaliGemmaPipeline: @unchecked Sendable {
     /// `cancelled`).
     public func generate(prompt: String, image: EncodedImage, options: GenerationOptions = GenerationOptions(),
                          onToken: (_ id: Int?, _ text: String) -> Bool) throws -> Generation {
-        try withoutActuallyEscaping(onToken) { try run(prompt: prompt, image: image, options: options, onToken: $0) }
+        try withoutActuallyEscaping(onToken) { onToken in
+            try run(prompt: prompt, image: image, options: options, onToken: { id, text, _ in onToken(id, text) })
+        }
+    }
+
+    /// `generate` reporting each token as a `GeneratedToken` (id, text, log-probability).
+    public func generate(prompt: String, image: EncodedImage, options: GenerationOptions = GenerationOptions(),
+                         onStep: (GeneratedToken) -> Bool) throws -> Generation {
+        try withoutActuallyEscaping(onStep) { onStep in
+            try run(prompt: prompt, image: image, options: options, onToken: { id, text, logProb in
+                onStep(GeneratedToken(id: id, text: text, logProb: logProb))
+            })
+        }
     }
 
     /// The one generation loop behind `generate` and `stream`: prefill and decode timed apart,
     /// text decoded as it comes only when someone listens.
     private func run(prompt: String, image: EncodedImage, options: GenerationOptions,
-                     onToken: ((_ id: Int?, _ text: String) -> Bool)?) throws -> Generation {
+                     onToken: ((_ id: Int?, _ text: String, _ logProb: Float?) -> Bool)?) throws -> Generation {
         try options.validate()
         // No Gemma piece spans 256 bytes, so a longer prompt than this cannot fit the context;
         // it is refused before the tokenizer spends time on it.
@@ -243,7 +271,7 @@ public final class PaliGemmaPipeline: @unchecked Sendable {
         var prefillSeconds = 0.0
         var first = true
         let result = try session.generate(prompt: ids, tokenTypes: types, image: image.embedding, options: options,
-                                          stopTokens: Set(model.config.text.eosTokenIDs)) { token in
+                                          stopTokens: Set(model.config.text.eosTokenIDs)) { token, logProb in
             if first {
                 let now = DispatchTime.now().uptimeNanoseconds
                 prefillSeconds = Double(now - clock) / 1e9
@@ -251,7 +279,7 @@ public final class PaliGemmaPipeline: @unchecked Sendable {
                 first = false
             }
             guard let onToken else { return true }
-            return onToken(token, decoder.append(Int32(token)))
+            return onToken(token, decoder.append(Int32(token)), logProb)
         }
         if first {
             // Stopped on the very first token: all of it was prefill.
@@ -260,7 +288,7 @@ public final class PaliGemmaPipeline: @unchecked Sendable {
         }
         if let onToken {
             let rest = decoder.finish()
-            if !rest.isEmpty { _ = onToken(nil, rest) }
+            if !rest.isEmpty { _ = onToken(nil, rest, nil) }
         }
         let decodeSeconds = Double(DispatchTime.now().uptimeNanoseconds - clock) / 1e9
         return Generation(

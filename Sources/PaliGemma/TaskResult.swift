@@ -142,8 +142,8 @@ public struct TaskResult: Codable, Sendable {
 
 extension PaliGemmaPipeline {
     /// Runs `prompt` on an encoded image and parses the answer by task: the one path from a
-    /// prompt to a `TaskResult`. `onToken` (optional) gets each token's id and text as in
-    /// `generate(prompt:image:options:onToken:)`; return false to stop.
+    /// prompt to a `TaskResult`. `onToken` (optional) gets each token as it is generated; return
+    /// false to stop.
     ///
     /// ```swift
     /// let image = try pipeline.encode(image: try pipeline.loadImage(url))
@@ -152,10 +152,10 @@ extension PaliGemmaPipeline {
     /// ```
     public func perform(_ prompt: String, on image: EncodedImage, options: GenerationOptions = GenerationOptions(),
                         segmenter: Segmenter? = nil, id: String? = nil, name: String? = nil,
-                        onToken: ((_ id: Int?, _ text: String) -> Bool)? = nil) throws -> TaskResult {
+                        onToken: ((GeneratedToken) -> Bool)? = nil) throws -> TaskResult {
         let g: Generation
         if let onToken {
-            g = try generate(prompt: prompt, image: image, options: options, onToken: onToken)
+            g = try generate(prompt: prompt, image: image, options: options, onStep: onToken)
         } else {
             g = try generate(prompt: prompt, image: image, options: options)
         }

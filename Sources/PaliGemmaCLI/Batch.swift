@@ -206,10 +206,10 @@ struct Chat: ParsableCommand {
                 if question.isEmpty { continue }
                 if question == "exit" || question == "quit" { break }
                 let prompt = raw ? question : PaliGemmaTask.answer(question: question, language: lang).prompt
-                _ = try pipeline.generate(prompt: prompt, image: encoded, options: generation.options) {
-                    print($0, terminator: "")
+                _ = try pipeline.generate(prompt: prompt, image: encoded, options: generation.options, onText: { text in
+                    print(text, terminator: "")
                     fflush(stdout)
-                }
+                })
                 print("")
             }
         }

@@ -44,8 +44,8 @@ func runTask(images: [String], prompt: String, flags: TaskFlags) throws {
         let encoded = try pipeline.encode(image: image)
         let streamText = !flags.json && !task.hasBoxes && isatty(1) != 0 && images.count == 1
         let result = try pipeline.perform(prompt, on: encoded, options: flags.generation.options, segmenter: segmenter,
-                                          name: path, onToken: streamText ? { _, text in
-                                              print(text, terminator: "")
+                                          name: path, onToken: streamText ? { token in
+                                              print(token.text, terminator: "")
                                               fflush(stdout)
                                               return true
                                           } : nil)

@@ -5,7 +5,8 @@ import Imaging
 import MaskDecoder
 import PaliGemma
 
-/// An error as the API reports it: an HTTP status and `{"error": {"code": …, "message": …}}`.
+/// An error as the API reports it: an HTTP status and
+/// `{"error": {"code": …, "message": …, "type": …, "param": …}}`, the shape OpenAI's clients read.
 ///
 /// Every error a request can meet is mapped to one of these in `APIError.from(_:)`, the only place
 /// where library errors are given statuses.
@@ -15,11 +16,25 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
     public var code: String
     /// A sentence a person can act on.
     public var message: String
+    /// The request field at fault, when one is.
+    public var param: String?
 
-    public init(_ status: HTTPResponse.Status, code: String, message: String) {
+    public init(_ status: HTTPResponse.Status, code: String, message: String, param: String? = nil) {
         self.status = status
         self.code = code
         self.message = message
+        self.param = param
+    }
+
+    /// OpenAI's error class for the status.
+    var type: String {
+        switch status.code {
+        case 401: return "authentication_error"
+        case 404: return "not_found_error"
+        case 429, 503: return "rate_limit_error"
+        case 400..<500: return "invalid_request_error"
+        default: return "server_error"
+        }
     }
 
     public var description: String { "\(status.code) \(code): \(message)" }
@@ -105,13 +120,23 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
         }
     }
 
-    /// `{"error": {"code": …, "message": …}}`.
+    /// `{"error": {"code": …, "message": …, "type": …, "param": …}}`.
     var json: String {
         struct Body: Encodable {
-            struct Inner: Encodable { let code: String, message: String }
+            struct Inner: Encodable {
+                let code: String, message: String, type: String, param: String?
+                enum CodingKeys: String, CodingKey { case code, message, type, param }
+                func encode(to encoder: Encoder) throws {
+                    var c = encoder.container(keyedBy: CodingKeys.self)
+                    try c.encode(code, forKey: .code)
+                    try c.encode(message, forKey: .message)
+                    try c.encode(type, forKey: .type)
+                    try c.encode(param, forKey: .param)  // null, not absent, as OpenAI sends it
+                }
+            }
             let error: Inner
         }
-        let data = (try? encoder().encode(Body(error: .init(code: code, message: message)))) ?? Data()
+        let data = (try? encoder().encode(Body(error: .init(code: code, message: message, type: type, param: param)))) ?? Data()
         return String(decoding: data, as: UTF8.self)
     }
 

@@ -39,6 +39,9 @@ struct GenerateRequest: Sendable {
             try explain(body)
             throw error
         }
+        if let fields = (try? JSONSerialization.jsonObject(with: body)) as? [String: Any] {
+            try refuseUnknown(Array(fields.keys))
+        }
         guard let image = json.image else {
             throw APIError.badRequest("missing_field", "the request has no \"image\" field (the base64 of a JPEG, PNG or WebP file)")
         }
@@ -52,6 +55,18 @@ struct GenerateRequest: Sendable {
         if let v = json.top_p { options.topP = v }
         if let v = json.seed { options.seed = v }
         return GenerateRequest(image: try decodeBase64(image), prompt: prompt, options: options)
+    }
+
+    static let fields: Set<String> = ["image", "prompt", "max_new_tokens", "temperature", "top_k", "top_p", "seed"]
+    /// Other APIs' names for the same settings, for a hint.
+    static let aliases = ["max_tokens": "max_new_tokens", "max_completion_tokens": "max_new_tokens", "topk": "top_k", "topp": "top_p"]
+
+    /// A field this API does not know is refused rather than ignored, so that a misspelt setting
+    /// is not silently dropped.
+    static func refuseUnknown(_ names: [String]) throws {
+        guard let unknown = names.filter({ !fields.contains($0) }).sorted().first else { return }
+        let hint = aliases[unknown].map { "; did you mean \"\($0)\"?" } ?? "; known fields: \(fields.sorted().joined(separator: ", "))"
+        throw APIError(.badRequest, code: "unknown_field", message: "unknown field \"\(unknown)\"\(hint)", param: unknown)
     }
 
     /// Throws an error naming the field whose value has the wrong type or range, if one does.
@@ -107,6 +122,7 @@ struct GenerateRequest: Sendable {
             throw APIError.badRequest("invalid_multipart", "multipart/form-data without a boundary parameter")
         }
         let parts = try multipartParts(body: body, boundary: boundary)
+        try refuseUnknown(Array(parts.keys))
         guard let image = parts["image"], !image.isEmpty else {
             throw APIError.badRequest("missing_field", "the form has no \"image\" file part")
         }

@@ -8,6 +8,8 @@ import PaliGemma
 struct TokenEvent: Encodable {
     let id: Int?
     let text: String
+    /// Not sent on /v1/generate's stream (its `done` event carries them all).
+    var logProb: Float? = nil
 
     enum CodingKeys: String, CodingKey { case id, text }
 
@@ -25,8 +27,8 @@ func monotonicSeconds() -> Double { Double(DispatchTime.now().uptimeNanoseconds)
 func runGeneration(pipeline: PaliGemmaPipeline, image: RGBImage, prompt: String, options: GenerationOptions,
                    segmenter: Segmenter?, cancel: CancellationFlag?, onToken: ((TokenEvent) -> Void)?) throws -> TaskResult {
     let encoded = try pipeline.encode(image: image)
-    return try pipeline.perform(prompt, on: encoded, options: options, segmenter: segmenter) { id, text in
-        onToken?(TokenEvent(id: id, text: text))
+    return try pipeline.perform(prompt, on: encoded, options: options, segmenter: segmenter) { token in
+        onToken?(TokenEvent(id: token.id, text: token.text, logProb: token.logProb))
         return !(cancel?.isCancelled ?? false)
     }
 }

@@ -46,6 +46,9 @@ public final class PaliGemmaService: @unchecked Sendable {
     let gate: InferenceGate
     let imageLoader: ImageLoader
 
+    /// When the service started (Unix seconds), for `/v1/models`.
+    let startedAt = Int(Date().timeIntervalSince1970)
+
     public init(pipeline: PaliGemmaPipeline, segmenter: Segmenter?, configuration: ServerConfiguration = ServerConfiguration()) {
         self.pipeline = pipeline
         self.segmenter = segmenter
@@ -58,7 +61,8 @@ public final class PaliGemmaService: @unchecked Sendable {
 
     public var modelName: String { configuration.modelName ?? pipeline.model.directory.lastPathComponent }
 
-    /// The routes: `GET /`, `GET /health`, `POST /v1/generate` (`?stream=true` for SSE), `POST /v1/stream`.
+    /// The routes: `GET /`, `GET /health`, `POST /v1/generate` (`?stream=true` for SSE), `POST /v1/stream`,
+    /// and OpenAI's `GET /v1/models` and `POST /v1/chat/completions`.
     public func router() -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
         router.add(middleware: JSONErrorMiddleware())
@@ -85,6 +89,9 @@ public final class PaliGemmaService: @unchecked Sendable {
         router.post("/v1/stream") { [self] request, _ in
             try await generate(request, stream: true)
         }
+        // OpenAI's protocol, for the clients that speak it.
+        router.get("/v1/models") { [self] _, _ in try modelsResponse() }
+        router.post("/v1/chat/completions") { [self] request, _ in try await chatCompletions(request) }
         return router
     }
 

@@ -325,4 +325,127 @@ final class OrderLog: @unchecked Sendable {
     private var list: [String] = []
     func append(_ s: String) { lock.lock(); list.append(s); lock.unlock() }
     var items: [String] { lock.lock(); defer { lock.unlock() }; return list }
+
+}
+
+extension ServerTests {
+    // MARK: OpenAI's protocol
+
+    /// A Python with OpenAI's client: $PALIGEMMA_TEST_PYTHON (.ci/run makes one), else none.
+    static var openAIPython: String? {
+        guard let python = ProcessInfo.processInfo.environment["PALIGEMMA_TEST_PYTHON"], !python.isEmpty else { return nil }
+        return python
+    }
+
+    /// OpenAI's official Python client against the real server: models, a plain completion with
+    /// an image (the reference answer), the same streamed, a stop string, and a typed error.
+    func testOpenAIPythonClient() async throws {
+        guard let python = Self.openAIPython else {
+            throw XCTSkip("set PALIGEMMA_TEST_PYTHON to a Python with the openai package (.ci/run does)")
+        }
+        let c = Self.reference.cases[2]  // a JPEG, so the alpha handling plays no part
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Clients/openai_client.py")
+        let imagePath = fixtures("image").appendingPathComponent(c.image).path
+        try await withServer { port, _ in
+            let output = try await Task.detached { () -> Data in
+                let p = Process()
+                p.executableURL = URL(fileURLWithPath: python)
+                p.arguments = [script.path, String(port), imagePath, c.prompt, String(c.generated_ids.count)]
+                let out = Pipe()
+                p.standardOutput = out
+                try p.run()
+                let data = out.fileHandleForReading.readDataToEndOfFile()
+                p.waitUntilExit()
+                guard p.terminationStatus == 0 else { throw ClientError.malformed("the client script failed (\(p.terminationStatus))") }
+                return data
+            }.value
+            let seen = try XCTUnwrap(try JSONSerialization.jsonObject(with: output) as? [String: Any])
+            XCTAssertEqual(seen["models"] as? [String], ["e2e"])
+            let plain = try XCTUnwrap(seen["plain"] as? [String: Any])
+            XCTAssertEqual(plain["object"] as? String, "chat.completion")
+            XCTAssertEqual(plain["role"] as? String, "assistant")
+            XCTAssertEqual(plain["content"] as? String, c.text, "the reference answer")
+            XCTAssertEqual(plain["finish_reason"] as? String, "length")
+            XCTAssertEqual((plain["logprobs"] as? [Any])?.count, c.generated_ids.count)
+            let usage = try XCTUnwrap(plain["usage"] as? [Int])
+            XCTAssertEqual(usage[1], c.generated_ids.count)
+            XCTAssertEqual(usage[2], usage[0] + usage[1])
+            let stream = try XCTUnwrap(seen["stream"] as? [String: Any])
+            XCTAssertEqual(stream["content"] as? String, c.text, "streamed deltas add up to the answer")
+            XCTAssertGreaterThan(stream["chunks"] as? Int ?? 0, 1)
+            XCTAssertEqual(stream["finish_reasons"] as? [String], ["length"])
+            XCTAssertEqual(stream["usage"] as? [Int], usage)
+            XCTAssertEqual(stream["objects"] as? [String], ["chat.completion.chunk"])
+            let stop = try XCTUnwrap(seen["stop"] as? [String: Any])
+            let stopString = try XCTUnwrap(stop["stop"] as? String)
+            let expected = String(c.text[..<c.text.range(of: stopString)!.lowerBound])
+            XCTAssertEqual(stop["content"] as? String, expected)
+            XCTAssertEqual(stop["streamed"] as? String, expected)
+            XCTAssertEqual(stop["finish_reason"] as? String, "stop")
+            let error = try XCTUnwrap(seen["error"] as? [String: Any])
+            XCTAssertEqual(error["status"] as? Int, 400)
+            XCTAssertEqual(error["code"] as? String, "missing_image")
+        }
+    }
+
+    /// The same protocol on the wire: /v1/models, a completion, and the event stream's framing.
+    func testOpenAIChatCompletionsOnTheWire() async throws {
+        let c = Self.reference.cases[0]
+        let url = "data:image/jpeg;base64," + (try imageData(c.image).base64EncodedString())
+        let messages: [[String: Any]] = [["role": "system", "content": "ignored"],
+                                         ["role": "user", "content": [["type": "image_url", "image_url": ["url": url]],
+                                                                      ["type": "text", "text": c.prompt]]]]
+        try await withServer { port, _ in
+            let models = try await HTTPClient.request(port: port, method: "GET", path: "/v1/models")
+            XCTAssertEqual(models.status, 200)
+            XCTAssertEqual(((models.json["data"] as? [[String: Any]])?.first)?["id"] as? String, "e2e")
+            let body: [String: Any] = ["model": "x", "messages": messages, "max_tokens": c.generated_ids.count, "temperature": 0]
+            let reply = try await HTTPClient.postJSON(port: port, path: "/v1/chat/completions", body)
+            XCTAssertEqual(reply.status, 200, reply.text)
+            let choice = try XCTUnwrap((reply.json["choices"] as? [[String: Any]])?.first)
+            XCTAssertEqual((choice["message"] as? [String: Any])?["content"] as? String, c.text)
+            XCTAssertTrue(choice["logprobs"] is NSNull, "null unless asked for")
+            XCTAssertEqual((reply.json["paligemma"] as? [String: Any])?["token_ids"] as? [Int], c.generated_ids)
+
+            var streamed = body
+            streamed["stream"] = true
+            let events = try await HTTPClient.postJSON(port: port, path: "/v1/chat/completions", streamed)
+            XCTAssertEqual(events.status, 200)
+            XCTAssertTrue(events.headers["content-type"]?.hasPrefix("text/event-stream") ?? false)
+            let datas = events.text.components(separatedBy: "\n\n").filter { !$0.isEmpty }
+            XCTAssertEqual(datas.last, "data: [DONE]")
+            XCTAssertTrue(datas.dropLast().allSatisfy { $0.hasPrefix("data: {") }, events.text)
+
+            // Unknown fields, n > 1, URLs to fetch and bad types are refused in OpenAI's error shape.
+            for (patch, code, param) in [(["n": 2], "invalid_option", "n"), (["best_of": 2], "unknown_field", "best_of"),
+                                         (["temperature": "hot"], "invalid_option", "temperature")] as [([String: Any], String, String)] {
+                var bad = body
+                for (k, v) in patch { bad[k] = v }
+                let r = try await HTTPClient.postJSON(port: port, path: "/v1/chat/completions", bad)
+                XCTAssertEqual(r.status, 400, r.text)
+                let e = try XCTUnwrap(r.json["error"] as? [String: Any])
+                XCTAssertEqual(e["code"] as? String, code)
+                XCTAssertEqual(e["param"] as? String, param)
+                XCTAssertEqual(e["type"] as? String, "invalid_request_error")
+            }
+            var remote = body
+            remote["messages"] = [["role": "user", "content": [["type": "image_url", "image_url": ["url": "https://example.com/a.jpg"]],
+                                                               ["type": "text", "text": "caption en"]]]]
+            let fetched = try await HTTPClient.postJSON(port: port, path: "/v1/chat/completions", remote)
+            XCTAssertEqual(fetched.errorCode, "invalid_image_url")
+        }
+    }
+
+    /// The native API refuses a field it does not know instead of ignoring it.
+    func testUnknownNativeFieldIsRefusedWithAHint() async throws {
+        let c = Self.reference.cases[0]
+        try await withServer { port, _ in
+            var body = try generateBody(c)
+            body["max_tokens"] = 5
+            let r = try await HTTPClient.postJSON(port: port, body)
+            XCTAssertEqual(r.status, 400)
+            XCTAssertEqual(r.errorCode, "unknown_field")
+            XCTAssertTrue(r.errorMessage?.contains("did you mean \"max_new_tokens\"") ?? false, r.text)
+        }
+    }
 }
