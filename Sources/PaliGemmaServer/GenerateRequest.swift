@@ -53,7 +53,8 @@ struct GenerateRequest: Sendable {
         if let v = json.temperature { options.temperature = v }
         if let v = json.top_k { options.topK = v }
         if let v = json.top_p { options.topP = v }
-        if let v = json.seed { options.seed = v }
+        // Without a seed, sampled answers differ from request to request.
+        options.seed = json.seed ?? UInt64.random(in: 0...UInt64.max)
         return GenerateRequest(image: try decodeBase64(image), prompt: prompt, options: options)
     }
 
@@ -140,7 +141,7 @@ struct GenerateRequest: Sendable {
         if let v: Float = try number("temperature", "a number") { options.temperature = v }
         if let v: Int = try number("top_k", "an integer") { options.topK = v }
         if let v: Float = try number("top_p", "a number") { options.topP = v }
-        if let v: UInt64 = try number("seed", "a non-negative integer") { options.seed = v }
+        options.seed = try number("seed", "a non-negative integer") ?? UInt64.random(in: 0...UInt64.max)
         return GenerateRequest(image: image, prompt: prompt, options: options)
     }
 
