@@ -7,9 +7,8 @@ import PackageDescription
 //       → PaliGemma (model, generation, tasks)
 //         → Kernels (numeric interface, reference + fast backends) → CKernels (C SIMD)
 //         → GemmaTokenizer, Imaging (→ CImageShims → CJPEG, CPNG), MaskDecoder, Hub, SafeTensors
-// Only Kernels calls CKernels. The libraries build in the Swift 6 language mode (the default of
+// Only Kernels calls CKernels. Every target builds in the Swift 6 language mode (the default of
 // this tools version).
-let v5: [SwiftSetting] = [.swiftLanguageMode(.v5)]
 
 let package = Package(
     name: "PaliGemmaSwift",
@@ -77,20 +76,18 @@ let package = Package(
         .executableTarget(
             name: "PaliGemmaCLI",
             dependencies: ["PaliGemma", "PaliGemmaServer", "PaliGemmaTools", "Hub", "Imaging", "MaskDecoder", "GemmaTokenizer",
-                           "Kernels", "SafeTensors", .product(name: "ArgumentParser", package: "swift-argument-parser")],
-            swiftSettings: v5),
-        .testTarget(name: "KernelsTests", dependencies: ["Kernels"], swiftSettings: v5),
-        .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors"], swiftSettings: v5),
-        .testTarget(name: "GemmaTokenizerTests", dependencies: ["GemmaTokenizer"], swiftSettings: v5),
-        .testTarget(name: "ImagingTests", dependencies: ["Imaging"], swiftSettings: v5),
-        .testTarget(name: "MaskDecoderTests", dependencies: ["MaskDecoder"], swiftSettings: v5),
-        .testTarget(name: "HubTests", dependencies: ["Hub"], swiftSettings: v5),
+                           "Kernels", "SafeTensors", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels"]),
+        .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors"]),
+        .testTarget(name: "GemmaTokenizerTests", dependencies: ["GemmaTokenizer"]),
+        .testTarget(name: "ImagingTests", dependencies: ["Imaging"]),
+        .testTarget(name: "MaskDecoderTests", dependencies: ["MaskDecoder"]),
+        .testTarget(name: "HubTests", dependencies: ["Hub"]),
         // Runs the built `paligemma` binary on the fixtures, as a person would.
-        .testTarget(name: "CLITests", swiftSettings: v5),
-        .testTarget(name: "PaliGemmaTests", dependencies: ["PaliGemma", "PaliGemmaTools", "SafeTensors"], swiftSettings: v5),
+        .testTarget(name: "CLITests"),
+        .testTarget(name: "PaliGemmaTests", dependencies: ["PaliGemma", "PaliGemmaTools", "SafeTensors"]),
         .testTarget(
             name: "PaliGemmaServerTests",
-            dependencies: ["PaliGemmaServer", "PaliGemma", "Imaging"],
-            swiftSettings: v5),
+            dependencies: ["PaliGemmaServer", "PaliGemma", "Imaging"]),
     ]
 )

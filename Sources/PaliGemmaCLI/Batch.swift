@@ -143,7 +143,7 @@ struct Chat: ParsableCommand {
                 let prompt = raw ? question : PaliGemmaTask.answer(question: question, language: lang).prompt
                 _ = try pipeline.generate(prompt: prompt, image: encoded, options: generation.options) {
                     print($0, terminator: "")
-                    fflush(stdout)
+                    flushStandardOutput()
                 }
                 print("")
             }
