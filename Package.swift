@@ -3,9 +3,12 @@ import PackageDescription
 
 // Layers, dependencies pointing down:
 //   PaliGemmaCLI (the `paligemma` tool)
-//     → PaliGemma (model, generation, tasks) → GemmaTokenizer, Imaging, SafeTensors
-//       → Kernels (numeric interface, reference + fast backends) → CKernels (C SIMD)
-let v5: [SwiftSetting] = [.swiftLanguageMode(.v5)]
+//     → PaliGemmaServer (HTTP API and web page), PaliGemmaTools (what `bench` needs)
+//       → PaliGemma (model, generation, tasks)
+//         → Kernels (numeric interface, reference + fast backends) → CKernels (C SIMD)
+//         → GemmaTokenizer, Imaging (→ CImageShims → CJPEG, CPNG), MaskDecoder, Hub, SafeTensors
+// Only Kernels calls CKernels. Every target builds in the Swift 6 language mode (the default of
+// this tools version).
 
 let package = Package(
     name: "PaliGemmaSwift",
@@ -32,9 +35,9 @@ let package = Package(
         // C kernels: each fast routine carries its own target attribute and is picked at run
         // time, so one binary runs on any x86-64 (and on arm64 through the portable paths).
         .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3", "-fno-math-errno"])]),
-        .target(name: "Kernels", dependencies: ["CKernels"], swiftSettings: v5),
-        .target(name: "SafeTensors", swiftSettings: v5),
-        .target(name: "GemmaTokenizer", swiftSettings: v5),
+        .target(name: "Kernels", dependencies: ["CKernels"]),
+        .target(name: "SafeTensors"),
+        .target(name: "GemmaTokenizer"),
         // Image codecs: Debian's libjpeg-turbo and libpng as system libraries, wrapped by a small C
         // shim that turns their longjmp/abort error paths into error codes; libwebp is loaded by
         // the shim from its runtime library when the first WebP file arrives (no headers needed).
@@ -47,21 +50,19 @@ let package = Package(
             cSettings: [.unsafeFlags(["-O2"])],
             linkerSettings: [.linkedLibrary("jpeg"), .linkedLibrary("png16"), .linkedLibrary("z"),
                               .linkedLibrary("dl", .when(platforms: [.linux]))]),
-        .target(name: "Imaging", dependencies: ["CImageShims"], swiftSettings: v5),
+        .target(name: "Imaging", dependencies: ["CImageShims"]),
         // big_vision's VQ-VAE mask decoder (reads vae-oid.npz): <seg> codes → 64×64 masks.
-        .target(name: "MaskDecoder", dependencies: ["ZIPFoundation"], swiftSettings: v5),
+        .target(name: "MaskDecoder", dependencies: ["ZIPFoundation"]),
         // Hugging Face hub downloads into the standard cache layout.
-        .target(name: "Hub", swiftSettings: v5),
+        .target(name: "Hub"),
         .target(
             name: "PaliGemma",
-            dependencies: ["Kernels", "SafeTensors", "GemmaTokenizer", "Imaging", "MaskDecoder", "Hub"],
-            swiftSettings: v5),
+            dependencies: ["Kernels", "SafeTensors", "GemmaTokenizer", "Imaging", "MaskDecoder", "Hub"]),
         // HTTP server with a web page (Hummingbird 2): /v1/generate (JSON or SSE), /health, /.
         // The page is Resources/index.html, compiled in as a string by the EmbedText plugin.
         .target(
             name: "PaliGemmaServer",
             dependencies: ["PaliGemma", "Imaging", "MaskDecoder", .product(name: "Hummingbird", package: "hummingbird")],
-            swiftSettings: v5,
             plugins: ["EmbedText"]),
         // Build-time only: turns a text file into a Swift string constant, so the served page
         // needs no resource bundle beside the binary.
@@ -71,25 +72,22 @@ let package = Package(
         // random-weight checkpoints, the machine's ceilings and the non-model measurements.
         .target(
             name: "PaliGemmaTools",
-            dependencies: ["PaliGemma", "Kernels", "SafeTensors", "GemmaTokenizer", "Imaging"],
-            swiftSettings: v5),
+            dependencies: ["PaliGemma", "Kernels", "SafeTensors", "GemmaTokenizer", "Imaging"]),
         .executableTarget(
             name: "PaliGemmaCLI",
             dependencies: ["PaliGemma", "PaliGemmaServer", "PaliGemmaTools", "Hub", "Imaging", "MaskDecoder", "GemmaTokenizer",
-                           "Kernels", "SafeTensors", .product(name: "ArgumentParser", package: "swift-argument-parser")],
-            swiftSettings: v5),
-        .testTarget(name: "KernelsTests", dependencies: ["Kernels"], swiftSettings: v5),
-        .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors"], swiftSettings: v5),
-        .testTarget(name: "GemmaTokenizerTests", dependencies: ["GemmaTokenizer"], swiftSettings: v5),
-        .testTarget(name: "ImagingTests", dependencies: ["Imaging"], swiftSettings: v5),
-        .testTarget(name: "MaskDecoderTests", dependencies: ["MaskDecoder"], swiftSettings: v5),
-        .testTarget(name: "HubTests", dependencies: ["Hub"], swiftSettings: v5),
+                           "Kernels", "SafeTensors", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels"]),
+        .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors"]),
+        .testTarget(name: "GemmaTokenizerTests", dependencies: ["GemmaTokenizer"]),
+        .testTarget(name: "ImagingTests", dependencies: ["Imaging"]),
+        .testTarget(name: "MaskDecoderTests", dependencies: ["MaskDecoder"]),
+        .testTarget(name: "HubTests", dependencies: ["Hub"]),
         // Runs the built `paligemma` binary on the fixtures, as a person would.
-        .testTarget(name: "CLITests", swiftSettings: v5),
-        .testTarget(name: "PaliGemmaTests", dependencies: ["PaliGemma", "PaliGemmaTools", "SafeTensors"], swiftSettings: v5),
+        .testTarget(name: "CLITests"),
+        .testTarget(name: "PaliGemmaTests", dependencies: ["PaliGemma", "PaliGemmaTools", "SafeTensors"]),
         .testTarget(
             name: "PaliGemmaServerTests",
-            dependencies: ["PaliGemmaServer", "PaliGemma", "Imaging"],
-            swiftSettings: v5),
+            dependencies: ["PaliGemmaServer", "PaliGemma", "Imaging"]),
     ]
 )

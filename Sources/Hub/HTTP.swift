@@ -63,6 +63,8 @@ final class HTTPTransport: Sendable {
     }
 }
 
+// @unchecked Sendable: `continuation` and `finished` are only touched under `lock`; the other
+// state only by the delegate callbacks, which the session calls one at a time on its serial queue.
 private final class TaskDelegate: NSObject, URLSessionDataDelegate, @unchecked Sendable {
     private let original: URLRequest
     private let followRedirects: Bool

@@ -390,7 +390,7 @@ public struct HubClient: Sendable {
 
 /// Appends a streamed body to `<blob>.incomplete`, hashing as it goes. Keeps its state across retries so a
 /// resumed transfer continues the hash.
-final class BlobWriter: BodySink, @unchecked Sendable {
+final class BlobWriter: BodySink {
     private let file: URL
     private var handle: FileHandle?
     private var hasher: SHA256?
@@ -467,6 +467,7 @@ final class BlobWriter: BodySink, @unchecked Sendable {
 }
 
 /// Turns per-file byte counts into ``DownloadProgress`` events.
+// @unchecked Sendable: `done` and `sizes` are only touched under `lock`; the rest is immutable.
 final class ProgressTracker: @unchecked Sendable {
     private let lock = NSLock()
     private let files: [HubFile]

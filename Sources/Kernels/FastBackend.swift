@@ -5,6 +5,9 @@ import Foundation
 /// SIMD kernels of the active ``KernelLevel`` (the best this CPU has unless capped) spread over a
 /// fixed number of worker threads. Scratch memory is allocated on first use and reused, so steady-state calls
 /// (every decode step) allocate nothing.
+// @unchecked Sendable: the mutable state (idle workspaces, the bf16 preference, the rope
+// frequencies) is only touched under `lock`; a workspace belongs to one call at a time; the C
+// pool runs one parallel region at a time and refuses a second caller, who then uses Dispatch.
 public final class FastBackend: ComputeBackend, @unchecked Sendable {
     public let threads: Int
     /// Prefill products with bf16 weights round activations to bf16 and use the CPU's bf16 dot
@@ -71,9 +74,15 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
         }
         if ran { return }
         // The pool is busy (another caller's region) or could not start its threads.
-        DispatchQueue.concurrentPerform(iterations: workers) { w in
-            let start = count * w / workers, end = count * (w + 1) / workers
-            if start < end { body(start, end, w) }
+        withoutActuallyEscaping(body) { body in
+            // concurrentPerform takes a @Sendable closure and `body` is not one: safe because it
+            // runs only until concurrentPerform returns (every iteration done), each iteration on
+            // its own range, exactly as the pool's workers run it.
+            nonisolated(unsafe) let body = body
+            DispatchQueue.concurrentPerform(iterations: workers) { w in
+                let start = count * w / workers, end = count * (w + 1) / workers
+                if start < end { body(start, end, w) }
+            }
         }
     }
 

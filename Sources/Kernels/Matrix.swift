@@ -1,7 +1,7 @@
 import CKernels
 /// A row-major float32 matrix buffer, allocated once with a row capacity and reused: the active
 /// row count changes (prefill → decode) without reallocating.
-public final class Matrix: @unchecked Sendable {
+public final class Matrix {
     /// Most rows this buffer can hold.
     public let rowCapacity: Int
     /// Floats per row.

@@ -3,10 +3,12 @@ import Foundation
 
 /// Wraps a backend and adds up the wall time spent in each operation, so a benchmark can say
 /// where the time goes. Adds one clock read per call; not for production runs.
+// @unchecked Sendable: the totals are only touched under `lock`, and `inner` is Sendable.
 public final class ProfilingBackend: ComputeBackend, @unchecked Sendable {
     public let inner: ComputeBackend
     private var seconds: [String: Double] = [:]
     private var calls: [String: Int] = [:]
+    private let lock = NSLock()
 
     public init(_ inner: ComputeBackend) { self.inner = inner }
     public var name: String { inner.name + ", profiled" }
@@ -15,18 +17,23 @@ public final class ProfilingBackend: ComputeBackend, @unchecked Sendable {
     private func timed(_ op: String, _ body: () -> Void) {
         let t0 = DispatchTime.now().uptimeNanoseconds
         body()
-        seconds[op, default: 0] += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
-        calls[op, default: 0] += 1
+        let elapsed = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+        lock.withLock {
+            seconds[op, default: 0] += elapsed
+            calls[op, default: 0] += 1
+        }
     }
 
     /// (operation, seconds, calls), slowest first.
     public var breakdown: [(op: String, seconds: Double, calls: Int)] {
-        seconds.map { ($0.key, $0.value, calls[$0.key] ?? 0) }.sorted { $0.1 > $1.1 }
+        lock.withLock { seconds.map { ($0.key, $0.value, calls[$0.key] ?? 0) } }.sorted { $0.1 > $1.1 }
     }
 
     public func reset() {
-        seconds = [:]
-        calls = [:]
+        lock.withLock {
+            seconds = [:]
+            calls = [:]
+        }
     }
 
     public func linear(_ x: Matrix, _ weight: WeightMatrix, bias: [Float]?, into out: Matrix) {

@@ -54,6 +54,9 @@ public enum WeightFormat: Int32, Sendable, CustomStringConvertible {
 
 /// A read-only matrix of weights (rows = output features, columns = input features), pointing
 /// into memory owned elsewhere (normally a memory-mapped checkpoint that outlives it).
+// @unchecked Sendable: every field is a `let` and the pointers are only ever read; the memory
+// they point to (a read-only map, or a buffer its owner keeps unchanged) is not written while a
+// matrix refers to it.
 public struct WeightMatrix: @unchecked Sendable {
     public let format: WeightFormat
     public let rows: Int

@@ -39,6 +39,9 @@ public enum InputError: Error, CustomStringConvertible, Sendable, Equatable {
 
 /// Projected image features: one row per image token, ready to be placed in a prompt. Encode an
 /// image once and reuse it for several prompts.
+// @unchecked Sendable: `Matrix` is a mutable buffer, but this one is written only while
+// `encodeImage` creates it; afterwards sessions only read it (copying its rows into their own
+// buffers), so any number of threads may share it.
 public struct ImageEmbedding: @unchecked Sendable {
     /// [numImageTokens, text hidden size]
     public let rows: Matrix
@@ -52,7 +55,7 @@ public struct ImageEmbedding: @unchecked Sendable {
 /// let result = try model.generate(prompt: ids, tokenTypes: types, image: image,
 ///                                  options: GenerationOptions(maxNewTokens: 32))
 /// ```
-public final class PaliGemmaModel: @unchecked Sendable {
+public final class PaliGemmaModel: Sendable {
     public let config: PaliGemmaConfig
     public let directory: URL
     public let backend: ComputeBackend

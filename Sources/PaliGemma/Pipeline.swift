@@ -6,7 +6,7 @@ import Kernels
 
 /// An image ready for prompting: its projected features (computed once) and its original size,
 /// which detection and segmentation results are mapped back to.
-public struct EncodedImage: @unchecked Sendable {
+public struct EncodedImage: Sendable {
     public let embedding: ImageEmbedding
     /// Size of the image as given, before resizing to the model's square input.
     public let width: Int
@@ -178,7 +178,7 @@ public enum GenerationEvent: Sendable {
 /// print(caption.text)
 /// for try await event in pipeline.stream(prompt: "describe en", image: image) { … }
 /// ```
-public final class PaliGemmaPipeline: @unchecked Sendable {
+public final class PaliGemmaPipeline: Sendable {
     public let model: PaliGemmaModel
     public let tokenizer: GemmaTokenizer
     public let preprocessor: ImagePreprocessor

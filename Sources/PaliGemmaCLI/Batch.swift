@@ -208,7 +208,7 @@ struct Chat: ParsableCommand {
                 let prompt = raw ? question : PaliGemmaTask.answer(question: question, language: lang).prompt
                 _ = try pipeline.generate(prompt: prompt, image: encoded, options: generation.options, onText: { text in
                     print(text, terminator: "")
-                    fflush(stdout)
+                    flushStandardOutput()
                 })
                 print("")
             }

@@ -307,19 +307,23 @@ struct Bench: AsyncParsableCommand {
 }
 
 /// A one-line progress bar on a terminal; silent when stderr is not a terminal.
-final class ProgressBar {
+// @unchecked Sendable: `last` is only touched under `lock` (downloads report from their own threads).
+final class ProgressBar: @unchecked Sendable {
     let label: String
     let enabled = isatty(2) != 0
-    var last = -1
+    private let lock = NSLock()
+    private var last = -1
     init(label: String) { self.label = label }
     func update(_ fraction: Double) {
         guard enabled else { return }
         let pct = Int(fraction * 100)
-        guard pct != last else { return }
-        last = pct
-        let width = 30, filled = width * pct / 100
-        let bar = String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled)
-        FileHandle.standardError.write(Data("\r\(label) [\(bar)] \(pct)%".utf8))
+        lock.withLock {
+            guard pct != last else { return }
+            last = pct
+            let width = 30, filled = width * pct / 100
+            let bar = String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled)
+            FileHandle.standardError.write(Data("\r\(label) [\(bar)] \(pct)%".utf8))
+        }
     }
     func finish() { if enabled { FileHandle.standardError.write(Data("\n".utf8)) } }
 }

@@ -32,7 +32,7 @@ struct ModelOptions: ParsableArguments {
     var alpha = "drop"
 
     /// The demo-model note is printed once per run.
-    nonisolated(unsafe) static var saidDemo = false
+    static let demoNote = Once()
 
     /// Where the demo model may live: $PALIGEMMA_DEMO_MODEL, beside the executable
     /// (`Models/demo`, or `share/paligemma/demo` of an install prefix), or in the checkout this
@@ -76,8 +76,7 @@ struct ModelOptions: ParsableArguments {
         let (name, isDefault) = requestedModel()
         if name == "demo" {
             let directory = try Self.demoDirectory()
-            if isDefault && !Self.saidDemo {
-                Self.saidDemo = true
+            if isDefault && Self.demoNote.first() {
                 status("note: no --model given; using the bundled demo model (\(directory.path))")
             }
             return directory

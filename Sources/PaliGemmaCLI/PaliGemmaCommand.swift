@@ -50,8 +50,29 @@ func status(_ text: String) {
 /// Says once, on stderr, when PALIGEMMA_ISA named a kernel level this CPU cannot run (the best
 /// level runs instead), so that a benchmark or a bug report does not silently measure another one.
 func warnAboutIgnoredKernelLevel() {
-    guard !kernelLevelWarned, let ignored = KernelLevel.ignoredRequest else { return }
-    kernelLevelWarned = true
+    guard let ignored = KernelLevel.ignoredRequest, kernelLevelWarning.first() else { return }
     status("warning: PALIGEMMA_ISA: \(ignored); running at \(KernelLevel.active.name)")
 }
-nonisolated(unsafe) private var kernelLevelWarned = false
+private let kernelLevelWarning = Once()
+
+/// Pushes what `print` has buffered out now (streamed tokens, the server's address).
+func flushStandardOutput() {
+    // fflush(NULL) flushes every output stream, stdout among them, without reading the C global
+    // `stdout`, a mutable variable that Swift 6 does not let concurrent code touch.
+    fflush(nil)
+}
+
+/// Something said once per run, by whichever caller gets there first.
+// @unchecked Sendable: `done` is only touched under `lock`.
+final class Once: @unchecked Sendable {
+    private let lock = NSLock()
+    private var done = false
+
+    /// True the first time only.
+    func first() -> Bool {
+        lock.withLock {
+            defer { done = true }
+            return !done
+        }
+    }
+}

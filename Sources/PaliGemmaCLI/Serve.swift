@@ -50,7 +50,7 @@ struct Serve: AsyncParsableCommand {
         let app = makeServerApplication(service: service) { port in
             let shown = host.contains(":") ? "[\(host)]" : host
             print("PaliGemma server on http://\(shown):\(port)/  (Ctrl-C stops)")
-            fflush(stdout)
+            flushStandardOutput()
         }
         try await app.runService()
     }

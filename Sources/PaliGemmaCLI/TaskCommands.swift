@@ -46,7 +46,7 @@ func runTask(images: [String], prompt: String, flags: TaskFlags) throws {
         let result = try pipeline.perform(prompt, on: encoded, options: flags.generation.options, segmenter: segmenter,
                                           name: path, onToken: streamText ? { token in
                                               print(token.text, terminator: "")
-                                              fflush(stdout)
+                                              flushStandardOutput()
                                               return true
                                           } : nil)
         var out = ImageResult(result: result)

@@ -72,6 +72,8 @@ actor InferenceGate {
 }
 
 /// Set from the HTTP side (client gone), read by the generation loop between tokens.
+// @unchecked Sendable: `value` is only touched under `lock` (the loop reads it synchronously, so
+// not an actor).
 final class CancellationFlag: @unchecked Sendable {
     private let lock = NSLock()
     private var value = false
@@ -80,6 +82,7 @@ final class CancellationFlag: @unchecked Sendable {
 }
 
 /// Counts jobs in progress and remembers the most seen at once.
+// @unchecked Sendable: the counts are only touched under `lock`.
 final class ActivityCounter: @unchecked Sendable {
     private let lock = NSLock()
     private var current = 0

@@ -39,7 +39,7 @@ public struct ServerConfiguration: Sendable {
 }
 
 /// The model behind the HTTP API: parses requests, serialises generations, shapes answers.
-public final class PaliGemmaService: @unchecked Sendable {
+public final class PaliGemmaService: Sendable {
     public let pipeline: PaliGemmaPipeline
     public let segmenter: Segmenter?
     public let configuration: ServerConfiguration

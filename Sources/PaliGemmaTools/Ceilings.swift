@@ -7,7 +7,9 @@ public enum MachineCeilings {
     /// GB/s: 256 MiB read with `threads` workers, best of three.
     public static func readBandwidth(threads: Int) -> Double {
         let count = 1 << 26  // 256 MiB: far beyond the caches
-        let buffer = UnsafeMutablePointer<Float>.allocate(capacity: count)
+        // nonisolated(unsafe): the workers only read the buffer, and concurrentPerform returns
+        // before it is deallocated.
+        nonisolated(unsafe) let buffer = UnsafeMutablePointer<Float>.allocate(capacity: count)
         defer { buffer.deallocate() }
         buffer.initialize(repeating: 1, count: count)
         var best = Double.infinity
@@ -26,7 +28,7 @@ public enum MachineCeilings {
     /// worker busy, best of three: float32 FMA, bf16 dot products and int8 dot products (nil
     /// where the level has none).
     public static func compute(threads: Int) -> (fma: Double, bf16: Double?, int8: Double?) {
-        func rate(_ probe: (Int) -> Double) -> Double {
+        func rate(_ probe: @Sendable (Int) -> Double) -> Double {
             // Long enough (about 0.1 s a worker) that the workers' start-up skew is noise: a
             // short probe on two threads ran them one after the other and halved the ceiling.
             var clock = Stopwatch()
@@ -37,7 +39,9 @@ public enum MachineCeilings {
                 var clock = Stopwatch()
                 var ops = [Double](repeating: 0, count: threads)
                 ops.withUnsafeMutableBufferPointer { out in
-                    let base = out.baseAddress!
+                    // nonisolated(unsafe): each worker writes only its own element, and
+                    // concurrentPerform returns before `ops` is read.
+                    nonisolated(unsafe) let base = out.baseAddress!
                     DispatchQueue.concurrentPerform(iterations: threads) { w in
                         base[w] = probe(iterations)
                     }

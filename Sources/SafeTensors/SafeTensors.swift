@@ -71,6 +71,8 @@ public enum SafeTensorsError: Error, CustomStringConvertible, Equatable, Sendabl
 }
 
 /// One tensor inside a mapped file: its dtype, shape and bytes (valid while the file is alive).
+// @unchecked Sendable: every field is a `let`, and `data` points into a read-only (PROT_READ)
+// memory map that nothing writes.
 public struct TensorInfo: @unchecked Sendable {
     public let name: String
     public let dtype: SafeTensorsDType
@@ -129,6 +131,8 @@ func halfToFloat(_ h: UInt16) -> Float {
 }
 
 /// A read-only memory map of a whole file, unmapped when released.
+// @unchecked Sendable: immutable after init, and the map is read-only (PROT_READ); it is unmapped
+// only in deinit, when no reference to it is left.
 public final class MappedFile: @unchecked Sendable {
     public let path: String
     public let base: UnsafeRawPointer?
@@ -171,7 +175,7 @@ public final class MappedFile: @unchecked Sendable {
 }
 
 /// One `.safetensors` file, memory-mapped; its header is fully validated on open.
-public final class SafeTensorsFile: @unchecked Sendable {
+public final class SafeTensorsFile: Sendable {
     public let path: String
     public let metadata: [String: String]
     /// Tensors by name.
@@ -270,7 +274,7 @@ public final class SafeTensorsFile: @unchecked Sendable {
 }
 
 /// A checkpoint: one `model.safetensors`, or the shards named by `model.safetensors.index.json`.
-public final class SafeTensorsCheckpoint: @unchecked Sendable {
+public final class SafeTensorsCheckpoint: Sendable {
     public let files: [SafeTensorsFile]
     private let byName: [String: TensorInfo]
 

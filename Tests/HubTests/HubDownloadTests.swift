@@ -256,6 +256,7 @@ final class HubDownloadTests: XCTestCase {
     }
 }
 
+// @unchecked Sendable: `events` is only touched under `lock`.
 final class EventLog: @unchecked Sendable {
     private let lock = NSLock()
     private var events: [DownloadProgress] = []

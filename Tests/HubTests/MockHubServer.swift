@@ -9,6 +9,10 @@ import Darwin
 /// A tiny HTTP/1.1 server on 127.0.0.1 (random free port, one background thread, one connection at a time,
 /// `Connection: close`) that mimics the Hugging Face hub endpoints the downloader uses. It stops itself after
 /// `lifetime` seconds at the latest. No external network is ever touched.
+// @unchecked Sendable: the requests seen, the dropped transfers and the stop flag are only touched
+// under `lock`; the socket, port and thread are set in `start` before the server thread exists;
+// the behaviour switches are set by a test before it sends a request, and the server thread reads
+// them only after accepting that request's connection.
 final class MockHubServer: @unchecked Sendable {
     struct RepoFile {
         let path: String

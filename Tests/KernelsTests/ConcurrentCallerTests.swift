@@ -55,14 +55,16 @@ final class ConcurrentCallerTests: XCTestCase {
             }
         }
         // Attention over 40 keys, 4 query heads sharing 2 key/value heads, decode and prefill.
+        // nonisolated(unsafe) here and below: the callers share the input matrices and the cases
+        // but only read them, and each caller writes only its own slot of `mismatches`.
         let d = 64
-        let keys = Matrix(rows: 40, columns: 2 * d, values: (0..<(80 * d)).map { _ in Float.random(in: -1...1, using: &g) })
-        let values = Matrix(rows: 40, columns: 2 * d, values: (0..<(80 * d)).map { _ in Float.random(in: -1...1, using: &g) })
+        nonisolated(unsafe) let keys = Matrix(rows: 40, columns: 2 * d, values: (0..<(80 * d)).map { _ in Float.random(in: -1...1, using: &g) })
+        nonisolated(unsafe) let values = Matrix(rows: 40, columns: 2 * d, values: (0..<(80 * d)).map { _ in Float.random(in: -1...1, using: &g) })
         let queryRows = [1, 40]
-        let queries = queryRows.map { r in
+        nonisolated(unsafe) let queries = queryRows.map { r in
             Matrix(rows: r, columns: 4 * d, values: (0..<(r * 4 * d)).map { _ in Float.random(in: -1...1, using: &g) })
         }
-        func attend(_ q: Matrix, into out: Matrix) {
+        @Sendable func attend(_ q: Matrix, into out: Matrix) {
             let shape = AttentionShape(heads: 4, kvHeads: 2, headDim: d, scale: 0.125, softcap: 50,
                                        queryStart: 40 - q.rows, keyCount: 40)
             backend.attention(queries: q, keys: keys, values: values, shape: shape,
@@ -75,14 +77,15 @@ final class ConcurrentCallerTests: XCTestCase {
         }
 
         let callers = 6, rounds = 15
-        let mismatches = UnsafeMutablePointer<Int>.allocate(capacity: callers)
+        nonisolated(unsafe) let shared = cases
+        nonisolated(unsafe) let mismatches = UnsafeMutablePointer<Int>.allocate(capacity: callers)
         mismatches.initialize(repeating: 0, count: callers)
         defer { mismatches.deallocate() }
         DispatchQueue.concurrentPerform(iterations: callers) { caller in
             for round in 0..<rounds {
                 // Each caller walks the cases in its own order, so sizes interleave.
-                for i in 0..<cases.count {
-                    let c = cases[(i * (caller + 1) + round) % cases.count]
+                for i in 0..<shared.count {
+                    let c = shared[(i * (caller + 1) + round) % shared.count]
                     let y = Matrix(rows: c.input.rows, columns: c.weight.rows)
                     backend.linear(c.input, c.weight, bias: nil, into: y)
                     if Array(UnsafeBufferPointer(start: y.storage, count: c.expected.count)) != c.expected {

@@ -236,11 +236,13 @@ final class ServerTests: XCTestCase {
     func testConcurrentRequestsAreSerialisedAndAllSucceed() async throws {
         try await withServer { port, service in
             let cases = Self.reference.cases
-            let bodies = try (0..<6).map { try generateBody(cases[$0 % cases.count]) }
+            // Encoded here: the child tasks take Sendable bytes, not [String: Any].
+            let bodies = try (0..<6).map { try JSONSerialization.data(withJSONObject: generateBody(cases[$0 % cases.count])) }
             let replies = try await withThrowingTaskGroup(of: (Int, HTTPReply).self) { group in
                 for (i, body) in bodies.enumerated() {
                     group.addTask {
-                        (i, try await HTTPClient.postJSON(port: port, path: i % 2 == 0 ? "/v1/generate" : "/v1/stream", body))
+                        (i, try await HTTPClient.request(port: port, method: "POST", path: i % 2 == 0 ? "/v1/generate" : "/v1/stream",
+                                                         headers: ["Content-Type": "application/json"], body: body))
                     }
                 }
                 var out: [Int: HTTPReply] = [:]
@@ -320,6 +322,7 @@ final class ServerTests: XCTestCase {
     }
 }
 
+// @unchecked Sendable: `list` is only touched under `lock`.
 final class OrderLog: @unchecked Sendable {
     private let lock = NSLock()
     private var list: [String] = []
