@@ -182,8 +182,7 @@ struct Chat: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Ask questions about one image, one per line, until end of input.",
         discussion: """
-        The image is encoded once; each line becomes "answer <lang> <question>" (or is sent as is
-        with --raw, e.g. "detect cat" or "caption fr"). Type 'exit' or press Ctrl-D to stop.
+        The image is encoded once; each line becomes "answer <lang> <question>" (or is sent as is with --raw, e.g. "detect cat" or "caption fr"). Type 'exit' or press Ctrl-D to stop.
         Example: paligemma chat photo.jpg
         """)
     @Argument(help: "The image.") var image: String

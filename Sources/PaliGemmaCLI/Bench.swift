@@ -9,10 +9,7 @@ struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure image encoding, prefill and decode speed on a named configuration.",
         discussion: """
-        With a preset (3b-224 … 28b-896) a random-weight checkpoint of the published shapes is
-        written once to the cache directory and memory-mapped like a real one; --model measures a
-        real checkpoint instead. Reports time to first token, tokens/s, peak RSS and the fraction
-        of this machine's bandwidth and FLOP ceilings reached.
+        With a preset (3b-224 … 28b-896) a random-weight checkpoint of the published shapes is written once to the cache directory and memory-mapped like a real one; --model measures a real checkpoint instead. Reports time to first token, tokens/s, peak RSS and the fraction of this machine's bandwidth and FLOP ceilings reached.
 
         Examples:
           paligemma bench 3b-224
@@ -20,9 +17,7 @@ struct Bench: AsyncParsableCommand {
           paligemma bench --model ~/models/paligemma2-3b-pt-224 --threads 2
           paligemma bench 3b-224 --weights q8 --isa avx2     # this CPU's AVX2 kernels
 
-        The kernels run at the best instruction-set level this CPU has (see `paligemma info`);
-        --isa (or PALIGEMMA_ISA for any command) caps them at a lower one, and the ceilings are
-        probed with the instructions of the level that runs.
+        The kernels run at the best instruction-set level this CPU has (see `paligemma info`); --isa (or PALIGEMMA_ISA for any command) caps them at a lower one, and the ceilings are probed with the instructions of the level that runs.
         """)
 
     @Argument(help: "Configuration: 3b|10b|28b - 224|448|896 (ignored with --model).")

@@ -8,11 +8,7 @@ struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Score a model on a held-out set (caption/VQA/OCR exact match, detection recall, precision and IoU with one-to-one matching, mask IoU).",
         discussion: """
-        The set is a directory with heldout.jsonl (one {image, task, prompt, expected, boxes, labels,
-        mask, output_ids} per line, as tools/demo/heldout.py writes it) and its images. Also
-        reports how many outputs are identical to transformers' recorded ones. --json adds every
-        prompt's answer and scores. --answers transformers scores transformers' recorded answers
-        instead of generating (checks the scorer against tools/demo/evaluate.py's summary.json).
+        The set is a directory with heldout.jsonl (one {image, task, prompt, expected, boxes, labels, mask, output_ids} per line, as tools/demo/heldout.py writes it) and its images. Also reports how many outputs are identical to transformers' recorded ones. --json adds every prompt's answer and scores. --answers transformers scores transformers' recorded answers instead of generating (checks the scorer against tools/demo/evaluate.py's summary.json).
         Example: paligemma eval --set Tests/Fixtures/demo
         """)
     @Option(help: "Held-out set directory.") var set: String

@@ -12,11 +12,7 @@ struct Download: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Download a model from the Hugging Face hub into the standard cache.",
         discussion: """
-        Files land in ~/.cache/huggingface/hub (or $HF_HUB_CACHE, $HF_HOME/hub) exactly as Python's
-        huggingface_hub stores them, so both share downloads. Partial files resume; LFS files are
-        checked against their SHA-256. Gated repositories (all PaliGemma ones) need you to accept
-        the licence on the model page and a token: $HF_TOKEN or ~/.cache/huggingface/token.
-        $HF_ENDPOINT points at another hub.
+        Files land in ~/.cache/huggingface/hub (or $HF_HUB_CACHE, $HF_HOME/hub) exactly as Python's huggingface_hub stores them, so both share downloads. Partial files resume; LFS files are checked against their SHA-256. Gated repositories (all PaliGemma ones) need you to accept the licence on the model page and a token: $HF_TOKEN or ~/.cache/huggingface/token. $HF_ENDPOINT points at another hub.
 
         Example: paligemma download google/paligemma2-3b-mix-224
         """)

@@ -6,10 +6,7 @@ struct Quantize: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write a copy of a checkpoint with 8- or 4-bit weights.",
         discussion: """
-        The Gemma 2 matrices and the token embedding (also the output projection) are stored in
-        the chosen format, the vision tower's attention and MLP matrices in 8 bits (with either
-        format), all in groups of 32 inputs with one f16 scale each. The result loads like any
-        checkpoint: paligemma caption photo.jpg --model OUT.
+        The Gemma 2 matrices and the token embedding (also the output projection) are stored in the chosen format, the vision tower's attention and MLP matrices in 8 bits (with either format), all in groups of 32 inputs with one f16 scale each. The result loads like any checkpoint: paligemma caption photo.jpg --model OUT.
         Example: paligemma quantize ~/models/paligemma2-3b-mix-224 ~/models/paligemma2-3b-mix-224-q8 --format q8
         """)
 

@@ -7,9 +7,7 @@ struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Serve a web page and an HTTP API for the model.",
         discussion: """
-        GET / is a page to try the model in a browser: image, task, streamed text, boxes and masks.
-        GET /health describes the model.
-        POST /v1/generate takes {"image": base64, "prompt": …} (or a multipart form) and answers JSON; with ?stream=true, Server-Sent Events.
+        GET / is a page to try the model in a browser: image, task, streamed text, boxes and masks. GET /health describes the model. POST /v1/generate takes {"image": base64, "prompt": …} (or a multipart form) and answers JSON; with ?stream=true, Server-Sent Events. OpenAI's protocol is served too: POST /v1/chat/completions (an image_url data URL and the prompt as text; plain or streamed) and GET /v1/models, so OpenAI clients work with base_url http://HOST:PORT/v1.
 
         One generation runs at a time; up to --max-waiting requests queue behind it and more are refused with 503. Masks for segment prompts use vae-oid.npz from --vae-oid, else the one in the model directory; without one, segment answers carry boxes only (and a note saying so).
 

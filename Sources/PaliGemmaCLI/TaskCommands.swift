@@ -191,9 +191,7 @@ struct Segment: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Find a thing and print its box and mask.",
         discussion: """
-        Masks come from big_vision's VQ-VAE decoder (vae-oid.npz): taken from --vae-oid, else the
-        model directory; without one, boxes only. JSON output carries each mask as COCO run lengths;
-        --mask-dir also writes them as PNG files, --output draws them over the image.
+        Masks come from big_vision's VQ-VAE decoder (vae-oid.npz): taken from --vae-oid, else the model directory; without one, boxes only. JSON output carries each mask as COCO run lengths; --mask-dir also writes them as PNG files, --output draws them over the image.
         Example: paligemma segment photo.jpg --object cat --output cat.png --mask-dir masks/
         """)
     @Argument(help: "Image files.") var images: [String]
@@ -221,11 +219,8 @@ struct Generate: ParsableCommand {
         Examples:
           paligemma generate photo.jpg --prompt "caption es" --temperature 0.7 --seed 1
           paligemma generate --input requests.jsonl --results answers.jsonl
-        Answers are parsed by the prompt's task as the verbs parse them ("detect …" gives boxes,
-        "segment …" boxes and masks); --json prints the same object as every other verb.
-        Each request line is {"image": "a.jpg", "prompt": "caption en", "id": "optional", "max_new_tokens": 32}.
-        With --results, answers are appended as JSON lines and requests already answered there are
-        skipped, so an interrupted batch resumes where it stopped.
+
+        Answers are parsed by the prompt's task as the verbs parse them ("detect …" gives boxes, "segment …" boxes and masks); --json prints the same object as every other verb. Each request line is {"image": "a.jpg", "prompt": "caption en", "id": "optional", "max_new_tokens": 32}. With --results, answers are appended as JSON lines and requests already answered there are skipped, so an interrupted batch resumes where it stopped.
         """)
     @Argument(help: "Image files.") var images: [String] = []
     @Option(name: .shortAndLong, help: "The prompt, sent as is (no <image>/<bos>: they are added).") var prompt: String?
