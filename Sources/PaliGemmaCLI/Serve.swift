@@ -20,7 +20,12 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("max-waiting"), parsing: .unconditional, help: "Requests that may wait while one generates (0…1024).") var maxWaiting = 8
     @Option(name: .customLong("max-body-mb"), parsing: .unconditional, help: "Largest request body, in MB (1…1024).") var maxBodyMB = 32
 
+    @Option(name: .customLong("max-connections"), parsing: .unconditional, help: "Open connections at most (1…65536); more are closed on arrival.") var maxConnections = 256
+    @Option(name: .customLong("idle-timeout"), parsing: .unconditional, help: "Seconds a connection may send nothing before it is closed (1…3600).") var idleTimeout = 30
+
     func validate() throws {
+        guard (1...65536).contains(maxConnections) else { throw ValidationError("--max-connections must be in 1…65536, got \(maxConnections)") }
+        guard (1...3600).contains(idleTimeout) else { throw ValidationError("--idle-timeout must be in 1…3600 seconds, got \(idleTimeout)") }
         guard (0...65535).contains(port) else { throw ValidationError("--port must be in 0…65535, got \(port)") }
         guard (1...1024).contains(maxBodyMB) else { throw ValidationError("--max-body-mb must be in 1…1024, got \(maxBodyMB)") }
         guard (0...1024).contains(maxWaiting) else { throw ValidationError("--max-waiting must be in 0…1024, got \(maxWaiting)") }
@@ -41,8 +46,10 @@ struct Serve: AsyncParsableCommand {
         } catch {
             throw fail(error)
         }
-        let config = ServerConfiguration(host: host, port: port, modelName: model.requestedModel().name,
+        var config = ServerConfiguration(host: host, port: port, modelName: model.requestedModel().name,
                                          maxBodyBytes: maxBodyMB << 20, maxWaiting: maxWaiting)
+        config.maxConnections = maxConnections
+        config.idleTimeoutSeconds = idleTimeout
         let service = PaliGemmaService(pipeline: pipeline, segmenter: segmenter, configuration: config)
         let host = self.host
         let app = makeServerApplication(service: service) { port in

@@ -122,6 +122,9 @@ struct GenerateRequest: Sendable {
         guard let boundary = parameter("boundary", in: contentType), !boundary.isEmpty else {
             throw APIError.badRequest("invalid_multipart", "multipart/form-data without a boundary parameter")
         }
+        guard boundary.utf8.count <= 70 else {
+            throw APIError.badRequest("invalid_multipart", "the multipart boundary is longer than the 70 characters RFC 2046 allows")
+        }
         let parts = try multipartParts(body: body, boundary: boundary)
         try refuseUnknown(Array(parts.keys))
         guard let image = parts["image"], !image.isEmpty else {
@@ -157,29 +160,54 @@ struct GenerateRequest: Sendable {
         return nil
     }
 
-    /// The parts of a multipart body by their Content-Disposition name (first one wins).
+    /// Most parts a form may have: the API's fields, with room for a client's extras.
+    static let maxParts = 32
+
+    /// The parts of a multipart body by their Content-Disposition name (first one wins). One pass
+    /// over the bytes (each search starts where the last ended), and at most `maxParts` parts.
     static func multipartParts(body: Data, boundary: String) throws -> [String: Data] {
         let invalid = APIError.badRequest("invalid_multipart", "the multipart/form-data body is malformed")
         // Prepending CRLF makes the first delimiter look like every other one.
-        let data = Data("\r\n".utf8) + body
-        let delimiter = Data("\r\n--\(boundary)".utf8)
-        let headerEnd = Data("\r\n\r\n".utf8)
+        let bytes = [UInt8]("\r\n".utf8) + [UInt8](body)
+        let delimiter = [UInt8]("\r\n--\(boundary)".utf8)
+        let headerEnd = [UInt8]("\r\n\r\n".utf8)
         var parts: [String: Data] = [:]
-        guard var cursor = data.range(of: delimiter)?.upperBound else { throw invalid }
+        var count = 0
+        guard var cursor = find(delimiter, in: bytes, from: 0).map({ $0 + delimiter.count }) else { throw invalid }
         while true {
             // After a delimiter: "--" ends the body, else CRLF then the part's headers.
-            if data[cursor...].starts(with: Data("--".utf8)) { break }
-            guard let headersRange = data.range(of: headerEnd, in: cursor..<data.endIndex),
-                  let next = data.range(of: delimiter, in: headersRange.upperBound..<data.endIndex) else { throw invalid }
-            let headers = String(decoding: data[cursor..<headersRange.lowerBound], as: UTF8.self)
+            if cursor + 1 < bytes.count, bytes[cursor] == UInt8(ascii: "-"), bytes[cursor + 1] == UInt8(ascii: "-") { break }
+            count += 1
+            guard count <= maxParts else {
+                throw APIError.badRequest("invalid_multipart", "the form has more than \(maxParts) parts; send image, prompt and the options only")
+            }
+            guard let headersEnd = find(headerEnd, in: bytes, from: cursor),
+                  let next = find(delimiter, in: bytes, from: headersEnd + headerEnd.count) else { throw invalid }
+            let headers = String(decoding: bytes[cursor..<headersEnd], as: UTF8.self)
             var name: String?
             for line in headers.split(whereSeparator: \.isNewline)
             where line.lowercased().hasPrefix("content-disposition:") {
                 name = parameter("name", in: String(line))
             }
-            if let name, parts[name] == nil { parts[name] = Data(data[headersRange.upperBound..<next.lowerBound]) }
-            cursor = next.upperBound
+            if let name, parts[name] == nil { parts[name] = Data(bytes[(headersEnd + headerEnd.count)..<next]) }
+            cursor = next + delimiter.count
         }
         return parts
+    }
+
+    /// The first index at or after `start` where `needle` begins in `haystack`.
+    static func find(_ needle: [UInt8], in haystack: [UInt8], from start: Int) -> Int? {
+        guard let first = needle.first, needle.count <= haystack.count else { return nil }
+        var i = start
+        let last = haystack.count - needle.count
+        while i <= last {
+            if haystack[i] == first {
+                var j = 1
+                while j < needle.count, haystack[i + j] == needle[j] { j += 1 }
+                if j == needle.count { return i }
+            }
+            i += 1
+        }
+        return nil
     }
 }

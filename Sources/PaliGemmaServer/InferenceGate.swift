@@ -93,3 +93,48 @@ final class ActivityCounter: @unchecked Sendable {
     var maxConcurrent: Int { lock.lock(); defer { lock.unlock() }; return peak }
     var completed: Int { lock.lock(); defer { lock.unlock() }; return total }
 }
+
+/// Bounds how many decoded images exist at once (each up to `maxPixels` × 3 bytes): a request
+/// takes a slot before decoding its image and gives it back when its generation ends, so many
+/// large images arriving together wait as compressed bodies instead of filling memory.
+actor DecodeSlots {
+    private var free: Int
+    private var waiters: [CheckedContinuation<Void, Never>] = []
+
+    init(count: Int) { free = max(1, count) }
+
+    /// Waits for a slot; the lease gives it back when released or, at the latest, when dropped.
+    func take() async -> Lease {
+        if free > 0 {
+            free -= 1
+        } else {
+            await withCheckedContinuation { waiters.append($0) }
+        }
+        return Lease(slots: self)
+    }
+
+    fileprivate func giveBack() {
+        if waiters.isEmpty { free += 1 } else { waiters.removeFirst().resume() }
+    }
+
+    /// One slot held. A response body that is never written (its client gone first) still
+    /// returns the slot when it is freed.
+    final class Lease: @unchecked Sendable {
+        // `released` is only touched under `lock`; `slots` is an actor.
+        private let slots: DecodeSlots
+        private let lock = NSLock()
+        private var released = false
+
+        fileprivate init(slots: DecodeSlots) { self.slots = slots }
+
+        func release() {
+            lock.lock()
+            let first = !released
+            released = true
+            lock.unlock()
+            if first { Task { [slots] in await slots.giveBack() } }
+        }
+
+        deinit { release() }
+    }
+}

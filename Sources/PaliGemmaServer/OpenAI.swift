@@ -274,16 +274,16 @@ extension PaliGemmaService {
     func chatCompletions(_ request: Request) async throws -> Response {
         let start = monotonicSeconds()
         let body = try await readBody(request)
-        let chat = try ChatRequest.parse(body: body)
+        if await gate.isFull { throw APIError.busy(waiting: await gate.waiting) }
+        let chat = try await offload { try ChatRequest.parse(body: body) }
         try validate(GenerateRequest(image: chat.image, prompt: chat.prompt, options: chat.options))
-        let loader = imageLoader
-        let image = try await offload { try loader.decode(chat.image, name: "image_url") }
+        let (image, lease) = try await decode(chat.image, name: "image_url")
         let id = "chatcmpl-" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
         let created = Int(Date().timeIntervalSince1970)
         if chat.stream {
-            if await gate.isFull { throw APIError.busy(waiting: await gate.waiting) }
-            return chatStream(chat, image: image, id: id, created: created, start: start)
+            return chatStream(chat, image: image, lease: lease, id: id, created: created, start: start)
         }
+        defer { lease.release() }
         let waitStart = monotonicSeconds()
         let (pipeline, segmenter) = (self.pipeline, self.segmenter)
         let result: (TaskResult, String, Bool) = try await gate.run {
@@ -326,7 +326,7 @@ extension PaliGemmaService {
     }
 
     /// The answer as `chat.completion.chunk` events, then `data: [DONE]`.
-    func chatStream(_ chat: ChatRequest, image: RGBImage, id: String, created: Int, start: Double) -> Response {
+    func chatStream(_ chat: ChatRequest, image: RGBImage, lease: DecodeSlots.Lease, id: String, created: Int, start: Double) -> Response {
         let headers: HTTPFields = [.contentType: "text/event-stream; charset=utf-8", .cacheControl: "no-store"]
         let model = chat.model ?? modelName
         @Sendable func data(_ value: some Encodable) -> String {
@@ -337,6 +337,7 @@ extension PaliGemmaService {
                                     choices: [.init(delta: delta, logprobs: logprobs, finish_reason: finish)], usage: nil))
         }
         return Response(status: .ok, headers: headers, body: ResponseBody { [self] writer in
+            defer { lease.release() }
             do {
                 try await gate.acquire()
             } catch {

@@ -23,6 +23,14 @@ public struct ServerConfiguration: Sendable {
     public var maxPromptCharacters: Int
     /// Largest image accepted, in pixels (nil: the pipeline's `ImageLoader.maxPixels`).
     public var maxImagePixels: Int?
+    /// Decoded images held at once (the one generating and the next); more wait undecoded.
+    public var maxDecodedImages: Int = 2
+    /// Open connections at most; more are closed as they arrive, so idle ones cannot use up the
+    /// process's file descriptors.
+    public var maxConnections: Int = 256
+    /// A connection that sends nothing for this long (between requests, or in the middle of a
+    /// body) is closed.
+    public var idleTimeoutSeconds: Int = 30
 
     public init(host: String = "127.0.0.1", port: Int = 8080, modelName: String? = nil, maxBodyBytes: Int = 32 << 20,
                 maxWaiting: Int = 8, maxNewTokensLimit: Int = 1024, maxPromptCharacters: Int = 4096,
@@ -44,6 +52,7 @@ public final class PaliGemmaService: Sendable {
     public let segmenter: Segmenter?
     public let configuration: ServerConfiguration
     let gate: InferenceGate
+    let decodeSlots: DecodeSlots
     let imageLoader: ImageLoader
 
     /// When the service started (Unix seconds), for `/v1/models`.
@@ -54,6 +63,7 @@ public final class PaliGemmaService: Sendable {
         self.segmenter = segmenter
         self.configuration = configuration
         gate = InferenceGate(maxWaiting: configuration.maxWaiting)
+        decodeSlots = DecodeSlots(count: configuration.maxDecodedImages)
         var loader = pipeline.imageLoader
         if let limit = configuration.maxImagePixels { loader.maxPixels = min(loader.maxPixels, limit) }
         imageLoader = loader
@@ -109,14 +119,16 @@ public final class PaliGemmaService: Sendable {
     func generate(_ request: Request, stream: Bool) async throws -> Response {
         let start = monotonicSeconds()
         let body = try await readBody(request)
-        let parsed = try GenerateRequest.parse(body: body, contentType: request.headers[.contentType])
+        // Admit first: a request the queue would refuse costs no parsing and no decoding.
+        if await gate.isFull { throw APIError.busy(waiting: await gate.waiting) }
+        let contentType = request.headers[.contentType]
+        let parsed = try await offload { try GenerateRequest.parse(body: body, contentType: contentType) }
         try validate(parsed)
-        let loader = imageLoader
-        let image = try await offload { try loader.decode(parsed.image, name: "image") }
+        let (image, lease) = try await decode(parsed.image, name: "image")
         if stream {
-            if await gate.isFull { throw APIError.busy(waiting: await gate.waiting) }
-            return streamingResponse(parsed, image: image, start: start)
+            return streamingResponse(parsed, image: image, lease: lease, start: start)
         }
+        defer { lease.release() }
         let (pipeline, prompt, options) = (self.pipeline, parsed.prompt, parsed.options)
         let waitStart = monotonicSeconds()
         try await gate.acquire()
@@ -138,9 +150,10 @@ public final class PaliGemmaService: Sendable {
     }
 
     /// Server-Sent Events: `token` per token, then `done` with the full result (or `error`).
-    func streamingResponse(_ parsed: GenerateRequest, image: RGBImage, start: Double) -> Response {
+    func streamingResponse(_ parsed: GenerateRequest, image: RGBImage, lease: DecodeSlots.Lease, start: Double) -> Response {
         let headers: HTTPFields = [.contentType: "text/event-stream; charset=utf-8", .cacheControl: "no-store"]
         return Response(status: .ok, headers: headers, body: ResponseBody { [self] writer in
+            defer { lease.release() }
             let waitStart = monotonicSeconds()
             do {
                 try await gate.acquire()
@@ -226,6 +239,19 @@ public final class PaliGemmaService: Sendable {
         }
     }
 
+    /// Decodes an image once a decode slot is free; the lease is held until the generation that
+    /// uses the image ends.
+    func decode(_ data: Data, name: String) async throws -> (RGBImage, DecodeSlots.Lease) {
+        let lease = await decodeSlots.take()
+        let loader = imageLoader
+        do {
+            return (try await offload { try loader.decode(data, name: name) }, lease)
+        } catch {
+            lease.release()
+            throw error
+        }
+    }
+
     /// The whole body, refusing more than `maxBodyBytes` (413) without buffering it.
     func readBody(_ request: Request) async throws -> Data {
         let limit = configuration.maxBodyBytes
@@ -233,9 +259,16 @@ public final class PaliGemmaService: Sendable {
             throw APIError.bodyTooLarge(limit: limit)
         }
         var buffer = ByteBuffer()
-        for try await var chunk in request.body {
-            guard buffer.readableBytes + chunk.readableBytes <= limit else { throw APIError.bodyTooLarge(limit: limit) }
-            buffer.writeBuffer(&chunk)
+        do {
+            for try await var chunk in request.body {
+                guard buffer.readableBytes + chunk.readableBytes <= limit else { throw APIError.bodyTooLarge(limit: limit) }
+                buffer.writeBuffer(&chunk)
+            }
+        } catch let error as APIError {
+            throw error
+        } catch {
+            // A malformed chunked encoding, or a client gone mid-body: the request's fault.
+            throw APIError.badRequest("invalid_body", "the request body could not be read (\(error))")
         }
         return Data(buffer.readableBytesView)
     }
@@ -284,8 +317,57 @@ public func makeServerApplication(pipeline: PaliGemmaPipeline, segmenter: Segmen
 /// The HTTP server for an existing service (its configuration gives the address).
 public func makeServerApplication(service: PaliGemmaService,
                                   onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
-    Application(router: service.router(),
+    let limiter = ConnectionLimiter.Counter(limit: service.configuration.maxConnections)
+    let idle = service.configuration.idleTimeoutSeconds
+    return Application(router: service.router(),
+                server: .http1(configuration: .init(additionalChannelHandlers: [ConnectionLimiter(counter: limiter)],
+                                                    idleTimeout: .seconds(Int64(idle)))),
                 configuration: .init(address: .hostname(service.configuration.host, port: service.configuration.port),
                                      serverName: "paligemma"),
                 onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? service.configuration.port) })
+}
+
+/// Closes connections past a limit as soon as they open. One counter is shared by every
+/// connection's handler.
+// @unchecked: `admitted` is touched only by NIO on the connection's own event loop.
+final class ConnectionLimiter: ChannelInboundHandler, RemovableChannelHandler, @unchecked Sendable {
+    typealias InboundIn = Never
+
+    final class Counter: @unchecked Sendable {
+        // `open` is only touched under `lock`.
+        let limit: Int
+        private let lock = NSLock()
+        private var open = 0
+
+        init(limit: Int) { self.limit = max(1, limit) }
+
+        /// Counts a new connection; false when it would pass the limit (then not counted).
+        func admit() -> Bool {
+            lock.lock(); defer { lock.unlock() }
+            guard open < limit else { return false }
+            open += 1
+            return true
+        }
+
+        func leave() { lock.lock(); open -= 1; lock.unlock() }
+    }
+
+    let counter: Counter
+    private var admitted = false
+
+    init(counter: Counter) { self.counter = counter }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if counter.admit() {
+            admitted = true
+        } else {
+            context.close(promise: nil)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if admitted { counter.leave() }
+        admitted = false
+        context.fireChannelInactive()
+    }
 }

@@ -452,3 +452,64 @@ extension ServerTests {
         }
     }
 }
+
+extension ServerTests {
+    /// Reads from a connected socket until the server closes it (true) or `seconds` pass (false).
+    func closedByServer(_ fd: Int32, within seconds: Double) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while Date() < deadline {
+            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            if poll(&p, 1, 100) > 0 {
+                let n = recv(fd, &buffer, buffer.count, 0)
+                if n <= 0 { return true }
+            }
+        }
+        return false
+    }
+
+    /// A form of thousands of tiny parts is refused at once instead of being parsed.
+    func testManyPartFormIsRefusedQuickly() async throws {
+        try await withServer { port, _ in
+            var body = ""
+            for i in 0..<20_000 { body += "--b\r\nContent-Disposition: form-data; name=\"f\(i)\"\r\n\r\nx\r\n" }
+            body += "--b--\r\n"
+            let started = Date()
+            let r = try await HTTPClient.request(port: port, method: "POST", path: "/v1/generate",
+                                                 headers: ["Content-Type": "multipart/form-data; boundary=b"], body: Data(body.utf8))
+            XCTAssertEqual(r.status, 400)
+            XCTAssertEqual(r.errorCode, "invalid_multipart")
+            XCTAssertLessThan(Date().timeIntervalSince(started), 5, "refused without parsing every part")
+            let health = try await HTTPClient.request(port: port, method: "GET", path: "/health")
+            XCTAssertEqual(health.status, 200)
+        }
+    }
+
+    /// Idle connections are closed after the idle timeout, a body that stops half-way too, and
+    /// connections past the limit are closed on arrival while the server keeps answering.
+    func testIdleConnectionsAndTheConnectionLimit() async throws {
+        var config = ServerConfiguration()
+        config.maxConnections = 3
+        config.idleTimeoutSeconds = 1
+        try await withServer(config) { port, _ in
+            let stalled = try HTTPClient.connectLoopback(port: port)
+            defer { close(stalled) }
+            let head = "POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"imag"
+            _ = head.withCString { send(stalled, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
+            let idle = try HTTPClient.connectLoopback(port: port)
+            defer { close(idle) }
+            XCTAssertTrue(closedByServer(stalled, within: 6), "a body that stops is not held forever")
+            XCTAssertTrue(closedByServer(idle, within: 6), "an idle connection is closed")
+
+            let held = try (0..<3).map { _ in try HTTPClient.connectLoopback(port: port) }
+            usleep(200_000)
+            let extra = try HTTPClient.connectLoopback(port: port)
+            defer { close(extra) }
+            XCTAssertTrue(closedByServer(extra, within: 2), "a connection past the limit is closed")
+            for fd in held { close(fd) }
+            usleep(200_000)
+            let health = try await HTTPClient.request(port: port, method: "GET", path: "/health")
+            XCTAssertEqual(health.status, 200)
+        }
+    }
+}
