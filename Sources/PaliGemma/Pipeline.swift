@@ -13,6 +13,11 @@ public struct EncodedImage: Sendable {
     public let height: Int
     /// Seconds spent in the vision tower and projector.
     public let seconds: Double
+
+    /// The same encoding used again: no vision-tower time is spent on it this time.
+    public var reused: EncodedImage {
+        EncodedImage(embedding: embedding, width: width, height: height, seconds: 0)
+    }
 }
 
 /// What one prompt produced.

@@ -24,11 +24,48 @@ func monotonicSeconds() -> Double { Double(DispatchTime.now().uptimeNanoseconds)
 
 /// Encodes the image, generates and parses the answer by task, calling `onToken` per token.
 /// Blocking: call it on the inference queue while holding the gate. Stops when `cancel` is set.
+/// An image seen again (a follow-up question, a second task on one picture) reuses its encoding.
 func runGeneration(pipeline: PaliGemmaPipeline, image: RGBImage, prompt: String, options: GenerationOptions,
-                   segmenter: Segmenter?, cancel: CancellationFlag?, onToken: ((TokenEvent) -> Void)?) throws -> TaskResult {
-    let encoded = try pipeline.encode(image: image)
+                   segmenter: Segmenter?, cache: EncodedImageCache? = nil, cancel: CancellationFlag?,
+                   onToken: ((TokenEvent) -> Void)?) throws -> TaskResult {
+    let encoded = try cache?.encoded(image, by: pipeline) ?? pipeline.encode(image: image)
     return try pipeline.perform(prompt, on: encoded, options: options, segmenter: segmenter) { token in
         onToken?(TokenEvent(id: token.id, text: token.text, logProb: token.logProb))
         return !(cancel?.isCancelled ?? false)
+    }
+}
+
+/// The last few encoded images, keyed by their size and a hash of their pixels (Swift's
+/// per-process seeded hash, so a collision cannot be crafted from outside).
+final class EncodedImageCache: @unchecked Sendable {
+    // `entries` is only touched under `lock`.
+    private let lock = NSLock()
+    private var entries: [(key: Key, value: EncodedImage)] = []
+    let capacity: Int
+
+    struct Key: Equatable { let width: Int, height: Int, hash: Int }
+
+    init(capacity: Int) { self.capacity = max(0, capacity) }
+
+    /// The image's encoding, from the cache (its `seconds` then 0) or computed and kept.
+    func encoded(_ image: RGBImage, by pipeline: PaliGemmaPipeline) throws -> EncodedImage {
+        guard capacity > 0 else { return try pipeline.encode(image: image) }
+        var hasher = Hasher()
+        image.pixels.withUnsafeBytes { hasher.combine(bytes: $0) }
+        let key = Key(width: image.width, height: image.height, hash: hasher.finalize())
+        lock.lock()
+        if let i = entries.firstIndex(where: { $0.key == key }) {
+            let hit = entries.remove(at: i)
+            entries.append(hit)
+            lock.unlock()
+            return hit.value.reused
+        }
+        lock.unlock()
+        let value = try pipeline.encode(image: image)
+        lock.lock()
+        entries.append((key, value))
+        if entries.count > capacity { entries.removeFirst(entries.count - capacity) }
+        lock.unlock()
+        return value
     }
 }

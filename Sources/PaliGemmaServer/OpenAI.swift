@@ -285,11 +285,11 @@ extension PaliGemmaService {
         }
         defer { lease.release() }
         let waitStart = monotonicSeconds()
-        let (pipeline, segmenter) = (self.pipeline, self.segmenter)
+        let (pipeline, segmenter, imageCache) = (self.pipeline, self.segmenter, self.imageCache)
         let result: (TaskResult, String, Bool) = try await gate.run {
             var matcher = StopMatcher(chat.stop)
             let r = try runGeneration(pipeline: pipeline, image: image, prompt: chat.prompt, options: chat.options,
-                                      segmenter: segmenter, cancel: nil) { _ in }
+                                      segmenter: segmenter, cache: imageCache, cancel: nil) { _ in }
             // Stops are applied to the finished text here; the stream applies them as it goes.
             _ = matcher.add(r.text)
             _ = matcher.finish()
@@ -347,7 +347,7 @@ extension PaliGemmaService {
             }
             let (events, continuation) = AsyncStream.makeStream(of: String.self)
             let cancel = CancellationFlag()
-            let (pipeline, segmenter) = (self.pipeline, self.segmenter)
+            let (pipeline, segmenter, imageCache) = (self.pipeline, self.segmenter, self.imageCache)
             continuation.yield(chunk(.init(role: "assistant", content: "")))
             let generation = Task { () -> Result<(TaskResult, Bool), Error> in
                 defer { continuation.finish() }
@@ -356,7 +356,7 @@ extension PaliGemmaService {
                         var matcher = StopMatcher(chat.stop)
                         let eos = Set(pipeline.model.config.text.eosTokenIDs)
                         let task = try runGeneration(pipeline: pipeline, image: image, prompt: chat.prompt, options: chat.options,
-                                                     segmenter: segmenter, cancel: cancel) { token in
+                                                     segmenter: segmenter, cache: imageCache, cancel: cancel) { token in
                             let released = matcher.add(token.text)
                             var lp: OpenAIShapes.LogProbs?
                             if chat.logprobs, let tid = token.id, !eos.contains(tid) {

@@ -25,6 +25,8 @@ public struct ServerConfiguration: Sendable {
     public var maxImagePixels: Int?
     /// Decoded images held at once (the one generating and the next); more wait undecoded.
     public var maxDecodedImages: Int = 2
+    /// Encoded images kept for reuse when the same picture comes again (0: none).
+    public var cachedImages: Int = 4
     /// Open connections at most; more are closed as they arrive, so idle ones cannot use up the
     /// process's file descriptors.
     public var maxConnections: Int = 256
@@ -53,6 +55,8 @@ public final class PaliGemmaService: Sendable {
     public let configuration: ServerConfiguration
     let gate: InferenceGate
     let decodeSlots: DecodeSlots
+    /// Encodings of the last images seen.
+    let imageCache: EncodedImageCache
     let imageLoader: ImageLoader
 
     /// When the service started (Unix seconds), for `/v1/models`.
@@ -64,6 +68,7 @@ public final class PaliGemmaService: Sendable {
         self.configuration = configuration
         gate = InferenceGate(maxWaiting: configuration.maxWaiting)
         decodeSlots = DecodeSlots(count: configuration.maxDecodedImages)
+        imageCache = EncodedImageCache(capacity: configuration.cachedImages)
         var loader = pipeline.imageLoader
         if let limit = configuration.maxImagePixels { loader.maxPixels = min(loader.maxPixels, limit) }
         imageLoader = loader
@@ -133,11 +138,11 @@ public final class PaliGemmaService: Sendable {
         let waitStart = monotonicSeconds()
         try await gate.acquire()
         let queued = monotonicSeconds() - waitStart
-        let segmenter = self.segmenter
+        let (segmenter, imageCache) = (self.segmenter, self.imageCache)
         var result: TaskResult
         do {
             result = try await gate.execute {
-                try runGeneration(pipeline: pipeline, image: image, prompt: prompt, options: options, segmenter: segmenter,
+                try runGeneration(pipeline: pipeline, image: image, prompt: prompt, options: options, segmenter: segmenter, cache: imageCache,
                                   cancel: nil, onToken: nil)
             }
             await gate.release()
@@ -165,12 +170,12 @@ public final class PaliGemmaService: Sendable {
             let queued = monotonicSeconds() - waitStart
             let (events, continuation) = AsyncStream.makeStream(of: String.self)
             let cancel = CancellationFlag()
-            let (pipeline, prompt, options, segmenter) = (self.pipeline, parsed.prompt, parsed.options, self.segmenter)
+            let (pipeline, prompt, options, segmenter, imageCache) = (self.pipeline, parsed.prompt, parsed.options, self.segmenter, self.imageCache)
             let generation = Task { () -> Result<TaskResult, Error> in
                 defer { continuation.finish() }
                 do {
                     let r = try await gate.execute {
-                        try runGeneration(pipeline: pipeline, image: image, prompt: prompt, options: options, segmenter: segmenter,
+                        try runGeneration(pipeline: pipeline, image: image, prompt: prompt, options: options, segmenter: segmenter, cache: imageCache,
                                           cancel: cancel) { token in
                             if let data = try? encoder().encode(token) {
                                 continuation.yield(sse("token", String(decoding: data, as: UTF8.self)))

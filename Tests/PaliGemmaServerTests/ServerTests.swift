@@ -513,3 +513,23 @@ extension ServerTests {
         }
     }
 }
+
+extension ServerTests {
+    /// The same picture sent again is not encoded again, and the answer is the same.
+    func testARepeatedImageReusesItsEncoding() async throws {
+        let c = Self.reference.cases[0]
+        try await withServer { port, _ in
+            let first = try await HTTPClient.postJSON(port: port, try generateBody(c))
+            let second = try await HTTPClient.postJSON(port: port, try generateBody(c))
+            XCTAssertEqual(first.status, 200)
+            XCTAssertEqual(second.status, 200)
+            func imageSeconds(_ r: HTTPReply) -> Double? { (r.json["timings"] as? [String: Any])?["image_seconds"] as? Double }
+            XCTAssertGreaterThan(imageSeconds(first) ?? 0, 0)
+            XCTAssertEqual(imageSeconds(second), 0, "encoded once")
+            XCTAssertEqual(second.json["token_ids"] as? [Int], c.generated_ids)
+            // Another picture is encoded.
+            let other = try await HTTPClient.postJSON(port: port, try generateBody(Self.reference.cases[2]))
+            XCTAssertGreaterThan(imageSeconds(other) ?? 0, 0)
+        }
+    }
+}
