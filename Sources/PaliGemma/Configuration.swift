@@ -79,8 +79,10 @@ public struct VisionConfig: Codable, Sendable, Equatable {
     public var headDim: Int { hiddenSize / numAttentionHeads }
 }
 
-/// Gemma 2 decoder settings (`text_config`). Absent fields take `Gemma2Config`'s defaults; an
-/// explicit `null` for a softcap or the sliding window turns it off.
+/// Decoder settings (`text_config`): Gemma 2 (PaliGemma 2, `model_type` "gemma2") or Gemma 1
+/// (PaliGemma 1, "gemma"). Absent fields take `Gemma2Config`'s or `GemmaConfig`'s defaults; an
+/// explicit `null` for a softcap or the sliding window turns it off. Gemma 1 has neither, and
+/// scales attention scores by `head_dim^-0.5`.
 public struct TextConfig: Codable, Sendable, Equatable {
     public var vocabSize = 256000                  // vocab_size
     public var hiddenSize = 2304                   // hidden_size
@@ -105,12 +107,15 @@ public struct TextConfig: Codable, Sendable, Equatable {
     public var bosTokenID = 2                      // bos_token_id
     public var eosTokenIDs: [Int] = [1]            // eos_token_id (int or list)
     public var modelType = "gemma2"                // model_type
+    /// Gemma 2's extra norms after attention and after the MLP ("sandwich" norms); Gemma 1 has
+    /// only the two before them.
+    public var postNorms: Bool { modelType == "gemma2" }
 
     enum CodingKeys: String, CodingKey {
         case vocabSize = "vocab_size", hiddenSize = "hidden_size", intermediateSize = "intermediate_size"
         case numHiddenLayers = "num_hidden_layers", numAttentionHeads = "num_attention_heads"
         case numKeyValueHeads = "num_key_value_heads", headDim = "head_dim"
-        case hiddenActivation = "hidden_activation", rmsNormEps = "rms_norm_eps"
+        case hiddenActivation = "hidden_activation", hiddenAct = "hidden_act", rmsNormEps = "rms_norm_eps"
         case ropeTheta = "rope_theta", ropeParameters = "rope_parameters", maxPositionEmbeddings = "max_position_embeddings"
         case queryPreAttnScalar = "query_pre_attn_scalar", slidingWindow = "sliding_window"
         case finalLogitSoftcapping = "final_logit_softcapping", attnLogitSoftcapping = "attn_logit_softcapping"
@@ -132,9 +137,24 @@ public struct TextConfig: Codable, Sendable, Equatable {
         (0..<max(0, n)).map { ($0 + 1) % 2 == 1 }
     }
 
+    /// `GemmaConfig`'s defaults (PaliGemma 1's decoder).
+    static var gemma1Defaults: TextConfig {
+        var d = TextConfig()
+        d.modelType = "gemma"
+        (d.hiddenSize, d.intermediateSize, d.numHiddenLayers) = (3072, 24576, 28)
+        (d.numAttentionHeads, d.numKeyValueHeads, d.headDim) = (16, 16, 256)
+        d.slidingWindow = nil
+        d.finalLogitSoftcapping = nil
+        d.attnLogitSoftcapping = nil
+        return d
+    }
+
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        let d = TextConfig()
+        // A text_config without model_type falls back to transformers' sub-config default, "gemma".
+        modelType = try c.decodeIfPresent(String.self, forKey: .modelType) ?? "gemma"
+        let gemma1 = modelType == "gemma"
+        let d = gemma1 ? TextConfig.gemma1Defaults : TextConfig()
         vocabSize = try c.decodeIfPresent(Int.self, forKey: .vocabSize) ?? d.vocabSize
         hiddenSize = try c.decodeIfPresent(Int.self, forKey: .hiddenSize) ?? d.hiddenSize
         intermediateSize = try c.decodeIfPresent(Int.self, forKey: .intermediateSize) ?? d.intermediateSize
@@ -142,7 +162,9 @@ public struct TextConfig: Codable, Sendable, Equatable {
         numAttentionHeads = try c.decodeIfPresent(Int.self, forKey: .numAttentionHeads) ?? d.numAttentionHeads
         numKeyValueHeads = try c.decodeIfPresent(Int.self, forKey: .numKeyValueHeads) ?? d.numKeyValueHeads
         headDim = try c.decodeIfPresent(Int.self, forKey: .headDim) ?? d.headDim
-        hiddenActivation = try c.decodeIfPresent(String.self, forKey: .hiddenActivation) ?? d.hiddenActivation
+        // Gemma 2 names it hidden_activation; Gemma 1's MLP uses hidden_act.
+        hiddenActivation = try c.decodeIfPresent(String.self, forKey: .hiddenActivation)
+            ?? (gemma1 ? c.decodeIfPresent(String.self, forKey: .hiddenAct) : nil) ?? d.hiddenActivation
         rmsNormEps = try c.decodeIfPresent(Float.self, forKey: .rmsNormEps) ?? d.rmsNormEps
         if let rope = try c.decodeIfPresent(RopeParameters.self, forKey: .ropeParameters), let theta = rope.rope_theta {
             if let type = rope.rope_type, type != "default" {
@@ -153,27 +175,36 @@ public struct TextConfig: Codable, Sendable, Equatable {
         } else {
             ropeTheta = try c.decodeIfPresent(Float.self, forKey: .ropeTheta) ?? d.ropeTheta
         }
-        queryPreAttnScalar = try c.decodeIfPresent(Float.self, forKey: .queryPreAttnScalar) ?? d.queryPreAttnScalar
         maxPositionEmbeddings = try c.decodeIfPresent(Int.self, forKey: .maxPositionEmbeddings) ?? d.maxPositionEmbeddings
-        // Present-but-null means "off"; absent means the default.
-        slidingWindow = c.contains(.slidingWindow) ? try c.decodeIfPresent(Int.self, forKey: .slidingWindow) : d.slidingWindow
-        finalLogitSoftcapping = c.contains(.finalLogitSoftcapping)
-            ? try c.decodeIfPresent(Float.self, forKey: .finalLogitSoftcapping) : d.finalLogitSoftcapping
-        attnLogitSoftcapping = c.contains(.attnLogitSoftcapping)
-            ? try c.decodeIfPresent(Float.self, forKey: .attnLogitSoftcapping) : d.attnLogitSoftcapping
         attentionBias = try c.decodeIfPresent(Bool.self, forKey: .attentionBias) ?? d.attentionBias
-        if let types = try c.decodeIfPresent([String].self, forKey: .layerTypes) {
-            slidingLayers = try types.map {
-                switch $0 {
-                case "sliding_attention": return true
-                case "full_attention": return false
-                default:
-                    throw DecodingError.dataCorruptedError(forKey: .layerTypes, in: c,
-                        debugDescription: "unknown layer type '\($0)'")
-                }
-            }
+        if gemma1 {
+            // GemmaAttention: scaling = head_dim^-0.5; no softcaps, no sliding window.
+            queryPreAttnScalar = Float(headDim)
+            slidingWindow = nil
+            finalLogitSoftcapping = nil
+            attnLogitSoftcapping = nil
+            slidingLayers = Array(repeating: false, count: max(0, numHiddenLayers))
         } else {
-            slidingLayers = Self.defaultSlidingLayers(numHiddenLayers)
+            queryPreAttnScalar = try c.decodeIfPresent(Float.self, forKey: .queryPreAttnScalar) ?? d.queryPreAttnScalar
+            // Present-but-null means "off"; absent means the default.
+            slidingWindow = c.contains(.slidingWindow) ? try c.decodeIfPresent(Int.self, forKey: .slidingWindow) : d.slidingWindow
+            finalLogitSoftcapping = c.contains(.finalLogitSoftcapping)
+                ? try c.decodeIfPresent(Float.self, forKey: .finalLogitSoftcapping) : d.finalLogitSoftcapping
+            attnLogitSoftcapping = c.contains(.attnLogitSoftcapping)
+                ? try c.decodeIfPresent(Float.self, forKey: .attnLogitSoftcapping) : d.attnLogitSoftcapping
+            if let types = try c.decodeIfPresent([String].self, forKey: .layerTypes) {
+                slidingLayers = try types.map {
+                    switch $0 {
+                    case "sliding_attention": return true
+                    case "full_attention": return false
+                    default:
+                        throw DecodingError.dataCorruptedError(forKey: .layerTypes, in: c,
+                            debugDescription: "unknown layer type '\($0)'")
+                    }
+                }
+            } else {
+                slidingLayers = Self.defaultSlidingLayers(numHiddenLayers)
+            }
         }
         padTokenID = (try? c.decodeIfPresent(Int.self, forKey: .padTokenID)) ?? d.padTokenID
         bosTokenID = (try? c.decodeIfPresent(Int.self, forKey: .bosTokenID)) ?? d.bosTokenID
@@ -184,8 +215,6 @@ public struct TextConfig: Codable, Sendable, Equatable {
         } else {
             eosTokenIDs = d.eosTokenIDs
         }
-        // A text_config without model_type falls back to transformers' sub-config default, "gemma".
-        modelType = try c.decodeIfPresent(String.self, forKey: .modelType) ?? "gemma"
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -266,9 +295,8 @@ public struct PaliGemmaConfig: Codable, Sendable, Equatable {
         if let t = try c.decodeIfPresent(TextConfig.self, forKey: .text) {
             text = t
         } else {
-            // transformers then builds PaliGemma 1's Gemma decoder, which we do not run.
-            text = TextConfig()
-            text.modelType = "gemma"
+            // transformers then builds PaliGemma 1's Gemma decoder with GemmaConfig's defaults.
+            text = TextConfig.gemma1Defaults
         }
         imageTokenIndex = try c.decodeIfPresent(Int.self, forKey: .imageTokenIndex)
             ?? c.decodeIfPresent(Int.self, forKey: .imageTokenID) ?? 256000
@@ -322,9 +350,9 @@ public struct PaliGemmaConfig: Codable, Sendable, Equatable {
         if modelType != "paligemma" {
             throw CheckpointError.unsupportedModel(file: file, reason: "model_type is '\(modelType)', expected 'paligemma'")
         }
-        if text.modelType != "gemma2" {
+        if text.modelType != "gemma2" && text.modelType != "gemma" {
             throw CheckpointError.unsupportedModel(file: file,
-                reason: "text_config.model_type is '\(text.modelType)'; only PaliGemma 2 (gemma2) is supported")
+                reason: "text_config.model_type is '\(text.modelType)'; supported are gemma2 (PaliGemma 2) and gemma (PaliGemma 1)")
         }
         if vision.visionUseHead {
             // PaliGemma never uses SigLIP's pooling head; hub configs set vision_use_head=false.

@@ -1,11 +1,12 @@
 import Kernels
 
-/// One Gemma 2 decoder layer's weights (`layers.{i}`).
+/// One Gemma decoder layer's weights (`layers.{i}`). Gemma 2 has four norms; Gemma 1 has the two
+/// before attention and the MLP, and names the second `post_attention_layernorm`.
 struct Gemma2Layer {
     var inputNorm: [Float]            // input_layernorm.weight  [H]
-    var postAttentionNorm: [Float]    // post_attention_layernorm.weight  [H]
-    var preFeedforwardNorm: [Float]   // pre_feedforward_layernorm.weight  [H]
-    var postFeedforwardNorm: [Float]  // post_feedforward_layernorm.weight  [H]
+    var postAttentionNorm: [Float]?   // Gemma 2: post_attention_layernorm.weight  [H]
+    var preFeedforwardNorm: [Float]   // Gemma 2: pre_feedforward_layernorm.weight; Gemma 1: post_attention_layernorm.weight  [H]
+    var postFeedforwardNorm: [Float]? // Gemma 2: post_feedforward_layernorm.weight  [H]
     var q: WeightMatrix               // self_attn.q_proj.weight  [heads·hd, H]
     var k: WeightMatrix               // self_attn.k_proj.weight  [kv·hd, H]
     var v: WeightMatrix               // self_attn.v_proj.weight  [kv·hd, H]
@@ -54,7 +55,8 @@ final class Gemma2State {
 
 /// The Gemma 2 decoder: scaled token embeddings, layers with four RMSNorms each, GeGLU MLP,
 /// grouped-query attention with softcapped scores and alternating sliding windows, a final
-/// norm and the tied output projection with an optional final softcap.
+/// norm and the tied output projection with an optional final softcap. With a Gemma 1 config
+/// (PaliGemma 1) the same code runs without the post norms, softcaps and windows.
 struct Gemma2Decoder {
     let config: TextConfig
     var embedTokens: WeightMatrix     // embed_tokens.weight  [V, H]
@@ -75,11 +77,12 @@ struct Gemma2Decoder {
         embedTokens = try reader.matrix(p + "embed_tokens.weight", shape: [config.vocabSize, h])
         layers = try (0..<config.numHiddenLayers).map { l in
             let b = p + "layers.\(l)."
+            let post = config.postNorms
             return Gemma2Layer(
                 inputNorm: try reader.vector(b + "input_layernorm.weight", count: h),
-                postAttentionNorm: try reader.vector(b + "post_attention_layernorm.weight", count: h),
-                preFeedforwardNorm: try reader.vector(b + "pre_feedforward_layernorm.weight", count: h),
-                postFeedforwardNorm: try reader.vector(b + "post_feedforward_layernorm.weight", count: h),
+                postAttentionNorm: post ? try reader.vector(b + "post_attention_layernorm.weight", count: h) : nil,
+                preFeedforwardNorm: try reader.vector(b + (post ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight"), count: h),
+                postFeedforwardNorm: post ? try reader.vector(b + "post_feedforward_layernorm.weight", count: h) : nil,
                 q: try reader.matrix(b + "self_attn.q_proj.weight", shape: [qd, h]),
                 k: try reader.matrix(b + "self_attn.k_proj.weight", shape: [kvd, h]),
                 v: try reader.matrix(b + "self_attn.v_proj.weight", shape: [kvd, h]),
@@ -108,7 +111,7 @@ struct Gemma2Decoder {
         precondition(start + rows <= state.capacity, "sequence exceeds the state's capacity")
         let c = config
         for (l, layer) in layers.enumerated() {
-            // h = x + post_attention_layernorm(attn(input_layernorm(x)))
+            // h = x + post_attention_layernorm(attn(input_layernorm(x)))  (Gemma 1: x + attn(input_layernorm(x)))
             backend.rmsNorm(state.x, weight: layer.inputNorm, weightOffset: 1, eps: c.rmsNormEps, into: state.normed)
             backend.linear(state.normed, layer.q, bias: nil, into: state.q)
             backend.linear(state.normed, layer.k, bias: nil, into: state.k)
@@ -128,18 +131,25 @@ struct Gemma2Decoder {
             backend.attention(queries: state.q, keys: state.keys[l], values: state.values[l], shape: shape,
                               mask: mask, into: state.attended)
             backend.linear(state.attended, layer.o, bias: nil, into: state.attnOut)
-            backend.rmsNorm(state.attnOut, weight: layer.postAttentionNorm, weightOffset: 1, eps: c.rmsNormEps,
-                            into: state.sublayerOut)
-            backend.add(state.sublayerOut, into: state.x)
+            if let norm = layer.postAttentionNorm {
+                backend.rmsNorm(state.attnOut, weight: norm, weightOffset: 1, eps: c.rmsNormEps, into: state.sublayerOut)
+                backend.add(state.sublayerOut, into: state.x)
+            } else {
+                backend.add(state.attnOut, into: state.x)
+            }
             // out = h + post_feedforward_layernorm(down(gelu_tanh(gate(n)) · up(n))), n = pre_feedforward_layernorm(h)
+            // (Gemma 1: no post_feedforward_layernorm)
             backend.rmsNorm(state.x, weight: layer.preFeedforwardNorm, weightOffset: 1, eps: c.rmsNormEps, into: state.normed)
             backend.linear(state.normed, layer.gate, bias: nil, into: state.gate)
             backend.linear(state.normed, layer.up, bias: nil, into: state.up)
             backend.geluTanh(state.gate, times: state.up, into: state.gate)
             backend.linear(state.gate, layer.down, bias: nil, into: state.attnOut)
-            backend.rmsNorm(state.attnOut, weight: layer.postFeedforwardNorm, weightOffset: 1, eps: c.rmsNormEps,
-                            into: state.sublayerOut)
-            backend.add(state.sublayerOut, into: state.x)
+            if let norm = layer.postFeedforwardNorm {
+                backend.rmsNorm(state.attnOut, weight: norm, weightOffset: 1, eps: c.rmsNormEps, into: state.sublayerOut)
+                backend.add(state.sublayerOut, into: state.x)
+            } else {
+                backend.add(state.attnOut, into: state.x)
+            }
         }
         state.length = start + rows
     }

@@ -24,11 +24,13 @@ struct Info: AsyncParsableCommand {
                 return
             }
             let c = m.config
+            let family = c.text.postNorms ? "PaliGemma 2" : "PaliGemma 1"
             print("""
             checkpoint      \(model)
+            family          \(family)
             image           \(c.vision.imageSize)×\(c.vision.imageSize) px, patch \(c.vision.patchSize), \(c.numImageTokens) image tokens
             vision tower    SigLIP \(c.vision.numHiddenLayers) layers × \(c.vision.hiddenSize) (heads \(c.vision.numAttentionHeads), MLP \(c.vision.intermediateSize))
-            decoder         Gemma 2 \(c.text.numHiddenLayers) layers × \(c.text.hiddenSize) (heads \(c.text.numAttentionHeads), kv heads \(c.text.numKeyValueHeads), head_dim \(c.text.headDim), MLP \(c.text.intermediateSize))
+            decoder         \(c.text.postNorms ? "Gemma 2" : "Gemma") \(c.text.numHiddenLayers) layers × \(c.text.hiddenSize) (heads \(c.text.numAttentionHeads), kv heads \(c.text.numKeyValueHeads), head_dim \(c.text.headDim), MLP \(c.text.intermediateSize))
             vocabulary      \(c.text.vocabSize) (image token \(c.imageTokenIndex))
             softcaps        attention \(c.text.attnLogitSoftcapping.map { "\($0)" } ?? "off"), final \(c.text.finalLogitSoftcapping.map { "\($0)" } ?? "off")
             sliding window  \(c.text.slidingWindow.map { "\($0)" } ?? "off") on \(c.text.slidingLayers.filter { $0 }.count) of \(c.text.numHiddenLayers) layers

@@ -39,6 +39,32 @@ final class ConfigurationTests: XCTestCase {
         XCTAssertEqual(c.vision.headDim, 72)
     }
 
+    /// PaliGemma 1 (google/paligemma-3b-pt-224's layout): a Gemma 1 decoder takes GemmaConfig's
+    /// defaults: no softcaps, no sliding window, scores scaled by head_dim^-0.5, two norms a layer.
+    func testPaliGemma1ConfigTakesGemmaDefaults() throws {
+        let c = try decode("""
+        {"architectures":["PaliGemmaForConditionalGeneration"],"bos_token_id":2,"eos_token_id":1,"hidden_size":2048,
+         "image_token_index":257152,"model_type":"paligemma","pad_token_id":0,"projection_dim":2048,
+         "text_config":{"hidden_size":2048,"intermediate_size":16384,"model_type":"gemma","num_attention_heads":8,
+           "num_hidden_layers":18,"num_image_tokens":256,"num_key_value_heads":1,"torch_dtype":"float32","vocab_size":257216},
+         "vision_config":{"hidden_size":1152,"intermediate_size":4304,"model_type":"siglip_vision_model","num_attention_heads":16,
+           "num_hidden_layers":27,"num_image_tokens":256,"patch_size":14,"projection_dim":2048,"projector_hidden_act":"gelu_fast",
+           "vision_use_head":false}}
+        """)
+        XCTAssertEqual(c.text.modelType, "gemma")
+        XCTAssertFalse(c.text.postNorms)
+        XCTAssertEqual(c.text.headDim, 256)
+        XCTAssertEqual(c.text.queryPreAttnScalar, 256)
+        XCTAssertNil(c.text.finalLogitSoftcapping)
+        XCTAssertNil(c.text.attnLogitSoftcapping)
+        XCTAssertNil(c.text.slidingWindow)
+        XCTAssertEqual(c.text.slidingLayers, Array(repeating: false, count: 18))
+        XCTAssertEqual(c.text.numKeyValueHeads, 1)
+        XCTAssertEqual(c.numImageTokens, 256)
+        let again = try JSONDecoder().decode(PaliGemmaConfig.self, from: JSONEncoder().encode(c))
+        XCTAssertEqual(again, c, "written back (quantize) and read again, it is the same model")
+    }
+
     func testNullSoftcapIsOffAndAbsentIsDefault() throws {
         let off = try decode(hub3B.replacingOccurrences(of: "\"vocab_size\":257216}", with: "\"vocab_size\":257216,\"final_logit_softcapping\":null}"))
         XCTAssertNil(off.text.finalLogitSoftcapping)
@@ -60,7 +86,7 @@ final class ConfigurationTests: XCTestCase {
             ("\"patch_size\":14", "\"patch_size\":15", "patch_size"),
             ("\"vocab_size\":257216}", "\"vocab_size\":\"many\"}", "vocab_size"),
             ("\"vision_use_head\":false", "\"vision_use_head\":true", "vision_use_head"),
-            ("\"model_type\":\"gemma2\"", "\"model_type\":\"gemma\"", "gemma"),
+            ("\"model_type\":\"gemma2\"", "\"model_type\":\"gemma3\"", "gemma3"),
             ("\"vocab_size\":257216}", "\"vocab_size\":257216,\"rope_theta\":-10000}", "rope_theta"),
             ("\"vocab_size\":257216}", "\"vocab_size\":257216,\"rms_norm_eps\":1e30}", "rms_norm_eps"),
             ("\"vocab_size\":257216}", "\"vocab_size\":257216,\"max_position_embeddings\":0}", "max_position_embeddings"),

@@ -57,6 +57,7 @@ final class ModelParityTests: XCTestCase {
     func testGQA2SlidingWindowNoFinalSoftcapSharded() throws { _ = try check("gqa2_window", tolerance: 1e-4) }
     func testGQA4With256ImageTokens() throws { _ = try check("gqa4_256", tolerance: 1e-4) }
     func testBFloat16Checkpoint() throws { _ = try check("bf16", tolerance: 2e-2) }
+    func testPaliGemma1GemmaDecoder() throws { _ = try check("gemma1", tolerance: 1e-4) }
 
     /// The plain reference kernels reach the same numbers (they are the oracle for the fast ones).
     func testReferenceBackendMatchesTransformers() throws {

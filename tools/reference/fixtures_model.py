@@ -1,4 +1,5 @@
-"""Small random-weight PaliGemma 2 checkpoints and the reference tensors transformers computes.
+"""Small random-weight PaliGemma 2 (and one PaliGemma 1) checkpoints and the reference tensors
+transformers computes.
 
 Each fixture directory holds a checkpoint exactly as `save_pretrained` writes it (config.json,
 model.safetensors or shards + index) and `reference.safetensors` with:
@@ -44,6 +45,13 @@ FIXTURES = {
         text=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=8,
                   num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=32, sliding_window=200),
         dtype="float32", prompt_len=9),
+    # PaliGemma 1: a Gemma 1 decoder (multi-query attention, two norms per layer, no softcaps, no
+    # sliding window, scores scaled by head_dim^-0.5).
+    "gemma1": dict(
+        image_size=56, vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4),
+        text=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=1, head_dim=16),
+        text_type="gemma", dtype="float32", prompt_len=6),
     # bf16 weights, reference computed in bfloat16.
     "bf16": dict(
         image_size=56, vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4),
@@ -60,7 +68,7 @@ BOS, EOS, NEWLINE = 2, 1, 10
 def make_config(spec):
     vision = dict(model_type="siglip_vision_model", patch_size=14, image_size=spec["image_size"],
                   vision_use_head=False, **spec["vision"])
-    text = dict(model_type="gemma2", vocab_size=VOCAB, **spec["text"])
+    text = dict(model_type=spec.get("text_type", "gemma2"), vocab_size=VOCAB, **spec["text"])
     cfg = PaliGemmaConfig(vision_config=vision, text_config=text, image_token_index=IMAGE_TOKEN,
                           vocab_size=VOCAB, projection_dim=text["hidden_size"], hidden_size=text["hidden_size"])
     cfg._attn_implementation = "eager"
