@@ -43,8 +43,24 @@ public enum InputError: Error, CustomStringConvertible, Sendable, Equatable {
 // `encodeImage` creates it; afterwards sessions only read it (copying its rows into their own
 // buffers), so any number of threads may share it.
 public struct ImageEmbedding: @unchecked Sendable {
-    /// [numImageTokens, text hidden size]
+    /// [numImageTokens × images, text hidden size]
     public let rows: Matrix
+
+    public init(rows: Matrix) { self.rows = rows }
+
+    /// Several images' rows one after the other, as the processor places several images' tokens
+    /// before the prompt.
+    public init(concatenating parts: [ImageEmbedding]) {
+        let columns = parts.first?.rows.columns ?? 0
+        precondition(parts.allSatisfy { $0.rows.columns == columns }, "embeddings of one model have one width")
+        let out = Matrix(rows: parts.reduce(0) { $0 + $1.rows.rows }, columns: columns)
+        var row = 0
+        for part in parts {
+            out.copyRows(from: part.rows, count: part.rows.rows, to: row)
+            row += part.rows.rows
+        }
+        rows = out
+    }
 }
 
 /// A loaded PaliGemma 2 checkpoint: SigLIP vision tower → linear projector → Gemma 2 decoder.

@@ -219,9 +219,19 @@ public final class PaliGemmaPipeline: Sendable {
         return EncodedImage(embedding: embedding, width: image.width, height: image.height, seconds: seconds)
     }
 
+    /// Several images for one prompt (a comparison, frames of a clip): each encoded, their rows
+    /// one after the other, as transformers' processor places them. Boxes in the answer refer to
+    /// the first image's frame.
+    public func encode(images: [RGBImage]) throws -> EncodedImage {
+        guard let first = images.first else { throw InputError.option("give at least one image") }
+        let parts = try images.map { try encode(image: $0) }
+        return EncodedImage(embedding: ImageEmbedding(concatenating: parts.map(\.embedding)), width: first.width,
+                            height: first.height, seconds: parts.reduce(0) { $0 + $1.seconds })
+    }
+
     /// The token ids and types of a prompt, as transformers' PaliGemmaProcessor builds them.
-    public func promptTokens(_ prompt: String) -> PaliGemmaPrompt {
-        tokenizer.paliGemmaPrompt(prefix: prompt, imageTokens: model.numImageTokens)
+    public func promptTokens(_ prompt: String, images: Int = 1) -> PaliGemmaPrompt {
+        tokenizer.paliGemmaPrompt(prefix: prompt, imageTokens: model.numImageTokens * images)
     }
 
     /// Runs one prompt on an encoded image. `onText` receives text as it is produced.
@@ -267,7 +277,7 @@ public final class PaliGemmaPipeline: Sendable {
         guard prompt.utf8.count <= byteLimit else {
             throw InputError.option("the prompt has \(prompt.utf8.count) bytes; at most \(byteLimit) can fit the model's context of \(model.contextLength) tokens")
         }
-        let p = promptTokens(prompt)
+        let p = promptTokens(prompt, images: max(1, image.embedding.rows.rows / max(1, model.numImageTokens)))
         let ids = p.ids.map(Int.init), types = p.tokenTypes.map(Int.init)
         let options = try model.fitToContext(options, promptTokens: ids.count)
         let session = model.makeSession(maxTokens: ids.count + options.maxNewTokens)

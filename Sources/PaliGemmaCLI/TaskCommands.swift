@@ -38,11 +38,15 @@ func runTask(images: [String], prompt: String, flags: TaskFlags) throws {
     if let maskDirectory = flags.maskDir {
         try FileManager.default.createDirectory(atPath: maskDirectory, withIntermediateDirectories: true)
     }
-    for (index, path) in images.enumerated() {
-        let image = try pipeline.loadImage(URL(fileURLWithPath: path))
-        if verbose { status("\(path): encoding image (\(image.width)×\(image.height))…") }
-        let encoded = try pipeline.encode(image: image)
-        let streamText = !flags.json && !task.hasBoxes && isatty(1) != 0 && images.count == 1
+    // With --together every image goes into one prompt; else each image gets its own.
+    let groups = flags.together ? [images] : images.map { [$0] }
+    for (index, group) in groups.enumerated() {
+        let path = group.joined(separator: " + ")
+        let pictures = try group.map { try pipeline.loadImage(URL(fileURLWithPath: $0)) }
+        let image = pictures[0]
+        if verbose { status("\(path): encoding \(group.count == 1 ? "image (\(image.width)×\(image.height))" : "\(group.count) images")…") }
+        let encoded = group.count == 1 ? try pipeline.encode(image: image) : try pipeline.encode(images: pictures)
+        let streamText = !flags.json && !task.hasBoxes && isatty(1) != 0 && groups.count == 1
         let result = try pipeline.perform(prompt, on: encoded, options: flags.generation.options, segmenter: segmenter,
                                           name: path, onToken: streamText ? { token in
                                               print(token.text, terminator: "")
@@ -51,7 +55,7 @@ func runTask(images: [String], prompt: String, flags: TaskFlags) throws {
                                           } : nil)
         var out = ImageResult(result: result)
         if let maskDirectory = flags.maskDir, let masks = result.masks {
-            let stem = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
+            let stem = URL(fileURLWithPath: group[0]).deletingPathExtension().lastPathComponent
             out.maskFiles = try masks.enumerated().map { i, m in
                 let file = URL(fileURLWithPath: maskDirectory).appendingPathComponent("\(stem)-mask\(i).png")
                 let bits = try m.mask()
@@ -62,7 +66,7 @@ func runTask(images: [String], prompt: String, flags: TaskFlags) throws {
             }
         }
         if let output = flags.output {
-            let target = images.count == 1 ? output : numbered(output, index)
+            let target = groups.count == 1 ? output : numbered(output, index)
             let boxes = (result.objects ?? []).map { AnnotationBox(label: $0.label, x0: $0.x0, y0: $0.y0, x1: $0.x1, y1: $0.y1) }
             let overlays = (result.masks ?? []).map { m in
                 AnnotationMask(box: AnnotationBox(label: m.object.label, x0: m.object.x0, y0: m.object.y0, x1: m.object.x1, y1: m.object.y1),
@@ -74,7 +78,7 @@ func runTask(images: [String], prompt: String, flags: TaskFlags) throws {
         if flags.json {
             print(String(decoding: try TaskResult.jsonEncoder().encode(out), as: UTF8.self))
         } else {
-            let prefix = images.count > 1 ? "\(path): " : ""
+            let prefix = groups.count > 1 ? "\(path): " : ""
             if !task.hasBoxes {
                 if streamText { print("") } else { print(prefix + result.text) }
             } else {
@@ -127,6 +131,9 @@ struct TaskFlags: ParsableArguments {
 
     @Option(name: .customLong("mask-dir"), help: "For segment prompts: write each mask as a PNG into this directory.")
     var maskDir: String?
+
+    @Flag(help: "Put all the images into one prompt, in order (as the processor does for several images); boxes then refer to the first.")
+    var together = false
 
     /// Runs `prompt` on every image with these flags.
     func run(images: [String], prompt: String) throws {

@@ -426,6 +426,25 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(p.terminationStatus, 0)
     }
 
+    /// --together puts several images into one prompt: transformers' answer for the same pair.
+    func testSeveralImagesTogetherMatchTransformers() throws {
+        struct Multi: Decodable {
+            struct Case: Decodable { let images: [String], prompt: String, generated_ids: [Int] }
+            let cases: [Case]
+        }
+        let reference = try JSONDecoder().decode(Multi.self, from: Data(contentsOf: fixtures.appendingPathComponent("model/e2e/reference_multi.json")))
+        let c = reference.cases[0]
+        let paths = c.images.map { fixtures.appendingPathComponent("image/\($0)").path }
+        let r = try run(["generate"] + paths + ["--prompt", c.prompt, "--model", model, "--together", "--json",
+                                                "--max-tokens", String(c.generated_ids.count), "--alpha", "white"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let lines = r.stdout.split(separator: "\n")
+        XCTAssertEqual(lines.count, 1, "one answer for the images together")
+        let object = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(lines[0].utf8)) as? [String: Any])
+        XCTAssertEqual(object["token_ids"] as? [Int], c.generated_ids)
+        XCTAssertEqual(object["image"] as? String, paths.joined(separator: " + "))
+    }
+
     func testChatAnswersEachLine() throws {
         let r = try run(["chat", image, "--model", model, "--max-tokens", "3"], stdin: "what is it?\n\ncaption en\nexit\nignored\n")
         XCTAssertEqual(r.status, 0, r.stderr)

@@ -100,4 +100,23 @@ final class EndToEndTests: XCTestCase {
         XCTAssertEqual(r.tokens, [stop])
         XCTAssertEqual(r.finishReason, .stopToken)
     }
+
+    /// Several images in one prompt, as transformers' processor and generate() take them.
+    func testSeveralImagesInOnePromptMatchTransformers() throws {
+        struct Multi: Decodable {
+            struct Case: Decodable { let images: [String], prompt: String, input_ids: [Int], generated_ids: [Int], text: String }
+            let cases: [Case]
+        }
+        let reference = try JSONDecoder().decode(Multi.self, from: Data(contentsOf: dir.appendingPathComponent("reference_multi.json")))
+        let pipeline = try PaliGemmaPipeline(directory: dir, imageLoader: Self.loader)
+        for c in reference.cases {
+            let images = try c.images.map { try pipeline.loadImage(fixturesDirectory("image").appendingPathComponent($0)) }
+            let encoded = try pipeline.encode(images: images)
+            XCTAssertEqual(encoded.embedding.rows.rows, pipeline.model.numImageTokens * images.count)
+            XCTAssertEqual(pipeline.promptTokens(c.prompt, images: images.count).ids.map(Int.init), c.input_ids, c.prompt)
+            let g = try pipeline.generate(prompt: c.prompt, image: encoded, options: GenerationOptions(maxNewTokens: c.generated_ids.count))
+            XCTAssertEqual(g.tokenIDs, c.generated_ids, "\(c.images.count) images: \(c.prompt)")
+            XCTAssertEqual(g.text, c.text)
+        }
+    }
 }

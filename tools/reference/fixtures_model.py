@@ -208,6 +208,7 @@ def generate_all(out_dir: pathlib.Path):
             if margin >= need:
                 break
     build_e2e(out_dir)
+    build_e2e_multi(out_dir)
 
 
 def generate(out_dir: pathlib.Path):
@@ -276,3 +277,36 @@ def build_e2e(root: pathlib.Path, seed=777):
     save_file(tensors, str(out_dir / "reference.safetensors"))
     (out_dir / "reference.json").write_text(json.dumps({"transformers": transformers.__version__, "cases": cases}, indent=1) + "\n")
     print(f"   e2e: vocab {vocab}, {len(cases)} cases, texts {[c['text'] for c in cases]}")
+
+
+# Several images in one prompt (as the processor builds it: every image's tokens, in order, then
+# <bos>, the prompt and a newline), on the e2e checkpoint.
+E2E_MULTI_CASES = [
+    (["inputs/jpeg_baseline.jpg", "inputs/png_rgb.png"], "answer en which picture is brighter?"),
+    (["inputs/jpeg_exif6.jpg", "inputs/jpeg_baseline.jpg", "inputs/png_palette.png"], "caption en"),
+]
+
+
+def build_e2e_multi(root: pathlib.Path):
+    from PIL import Image, ImageOps
+    from transformers import PaliGemmaProcessor
+
+    fixtures = root.parent
+    out_dir = root / "e2e"
+    processor = PaliGemmaProcessor.from_pretrained(out_dir)
+    model = PaliGemmaForConditionalGeneration.from_pretrained(out_dir, dtype=torch.float32, attn_implementation="eager").eval()
+    cases = []
+    for files, prompt in E2E_MULTI_CASES:
+        images = [ImageOps.exif_transpose(Image.open(fixtures / "image" / f)).convert("RGB") for f in files]
+        inputs = processor(images=[images], text=[prompt], return_tensors="pt")
+        with torch.no_grad():
+            out = model.generate(**inputs, max_new_tokens=12, do_sample=False, output_logits=True,
+                                 return_dict_in_generate=True)
+        new = out.sequences[0, inputs["input_ids"].shape[1]:].tolist()
+        top2 = torch.stack(out.logits)[:, 0].topk(2, dim=-1).values
+        cases.append({"images": files, "prompt": prompt, "input_ids": inputs["input_ids"][0].tolist(),
+                      "generated_ids": new, "text": processor.decode(new, skip_special_tokens=True),
+                      "min_margin": float((top2[:, 0] - top2[:, 1]).min())})
+    (out_dir / "reference_multi.json").write_text(
+        json.dumps({"transformers": transformers.__version__, "cases": cases}, indent=1) + "\n")
+    print(f"   e2e multi-image: {[len(c['images']) for c in cases]} images, texts {[c['text'] for c in cases]}")
