@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Kernels
 import PaliGemma
+import PaliGemmaTools
 
 struct Info: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -27,7 +28,7 @@ struct Info: AsyncParsableCommand {
             let family = c.text.postNorms ? "PaliGemma 2" : "PaliGemma 1"
             print("""
             checkpoint      \(model)
-            family          \(family)
+            family          \(family)\(ModelPreset.published(matching: c).map { ", shapes of the published \($0)" } ?? ", shapes of no published checkpoint")
             image           \(c.vision.imageSize)×\(c.vision.imageSize) px, patch \(c.vision.patchSize), \(c.numImageTokens) image tokens
             vision tower    SigLIP \(c.vision.numHiddenLayers) layers × \(c.vision.hiddenSize) (heads \(c.vision.numAttentionHeads), MLP \(c.vision.intermediateSize))
             decoder         \(c.text.postNorms ? "Gemma 2" : "Gemma") \(c.text.numHiddenLayers) layers × \(c.text.hiddenSize) (heads \(c.text.numAttentionHeads), kv heads \(c.text.numKeyValueHeads), head_dim \(c.text.headDim), MLP \(c.text.intermediateSize))

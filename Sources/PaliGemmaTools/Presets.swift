@@ -54,6 +54,30 @@ public struct ModelPreset: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
+extension ModelPreset {
+    /// The published checkpoint family whose shapes `config` has, e.g. "PaliGemma 2 3B at 224 px"
+    /// (pt, mix and ft checkpoints share them), or nil for any other shape.
+    public static func published(matching config: PaliGemmaConfig) -> String? {
+        let v = config.vision, t = config.text
+        guard v.hiddenSize == 1152, v.numHiddenLayers == 27, v.intermediateSize == 4304, v.patchSize == 14,
+              resolutions.contains(v.imageSize), t.vocabSize == 257216 else { return nil }
+        if t.postNorms {
+            for size in sizes {
+                let p = ModelPreset(size: size, resolution: v.imageSize).config.text
+                if (t.hiddenSize, t.numHiddenLayers, t.numAttentionHeads, t.numKeyValueHeads, t.headDim, t.intermediateSize)
+                    == (p.hiddenSize, p.numHiddenLayers, p.numAttentionHeads, p.numKeyValueHeads, p.headDim, p.intermediateSize) {
+                    return "PaliGemma 2 \(size.uppercased()) at \(v.imageSize) px"
+                }
+            }
+            return nil
+        }
+        // PaliGemma 1 was published in one size: Gemma 2B's decoder.
+        guard (t.hiddenSize, t.numHiddenLayers, t.numAttentionHeads, t.numKeyValueHeads, t.headDim, t.intermediateSize)
+            == (2048, 18, 8, 1, 256, 16384) else { return nil }
+        return "PaliGemma 1 3B at \(v.imageSize) px"
+    }
+}
+
 /// Every tensor a checkpoint of `config` holds, with its shape on disk (hub names, no lm_head).
 public func checkpointTensorShapes(_ config: PaliGemmaConfig) -> [(name: String, shape: [Int])] {
     var out: [(String, [Int])] = []

@@ -445,6 +445,14 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(object["image"] as? String, paths.joined(separator: " + "))
     }
 
+    /// `info` names the family (PaliGemma 1 here) and whether the shapes are a published model's.
+    func testInfoNamesTheFamily() throws {
+        let r = try run(["info", "--model", fixtures.appendingPathComponent("model/gemma1").path])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("family          PaliGemma 1, shapes of no published checkpoint"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("decoder         Gemma 2 layers"), r.stdout)
+    }
+
     func testChatAnswersEachLine() throws {
         let r = try run(["chat", image, "--model", model, "--max-tokens", "3"], stdin: "what is it?\n\ncaption en\nexit\nignored\n")
         XCTAssertEqual(r.status, 0, r.stderr)
