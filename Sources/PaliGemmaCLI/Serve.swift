@@ -23,6 +23,9 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("max-connections"), parsing: .unconditional, help: "Open connections at most (1…65536); more are closed on arrival.") var maxConnections = 256
     @Option(name: .customLong("idle-timeout"), parsing: .unconditional, help: "Seconds a connection may send nothing before it is closed (1…3600).") var idleTimeout = 30
 
+    @Option(name: .customLong("cors-origin"), help: "Let web pages from this origin call the API (e.g. https://example.org); default: none.") var corsOrigin: String?
+    @Option(name: .customLong("api-key"), help: "Require Authorization: Bearer KEY on the /v1/ routes (default: $PALIGEMMA_API_KEY, else none).") var apiKey: String?
+
     func validate() throws {
         guard (1...65536).contains(maxConnections) else { throw ValidationError("--max-connections must be in 1…65536, got \(maxConnections)") }
         guard (1...3600).contains(idleTimeout) else { throw ValidationError("--idle-timeout must be in 1…3600 seconds, got \(idleTimeout)") }
@@ -49,6 +52,12 @@ struct Serve: AsyncParsableCommand {
         var config = ServerConfiguration(host: host, port: port, modelName: model.requestedModel().name,
                                          maxBodyBytes: maxBodyMB << 20, maxWaiting: maxWaiting)
         config.maxConnections = maxConnections
+        config.corsOrigin = corsOrigin
+        let key = apiKey ?? ProcessInfo.processInfo.environment["PALIGEMMA_API_KEY"].flatMap { $0.isEmpty ? nil : $0 }
+        config.apiKey = key
+        if key == nil && !["127.0.0.1", "::1", "localhost"].contains(host) {
+            status("warning: serving on \(host) without --api-key: anyone who can reach this address can use the model")
+        }
         config.idleTimeoutSeconds = idleTimeout
         let service = PaliGemmaService(pipeline: pipeline, segmenter: segmenter, configuration: config)
         let host = self.host

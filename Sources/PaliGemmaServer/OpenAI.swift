@@ -296,6 +296,8 @@ extension PaliGemmaService {
             return (r, matcher.answer, matcher.stopped)
         }
         var (task, text, stopped) = result
+        metrics.recordGeneration(tokens: task.tokenIDs.count, decodeSeconds: task.timings.decodeSeconds,
+                                 tokensPerSecond: task.timings.decodeTokensPerSecond)
         task.timings.queueSeconds = max(0, monotonicSeconds() - waitStart - task.timings.imageSeconds - task.timings.prefillSeconds - task.timings.decodeSeconds)
         task.timings.totalSeconds = monotonicSeconds() - start
         let tokens = stopped ? tokensCovering(text, of: task) : task.tokenIDs.count
@@ -389,6 +391,8 @@ extension PaliGemmaService {
             var tail = ""
             switch outcome {
             case let .success((task, stopped)):
+                metrics.recordGeneration(tokens: task.tokenIDs.count, decodeSeconds: task.timings.decodeSeconds,
+                                         tokensPerSecond: task.timings.decodeTokensPerSecond)
                 tail += chunk(.init(), finish: stopped || task.finishReason == .stopToken ? "stop" : "length")
                 if chat.includeUsage {
                     let usage = OpenAIShapes.Usage(prompt_tokens: task.timings.promptTokens, completion_tokens: task.tokenIDs.count,

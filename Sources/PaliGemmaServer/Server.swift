@@ -30,6 +30,10 @@ public struct ServerConfiguration: Sendable {
     /// Open connections at most; more are closed as they arrive, so idle ones cannot use up the
     /// process's file descriptors.
     public var maxConnections: Int = 256
+    /// Origin allowed to call the API from a browser (CORS); nil: none besides the page itself.
+    public var corsOrigin: String?
+    /// When set, every /v1/ route needs `Authorization: Bearer <apiKey>`.
+    public var apiKey: String?
     /// A connection that sends nothing for this long (between requests, or in the middle of a
     /// body) is closed.
     public var idleTimeoutSeconds: Int = 30
@@ -57,6 +61,8 @@ public final class PaliGemmaService: Sendable {
     let decodeSlots: DecodeSlots
     /// Encodings of the last images seen.
     let imageCache: EncodedImageCache
+    /// What `/metrics` reports.
+    let metrics = ServerMetrics()
     let imageLoader: ImageLoader
 
     /// When the service started (Unix seconds), for `/v1/models`.
@@ -80,7 +86,17 @@ public final class PaliGemmaService: Sendable {
     /// and OpenAI's `GET /v1/models` and `POST /v1/chat/completions`.
     public func router() -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
+        router.add(middleware: AccessLogMiddleware(metrics: metrics))
+        if let origin = configuration.corsOrigin {
+            router.add(middleware: CORSMiddleware(allowOrigin: .custom(origin), allowHeaders: [.accept, .authorization, .contentType],
+                                                  allowMethods: [.get, .post, .head, .options]))
+        }
         router.add(middleware: JSONErrorMiddleware())
+        router.add(middleware: MethodNotAllowedMiddleware(routes: [
+            "/": [.get, .head], "/health": [.get, .head], "/metrics": [.get, .head], "/v1/models": [.get, .head],
+            "/v1/generate": [.post], "/v1/stream": [.post], "/v1/chat/completions": [.post],
+        ]))
+        if let key = configuration.apiKey { router.add(middleware: APIKeyMiddleware(key: key)) }
         // One self-contained document (no external resources, no framework), Resources/index.html:
         // it posts to /v1/generate?stream=true, shows the text as the tokens arrive, and draws
         // boxes and masks over the image.
@@ -89,13 +105,22 @@ public final class PaliGemmaService: Sendable {
                      headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store"],
                      body: .init(byteBuffer: ByteBuffer(string: indexHTML)))
         }
-        router.get("/health") { [self] _, _ in
-            let health = Health(status: "ok", model: modelName, imageSize: pipeline.model.imageSize,
-                                imageTokens: pipeline.model.numImageTokens, segmentation: segmenter != nil,
-                                busy: await gate.running, waiting: await gate.waiting,
-                                maxWaiting: configuration.maxWaiting, maxBodyBytes: configuration.maxBodyBytes,
-                                maxNewTokens: configuration.maxNewTokensLimit)
-            return try jsonResponse(health)
+        router.get("/health") { [self] _, _ in try await healthResponse() }
+        router.get("/metrics") { [self] _, _ in
+            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                     body: .init(byteBuffer: ByteBuffer(string: metrics.text(busy: await gate.running, waiting: await gate.waiting))))
+        }
+        // HEAD: the GET answer's status and headers, no body.
+        for path in ["/", "/health", "/metrics", "/v1/models"] {
+            router.head(RouterPath(path)) { [self] _, _ in
+                let full: Response
+                switch path {
+                case "/health": full = try await healthResponse()
+                case "/v1/models": full = try modelsResponse()
+                default: full = Response(status: .ok, headers: [.contentType: path == "/" ? "text/html; charset=utf-8" : "text/plain; charset=utf-8"])
+                }
+                return Response(status: full.status, headers: full.headers)
+            }
         }
         router.post("/v1/generate") { [self] request, _ in
             let stream = request.uri.queryParameters["stream"].map { ["1", "true", "yes"].contains($0.lowercased()) } ?? false
@@ -108,6 +133,15 @@ public final class PaliGemmaService: Sendable {
         router.get("/v1/models") { [self] _, _ in try modelsResponse() }
         router.post("/v1/chat/completions") { [self] request, _ in try await chatCompletions(request) }
         return router
+    }
+
+    func healthResponse() async throws -> Response {
+        let health = Health(status: "ok", model: modelName, imageSize: pipeline.model.imageSize,
+                            imageTokens: pipeline.model.numImageTokens, segmentation: segmenter != nil,
+                            busy: await gate.running, waiting: await gate.waiting,
+                            maxWaiting: configuration.maxWaiting, maxBodyBytes: configuration.maxBodyBytes,
+                            maxNewTokens: configuration.maxNewTokensLimit)
+        return try jsonResponse(health)
     }
 
     struct Health: Encodable {
@@ -219,6 +253,8 @@ public final class PaliGemmaService: Sendable {
     /// The timings of the whole request.
     func postprocess(_ result: TaskResult, queued: Double, start: Double) async throws -> TaskResult {
         var r = result
+        metrics.recordGeneration(tokens: r.tokenIDs.count, decodeSeconds: r.timings.decodeSeconds,
+                                 tokensPerSecond: r.timings.decodeTokensPerSecond)
         r.timings.queueSeconds = queued
         r.timings.totalSeconds = monotonicSeconds() - start
         return r

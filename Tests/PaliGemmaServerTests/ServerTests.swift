@@ -533,3 +533,68 @@ extension ServerTests {
         }
     }
 }
+
+extension ServerTests {
+    /// HEAD, 405 with Allow, request ids, an access log's counters in /metrics.
+    func testHeadMethodNotAllowedRequestIdsAndMetrics() async throws {
+        let c = Self.reference.cases[0]
+        try await withServer { port, _ in
+            let head = try await HTTPClient.request(port: port, method: "HEAD", path: "/health")
+            XCTAssertEqual(head.status, 200)
+            XCTAssertTrue(head.body.isEmpty)
+            XCTAssertTrue(head.headers["content-type"]?.hasPrefix("application/json") ?? false)
+            let wrong = try await HTTPClient.request(port: port, method: "GET", path: "/v1/generate")
+            XCTAssertEqual(wrong.status, 405)
+            XCTAssertEqual(wrong.headers["allow"], "POST")
+            XCTAssertEqual(wrong.errorCode, "method_not_allowed")
+            let ok = try await HTTPClient.request(port: port, method: "POST", path: "/v1/generate",
+                                                  headers: ["Content-Type": "application/json", "X-Request-Id": "abc-123"],
+                                                  body: try JSONSerialization.data(withJSONObject: try generateBody(c)))
+            XCTAssertEqual(ok.status, 200)
+            XCTAssertEqual(ok.headers["x-request-id"], "abc-123")
+            let made = try await HTTPClient.request(port: port, method: "GET", path: "/health")
+            XCTAssertEqual(made.headers["x-request-id"]?.count, 8, "an id is made when none is sent")
+            let metrics = try await HTTPClient.request(port: port, method: "GET", path: "/metrics")
+            XCTAssertEqual(metrics.status, 200)
+            XCTAssertTrue(metrics.headers["content-type"]?.hasPrefix("text/plain") ?? false)
+            for line in ["paligemma_requests_total{route=\"/v1/generate\",status=\"200\"} 1",
+                         "paligemma_requests_total{route=\"/v1/generate\",status=\"405\"} 1",
+                         "paligemma_generations_total 1", "paligemma_generated_tokens_total \(c.generated_ids.count)",
+                         "paligemma_queue_waiting 0", "# TYPE paligemma_request_seconds summary"] {
+                XCTAssertTrue(metrics.text.contains(line), "metrics lack \(line):\n\(metrics.text)")
+            }
+        }
+    }
+
+    /// With an API key the /v1/ routes need it; a CORS origin is answered for that origin only.
+    func testAPIKeyAndCORS() async throws {
+        var config = ServerConfiguration()
+        config.apiKey = "s3cret"
+        config.corsOrigin = "https://example.org"
+        let c = Self.reference.cases[0]
+        try await withServer(config) { port, _ in
+            let body = try JSONSerialization.data(withJSONObject: try generateBody(c))
+            let none = try await HTTPClient.request(port: port, method: "POST", path: "/v1/generate",
+                                                    headers: ["Content-Type": "application/json"], body: body)
+            XCTAssertEqual(none.status, 401)
+            XCTAssertEqual(none.errorCode, "invalid_api_key")
+            let wrong = try await HTTPClient.request(port: port, method: "GET", path: "/v1/models", headers: ["Authorization": "Bearer s3creT"])
+            XCTAssertEqual(wrong.status, 401)
+            let right = try await HTTPClient.request(port: port, method: "POST", path: "/v1/generate",
+                                                     headers: ["Content-Type": "application/json", "Authorization": "Bearer s3cret",
+                                                               "Origin": "https://example.org"], body: body)
+            XCTAssertEqual(right.status, 200)
+            XCTAssertEqual(right.headers["access-control-allow-origin"], "https://example.org")
+            let health = try await HTTPClient.request(port: port, method: "GET", path: "/health")
+            XCTAssertEqual(health.status, 200, "health needs no key")
+            let preflight = try await HTTPClient.request(port: port, method: "OPTIONS", path: "/v1/generate",
+                                                         headers: ["Origin": "https://example.org", "Access-Control-Request-Method": "POST"])
+            XCTAssertTrue((200..<300).contains(preflight.status), "\(preflight.status)")
+            XCTAssertEqual(preflight.headers["access-control-allow-origin"], "https://example.org")
+        }
+        try await withServer { port, _ in
+            let r = try await HTTPClient.request(port: port, method: "GET", path: "/health", headers: ["Origin": "https://evil.example"])
+            XCTAssertNil(r.headers["access-control-allow-origin"], "no CORS unless configured")
+        }
+    }
+}
