@@ -95,7 +95,7 @@ final class ResultsFile {
 /// Runs a JSON-lines file of {image, prompt} requests; with --results, appends one JSON line per
 /// request and skips requests already answered there, so an interrupted run resumes. A line that
 /// is not a request, or repeats an earlier id, is answered with an error line and the batch goes on.
-func runBatch(input: String, results: String?, flags: TaskFlags) throws {
+func runBatch(input: String, results: String?, flags: TaskFlags, shard: Shard? = nil) throws {
     let (model, generation) = (flags.model, flags.generation)
     var isDirectory: ObjCBool = false
     guard FileManager.default.fileExists(atPath: input, isDirectory: &isDirectory), !isDirectory.boolValue else {
@@ -132,6 +132,7 @@ func runBatch(input: String, results: String?, flags: TaskFlags) throws {
             entries.append((number, "line\(number)", .invalid("\(input):\(number): expected {\"image\": …, \"prompt\": …} (\(error.localizedDescription))")))
         }
     }
+    if let shard { entries = entries.filter { shard.contains(id: $0.id) } }
     let out = try results.map { try ResultsFile(path: $0) }
     let done = out?.answered ?? []
     let pending = entries.filter { !done.contains($0.id) }

@@ -24,7 +24,7 @@ struct PaliGemmaCommand: AsyncParsableCommand {
           paligemma tokenize "detect cat"
           paligemma bench 3b-224
         """,
-        subcommands: [Caption.self, Describe.self, Ask.self, Detect.self, Segment.self, OCR.self, Generate.self, Chat.self,
+        subcommands: [Caption.self, Describe.self, Ask.self, Detect.self, Segment.self, OCR.self, Generate.self, Results.self, Chat.self,
                       Tokenize.self, Info.self, Download.self, Quantize.self, Bench.self, Eval.self, Serve.self])
 }
 

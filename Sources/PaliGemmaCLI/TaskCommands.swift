@@ -233,14 +233,21 @@ struct Generate: ParsableCommand {
     @Option(name: .shortAndLong, help: "The prompt, sent as is (no <image>/<bos>: they are added).") var prompt: String?
     @Option(help: "A JSON-lines file of requests (batch mode).") var input: String?
     @Option(help: "Batch mode: append answers to this JSON-lines file and resume from it.") var results: String?
+    @Option(help: "Batch mode: run only shard I of N (0 ≤ I < N), chosen by a stable hash of each id (default: from a Kubernetes Indexed Job or Slurm array when run in one).") var shard: String?
     @OptionGroup var flags: TaskFlags
     func run() throws {
         try wrap {
             if let input {
                 guard images.isEmpty, prompt == nil else { throw ValidationError("--input replaces IMAGE and --prompt") }
-                try runBatch(input: input, results: results, flags: flags)
+                var part = try shard.map { try Shard(parsing: $0) }
+                if part == nil, let (assigned, source) = Shard.fromEnvironment() {
+                    part = assigned
+                    status("note: running shard \(assigned) (from \(source))")
+                }
+                try runBatch(input: input, results: results, flags: flags, shard: part)
                 return
             }
+            guard shard == nil else { throw ValidationError("--shard splits a batch: use it with --input") }
             guard let prompt else { throw ValidationError("give --prompt (or --input for a batch)") }
             try flags.run(images: images, prompt: prompt)
         }

@@ -453,6 +453,56 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(r.stdout.contains("decoder         Gemma 2 layers"), r.stdout)
     }
 
+    /// Four shards and a merge give the unsharded run's answers; a shard cut short is named by
+    /// the merge, and rerunning it completes the job.
+    func testShardsAndMergeEqualOneRun() throws {
+        let list = tmp.appendingPathComponent("manifest.jsonl")
+        let prompts = ["caption en", "caption de", "ocr", "detect cat", "caption fr", "answer en what?"]
+        try (0..<12).map { "{\"id\": \"img\($0)\", \"image\": \"\(image)\", \"prompt\": \"\(prompts[$0 % prompts.count])\", \"max_new_tokens\": 3}" }
+            .joined(separator: "\n").write(to: list, atomically: true, encoding: .utf8)
+        let whole = tmp.appendingPathComponent("whole.jsonl")
+        XCTAssertEqual(try run(["generate", "--input", list.path, "--results", whole.path, "--model", model]).status, 0)
+        var shardFiles: [String] = []
+        var counts: [Int] = []
+        for i in 0..<4 {
+            let out = tmp.appendingPathComponent("out-\(i).jsonl")
+            // Shard 1 takes its index from a Kubernetes Indexed Job's environment.
+            let r = i == 1
+                ? try run(["generate", "--input", list.path, "--results", out.path, "--model", model],
+                          environment: ["JOB_COMPLETION_INDEX": "1", "JOB_COMPLETIONS": "4"])
+                : try run(["generate", "--input", list.path, "--results", out.path, "--model", model, "--shard", "\(i)/4"])
+            XCTAssertEqual(r.status, 0, r.stderr)
+            if i == 1 { XCTAssertTrue(r.stderr.contains("running shard 1/4 (from JOB_COMPLETION_INDEX"), r.stderr) }
+            shardFiles.append(out.path)
+            counts.append(try jsonLines(out).count)
+        }
+        XCTAssertEqual(counts.reduce(0, +), 12, "each request in exactly one shard: \(counts)")
+        XCTAssertGreaterThan(counts.filter { $0 > 0 }.count, 1, "the hash spreads the ids: \(counts)")
+        func tokens(_ url: URL) throws -> [String: [Int]] {
+            Dictionary(uniqueKeysWithValues: try jsonLines(url).map { ($0["id"] as! String, $0["token_ids"] as? [Int] ?? []) })
+        }
+        let merged = tmp.appendingPathComponent("merged.jsonl")
+        let m = try run(["results", "merge"] + shardFiles + ["--input", list.path, "--output", merged.path])
+        XCTAssertEqual(m.status, 0, m.stderr)
+        XCTAssertEqual(try jsonLines(merged).map { $0["id"] as? String }, (0..<12).map { "img\($0)" }, "in the manifest's order")
+        XCTAssertEqual(try tokens(merged), try tokens(whole))
+
+        // Cut the largest shard's file in the middle of its last line.
+        let big = counts.firstIndex(of: counts.max()!)!
+        let file = URL(fileURLWithPath: shardFiles[big])
+        let data = try Data(contentsOf: file)
+        let lastID = try jsonLines(file).last!["id"] as! String
+        try data.prefix(data.count - 25).write(to: file)
+        let broken = try run(["results", "merge"] + shardFiles + ["--input", list.path, "--output", merged.path])
+        XCTAssertEqual(broken.status, 1)
+        XCTAssertTrue(broken.stderr.contains("missing 1: \(lastID)"), broken.stderr)
+        XCTAssertEqual(try run(["generate", "--input", list.path, "--results", file.path, "--model", model, "--shard", "\(big)/4"]).status, 0)
+        let fixed = try run(["results", "merge"] + shardFiles + ["--input", list.path, "--output", merged.path])
+        XCTAssertEqual(fixed.status, 0, fixed.stderr)
+        XCTAssertEqual(try tokens(merged), try tokens(whole))
+        XCTAssertEqual(try run(["generate", "--input", list.path, "--shard", "4/4", "--model", model]).status, 64)
+    }
+
     func testChatAnswersEachLine() throws {
         let r = try run(["chat", image, "--model", model, "--max-tokens", "3"], stdin: "what is it?\n\ncaption en\nexit\nignored\n")
         XCTAssertEqual(r.status, 0, r.stderr)
