@@ -301,6 +301,7 @@ public struct NpzArchive {
     public let keys: [String]
     private let archive: Archive
     private let entries: [String: Entry]
+    private let fileBytes: UInt64
     /// Entries larger than this are refused (guards against decompression bombs).
     public static let maximumEntryBytes: UInt64 = 1 << 32
 
@@ -310,6 +311,7 @@ public struct NpzArchive {
         guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory), !isDirectory.boolValue else {
             throw NumPyError.fileNotFound(path: url.path)
         }
+        fileBytes = UInt64((try? url.resourceValues(forKeys: [.fileSizeKey]).fileSize) ?? Int.max)
         do {
             archive = try Archive(url: url, accessMode: .read)
         } catch {
@@ -334,6 +336,14 @@ public struct NpzArchive {
         guard let entry = entries[key] else { throw NumPyError.missingKey(key: key, available: keys) }
         guard entry.uncompressedSize <= NpzArchive.maximumEntryBytes else {
             throw NumPyError.unreadableEntry(key: key, reason: "entry of \(entry.uncompressedSize) bytes is too large")
+        }
+        // Both sizes come from the archive's headers, which a damaged file can fill with anything:
+        // refuse a size that the entry's data cannot hold (stored data is as long as it is, deflate
+        // expands at most 1032:1) before reserving memory for it.
+        let (holds, overflow) = entry.compressedSize.multipliedReportingOverflow(by: entry.isCompressed ? 1032 : 1)
+        guard entry.compressedSize <= fileBytes, overflow || entry.uncompressedSize <= holds else {
+            throw NumPyError.unreadableEntry(key: key, reason:
+                "the archive claims \(entry.uncompressedSize) bytes from \(entry.compressedSize) bytes of data in a \(fileBytes)-byte file")
         }
         var data = Data()
         data.reserveCapacity(Int(entry.uncompressedSize))

@@ -79,4 +79,22 @@ final class NumPyTests: XCTestCase {
             return false
         }
     }
+
+    /// Found by tools/fuzz (target npz): a 790-byte archive one of whose entries claims 3 GB
+    /// (from 1.8 GB of data) made `array` reserve 3 GB before reading a byte. The claim is now
+    /// checked against the file and refused with an error naming the sizes.
+    func testEntryClaimingMoreThanTheFileHoldsIsRefused() throws {
+        let npz = try NpzArchive(url: fixture("fuzz_claimed_size.npz"))
+        XCTAssertEqual(npz.keys.count, 2)
+        var reasons: [String] = []
+        for key in npz.keys {
+            assertThrows(try npz.array(key)) {
+                guard case .unreadableEntry(key, let reason)? = $0 as? NumPyError else { return false }
+                reasons.append(reason)
+                return true
+            }
+        }
+        XCTAssertTrue(reasons.contains { $0.contains("claims 3009637473 bytes") }, "\(reasons)")
+        XCTAssertThrowsError(try VQVAEMaskDecoder(npz: fixture("fuzz_claimed_size.npz")))
+    }
 }

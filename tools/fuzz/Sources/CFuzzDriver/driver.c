@@ -1,0 +1,2 @@
+/* Nothing to compile: the header declares libFuzzer's entry point. */
+#include "CFuzzDriver.h"
