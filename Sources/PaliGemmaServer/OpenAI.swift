@@ -379,13 +379,7 @@ extension PaliGemmaService {
                     return .failure(error)
                 }
             }
-            var clientGone = false
-            for await event in events where !clientGone {
-                do { try await writer.write(ByteBuffer(string: event)) } catch {
-                    clientGone = true
-                    cancel.cancel()
-                }
-            }
+            let clientGone = await relay(events, to: &writer, cancel: cancel)
             let outcome = await generation.value
             if clientGone { return }
             var tail = ""

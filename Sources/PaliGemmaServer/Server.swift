@@ -223,14 +223,7 @@ public final class PaliGemmaService: Sendable {
                     return .failure(error)
                 }
             }
-            // Write tokens as they come; a client gone stops the generation at the next token.
-            var clientGone = false
-            for await chunk in events where !clientGone {
-                do { try await writer.write(ByteBuffer(string: chunk)) } catch {
-                    clientGone = true
-                    cancel.cancel()
-                }
-            }
+            let clientGone = await relay(events, to: &writer, cancel: cancel)
             let outcome = await generation.value
             if clientGone { return }
             let final: String
@@ -313,6 +306,19 @@ public final class PaliGemmaService: Sendable {
         }
         return Data(buffer.readableBytesView)
     }
+}
+
+/// Writes a stream's events as they come; a client gone cancels the generation at its next token
+/// (the rest of the events are drained unwritten). Returns whether the client went away.
+func relay(_ events: AsyncStream<String>, to writer: inout any ResponseBodyWriter, cancel: CancellationFlag) async -> Bool {
+    var clientGone = false
+    for await event in events where !clientGone {
+        do { try await writer.write(ByteBuffer(string: event)) } catch {
+            clientGone = true
+            cancel.cancel()
+        }
+    }
+    return clientGone
 }
 
 /// Runs CPU work (image decoding, mask placement) off Swift's cooperative threads.
