@@ -138,3 +138,52 @@ actor DecodeSlots {
         deinit { release() }
     }
 }
+
+/// Counts the requests admitted and not yet answered (parsing, decoding, queued or generating),
+/// so that `--max-waiting` bounds them all: one running plus `maxWaiting` more, the rest 503.
+final class Admission: @unchecked Sendable {
+    // `admitted` is only touched under `lock`.
+    private let lock = NSLock()
+    private var admitted = 0
+    let limit: Int
+
+    init(maxWaiting: Int) { limit = max(0, maxWaiting) + 1 }
+
+    /// Requests admitted now.
+    var count: Int { lock.lock(); defer { lock.unlock() }; return admitted }
+
+    /// A ticket for one more request, or `busy` when the limit is reached.
+    func admit() throws -> Ticket {
+        lock.lock()
+        guard admitted < limit else {
+            let waiting = admitted - 1
+            lock.unlock()
+            throw APIError.busy(waiting: max(0, waiting))
+        }
+        admitted += 1
+        lock.unlock()
+        return Ticket(admission: self)
+    }
+
+    fileprivate func leave() { lock.lock(); admitted -= 1; lock.unlock() }
+
+    /// One admitted request; released when it is answered or, at the latest, when dropped.
+    final class Ticket: @unchecked Sendable {
+        // `released` is only touched under `lock`.
+        private let admission: Admission
+        private let lock = NSLock()
+        private var released = false
+
+        fileprivate init(admission: Admission) { self.admission = admission }
+
+        func release() {
+            lock.lock()
+            let first = !released
+            released = true
+            lock.unlock()
+            if first { admission.leave() }
+        }
+
+        deinit { release() }
+    }
+}

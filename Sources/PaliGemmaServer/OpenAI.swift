@@ -274,6 +274,7 @@ extension PaliGemmaService {
     func chatCompletions(_ request: Request) async throws -> Response {
         let start = monotonicSeconds()
         let body = try await readBody(request)
+        let ticket = try admission.admit()
         if await gate.isFull { throw APIError.busy(waiting: await gate.waiting) }
         let chat = try await offload { try ChatRequest.parse(body: body) }
         try validate(GenerateRequest(image: chat.image, prompt: chat.prompt, options: chat.options))
@@ -281,9 +282,9 @@ extension PaliGemmaService {
         let id = "chatcmpl-" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
         let created = Int(Date().timeIntervalSince1970)
         if chat.stream {
-            return chatStream(chat, image: image, lease: lease, id: id, created: created, start: start)
+            return chatStream(chat, image: image, lease: lease, ticket: ticket, id: id, created: created, start: start)
         }
-        defer { lease.release() }
+        defer { lease.release(); ticket.release() }
         let waitStart = monotonicSeconds()
         let (pipeline, segmenter, imageCache) = (self.pipeline, self.segmenter, self.imageCache)
         let result: (TaskResult, String, Bool) = try await gate.run {
@@ -328,7 +329,8 @@ extension PaliGemmaService {
     }
 
     /// The answer as `chat.completion.chunk` events, then `data: [DONE]`.
-    func chatStream(_ chat: ChatRequest, image: RGBImage, lease: DecodeSlots.Lease, id: String, created: Int, start: Double) -> Response {
+    func chatStream(_ chat: ChatRequest, image: RGBImage, lease: DecodeSlots.Lease, ticket: Admission.Ticket, id: String,
+                    created: Int, start: Double) -> Response {
         let headers: HTTPFields = [.contentType: "text/event-stream; charset=utf-8", .cacheControl: "no-store"]
         let model = chat.model ?? modelName
         @Sendable func data(_ value: some Encodable) -> String {
@@ -339,7 +341,7 @@ extension PaliGemmaService {
                                     choices: [.init(delta: delta, logprobs: logprobs, finish_reason: finish)], usage: nil))
         }
         return Response(status: .ok, headers: headers, body: ResponseBody { [self] writer in
-            defer { lease.release() }
+            defer { lease.release(); ticket.release() }
             do {
                 try await gate.acquire()
             } catch {

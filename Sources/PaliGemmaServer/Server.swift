@@ -59,6 +59,8 @@ public final class PaliGemmaService: Sendable {
     public let configuration: ServerConfiguration
     let gate: InferenceGate
     let decodeSlots: DecodeSlots
+    /// Requests admitted and not yet answered, at most `maxWaiting` + 1.
+    let admission: Admission
     /// Encodings of the last images seen.
     let imageCache: EncodedImageCache
     /// What `/metrics` reports.
@@ -74,6 +76,7 @@ public final class PaliGemmaService: Sendable {
         self.configuration = configuration
         gate = InferenceGate(maxWaiting: configuration.maxWaiting)
         decodeSlots = DecodeSlots(count: configuration.maxDecodedImages)
+        admission = Admission(maxWaiting: configuration.maxWaiting)
         imageCache = EncodedImageCache(capacity: configuration.cachedImages)
         var loader = pipeline.imageLoader
         if let limit = configuration.maxImagePixels { loader.maxPixels = min(loader.maxPixels, limit) }
@@ -108,7 +111,7 @@ public final class PaliGemmaService: Sendable {
         router.get("/health") { [self] _, _ in try await healthResponse() }
         router.get("/metrics") { [self] _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                     body: .init(byteBuffer: ByteBuffer(string: metrics.text(busy: await gate.running, waiting: await gate.waiting))))
+                     body: .init(byteBuffer: ByteBuffer(string: metrics.text(busy: await gate.running, waiting: await waitingCount()))))
         }
         // HEAD: the GET answer's status and headers, no body.
         for path in ["/", "/health", "/metrics", "/v1/models"] {
@@ -135,10 +138,13 @@ public final class PaliGemmaService: Sendable {
         return router
     }
 
+    /// Requests admitted but not generating: parsing, decoding or queued.
+    func waitingCount() async -> Int { max(0, admission.count - (await gate.running ? 1 : 0)) }
+
     func healthResponse() async throws -> Response {
         let health = Health(status: "ok", model: modelName, imageSize: pipeline.model.imageSize,
                             imageTokens: pipeline.model.numImageTokens, segmentation: segmenter != nil,
-                            busy: await gate.running, waiting: await gate.waiting,
+                            busy: await gate.running, waiting: await waitingCount(),
                             maxWaiting: configuration.maxWaiting, maxBodyBytes: configuration.maxBodyBytes,
                             maxNewTokens: configuration.maxNewTokensLimit)
         return try jsonResponse(health)
@@ -159,15 +165,16 @@ public final class PaliGemmaService: Sendable {
         let start = monotonicSeconds()
         let body = try await readBody(request)
         // Admit first: a request the queue would refuse costs no parsing and no decoding.
+        let ticket = try admission.admit()
         if await gate.isFull { throw APIError.busy(waiting: await gate.waiting) }
         let contentType = request.headers[.contentType]
         let parsed = try await offload { try GenerateRequest.parse(body: body, contentType: contentType) }
         try validate(parsed)
         let (image, lease) = try await decode(parsed.image, name: "image")
         if stream {
-            return streamingResponse(parsed, image: image, lease: lease, start: start)
+            return streamingResponse(parsed, image: image, lease: lease, ticket: ticket, start: start)
         }
-        defer { lease.release() }
+        defer { lease.release(); ticket.release() }
         let (pipeline, prompt, options) = (self.pipeline, parsed.prompt, parsed.options)
         let waitStart = monotonicSeconds()
         try await gate.acquire()
@@ -189,10 +196,11 @@ public final class PaliGemmaService: Sendable {
     }
 
     /// Server-Sent Events: `token` per token, then `done` with the full result (or `error`).
-    func streamingResponse(_ parsed: GenerateRequest, image: RGBImage, lease: DecodeSlots.Lease, start: Double) -> Response {
+    func streamingResponse(_ parsed: GenerateRequest, image: RGBImage, lease: DecodeSlots.Lease, ticket: Admission.Ticket,
+                           start: Double) -> Response {
         let headers: HTTPFields = [.contentType: "text/event-stream; charset=utf-8", .cacheControl: "no-store"]
         return Response(status: .ok, headers: headers, body: ResponseBody { [self] writer in
-            defer { lease.release() }
+            defer { lease.release(); ticket.release() }
             let waitStart = monotonicSeconds()
             do {
                 try await gate.acquire()

@@ -598,3 +598,35 @@ extension ServerTests {
         }
     }
 }
+
+extension ServerTests {
+    /// --max-waiting bounds every admitted request, also those waiting to decode their image:
+    /// with both decode slots taken, one running plus one waiting are admitted and the rest get
+    /// 503 at once; the admitted ones are answered when the slots free up.
+    func testMaxWaitingCountsRequestsWaitingToDecode() async throws {
+        let body = try JSONSerialization.data(withJSONObject: try generateBody(Self.reference.cases[0]))
+        let json = ["Content-Type": "application/json"]
+        try await withServer(ServerConfiguration(maxWaiting: 1)) { port, service in
+            let held = [await service.decodeSlots.take(), await service.decodeSlots.take()]
+            let admitted = (0..<2).map { _ in
+                Task { try await HTTPClient.request(port: port, method: "POST", path: "/v1/generate", headers: json, body: body) }
+            }
+            // Wait until both are admitted (they then wait for a decode slot).
+            for _ in 0..<100 where service.admission.count < 2 { try await Task.sleep(nanoseconds: 20_000_000) }
+            XCTAssertEqual(service.admission.count, 2)
+            for _ in 0..<3 {
+                let refused = try await HTTPClient.request(port: port, method: "POST", path: "/v1/generate", headers: json, body: body)
+                XCTAssertEqual(refused.status, 503, refused.text)
+                XCTAssertEqual(refused.errorCode, "busy")
+            }
+            let health = try await HTTPClient.request(port: port, method: "GET", path: "/health")
+            XCTAssertEqual(health.json["waiting"] as? Int, 2, "both admitted requests are waiting")
+            for lease in held { lease.release() }
+            for task in admitted {
+                let reply = try await task.value
+                XCTAssertEqual(reply.status, 200, reply.text)
+            }
+            XCTAssertEqual(service.admission.count, 0, "answered requests leave")
+        }
+    }
+}
