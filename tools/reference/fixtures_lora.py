@@ -1,0 +1,261 @@
+"""LoRA fine-tuning parity: loss, LoRA gradients and one AdamW step, from transformers + PEFT.
+
+For each base in BASES (the float32 checkpoints under Tests/Fixtures/model/NAME, loaded as committed,
+not copied), Tests/Fixtures/lora/NAME/ holds:
+
+  examples.safetensors   two training examples, laid out as PaliGemmaProcessor lays out training input:
+                           ids_i    (T_i,) i64   [511]*N_img + [BOS=2] + prefix + [NEWLINE=10] + suffix + [EOS=1]
+                           types_i  (T_i,) i64   0 up to and including the NEWLINE, 1 for suffix + EOS
+                           labels_i (T_i,) i64   -100 where types == 0, else the token id (EOS included)
+                           pixels_i (3,S,S) f32  uniform in [-1, 1]
+                         (example 0: prefix 3 ids, suffix 4 ids; example 1: prefix 5, suffix 6; ids in 12...500)
+  adapter_initial/       the adapter before training  } PEFT's save_pretrained format:
+  adapter_step1/         the adapter after one step   }   adapter_config.json + adapter_model.safetensors
+                                                           (PEFT's boilerplate README.md model card is dropped)
+  grads.safetensors      `loss` (1,) f32 and the gradient of every LoRA weight (before clipping), under the
+                         same key names as adapter_model.safetensors
+  reference.json         hyper-parameters, loss, per-example CE sums and token counts, gradient norm,
+                         clip coefficient, greedy ids with and without the adapter
+
+Adapter tensor names (adapter_model.safetensors, f32; PEFT strips the adapter name `.default`):
+  base_model.model.model.language_model.layers.{L}.self_attn.{q,k,v,o}_proj.lora_{A,B}.weight
+  base_model.model.model.language_model.layers.{L}.mlp.{gate,up,down}_proj.lora_{A,B}.weight
+  lora_A: (r, in_features), lora_B: (out_features, r); delta W = (lora_alpha / r) * B @ A, y = x W^T + x (dW)^T.
+  No other tensors (no bias, no embeddings, nothing of the SigLIP tower, whose q/k/v_proj are not adapted).
+adapter_config.json (the fields that matter; PEFT writes many more, mostly null/false/defaults):
+  "peft_type": "LORA", "r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "bias": "none",
+  "target_modules": ".*language_model.*\\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+    (a string: PEFT matches it with re.fullmatch against module names such as
+     "model.language_model.layers.0.self_attn.q_proj"),
+  "use_rslora": false, "use_dora": false, "fan_in_fan_out": false, "task_type": null,
+  "base_model_name_or_path": "Tests/Fixtures/model/NAME", "peft_version": "0.21.2", ...
+
+Loss (one optimiser step over both examples):
+  Each example runs alone (batch 1) through the model's own forward with token_type_ids, so the attention
+  mask is transformers': image + BOS + prefix + NEWLINE (types 0) attend bidirectionally among themselves
+  (in Gemma 2's sliding layers too: the block overlay is OR-ed with the sliding-window causal mask, so the
+  prefix ignores the window), suffix tokens (types 1) attend causally (and within the window in sliding
+  layers). Logits are shifted as a causal LM: position t predicts token t+1, so the logit at the NEWLINE
+  predicts the first suffix token and the one at the last suffix token predicts EOS; the logit at EOS
+  predicts nothing. CE in float32 on the (soft-capped, where configured) logits.
+    loss = (sum over examples of the per-token CE sums) / (total number of labelled tokens)
+  i.e. a mean over all labelled tokens of both examples (not a mean of per-example means). One backward.
+Step: g = grads; clip_grad_norm_(lora params, max_norm) (torch: coef = max_norm / (||g||_2 + 1e-6),
+  applied when < 1; the norm is over all LoRA tensors together), then one torch.optim.AdamW step
+  (decoupled weight decay: p -= lr*wd*p, then Adam with bias correction; step 1 gives
+  p -= lr * g_c / (|g_c| + eps) elementwise, g_c the clipped gradient). Note: that first step is almost
+  lr * sign(g) and barely depends on the gradient's magnitude or the clipping, so adapter_step1 checks the
+  optimiser arithmetic and the gradients' signs; grads.safetensors is the check on gradient values.
+Greedy: PeftModel.from_pretrained(fresh base, adapter_step1).generate on example 0's prompt only
+  (ids up to and including NEWLINE, types 0, pixels_0), do_sample=False, max_new_tokens=12 (stops at EOS);
+  generate() types every generated token 1 (causal). Seeds / LoRA init scale are the first (from 0.1 up)
+  with which the adapter changes the greedy ids and both greedy runs keep a top-2 logit margin >= 0.05
+  (reference.json: seed, lora_init, greedy_min_margin_*).
+
+Reference: transformers 5.24.0, peft 0.21.2, torch, float32, eager attention, CPU.
+"""
+import json
+import pathlib
+import shutil
+
+import torch
+from safetensors.torch import save_file, load_file
+import transformers
+from transformers import PaliGemmaForConditionalGeneration
+
+from fixtures_model import FIXTURES, IMAGE_TOKEN, BOS, EOS, NEWLINE, VOCAB
+
+import peft
+from peft import LoraConfig, PeftModel, get_peft_model
+
+assert peft.__version__ == "0.21.2", f"reference needs peft 0.21.2, not {peft.__version__}"
+
+BASES = ["gqa2_window", "tiny16"]
+MODEL_FIXTURES = pathlib.Path(__file__).resolve().parent.parent.parent / "Tests" / "Fixtures" / "model"
+
+RANK, ALPHA = 4, 8
+TARGET = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+LORA_INIT_SCALES = (0.1, 0.2, 0.3, 0.5)   # the first that makes the adapter change greedy ids
+MIN_MARGIN = 0.05   # top-2 logit margin along both greedy runs, so float32 rounding cannot flip them
+LR, BETAS, EPS, WEIGHT_DECAY = 1e-3, (0.9, 0.999), 1e-8, 0.01
+MAX_NORM = 0.5
+GREEDY_NEW = 12
+PREFIX_LENS, SUFFIX_LENS = (3, 5), (4, 6)
+ID_LOW, ID_HIGH = 12, 500   # inclusive
+
+
+def load_base(name):
+    model = PaliGemmaForConditionalGeneration.from_pretrained(
+        MODEL_FIXTURES / name, dtype=torch.float32, attn_implementation="eager")
+    assert model.config.text_config.vocab_size == VOCAB and model.config.image_token_id == IMAGE_TOKEN
+    return model.eval()
+
+
+def make_examples(cfg, gen):
+    size = cfg.vision_config.image_size
+    n_img = (size // cfg.vision_config.patch_size) ** 2
+    examples = []
+    for p_len, s_len in zip(PREFIX_LENS, SUFFIX_LENS):
+        prefix = torch.randint(ID_LOW, ID_HIGH + 1, (p_len,), generator=gen)
+        suffix = torch.randint(ID_LOW, ID_HIGH + 1, (s_len,), generator=gen)
+        prompt = torch.cat([torch.full((n_img,), IMAGE_TOKEN), torch.tensor([BOS]), prefix, torch.tensor([NEWLINE])])
+        answer = torch.cat([suffix, torch.tensor([EOS])])
+        ids = torch.cat([prompt, answer]).long()
+        types = torch.cat([torch.zeros(len(prompt)), torch.ones(len(answer))]).long()
+        labels = torch.where(types == 0, torch.full_like(ids, -100), ids)
+        pixels = torch.rand((3, size, size), generator=gen) * 2 - 1
+        examples.append(dict(ids=ids, types=types, labels=labels, pixels=pixels, prompt_len=len(prompt)))
+    return examples
+
+
+def adapter_key(param_name):
+    """named_parameters name -> the key PEFT's save_pretrained writes."""
+    return param_name.replace(".lora_A.default.", ".lora_A.").replace(".lora_B.default.", ".lora_B.")
+
+
+def save_adapter(model, path):
+    model.save_pretrained(path)
+    (path / "README.md").unlink()   # PEFT's boilerplate model card (absolute paths, nothing for the tests)
+
+
+def greedy(model, ex):
+    n = ex["prompt_len"]
+    with torch.no_grad():
+        out = model.generate(input_ids=ex["ids"][None, :n], token_type_ids=ex["types"][None, :n],
+                             pixel_values=ex["pixels"][None], max_new_tokens=GREEDY_NEW, do_sample=False,
+                             output_logits=True, return_dict_in_generate=True)
+    new = out.sequences[0, n:].tolist()
+    top2 = torch.stack(out.logits)[:, 0].topk(2, dim=-1).values
+    return new, float((top2[:, 0] - top2[:, 1]).min())
+
+
+def build(name, root: pathlib.Path, seed, init_scale):
+    assert FIXTURES[name]["dtype"] == "float32"
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    out_dir = root / name
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+
+    base = load_base(name)
+    examples = make_examples(base.config, gen)
+    save_file({f"{k}_{i}": ex[k].contiguous() for i, ex in enumerate(examples)
+               for k in ("ids", "types", "labels", "pixels")}, str(out_dir / "examples.safetensors"))
+    base_greedy, base_margin = greedy(base, examples[0])
+
+    config = LoraConfig(r=RANK, lora_alpha=ALPHA, lora_dropout=0.0, target_modules=TARGET, bias="none")
+    model = get_peft_model(base, config)
+    # Recorded in adapter_config.json; repo-relative rather than this machine's absolute path.
+    model.peft_config["default"].base_model_name_or_path = f"Tests/Fixtures/model/{name}"
+    lora = [(n, p) for n, p in model.named_parameters() if "lora_" in n]
+    assert all(p.requires_grad for _, p in lora)
+    assert not any(p.requires_grad for n, p in model.named_parameters() if "lora_" not in n)
+    assert not any("vision" in n for n, _ in lora), "the SigLIP tower must not be adapted"
+    with torch.no_grad():
+        for _, p in lora:
+            p.copy_(torch.randn(p.shape, generator=gen) * init_scale)
+    save_adapter(model, out_dir / "adapter_initial")
+
+    saved = load_file(str(out_dir / "adapter_initial" / "adapter_model.safetensors"))
+    assert set(saved) == {adapter_key(n) for n, _ in lora}, (sorted(saved)[:4], [n for n, _ in lora][:4])
+    for n, p in lora:
+        assert torch.equal(saved[adapter_key(n)], p.detach())
+    adapter_config = json.loads((out_dir / "adapter_initial" / "adapter_config.json").read_text())
+
+    # Loss over both examples: per-token CE sums, divided by the total number of labelled tokens.
+    model.train()   # dropout is 0 everywhere; train mode as a fine-tuning loop would run it
+    sums, counts = [], []
+    total = 0.0
+    for ex in examples:
+        out = model(input_ids=ex["ids"][None], token_type_ids=ex["types"][None], pixel_values=ex["pixels"][None],
+                    labels=ex["labels"][None], use_cache=False)
+        logits = out.logits[0].float()
+        targets = ex["labels"][1:]
+        keep = targets != -100
+        ce_sum = torch.nn.functional.cross_entropy(logits[:-1][keep], targets[keep], reduction="sum")
+        count = int(keep.sum())
+        # transformers' own loss is the per-example mean over the same tokens.
+        assert torch.allclose(out.loss * count, ce_sum, rtol=1e-5, atol=1e-5), (float(out.loss) * count, float(ce_sum))
+        sums.append(ce_sum)
+        counts.append(count)
+    loss = torch.stack(sums).sum() / sum(counts)
+    loss.backward()
+
+    grads = {adapter_key(n): p.grad.detach().clone().contiguous() for n, p in lora}
+    assert all(float(g.abs().max()) > 0 for g in grads.values()), "some LoRA gradient is zero"
+    save_file({"loss": loss.detach().reshape(1).contiguous(), **grads}, str(out_dir / "grads.safetensors"))
+
+    params = [p for _, p in lora]
+    pre_norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params])))
+    assert pre_norm > MAX_NORM, f"gradient norm {pre_norm} does not exceed max_norm {MAX_NORM}: no clipping"
+    returned = float(torch.nn.utils.clip_grad_norm_(params, max_norm=MAX_NORM))
+    clip_coef = MAX_NORM / (returned + 1e-6)
+    optimizer = torch.optim.AdamW(params, lr=LR, betas=BETAS, eps=EPS, weight_decay=WEIGHT_DECAY)
+    before = [p.detach().clone() for p in params]
+    optimizer.step()
+    max_update = max(float((p.detach() - b).abs().max()) for p, b in zip(params, before))
+    save_adapter(model, out_dir / "adapter_step1")
+    step1 = load_file(str(out_dir / "adapter_step1" / "adapter_model.safetensors"))
+    assert set(step1) == set(saved)
+
+    # How close to zero the gradients get: a sign-like first Adam step flips with the sign of a tiny g.
+    flat = torch.cat([g.flatten() for g in grads.values()]).abs()
+    small = int((flat < 1e-4 * float(flat.max())).sum())
+    tiny = int((flat * clip_coef < 100 * EPS).sum())
+
+    # Greedy decoding with the trained adapter on a fresh base.
+    adapted = PeftModel.from_pretrained(load_base(name), out_dir / "adapter_step1").eval()
+    adapter_greedy, adapter_margin = greedy(adapted, examples[0])
+
+    # Merge check (printed only): merged W == W + (alpha/r) B A.
+    w0 = load_base(name).model.language_model.layers[0].self_attn.q_proj.weight.detach()
+    a = step1["base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight"]
+    b = step1["base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_B.weight"]
+    merged = adapted.merge_and_unload()
+    merge_diff = float((merged.model.language_model.layers[0].self_attn.q_proj.weight - (w0 + ALPHA / RANK * b @ a)).abs().max())
+
+    info = {
+        "transformers": transformers.__version__, "peft": peft.__version__, "torch": torch.__version__,
+        "seed": seed, "base": f"Tests/Fixtures/model/{name}",
+        "rank": RANK, "alpha": ALPHA, "scaling": ALPHA / RANK, "lora_dropout": 0.0, "target_modules": TARGET,
+        "lora_init": f"every lora_A and lora_B ~ N(0,1) * {init_scale}",
+        "loss": float(loss.detach()), "loss_definition": "sum of per-token CE over both examples / total labelled tokens",
+        "example_loss_sums": [float(s.detach()) for s in sums], "example_token_counts": counts,
+        "lr": LR, "betas": list(BETAS), "eps": EPS, "weight_decay": WEIGHT_DECAY,
+        "max_norm": MAX_NORM, "grad_norm": pre_norm, "clip_coef": clip_coef,
+        "prompt_len": examples[0]["prompt_len"],
+        "greedy_max_new_tokens": GREEDY_NEW,
+        "greedy_ids_base": base_greedy, "greedy_ids_adapter": adapter_greedy,
+        "greedy_min_margin_base": base_margin, "greedy_min_margin_adapter": adapter_margin,
+    }
+    (out_dir / "reference.json").write_text(json.dumps(info, indent=1) + "\n")
+
+    print(f"   {name}: adapter keys {len(saved)}, e.g. {sorted(saved)[0]} {tuple(saved[sorted(saved)[0]].shape)}")
+    print(f"   {name}: adapter_config {json.dumps({k: adapter_config.get(k) for k in ('peft_type', 'r', 'lora_alpha', 'lora_dropout', 'bias', 'target_modules', 'use_rslora', 'use_dora', 'fan_in_fan_out', 'task_type')})}")
+    print(f"   {name}: seed {seed}, init scale {init_scale}: loss {float(loss.detach()):.6f} (sums {[round(float(s.detach()), 4) for s in sums]}, tokens {counts}), "
+          f"grad norm {pre_norm:.4f} > max_norm {MAX_NORM} (coef {clip_coef:.4f}), max |update| {max_update:.2e}, "
+          f"grads below 1e-4·max: {small}/{flat.numel()}, clipped |g| < 100·eps: {tiny}, min |g| {float(flat.min()):.2e}")
+    print(f"   {name}: greedy base {base_greedy} (margin {base_margin:.3f})")
+    print(f"   {name}: greedy lora {adapter_greedy} (margin {adapter_margin:.3f}); merge check max diff {merge_diff:.2e}")
+    assert merge_diff < 1e-5
+    return base_greedy != adapter_greedy and min(base_margin, adapter_margin) >= MIN_MARGIN
+
+
+def generate(out_dir: pathlib.Path):
+    """The fixture tool's entry point."""
+    torch.manual_seed(0)
+    torch.use_deterministic_algorithms(True)
+    for i, name in enumerate(BASES):
+        # Take the smallest LoRA init scale, then the first seed, with which the step-1 adapter changes
+        # example 0's greedy ids and both greedy runs keep a clear top-2 margin.
+        for init_scale in LORA_INIT_SCALES:
+            for attempt in range(5):
+                if build(name, out_dir, seed=4321 + 100 * i + attempt, init_scale=init_scale):
+                    break
+                print(f"   {name}: rejected (greedy ids unchanged or a margin below {MIN_MARGIN})")
+            else:
+                continue
+            break
+        else:
+            raise SystemExit(f"{name}: no LoRA init changes greedy decoding")
