@@ -32,8 +32,11 @@ final class Gemma2State {
     let k, v: Matrix                              // [·, kv·hd]
     let gate, up: Matrix                          // [·, I]
     let lastLogits: Matrix                        // [1, vocab]
+    /// LoRA's scratch when the decoder has an adapter: `x·Aᵀ` [·, rank] and each target's `(x·Aᵀ)·Bᵀ`.
+    let loraLow: Matrix?
+    let loraOut: [LoRATarget: Matrix]
 
-    init(config: TextConfig, capacity: Int) {
+    init(config: TextConfig, capacity: Int, loraRank: Int? = nil) {
         self.capacity = capacity
         let h = config.hiddenSize, qd = config.numAttentionHeads * config.headDim
         let kvd = config.numKeyValueHeads * config.headDim
@@ -50,6 +53,10 @@ final class Gemma2State {
         gate = Matrix(rows: 0, columns: config.intermediateSize, rowCapacity: capacity)
         up = Matrix(rows: 0, columns: config.intermediateSize, rowCapacity: capacity)
         lastLogits = Matrix(rows: 1, columns: config.vocabSize)
+        loraLow = loraRank.map { Matrix(rows: 0, columns: $0, rowCapacity: capacity) }
+        loraOut = loraRank == nil ? [:] : Dictionary(uniqueKeysWithValues: LoRATarget.allCases.map {
+            ($0, Matrix(rows: 0, columns: config.shape(of: $0).out, rowCapacity: capacity))
+        })
     }
 }
 
@@ -66,6 +73,8 @@ struct Gemma2Decoder {
     /// `sqrt(hidden)` rounded to the embedding weights' dtype, as transformers'
     /// `embed_scale.to(weight.dtype)` does (48 for 2304, 59.75 for 3584 and 68 for 4608 in bf16).
     let embedScale: Float
+    /// LoRA applied unmerged at inference (`--adapter`): `y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ`, as PEFT computes it.
+    var adapter: LoRAAdapter?
 
     /// - Parameter sourceFormat: for quantized embeddings, the dtype they were quantized from.
     init(config: TextConfig, reader: CheckpointReader, sourceFormat: WeightFormat? = nil) throws {
@@ -113,9 +122,9 @@ struct Gemma2Decoder {
         for (l, layer) in layers.enumerated() {
             // h = x + post_attention_layernorm(attn(input_layernorm(x)))  (Gemma 1: x + attn(input_layernorm(x)))
             backend.rmsNorm(state.x, weight: layer.inputNorm, weightOffset: 1, eps: c.rmsNormEps, into: state.normed)
-            backend.linear(state.normed, layer.q, bias: nil, into: state.q)
-            backend.linear(state.normed, layer.k, bias: nil, into: state.k)
-            backend.linear(state.normed, layer.v, bias: nil, into: state.v)
+            project(state.normed, l, .q, layer.q, into: state.q, state, backend)
+            project(state.normed, l, .k, layer.k, into: state.k, state, backend)
+            project(state.normed, l, .v, layer.v, into: state.v, state, backend)
             // transformers' PaliGemma positions are 1-based: position = index + 1.
             backend.rope(state.q, headDim: c.headDim, firstPosition: start + 1, theta: c.ropeTheta)
             backend.rope(state.k, headDim: c.headDim, firstPosition: start + 1, theta: c.ropeTheta)
@@ -130,7 +139,7 @@ struct Gemma2Decoder {
                                               window: layer.sliding ? c.slidingWindow : nil)
             backend.attention(queries: state.q, keys: state.keys[l], values: state.values[l], shape: shape,
                               mask: mask, into: state.attended)
-            backend.linear(state.attended, layer.o, bias: nil, into: state.attnOut)
+            project(state.attended, l, .o, layer.o, into: state.attnOut, state, backend)
             if let norm = layer.postAttentionNorm {
                 backend.rmsNorm(state.attnOut, weight: norm, weightOffset: 1, eps: c.rmsNormEps, into: state.sublayerOut)
                 backend.add(state.sublayerOut, into: state.x)
@@ -140,10 +149,10 @@ struct Gemma2Decoder {
             // out = h + post_feedforward_layernorm(down(gelu_tanh(gate(n)) · up(n))), n = pre_feedforward_layernorm(h)
             // (Gemma 1: no post_feedforward_layernorm)
             backend.rmsNorm(state.x, weight: layer.preFeedforwardNorm, weightOffset: 1, eps: c.rmsNormEps, into: state.normed)
-            backend.linear(state.normed, layer.gate, bias: nil, into: state.gate)
-            backend.linear(state.normed, layer.up, bias: nil, into: state.up)
+            project(state.normed, l, .gate, layer.gate, into: state.gate, state, backend)
+            project(state.normed, l, .up, layer.up, into: state.up, state, backend)
             backend.geluTanh(state.gate, times: state.up, into: state.gate)
-            backend.linear(state.gate, layer.down, bias: nil, into: state.attnOut)
+            project(state.gate, l, .down, layer.down, into: state.attnOut, state, backend)
             if let norm = layer.postFeedforwardNorm {
                 backend.rmsNorm(state.attnOut, weight: norm, weightOffset: 1, eps: c.rmsNormEps, into: state.sublayerOut)
                 backend.add(state.sublayerOut, into: state.x)
@@ -152,6 +161,17 @@ struct Gemma2Decoder {
             }
         }
         state.length = start + rows
+    }
+
+    /// `out = x·Wᵀ`, plus the adapter's low-rank term for this layer and target when there is one.
+    private func project(_ x: Matrix, _ l: Int, _ target: LoRATarget, _ w: WeightMatrix, into out: Matrix,
+                         _ state: Gemma2State, _ backend: ComputeBackend) {
+        backend.linear(x, w, bias: nil, into: out)
+        guard let adapter, let pair = adapter.pairs[l][target], let low = state.loraLow, let high = state.loraOut[target] else { return }
+        let products = Gradients(backend: backend)
+        products.product(x, pair.a, into: low)
+        products.product(low, pair.b, into: high)
+        out.add(high, scale: adapter.config.scale)
     }
 
     /// Logits for the given hidden-state rows: final norm → lm_head → optional softcap.

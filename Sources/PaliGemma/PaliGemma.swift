@@ -84,7 +84,8 @@ public final class PaliGemmaModel: Sendable {
 
     /// Loads `config.json` and the safetensors weights (single file or sharded) from `directory`.
     /// Weights stay memory-mapped. Throws `CheckpointError`/`SafeTensorsError` naming the problem.
-    public init(directory: URL, backend: ComputeBackend = FastBackend()) throws {
+    /// - Parameter adapter: LoRA weights applied at inference (and trained in place by ``LoRATrainer``).
+    public init(directory: URL, backend: ComputeBackend = FastBackend(), adapter: LoRAAdapter? = nil) throws {
         self.directory = directory
         self.backend = backend
         var isDirectory: ObjCBool = false
@@ -102,7 +103,14 @@ public final class PaliGemmaModel: Sendable {
         let source: WeightFormat? = config.quantization.map {
             switch $0.sourceDType { case "f32": return .f32; case "f16": return .f16; default: return .bf16 }
         }
-        decoder = try Gemma2Decoder(config: config.text, reader: reader, sourceFormat: source)
+        var decoder = try Gemma2Decoder(config: config.text, reader: reader, sourceFormat: source)
+        if let adapter {
+            guard adapter.layerCount == config.text.numHiddenLayers else {
+                throw LoRAError.invalid("the adapter has \(adapter.layerCount) layers; the model has \(config.text.numHiddenLayers)")
+            }
+            decoder.adapter = adapter
+        }
+        self.decoder = decoder
         try reader.checkNothingLeft()
     }
 
@@ -127,6 +135,34 @@ public final class PaliGemmaModel: Sendable {
         let out = Matrix(rows: features.rows, columns: config.text.hiddenSize)
         backend.linear(features, projector, bias: projectorBias, into: out)
         return ImageEmbedding(rows: out)
+    }
+
+    /// The decoder's input rows for `prompt`: `embed_tokens[id] · embed_scale` for text, the
+    /// image's rows, in order, at the `<image>` positions. Validates ids and the image token count.
+    func embedPrompt(_ prompt: [Int], image: ImageEmbedding?, into x: Matrix) throws {
+        let c = config
+        let imagePositions = prompt.indices.filter { prompt[$0] == c.imageTokenIndex }
+        let vocab = c.text.vocabSize
+        for id in prompt where id != c.imageTokenIndex && (id < 0 || id >= vocab) {
+            throw InputError.tokenOutOfRange(id: id, vocabularySize: vocab)
+        }
+        if let image {
+            guard imagePositions.count == image.rows.rows else {
+                throw InputError.imageTokenCount(found: imagePositions.count, expected: image.rows.rows)
+            }
+        } else if !imagePositions.isEmpty {
+            throw InputError.imageTokenCount(found: imagePositions.count, expected: 0)
+        }
+
+        // Text rows: embed_tokens[id] · embed_scale (the image token, out of the table when
+        // image_token_index ≥ vocab, looks up pad instead); image rows: projected features, unscaled.
+        let lookup = prompt.map { $0 == c.imageTokenIndex && $0 >= vocab ? c.text.padTokenID : $0 }
+        backend.embed(lookup, table: decoder.embedTokens, scale: decoder.embedScale, into: x)
+        if let image {
+            for (i, position) in imagePositions.enumerated() {
+                x.copyRows(from: image.rows, sourceRow: i, count: 1, to: position)
+            }
+        }
     }
 
     /// The context: prompt and answer together never exceed it.
@@ -186,7 +222,7 @@ public final class InferenceSession {
 
     init(model: PaliGemmaModel, capacity: Int) {
         self.model = model
-        state = Gemma2State(config: model.config.text, capacity: max(1, capacity))
+        state = Gemma2State(config: model.config.text, capacity: max(1, capacity), loraRank: model.decoder.adapter?.config.rank)
         lastHidden = Matrix(rows: 1, columns: model.config.text.hiddenSize)
         lastNormed = Matrix(rows: 1, columns: model.config.text.hiddenSize)
     }
@@ -226,28 +262,7 @@ public final class InferenceSession {
             throw InputError.tokenTypes("prefill must start a sequence; call reset() first")
         }
         guard prompt.count <= state.capacity else { throw InputError.tooLong(tokens: prompt.count, capacity: state.capacity) }
-        let imagePositions = prompt.indices.filter { prompt[$0] == c.imageTokenIndex }
-        let vocab = c.text.vocabSize
-        for id in prompt where id != c.imageTokenIndex && (id < 0 || id >= vocab) {
-            throw InputError.tokenOutOfRange(id: id, vocabularySize: vocab)
-        }
-        if let image {
-            guard imagePositions.count == image.rows.rows else {
-                throw InputError.imageTokenCount(found: imagePositions.count, expected: image.rows.rows)
-            }
-        } else if !imagePositions.isEmpty {
-            throw InputError.imageTokenCount(found: imagePositions.count, expected: 0)
-        }
-
-        // Text rows: embed_tokens[id] · embed_scale (the image token, out of the table when
-        // image_token_index ≥ vocab, looks up pad instead); image rows: projected features, unscaled.
-        let lookup = prompt.map { $0 == c.imageTokenIndex && $0 >= vocab ? c.text.padTokenID : $0 }
-        model.backend.embed(lookup, table: model.decoder.embedTokens, scale: model.decoder.embedScale, into: state.x)
-        if let image {
-            for (i, position) in imagePositions.enumerated() {
-                state.x.copyRows(from: image.rows, sourceRow: i, count: 1, to: position)
-            }
-        }
+        try model.embedPrompt(prompt, image: image, into: state.x)
         state.prefixLength = prefixLength
         model.decoder.forward(state, backend: model.backend)
         switch rows {
@@ -256,7 +271,7 @@ public final class InferenceSession {
             model.decoder.logits(hidden: lastHidden, into: state.lastLogits, scratch: lastNormed, backend: model.backend)
             return state.lastLogits
         case .all:
-            let out = Matrix(rows: prompt.count, columns: vocab)
+            let out = Matrix(rows: prompt.count, columns: c.text.vocabSize)
             let scratch = Matrix(rows: prompt.count, columns: c.text.hiddenSize)
             model.decoder.logits(hidden: state.x, into: out, scratch: scratch, backend: model.backend)
             return out

@@ -192,10 +192,12 @@ public final class PaliGemmaPipeline: Sendable {
     /// Loads the checkpoint, tokenizer (tokenizer.json, else tokenizer.model) from `directory`.
     /// - Parameter backend: the kernels; nil takes `FastBackend` with `ProductPrecision.auto`'s
     ///   choice for this checkpoint (what the `paligemma` tool uses).
+    /// - Parameter adapter: LoRA weights applied at inference (``LoRAAdapter/load(from:text:)``).
     public init(directory: URL, backend: ComputeBackend? = nil, imageLoader: ImageLoader = ImageLoader(),
-                resize: ResizeFilter = .bicubicPIL) throws {
+                resize: ResizeFilter = .bicubicPIL, adapter: LoRAAdapter? = nil) throws {
         model = try PaliGemmaModel(directory: directory,
-                                   backend: backend ?? FastBackend(bf16Products: ProductPrecision.auto.usesBF16(directory: directory)))
+                                   backend: backend ?? FastBackend(bf16Products: ProductPrecision.auto.usesBF16(directory: directory)),
+                                   adapter: adapter)
         tokenizer = try GemmaTokenizer.load(directory: directory)
         self.imageLoader = imageLoader
         preprocessor = ImagePreprocessor(size: model.imageSize, filter: resize)

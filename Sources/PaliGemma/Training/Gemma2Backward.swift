@@ -1,0 +1,340 @@
+import Foundation
+import Kernels
+
+/// The activations of one decoder layer that its backward pass reads, for a whole sequence.
+final class LayerActivations {
+    let input, normed1, q, k, v, attended, attnOut, mid, normed2, gate, up, product, mlpOut: Matrix
+
+    init(rows n: Int, config c: TextConfig) {
+        let h = c.hiddenSize, qd = c.numAttentionHeads * c.headDim, kvd = c.numKeyValueHeads * c.headDim
+        input = Matrix(rows: n, columns: h); normed1 = Matrix(rows: n, columns: h)
+        q = Matrix(rows: n, columns: qd); k = Matrix(rows: n, columns: kvd); v = Matrix(rows: n, columns: kvd)
+        attended = Matrix(rows: n, columns: qd); attnOut = Matrix(rows: n, columns: h)
+        mid = Matrix(rows: n, columns: h); normed2 = Matrix(rows: n, columns: h)
+        gate = Matrix(rows: n, columns: c.intermediateSize); up = Matrix(rows: n, columns: c.intermediateSize)
+        product = Matrix(rows: n, columns: c.intermediateSize); mlpOut = Matrix(rows: n, columns: h)
+    }
+
+    /// Floats one layer keeps for `n` tokens (to choose between keeping and recomputing).
+    static func floats(rows n: Int, config c: TextConfig) -> Int {
+        let qd = c.numAttentionHeads * c.headDim, kvd = c.numKeyValueHeads * c.headDim
+        return n * (6 * c.hiddenSize + 2 * qd + 2 * kvd + 3 * c.intermediateSize)
+    }
+}
+
+/// The frozen matrices transposed ([in, out]), so the input gradient `dY · W` is the backend's
+/// `linear(dY, Wᵀ)`: the same kernels as inference. bf16 and float32 bases transpose exactly;
+/// f16 and quantized ones are widened to float32 values first and kept as bf16 (f16) or float32.
+final class TransposedWeights {
+    /// `layers[l][target]`
+    let layers: [[LoRATarget: WeightMatrix]]
+    let lmHead: WeightMatrix
+    private var buffers: [UnsafeMutableRawPointer] = []
+
+    init(decoder: Gemma2Decoder) {
+        var buffers: [UnsafeMutableRawPointer] = []
+        func transpose(_ w: WeightMatrix) -> WeightMatrix {
+            let keepBF16 = w.format == .bf16
+            let bytes = w.rows * w.columns * (keepBF16 ? 2 : 4)
+            let buffer = UnsafeMutableRawPointer.allocate(byteCount: max(bytes, 4), alignment: 64)
+            buffers.append(buffer)
+            let row = UnsafeMutablePointer<Float>.allocate(capacity: w.columns)
+            defer { row.deallocate() }
+            let (rows, cols) = (w.rows, w.columns)
+            if keepBF16 {
+                let src = w.data.assumingMemoryBound(to: UInt16.self), dst = buffer.assumingMemoryBound(to: UInt16.self)
+                var r0 = 0
+                while r0 < rows {
+                    let r1 = min(r0 + 64, rows)
+                    for c in 0..<cols { for r in r0..<r1 { dst[c * rows + r] = src[r * cols + c] } }
+                    r0 = r1
+                }
+            } else {
+                let dst = buffer.assumingMemoryBound(to: Float.self)
+                for r in 0..<rows {
+                    w.convertRow(r, into: row)
+                    for c in 0..<cols { dst[c * rows + r] = row[c] }
+                }
+            }
+            return WeightMatrix(format: keepBF16 ? .bf16 : .f32, rows: cols, columns: rows, data: UnsafeRawPointer(buffer))
+        }
+        layers = decoder.layers.map { layer in
+            [.q: transpose(layer.q), .k: transpose(layer.k), .v: transpose(layer.v), .o: transpose(layer.o),
+             .gate: transpose(layer.gate), .up: transpose(layer.up), .down: transpose(layer.down)]
+        }
+        lmHead = transpose(decoder.lmHead)
+        self.buffers = buffers
+    }
+
+    deinit { for b in buffers { b.deallocate() } }
+}
+
+/// LoRA's gradients, shaped as the adapter's pairs.
+final class LoRAGradients {
+    let pairs: [[LoRATarget: LoRAPair]]
+
+    init(like adapter: LoRAAdapter) {
+        pairs = adapter.pairs.map { byTarget in
+            byTarget.mapValues { LoRAPair(a: Matrix(rows: $0.a.rows, columns: $0.a.columns),
+                                          b: Matrix(rows: $0.b.rows, columns: $0.b.columns)) }
+        }
+    }
+
+    func zero() { for byTarget in pairs { for p in byTarget.values { p.a.zero(); p.b.zero() } } }
+}
+
+/// Which elements LoRA's dropout keeps: a pure function of (seed, call, element), so the
+/// backward pass regenerates the forward's mask instead of storing it.
+struct DropoutMask {
+    let probability: Float
+    let seed: UInt64
+
+    /// `out = x · keep / (1 − p)` for the mask of `stream`.
+    func apply(_ x: Matrix, stream: UInt64, into out: Matrix) {
+        out.setRows(x.rows)
+        let n = x.rows * x.columns, keepScale = 1 / (1 - probability)
+        let threshold = UInt64(Double(probability) * 0x1p64.nextDown)
+        let xs = x.storage, os = out.storage
+        for i in 0..<n {
+            var z = seed &+ stream &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(i) &* 0xD1B5_4A32_D192_ED03
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            z ^= z >> 31
+            os[i] = z < threshold ? 0 : xs[i] * keepScale
+        }
+    }
+}
+
+/// One training pass over a sequence: the decoder's forward with LoRA (and its dropout), keeping
+/// what backward needs, then the backward pass accumulating LoRA gradients. Everything else is
+/// frozen. Implements the same expressions as `Gemma2Decoder.forward` for a whole sequence.
+struct Gemma2Trainer {
+    let decoder: Gemma2Decoder
+    let adapter: LoRAAdapter
+    let transposed: TransposedWeights
+    let backend: ComputeBackend
+    var grad: Gradients { Gradients(backend: backend) }
+    var config: TextConfig { decoder.config }
+
+    /// `y = x·Wᵀ + s·(drop(x)·Aᵀ)·Bᵀ`.
+    private func adaptedLinear(_ x: Matrix, layer l: Int, _ target: LoRATarget, _ w: WeightMatrix,
+                               dropout: DropoutMask?, stream: UInt64, into y: Matrix) {
+        backend.linear(x, w, bias: nil, into: y)
+        guard let pair = adapter.pairs[l][target] else { return }
+        let input: Matrix
+        if let dropout, dropout.probability > 0 {
+            input = Matrix(rows: x.rows, columns: x.columns)
+            dropout.apply(x, stream: stream, into: input)
+        } else {
+            input = x
+        }
+        let t = Matrix(rows: x.rows, columns: pair.a.rows)
+        grad.product(input, pair.a, into: t)
+        let u = Matrix(rows: x.rows, columns: y.columns)
+        grad.product(t, pair.b, into: u)
+        y.add(u, scale: adapter.config.scale)
+    }
+
+    /// Backward of `adaptedLinear`: LoRA gradients into `grads`, and `dx` (+)= dY·W + LoRA's part.
+    private func adaptedLinearBackward(_ x: Matrix, dY: Matrix, layer l: Int, _ target: LoRATarget,
+                                       dropout: DropoutMask?, stream: UInt64, grads: LoRAGradients,
+                                       dx: Matrix?, accumulate: Bool) {
+        if let dx {
+            if accumulate {
+                let part = Matrix(rows: dY.rows, columns: dx.columns)
+                backend.linear(dY, transposed.layers[l][target]!, bias: nil, into: part)
+                dx.add(part)
+            } else {
+                backend.linear(dY, transposed.layers[l][target]!, bias: nil, into: dx)
+            }
+        }
+        guard let pair = adapter.pairs[l][target], let g = grads.pairs[l][target] else { return }
+        let s = adapter.config.scale
+        let n = x.rows, r = pair.a.rows
+        var input = x
+        if let dropout, dropout.probability > 0 {
+            input = Matrix(rows: n, columns: x.columns)
+            dropout.apply(x, stream: stream, into: input)
+        }
+        let t = Matrix(rows: n, columns: r)
+        grad.product(input, pair.a, into: t)
+        // dB += s · dYᵀ t
+        let dB = Matrix(rows: pair.b.rows, columns: r)
+        grad.product(dY.transposed(), t.transposed(), into: dB)
+        g.b.add(dB, scale: s)
+        // dt = s · dY B
+        let dt = Matrix(rows: n, columns: r)
+        grad.product(dY, pair.b.transposed(), into: dt)
+        dt.add(dt, scale: s - 1)
+        // dA += dtᵀ · drop(x)
+        let dA = Matrix(rows: r, columns: x.columns)
+        grad.product(dt.transposed(), input.transposed(), into: dA)
+        g.a.add(dA)
+        // dx += mask ⊙ (dt A) / (1 − p)
+        if let dx {
+            let part = Matrix(rows: n, columns: x.columns)
+            grad.product(dt, pair.a.transposed(), into: part)
+            if let dropout, dropout.probability > 0 {
+                let masked = Matrix(rows: n, columns: x.columns)
+                dropout.apply(part, stream: stream, into: masked)
+                dx.add(masked)
+            } else {
+                dx.add(part)
+            }
+        }
+    }
+
+    private func stream(_ base: UInt64, _ l: Int, _ t: LoRATarget) -> UInt64 {
+        base &* 1_000_003 &+ UInt64(l) &* 16 &+ UInt64(LoRATarget.allCases.firstIndex(of: t)!)
+    }
+
+    private func shape(rows n: Int) -> AttentionShape {
+        AttentionShape(heads: config.numAttentionHeads, kvHeads: config.numKeyValueHeads, headDim: config.headDim,
+                       scale: 1 / config.queryPreAttnScalar.squareRoot(), softcap: config.attnLogitSoftcapping,
+                       queryStart: 0, keyCount: n)
+    }
+
+    private func mask(layer l: Int, prefixLength: Int) -> AttentionMask {
+        .prefixLM(prefixLength: prefixLength, window: decoder.layers[l].sliding ? config.slidingWindow : nil)
+    }
+
+    /// Layer `l` over the sequence in `x` (updated in place to the layer's output), keeping its activations.
+    func forward(layer l: Int, x: Matrix, prefixLength: Int, keep a: LayerActivations, dropout: DropoutMask?, stream base: UInt64) {
+        let layer = decoder.layers[l], c = config, n = x.rows
+        a.input.copyRows(from: x, count: n, to: 0)
+        // h = x + post_attention_layernorm(o_proj(attn(rope(q), rope(k), v))), on input_layernorm(x)
+        backend.rmsNorm(x, weight: layer.inputNorm, weightOffset: 1, eps: c.rmsNormEps, into: a.normed1)
+        adaptedLinear(a.normed1, layer: l, .q, layer.q, dropout: dropout, stream: stream(base, l, .q), into: a.q)
+        adaptedLinear(a.normed1, layer: l, .k, layer.k, dropout: dropout, stream: stream(base, l, .k), into: a.k)
+        adaptedLinear(a.normed1, layer: l, .v, layer.v, dropout: dropout, stream: stream(base, l, .v), into: a.v)
+        backend.rope(a.q, headDim: c.headDim, firstPosition: 1, theta: c.ropeTheta)
+        backend.rope(a.k, headDim: c.headDim, firstPosition: 1, theta: c.ropeTheta)
+        backend.attention(queries: a.q, keys: a.k, values: a.v, shape: shape(rows: n),
+                          mask: mask(layer: l, prefixLength: prefixLength), into: a.attended)
+        adaptedLinear(a.attended, layer: l, .o, layer.o, dropout: dropout, stream: stream(base, l, .o), into: a.attnOut)
+        if let norm = layer.postAttentionNorm {
+            let normed = Matrix(rows: n, columns: c.hiddenSize)
+            backend.rmsNorm(a.attnOut, weight: norm, weightOffset: 1, eps: c.rmsNormEps, into: normed)
+            backend.add(normed, into: x)
+        } else {
+            backend.add(a.attnOut, into: x)
+        }
+        a.mid.copyRows(from: x, count: n, to: 0)
+        // out = h + post_feedforward_layernorm(down(gelu_tanh(gate(m)) · up(m))), m = pre_feedforward_layernorm(h)
+        backend.rmsNorm(x, weight: layer.preFeedforwardNorm, weightOffset: 1, eps: c.rmsNormEps, into: a.normed2)
+        adaptedLinear(a.normed2, layer: l, .gate, layer.gate, dropout: dropout, stream: stream(base, l, .gate), into: a.gate)
+        adaptedLinear(a.normed2, layer: l, .up, layer.up, dropout: dropout, stream: stream(base, l, .up), into: a.up)
+        backend.geluTanh(a.gate, times: a.up, into: a.product)
+        adaptedLinear(a.product, layer: l, .down, layer.down, dropout: dropout, stream: stream(base, l, .down), into: a.mlpOut)
+        if let norm = layer.postFeedforwardNorm {
+            let normed = Matrix(rows: n, columns: c.hiddenSize)
+            backend.rmsNorm(a.mlpOut, weight: norm, weightOffset: 1, eps: c.rmsNormEps, into: normed)
+            backend.add(normed, into: x)
+        } else {
+            backend.add(a.mlpOut, into: x)
+        }
+    }
+
+    /// Backward of layer `l`: `dx` holds the gradient of the layer's output and becomes the
+    /// gradient of its input (left unchanged beyond the residual when `needInput` is false, for layer 0).
+    func backward(layer l: Int, _ a: LayerActivations, dx: Matrix, prefixLength: Int, dropout: DropoutMask?,
+                  stream base: UInt64, grads: LoRAGradients, needInput: Bool) {
+        let layer = decoder.layers[l], c = config, n = a.input.rows
+        let h = c.hiddenSize, inter = c.intermediateSize
+        // MLP block: out = mid + norm_pff(mlpOut)
+        let dMlpOut = Matrix(rows: n, columns: h)
+        if let norm = layer.postFeedforwardNorm {
+            grad.rmsNorm(x: a.mlpOut, weight: norm, weightOffset: 1, eps: c.rmsNormEps, dOut: dx, into: dMlpOut, assign: true)
+        } else {
+            dMlpOut.copyRows(from: dx, count: n, to: 0)
+        }
+        let dProduct = Matrix(rows: n, columns: inter)
+        adaptedLinearBackward(a.product, dY: dMlpOut, layer: l, .down, dropout: dropout, stream: stream(base, l, .down),
+                              grads: grads, dx: dProduct, accumulate: false)
+        let dGate = Matrix(rows: n, columns: inter), dUp = Matrix(rows: n, columns: inter)
+        grad.geluTanhProduct(a: a.gate, b: a.up, dOut: dProduct, da: dGate, db: dUp)
+        let dNormed2 = Matrix(rows: n, columns: h)
+        adaptedLinearBackward(a.normed2, dY: dGate, layer: l, .gate, dropout: dropout, stream: stream(base, l, .gate),
+                              grads: grads, dx: dNormed2, accumulate: false)
+        adaptedLinearBackward(a.normed2, dY: dUp, layer: l, .up, dropout: dropout, stream: stream(base, l, .up),
+                              grads: grads, dx: dNormed2, accumulate: true)
+        grad.rmsNorm(x: a.mid, weight: layer.preFeedforwardNorm, weightOffset: 1, eps: c.rmsNormEps, dOut: dNormed2, into: dx)
+        // Attention block: mid = input + norm_pa(attnOut)
+        let dAttnOut = Matrix(rows: n, columns: h)
+        if let norm = layer.postAttentionNorm {
+            grad.rmsNorm(x: a.attnOut, weight: norm, weightOffset: 1, eps: c.rmsNormEps, dOut: dx, into: dAttnOut, assign: true)
+        } else {
+            dAttnOut.copyRows(from: dx, count: n, to: 0)
+        }
+        let dAttended = Matrix(rows: n, columns: a.attended.columns)
+        adaptedLinearBackward(a.attended, dY: dAttnOut, layer: l, .o, dropout: dropout, stream: stream(base, l, .o),
+                              grads: grads, dx: dAttended, accumulate: false)
+        let dq = Matrix(rows: n, columns: a.q.columns), dk = Matrix(rows: n, columns: a.k.columns)
+        let dv = Matrix(rows: n, columns: a.v.columns)
+        grad.attention(queries: a.q, keys: a.k, values: a.v, shape: shape(rows: n),
+                       mask: mask(layer: l, prefixLength: prefixLength), dOut: dAttended, dQueries: dq, dKeys: dk, dValues: dv)
+        grad.rope(dq, headDim: c.headDim, firstPosition: 1, theta: c.ropeTheta)
+        grad.rope(dk, headDim: c.headDim, firstPosition: 1, theta: c.ropeTheta)
+        let dNormed1: Matrix? = needInput ? Matrix(rows: n, columns: h) : nil
+        adaptedLinearBackward(a.normed1, dY: dq, layer: l, .q, dropout: dropout, stream: stream(base, l, .q),
+                              grads: grads, dx: dNormed1, accumulate: false)
+        adaptedLinearBackward(a.normed1, dY: dk, layer: l, .k, dropout: dropout, stream: stream(base, l, .k),
+                              grads: grads, dx: dNormed1, accumulate: true)
+        adaptedLinearBackward(a.normed1, dY: dv, layer: l, .v, dropout: dropout, stream: stream(base, l, .v),
+                              grads: grads, dx: dNormed1, accumulate: true)
+        if let dNormed1 {
+            grad.rmsNorm(x: a.input, weight: layer.inputNorm, weightOffset: 1, eps: c.rmsNormEps, dOut: dNormed1, into: dx)
+        }
+    }
+
+    /// One sequence: forward, loss on `targets` (the ids at positions `firstTarget …`, each
+    /// predicted from the position before), backward into `grads`, with gradients scaled by
+    /// `gradScale` (1 / the step's labelled tokens). Returns the sum of the token losses.
+    func lossAndGradients(embeddings x: Matrix, prefixLength: Int, firstTarget: Int, targets: [Int],
+                          gradScale: Float, dropout: DropoutMask?, stream: UInt64, grads: LoRAGradients,
+                          keepAll: Bool) -> Float {
+        let n = x.rows, c = config, layers = decoder.layers.count
+        precondition(firstTarget >= 1 && firstTarget + targets.count == n, "targets must end the sequence")
+        let inputs = (0..<layers).map { _ in Matrix(rows: n, columns: c.hiddenSize) }
+        var kept: [LayerActivations] = []
+        let scratch = keepAll ? nil : LayerActivations(rows: n, config: c)
+        for l in 0..<layers {
+            inputs[l].copyRows(from: x, count: n, to: 0)
+            let acts = scratch ?? LayerActivations(rows: n, config: c)
+            forward(layer: l, x: x, prefixLength: prefixLength, keep: acts, dropout: dropout, stream: stream)
+            if keepAll { kept.append(acts) }
+        }
+        // Logits for the rows that predict targets: final norm → lm_head → softcap → cross-entropy.
+        let s = targets.count
+        let hidden = Matrix(rows: s, columns: c.hiddenSize)
+        hidden.copyRows(from: x, sourceRow: firstTarget - 1, count: s, to: 0)
+        let normed = Matrix(rows: s, columns: c.hiddenSize)
+        backend.rmsNorm(hidden, weight: decoder.finalNorm, weightOffset: 1, eps: c.rmsNormEps, into: normed)
+        let logits = Matrix(rows: s, columns: c.vocabSize)
+        backend.linear(normed, decoder.lmHead, bias: nil, into: logits)
+        if let cap = c.finalLogitSoftcapping { backend.softcap(logits, cap: cap) }
+        let dLogits = Matrix(rows: s, columns: c.vocabSize)
+        let losses = grad.crossEntropy(logits: logits, targets: targets, gradScale: gradScale, into: dLogits)
+        if let cap = c.finalLogitSoftcapping { grad.softcap(capped: logits, cap: cap, grad: dLogits) }
+        let dNormed = Matrix(rows: s, columns: c.hiddenSize)
+        backend.linear(dLogits, transposed.lmHead, bias: nil, into: dNormed)
+        let dHidden = Matrix(rows: s, columns: c.hiddenSize)
+        grad.rmsNorm(x: hidden, weight: decoder.finalNorm, weightOffset: 1, eps: c.rmsNormEps, dOut: dNormed, into: dHidden, assign: true)
+        let dx = Matrix(rows: n, columns: c.hiddenSize)
+        dx.copyRows(from: dHidden, count: s, to: firstTarget - 1)
+        for l in stride(from: layers - 1, through: 0, by: -1) {
+            let acts: LayerActivations
+            if keepAll {
+                acts = kept[l]
+            } else {
+                acts = scratch!
+                let replay = Matrix(rows: n, columns: c.hiddenSize)
+                replay.copyRows(from: inputs[l], count: n, to: 0)
+                forward(layer: l, x: replay, prefixLength: prefixLength, keep: acts, dropout: dropout, stream: stream)
+            }
+            backward(layer: l, acts, dx: dx, prefixLength: prefixLength, dropout: dropout, stream: stream,
+                     grads: grads, needInput: l > 0)
+        }
+        return losses.reduce(0, +)
+    }
+}

@@ -1,0 +1,262 @@
+import Foundation
+import Kernels
+import SafeTensors
+
+/// A Gemma decoder matrix LoRA can adapt, named as `--targets` names it.
+public enum LoRATarget: String, CaseIterable, Codable, Sendable {
+    case q, k, v, o, gate, up, down
+
+    /// The module's name in transformers (`q_proj` …), as PEFT's keys and `target_modules` use it.
+    public var moduleName: String { rawValue + "_proj" }
+
+    /// The module's path inside a decoder layer.
+    var path: String {
+        switch self {
+        case .q, .k, .v, .o: return "self_attn." + moduleName
+        case .gate, .up, .down: return "mlp." + moduleName
+        }
+    }
+
+    /// Parses `q,k,v,o,gate,up,down`; the `_proj` names and `all` are accepted too.
+    public static func parseList(_ text: String) throws -> [LoRATarget] {
+        let names = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
+        if names == ["all"] { return allCases }
+        var out: [LoRATarget] = []
+        for name in names {
+            let bare = name.hasSuffix("_proj") ? String(name.dropLast(5)) : name
+            guard let t = LoRATarget(rawValue: bare) else {
+                throw LoRAError.invalid("unknown LoRA target \"\(name)\"; use some of q,k,v,o,gate,up,down (or all)")
+            }
+            if !out.contains(t) { out.append(t) }
+        }
+        guard !out.isEmpty else { throw LoRAError.invalid("--targets names no matrix; use some of q,k,v,o,gate,up,down") }
+        return out
+    }
+}
+
+/// What is wrong with an adapter or a LoRA setting.
+public enum LoRAError: Error, CustomStringConvertible, Sendable {
+    case invalid(String)
+    case adapterFile(path: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case let .invalid(reason): return reason
+        case let .adapterFile(path, reason): return "adapter \(path): \(reason)"
+        }
+    }
+}
+
+/// LoRA's shape: `W' = W + (alpha / rank) · B·A` on each target matrix (PEFT's `LoraConfig`).
+public struct LoRAConfig: Codable, Sendable, Equatable {
+    public var rank: Int
+    public var alpha: Float
+    public var dropout: Float
+    public var targets: [LoRATarget]
+    /// rsLoRA scales by `alpha / √rank` instead of `alpha / rank`.
+    public var rankStabilized: Bool
+
+    public init(rank: Int = 16, alpha: Float = 32, dropout: Float = 0.05, targets: [LoRATarget] = LoRATarget.allCases,
+                rankStabilized: Bool = false) {
+        self.rank = rank
+        self.alpha = alpha
+        self.dropout = dropout
+        self.targets = targets
+        self.rankStabilized = rankStabilized
+    }
+
+    public var scale: Float { rankStabilized ? alpha / Float(rank).squareRoot() : alpha / Float(rank) }
+
+    public func validate() throws {
+        guard (1...1024).contains(rank) else { throw LoRAError.invalid("LoRA rank \(rank) must be within 1...1024") }
+        guard alpha.isFinite && alpha > 0 else { throw LoRAError.invalid("LoRA alpha \(alpha) must be a positive number") }
+        guard dropout >= 0 && dropout < 1 else { throw LoRAError.invalid("LoRA dropout \(dropout) must be within 0 ..< 1") }
+        guard !targets.isEmpty else { throw LoRAError.invalid("LoRA needs at least one target matrix") }
+    }
+}
+
+/// One adapted matrix's pair: `a` [rank, in] and `b` [out, rank], float32.
+public final class LoRAPair: @unchecked Sendable {
+    // @unchecked Sendable: the matrices change only inside a training step, which owns the adapter.
+    public let a: Matrix
+    public let b: Matrix
+    init(a: Matrix, b: Matrix) { self.a = a; self.b = b }
+}
+
+/// LoRA weights for a Gemma decoder: one pair per (layer, target). Saved and loaded in PEFT's
+/// format (`adapter_config.json` + `adapter_model.safetensors`), so transformers + PEFT load what
+/// we train and we load what PEFT trains.
+public final class LoRAAdapter: @unchecked Sendable {
+    // @unchecked Sendable: pairs are mutated only by the trainer that owns the adapter; a model
+    // given an adapter for inference only reads it.
+    public let config: LoRAConfig
+    /// `pairs[layer][target]`
+    public let pairs: [[LoRATarget: LoRAPair]]
+
+    public var layerCount: Int { pairs.count }
+
+    init(config: LoRAConfig, pairs: [[LoRATarget: LoRAPair]]) {
+        self.config = config
+        self.pairs = pairs
+    }
+
+    /// A fresh adapter as PEFT initialises one: `A` Kaiming-uniform with a = √5 (bound
+    /// `1/√in`), `B` zero, so the adapted model starts equal to the base.
+    public convenience init(config: LoRAConfig, text: TextConfig, seed: UInt64) throws {
+        try config.validate()
+        var rng = SplitMix64(seed: seed)
+        let pairs = (0..<text.numHiddenLayers).map { _ in
+            Dictionary(uniqueKeysWithValues: config.targets.map { t -> (LoRATarget, LoRAPair) in
+                let (out, inp) = text.shape(of: t)
+                let a = Matrix(rows: config.rank, columns: inp)
+                let bound = 1 / Float(inp).squareRoot()
+                for i in 0..<(config.rank * inp) { a.storage[i] = (Float(rng.nextDouble()) * 2 - 1) * bound }
+                return (t, LoRAPair(a: a, b: Matrix(rows: out, columns: config.rank)))
+            })
+        }
+        self.init(config: config, pairs: pairs)
+    }
+
+    /// Every pair in a fixed order (layer, then target order), for optimisers and norms.
+    var orderedPairs: [(layer: Int, target: LoRATarget, pair: LoRAPair)] {
+        pairs.enumerated().flatMap { l, byTarget in
+            LoRATarget.allCases.compactMap { t in byTarget[t].map { (l, t, $0) } }
+        }
+    }
+
+    /// Trainable parameters.
+    public var parameterCount: Int {
+        orderedPairs.reduce(0) { $0 + $1.pair.a.rows * $1.pair.a.columns + $1.pair.b.rows * $1.pair.b.columns }
+    }
+
+    // MARK: PEFT's format
+
+    static let configFile = "adapter_config.json"
+    static let weightsFile = "adapter_model.safetensors"
+
+    /// PEFT's key for a pair's matrix: `base_model.model.model.language_model.layers.L.self_attn.q_proj.lora_A.weight`.
+    static func key(layer: Int, target: LoRATarget, matrix: String) -> String {
+        "base_model.model.model.language_model.layers.\(layer).\(target.path).lora_\(matrix).weight"
+    }
+
+    /// `target_modules` as a regular expression that matches the language model's matrices only
+    /// (SigLIP has `q_proj`, `k_proj`, `v_proj` too).
+    var targetModulesPattern: String {
+        ".*language_model.*\\.(" + config.targets.map(\.moduleName).joined(separator: "|") + ")"
+    }
+
+    /// Writes `adapter_config.json` and `adapter_model.safetensors` into `directory` (created if
+    /// needed), each file atomically.
+    public func save(to directory: URL, baseModel: String) throws {
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        var writer = SafeTensorsWriter()
+        writer.metadata = ["format": "pt"]
+        for (l, t, pair) in orderedPairs {
+            writer.add(Self.key(layer: l, target: t, matrix: "A"), shape: [pair.a.rows, pair.a.columns], floats: pair.a.values)
+            writer.add(Self.key(layer: l, target: t, matrix: "B"), shape: [pair.b.rows, pair.b.columns], floats: pair.b.values)
+        }
+        try writer.write(to: directory.appendingPathComponent(Self.weightsFile))
+        let json: [String: Any] = [
+            "peft_type": "LORA", "task_type": NSNull(), "base_model_name_or_path": baseModel,
+            "r": config.rank, "lora_alpha": Double(config.alpha), "lora_dropout": Double(config.dropout),
+            "target_modules": targetModulesPattern, "bias": "none", "fan_in_fan_out": false,
+            "use_rslora": config.rankStabilized, "use_dora": false, "inference_mode": true,
+            "init_lora_weights": true, "modules_to_save": NSNull(), "layers_to_transform": NSNull(),
+            "rank_pattern": [String: Any](), "alpha_pattern": [String: Any](),
+        ]
+        let data = try JSONSerialization.data(withJSONObject: json, options: [.prettyPrinted, .sortedKeys])
+        try data.write(to: directory.appendingPathComponent(Self.configFile), options: .atomic)
+    }
+
+    /// Loads an adapter in PEFT's format for a decoder with `text`'s shapes. Accepts the key
+    /// layouts of transformers 5 (`model.language_model.layers`) and 4 (`language_model.model.layers`).
+    public static func load(from directory: URL, text: TextConfig) throws -> LoRAAdapter {
+        let configURL = directory.appendingPathComponent(configFile)
+        let path = directory.path
+        guard let data = try? Data(contentsOf: configURL) else {
+            throw LoRAError.adapterFile(path: path, reason: "no readable \(configFile); pass the directory `finetune --out` or PEFT's save_pretrained wrote")
+        }
+        guard let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+            throw LoRAError.adapterFile(path: path, reason: "\(configFile) is not a JSON object")
+        }
+        if let type = json["peft_type"] as? String, type != "LORA" {
+            throw LoRAError.adapterFile(path: path, reason: "peft_type \(type) is not supported (only LORA)")
+        }
+        if json["use_dora"] as? Bool == true { throw LoRAError.adapterFile(path: path, reason: "DoRA adapters are not supported") }
+        if json["fan_in_fan_out"] as? Bool == true { throw LoRAError.adapterFile(path: path, reason: "fan_in_fan_out adapters are not supported") }
+        for field in ["rank_pattern", "alpha_pattern"] {
+            if let p = json[field] as? [String: Any], !p.isEmpty {
+                throw LoRAError.adapterFile(path: path, reason: "\(field) (per-module ranks) is not supported")
+            }
+        }
+        if let bias = json["bias"] as? String, bias != "none" {
+            throw LoRAError.adapterFile(path: path, reason: "bias \"\(bias)\" is not supported (only none)")
+        }
+        guard let rank = json["r"] as? Int, rank > 0 else { throw LoRAError.adapterFile(path: path, reason: "\(configFile) lacks a positive r") }
+        let alpha = (json["lora_alpha"] as? NSNumber)?.floatValue ?? Float(rank)
+        let dropout = (json["lora_dropout"] as? NSNumber)?.floatValue ?? 0
+        let rs = json["use_rslora"] as? Bool ?? false
+
+        let file: SafeTensorsFile
+        do {
+            file = try SafeTensorsFile(path: directory.appendingPathComponent(weightsFile).path)
+        } catch {
+            throw LoRAError.adapterFile(path: path, reason: "\(weightsFile): \(error)")
+        }
+        let pattern = try NSRegularExpression(pattern: #"language_model\.(?:model\.)?layers\.(\d+)\.(self_attn|mlp)\.(\w+)_proj\.lora_([AB])(?:\.default)?\.weight$"#)
+        var found: [Int: [LoRATarget: (a: TensorInfo?, b: TensorInfo?)]] = [:]
+        for name in file.tensors.keys.sorted() {
+            let range = NSRange(name.startIndex..., in: name)
+            guard let m = pattern.firstMatch(in: name, range: range),
+                  let layer = Int(name[Range(m.range(at: 1), in: name)!]),
+                  let target = LoRATarget(rawValue: String(name[Range(m.range(at: 3), in: name)!])) else {
+                throw LoRAError.adapterFile(path: path, reason: "tensor \(name) is not a LoRA matrix of the language model's "
+                    + "q,k,v,o,gate,up,down (adapters on the vision tower or embeddings are not supported)")
+            }
+            guard layer < text.numHiddenLayers else {
+                throw LoRAError.adapterFile(path: path, reason: "tensor \(name) names layer \(layer); the model has \(text.numHiddenLayers)")
+            }
+            let info = file.tensors[name]!
+            var entry = found[layer, default: [:]][target] ?? (nil, nil)
+            if name[Range(m.range(at: 4), in: name)!] == "A" { entry.a = info } else { entry.b = info }
+            found[layer, default: [:]][target] = entry
+        }
+        guard !found.isEmpty else { throw LoRAError.adapterFile(path: path, reason: "\(weightsFile) holds no LoRA matrices") }
+        var targets = Set<LoRATarget>()
+        var pairs = [[LoRATarget: LoRAPair]](repeating: [:], count: text.numHiddenLayers)
+        for (layer, byTarget) in found {
+            for (target, entry) in byTarget {
+                guard let a = entry.a, let b = entry.b else {
+                    throw LoRAError.adapterFile(path: path, reason: "layer \(layer) \(target.moduleName) has only one of lora_A and lora_B")
+                }
+                let (out, inp) = text.shape(of: target)
+                guard a.shape == [rank, inp], b.shape == [out, rank] else {
+                    throw LoRAError.adapterFile(path: path, reason: "layer \(layer) \(target.moduleName): lora_A \(a.shape) and lora_B \(b.shape) "
+                        + "do not fit rank \(rank) and the matrix's [\(out), \(inp)]")
+                }
+                let pa = Matrix(rows: rank, columns: inp, values: try a.floats())
+                let pb = Matrix(rows: out, columns: rank, values: try b.floats())
+                pairs[layer][target] = LoRAPair(a: pa, b: pb)
+                targets.insert(target)
+            }
+        }
+        let config = LoRAConfig(rank: rank, alpha: alpha, dropout: dropout,
+                                targets: LoRATarget.allCases.filter(targets.contains), rankStabilized: rs)
+        try config.validate()
+        return LoRAAdapter(config: config, pairs: pairs)
+    }
+}
+
+extension TextConfig {
+    /// A target matrix's [out, in].
+    func shape(of target: LoRATarget) -> (out: Int, in: Int) {
+        let q = numAttentionHeads * headDim, kv = numKeyValueHeads * headDim
+        switch target {
+        case .q: return (q, hiddenSize)
+        case .k, .v: return (kv, hiddenSize)
+        case .o: return (hiddenSize, q)
+        case .gate, .up: return (intermediateSize, hiddenSize)
+        case .down: return (hiddenSize, intermediateSize)
+        }
+    }
+}
