@@ -57,19 +57,7 @@ public enum Quantizer {
             throw CheckpointError.unsupportedModel(file: source.path, reason: "already quantized (\(config.quantization!.format))")
         }
         let checkpoint = try SafeTensorsCheckpoint(directory: source)
-        let fm = FileManager.default
-        // Never write over something: the destination is a new or empty directory.
-        var isDirectory: ObjCBool = false
-        if fm.fileExists(atPath: destination.path, isDirectory: &isDirectory) {
-            guard isDirectory.boolValue else {
-                throw InputError.option("\(destination.path) is an existing file; the destination is a new directory to write the checkpoint into")
-            }
-            let contents = try fm.contentsOfDirectory(atPath: destination.path).filter { !$0.hasPrefix(".") }
-            guard contents.isEmpty else {
-                throw InputError.option("\(destination.path) already holds \(contents.count) file\(contents.count == 1 ? "" : "s"); choose a new or empty directory")
-            }
-        }
-        try fm.createDirectory(at: destination, withIntermediateDirectories: true)
+        try CheckpointDirectory.prepareNew(destination)
 
         var entries: [SafeTensorsStreamWriter.Entry] = []
         var plan: [(name: String, stored: WeightFormat?)] = []
@@ -129,7 +117,31 @@ public enum Quantizer {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try encoder.encode(config).write(to: destination.appendingPathComponent("config.json"))
-        // Tokenizer and processor files travel along unchanged.
+        try CheckpointDirectory.copyCompanionFiles(from: source, to: destination)
+    }
+}
+
+/// Writing a derived checkpoint (quantized, merged) beside its source.
+enum CheckpointDirectory {
+    /// Never writes over something: the destination is a new or empty directory, created here.
+    static func prepareNew(_ destination: URL) throws {
+        let fm = FileManager.default
+        var isDirectory: ObjCBool = false
+        if fm.fileExists(atPath: destination.path, isDirectory: &isDirectory) {
+            guard isDirectory.boolValue else {
+                throw InputError.option("\(destination.path) is an existing file; the destination is a new directory to write the checkpoint into")
+            }
+            let contents = try fm.contentsOfDirectory(atPath: destination.path).filter { !$0.hasPrefix(".") }
+            guard contents.isEmpty else {
+                throw InputError.option("\(destination.path) already holds \(contents.count) file\(contents.count == 1 ? "" : "s"); choose a new or empty directory")
+            }
+        }
+        try fm.createDirectory(at: destination, withIntermediateDirectories: true)
+    }
+
+    /// Tokenizer and processor files travel along unchanged.
+    static func copyCompanionFiles(from source: URL, to destination: URL) throws {
+        let fm = FileManager.default
         for file in ["tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
                      "preprocessor_config.json", "processor_config.json", "generation_config.json", "added_tokens.json",
                      "vae-oid.npz"] {

@@ -31,6 +31,10 @@ struct ModelOptions: ParsableArguments {
         discussion: "The checkpoints were trained on images whose alpha channel was dropped."))
     var alpha = "drop"
 
+    @Option(help: ArgumentHelp("A LoRA adapter directory (adapter_config.json + adapter_model.safetensors) to apply: one `paligemma finetune` wrote, or PEFT's save_pretrained.",
+                               valueName: "dir"))
+    var adapter: String?
+
     /// The demo-model note is printed once per run.
     static let demoNote = Once()
 
@@ -136,8 +140,12 @@ struct ModelOptions: ParsableArguments {
         }
         let loader = try imageLoader()
         let directory = try resolveDirectory()
+        let lora = try adapter.map { path -> LoRAAdapter in
+            let config = try PaliGemmaConfig.load(from: directory.appendingPathComponent("config.json"))
+            return try LoRAAdapter.load(from: URL(fileURLWithPath: path), text: config.text)
+        }
         return try PaliGemmaPipeline(directory: directory, backend: backend(for: directory),
-                                     imageLoader: loader, resize: filter)
+                                     imageLoader: loader, resize: filter, adapter: lora)
     }
 }
 

@@ -22,10 +22,12 @@ struct PaliGemmaCommand: AsyncParsableCommand {
           paligemma detect photo.jpg --objects "cat ; dog" --output boxes.png
           paligemma caption photo.jpg --model google/paligemma2-3b-mix-224 --json
           paligemma tokenize "detect cat"
+          paligemma finetune --data train.jsonl --out my-adapter
+          paligemma caption photo.jpg --adapter my-adapter
           paligemma bench 3b-224
         """,
         subcommands: [Caption.self, Describe.self, Ask.self, Detect.self, Segment.self, OCR.self, Generate.self, Results.self, Chat.self,
-                      Tokenize.self, Info.self, Download.self, Quantize.self, Bench.self, Eval.self, Serve.self])
+                      Tokenize.self, Info.self, Download.self, Quantize.self, Finetune.self, Merge.self, Bench.self, Eval.self, Serve.self])
 }
 
 /// Prints a library error the way a person can act on, and picks the exit code.
@@ -38,6 +40,9 @@ func fail(_ error: Error) -> ExitCode {
     case is InputError, is ImageError: return ExitCode(4)
     case is MaskDecoderError, is NumPyError: return ExitCode(3)
     case is HubError: return ExitCode(5)
+    case let lora as LoRAError:
+        if case .adapterFile = lora { return ExitCode(3) }
+        return ExitCode(4)
     default: return ExitCode(1)
     }
 }

@@ -220,3 +220,167 @@ extension PaliGemmaPipeline {
         try self.init(directory: directory, backend: backend, adapter: adapter)
     }
 }
+
+/// What validation measured after an epoch.
+public struct ValidationReport: Sendable, Codable {
+    public var epoch: Int
+    /// Mean cross-entropy over the validation answers' tokens.
+    public var loss: Float
+    /// Per task of the prompt's first word ("caption es exact", "detect recall@0.5", …), as `eval` names them.
+    public var metrics: [String: Double]
+    public var examples: Int
+}
+
+/// Progress of a run, for a progress line or a log.
+public enum TrainingEvent: Sendable {
+    case step(StepReport)
+    case validation(ValidationReport)
+    case checkpoint(step: Int, directory: URL)
+    case resumed(step: Int, directory: URL)
+}
+
+/// The state saved beside a checkpoint's adapter.
+struct TrainerState: Codable {
+    var step: Int
+    var totalSteps: Int
+    var options: FinetuneOptions
+    var examples: Int
+    var losses: [Float]
+}
+
+extension LoRATrainer {
+    /// Optimiser steps per epoch and in all, for `count` examples.
+    public func schedule(examples count: Int) -> (perEpoch: Int, total: Int) {
+        let perEpoch = (count + options.examplesPerStep - 1) / options.examplesPerStep
+        return (perEpoch, perEpoch * options.epochs)
+    }
+
+    /// The examples of optimiser step `step` (0-based): each epoch visits every example once, in
+    /// an order drawn from the seed and the epoch, so a resumed run sees what an uninterrupted one would.
+    func batch(step: Int, of examples: [TrainingExample]) -> [TrainingExample] {
+        let (perEpoch, _) = schedule(examples: examples.count)
+        let epoch = step / perEpoch, within = step % perEpoch
+        var rng = SplitMix64(seed: options.seed ^ (UInt64(0xE90C) &* UInt64(epoch + 1)))
+        var order = Array(examples.indices)
+        for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+        let start = within * options.examplesPerStep
+        return order[start..<min(order.count, start + options.examplesPerStep)].map { examples[$0] }
+    }
+
+    /// Fine-tunes on `examples` for `options.epochs` epochs, validating on `validation` after each,
+    /// checkpointing (adapter + optimiser state, written atomically) into `output/checkpoint-STEP`
+    /// every `options.saveEvery` steps and at each epoch's end, and writing the final adapter into
+    /// `output`. With `resume`, continues from the newest checkpoint in `output`.
+    public func train(_ examples: [TrainingExample], validation: [TrainingExample] = [], output: URL, resume: Bool = false,
+                      baseModel: String, onEvent: (TrainingEvent) -> Void = { _ in }) throws {
+        guard !examples.isEmpty else { throw LoRAError.invalid("no usable training examples") }
+        let (perEpoch, total) = schedule(examples: examples.count)
+        var losses: [Float] = []
+        var first = 0
+        if resume, let (directory, state) = try latestCheckpoint(in: output) {
+            guard state.options == options, state.examples == examples.count else {
+                throw LoRAError.invalid("\(directory.path) was written with other options or data (\(state.examples) examples); "
+                    + "resume with the same command, or choose a new --out")
+            }
+            try restore(from: directory)
+            first = state.step
+            losses = state.losses
+            onEvent(.resumed(step: first, directory: directory))
+        }
+        for step in first..<total {
+            let start = DispatchTime.now().uptimeNanoseconds
+            let sequences = try batch(step: step, of: examples).map(prepare)
+            let (loss, tokens) = try lossAndGradients(sequences, dropoutStream: UInt64(step))
+            let lr = cosineSchedule(step: step, warmup: options.warmupSteps, total: total, peak: options.learningRate)
+            let norm = applyGradients(learningRate: lr)
+            losses.append(loss)
+            onEvent(.step(StepReport(step: step + 1, totalSteps: total, epoch: step / perEpoch + 1, loss: loss, learningRate: lr,
+                                     gradientNorm: norm, tokens: tokens,
+                                     seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)))
+            let endOfEpoch = (step + 1) % perEpoch == 0
+            if endOfEpoch && !validation.isEmpty {
+                onEvent(.validation(try validate(validation, epoch: (step + 1) / perEpoch)))
+            }
+            if (options.saveEvery > 0 && (step + 1) % options.saveEvery == 0) || endOfEpoch {
+                let state = TrainerState(step: step + 1, totalSteps: total, options: options, examples: examples.count, losses: losses)
+                onEvent(.checkpoint(step: step + 1, directory: try saveCheckpoint(state, in: output, baseModel: baseModel)))
+            }
+        }
+        try adapter.save(to: output, baseModel: baseModel)
+    }
+
+    /// Loss and task metrics on `examples` with the current adapter (greedy answers, no dropout).
+    public func validate(_ examples: [TrainingExample], epoch: Int = 0, maxNewTokens: Int = 128) throws -> ValidationReport {
+        guard let pipeline else { throw LoRAError.invalid("validation needs a tokenizer") }
+        var lossSum: Float = 0, tokens = 0
+        var scores: [String: [Double]] = [:]
+        for example in examples {
+            let s = try prepare(example)
+            let (loss, n) = try lossAndGradients([s], training: false)
+            lossSum += loss * Float(n)
+            tokens += n
+            let answer = try pipeline.generate(prompt: example.prefix, image: EncodedImage(embedding: s.image, width: 1, height: 1, seconds: 0),
+                                               options: GenerationOptions(maxNewTokens: maxNewTokens)).text
+            let words = example.prefix.split(separator: " ")
+            let task = words.first.map(String.init)?.lowercased() ?? "answer"
+            if task == "detect" {
+                // Boxes compared in the unit square (1×1 frame), as <loc> tokens encode them.
+                func boxes(_ text: String) -> [([Double], String)] {
+                    LocationParser.parse(text, imageWidth: 1024, imageHeight: 1024).map { ([$0.x0, $0.y0, $0.x1, $0.y1], $0.label) }
+                }
+                let ious = Evaluator.matchBoxes(truth: boxes(example.suffix), predicted: boxes(answer))
+                scores["detect recall@0.5", default: []] += ious.map { $0 >= 0.5 ? 1 : 0 }
+            }
+            let key = task == "caption" && words.count > 1 ? "caption \(words[1]) exact" : "\(task) exact"
+            scores[key, default: []].append(answer.trimmingCharacters(in: .whitespaces) == example.suffix ? 1 : 0)
+        }
+        gradients.zero()
+        return ValidationReport(epoch: epoch, loss: lossSum / Float(max(1, tokens)),
+                                metrics: scores.mapValues { $0.reduce(0, +) / Double(max(1, $0.count)) }, examples: examples.count)
+    }
+
+    private func saveCheckpoint(_ state: TrainerState, in output: URL, baseModel: String) throws -> URL {
+        let fm = FileManager.default
+        try fm.createDirectory(at: output, withIntermediateDirectories: true)
+        let final = output.appendingPathComponent("checkpoint-\(state.step)")
+        let partial = output.appendingPathComponent(".checkpoint-\(state.step).partial")
+        try? fm.removeItem(at: partial)
+        try adapter.save(to: partial, baseModel: baseModel)
+        try optimizer.save(to: partial.appendingPathComponent("optimizer.safetensors"))
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try encoder.encode(state).write(to: partial.appendingPathComponent("trainer_state.json"), options: .atomic)
+        try? fm.removeItem(at: final)
+        try fm.moveItem(at: partial, to: final)
+        // Older checkpoints are superseded once the new one is complete.
+        for old in (try? fm.contentsOfDirectory(atPath: output.path)) ?? [] where old.hasPrefix("checkpoint-") && old != final.lastPathComponent {
+            try? fm.removeItem(at: output.appendingPathComponent(old))
+        }
+        return final
+    }
+
+    private func latestCheckpoint(in output: URL) throws -> (URL, TrainerState)? {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: output.path)) ?? []
+        let steps = names.compactMap { $0.hasPrefix("checkpoint-") ? Int($0.dropFirst("checkpoint-".count)) : nil }.sorted(by: >)
+        for step in steps {
+            let dir = output.appendingPathComponent("checkpoint-\(step)")
+            if let data = try? Data(contentsOf: dir.appendingPathComponent("trainer_state.json")),
+               let state = try? JSONDecoder().decode(TrainerState.self, from: data) {
+                return (dir, state)
+            }
+        }
+        return nil
+    }
+
+    private func restore(from directory: URL) throws {
+        let saved = try LoRAAdapter.load(from: directory, text: model.config.text)
+        for (l, t, pair) in adapter.orderedPairs {
+            guard let s = saved.pairs[l][t], s.a.columns == pair.a.columns, s.b.rows == pair.b.rows, s.a.rows == pair.a.rows else {
+                throw LoRAError.adapterFile(path: directory.path, reason: "does not match the adapter being trained")
+            }
+            pair.a.setValues(s.a.values)
+            pair.b.setValues(s.b.values)
+        }
+        try optimizer.load(from: directory.appendingPathComponent("optimizer.safetensors"))
+    }
+}
