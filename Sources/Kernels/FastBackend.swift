@@ -191,7 +191,10 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
         let buffers = ws.perWorker(floats: 64 * k)
         let xp = x.storage, yp = out.storage, m = x.rows
         func run(_ b: UnsafePointer<Float>?) {
-            parallel((n + 31) / 32, minChunk: 1) { p0, p1, w in
+            // A worker's share is at least ~4M multiply-adds (a fraction of a millisecond): below
+            // that, waking a helper costs more than it saves (training's many small products).
+            let panelWork = 32 * m * k
+            parallel((n + 31) / 32, minChunk: max(1, (1 << 22) / max(1, panelWork))) { p0, p1, w in
                 ck_gemm_f32_packed(xp, Int64(m), Int64(k), Int64(x.columns), weight.data, weight.scales,
                                    weight.format.rawValue, b, yp, Int64(out.columns), Int64(p0 * 32),
                                    Int64(min(n, p1 * 32)), buffers[w])
@@ -346,7 +349,7 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
         out.setRows(x.rows)
         let n = x.columns
         weight.withUnsafeBufferPointer { w in
-            parallel(x.rows, minChunk: 8) { r0, r1, _ in
+            parallel(x.rows, minChunk: max(8, (1 << 16) / max(1, n))) { r0, r1, _ in
                 for r in r0..<r1 {
                     let src = x.rowPointer(r), dst = out.rowPointer(r)
                     let inv = 1 / (ck_dot(src, src, Int64(n)) / Float(n) + eps).squareRoot()

@@ -24,7 +24,9 @@ struct Finetune: ParsableCommand {
           paligemma merge --adapter es-adapter --out demo-es
         """)
 
-    @OptionGroup var model: ModelOptions
+    @Option(name: .shortAndLong, help: ArgumentHelp("The base checkpoint: a directory, a hub id in the Hugging Face cache, or 'demo' (default: as for every command)."))
+    var model: String?
+    @Option(parsing: .unconditional, help: "Worker threads (default: all cores).") var threads: Int?
     @Option(help: ArgumentHelp("Training examples, one JSON object per line.", valueName: "file.jsonl")) var data: String
     @Option(help: ArgumentHelp("Validation examples, scored (loss, exact answers, detection recall) after each epoch.", valueName: "file.jsonl")) var val: String?
     @Option(help: ArgumentHelp("Directory for the adapter and checkpoints.", valueName: "dir")) var out: String
@@ -73,11 +75,13 @@ struct Finetune: ParsableCommand {
 
     func run() throws {
         try wrap {
-            guard model.adapter == nil else { throw ValidationError("--adapter applies an adapter at inference; finetune trains a new one into --out") }
+            var source = ModelOptions()
+            source.model = model
+            source.threads = threads
             let options = try options()
             let train = try Self.loadExamples(data, role: "training")
             let validation = try val.map { try Self.loadExamples($0, role: "validation") } ?? []
-            let directory = try model.resolveDirectory()
+            let directory = try source.resolveDirectory()
             let output = URL(fileURLWithPath: out)
             var isDirectory: ObjCBool = false
             if FileManager.default.fileExists(atPath: output.path, isDirectory: &isDirectory) {
@@ -88,7 +92,7 @@ struct Finetune: ParsableCommand {
                 }
             }
             status("loading \(directory.path)")
-            let trainer = try LoRATrainer(modelDirectory: directory, options: options, threads: try model.checkedThreads())
+            let trainer = try LoRATrainer(modelDirectory: directory, options: options, threads: try source.checkedThreads())
             let (perEpoch, total) = trainer.schedule(examples: train.count)
             status("training \(trainer.adapter.parameterCount) LoRA parameters (rank \(options.lora.rank), "
                 + "\(options.lora.targets.map(\.rawValue).joined(separator: ","))) on \(train.count) examples: "
