@@ -56,6 +56,15 @@ struct Bench: AsyncParsableCommand {
     @Flag(help: "Also print where the time goes, per kernel and phase.")
     var profile = false
 
+    @Flag(help: "Time LoRA training steps (rank 16 on q,k,v,o,gate,up,down, float32 products) instead of inference.")
+    var train = false
+
+    @Option(name: .customLong("train-steps"), help: "Training steps to time with --train (the first includes one-time setup and is reported apart).")
+    var trainSteps = 2
+
+    @Option(name: .customLong("answer-tokens"), help: "Answer tokens per training example with --train.")
+    var answerTokens = 16
+
     @Option(help: "What to measure: all, model, image (4000×3000 JPEG decode + preprocess), tokenizer (encode MB/s), kernels (matrix products at 3B shapes).")
     var only = "all"
 
@@ -137,11 +146,11 @@ struct Bench: AsyncParsableCommand {
             return
         }
         var extras: (jpeg: (Double, Double)?, tokenizer: Double?) = (nil, nil)
-        if only == "all" || only == "image" {
+        if (only == "all" && !train) || only == "image" {
             status("decoding and preprocessing a 4000×3000 JPEG…")
             extras.jpeg = try Benchmarks.imageDecode(size: ModelPreset(preset)?.resolution ?? 224)
         }
-        if only == "all" || only == "tokenizer" {
+        if (only == "all" && !train) || only == "tokenizer" {
             let dirs = [model.map { URL(fileURLWithPath: $0) }, try? ModelOptions.demoDirectory()].compactMap { $0 }
             if let tokenizer = dirs.lazy.compactMap({ try? GemmaTokenizer.load(directory: $0) }).first {
                 status("encoding 2 MB of prompts…")
@@ -179,6 +188,10 @@ struct Bench: AsyncParsableCommand {
                                            quantize: Quantizer.Format(rawValue: weights)) { bar.update($0) }
                 bar.finish()
             }
+        }
+        if train {
+            try benchTraining(directory: directory, name: name)
+            return
         }
         let fast = FastBackend(threads: threads)
         let profiler = profile ? ProfilingBackend(fast) : nil
@@ -286,6 +299,88 @@ struct Bench: AsyncParsableCommand {
                   report.bandwidthFraction * 100, bandwidthGBs, report.peakRSSGB,
                   extras.jpeg.map { String(format: "decode %.3f s + preprocess %.3f s", $0.0, $0.1) } ?? "not measured",
                   extras.tokenizer.map { String(format: "%.1f MB/s", $0) } ?? "not measured"))
+        }
+    }
+
+    struct TrainReport: Codable {
+        var configuration: String
+        var backend: String
+        var isa: String
+        var threads: Int
+        var loraParameters: Int
+        var sequenceTokens: Int
+        var answerTokens: Int
+        var loadSeconds: Double
+        var imageEncodeSeconds: Double
+        var setupSeconds: Double
+        var firstStepSeconds: Double
+        var stepSeconds: Double
+        var stepTFLOP: Double
+        var stepGFLOPs: Double
+        var peakRSSGB: Double
+    }
+
+    /// LoRA training steps on a synthetic example: the image's tokens, a prompt, an answer.
+    func benchTraining(directory: URL, name: String) throws {
+        guard trainSteps >= 1 && trainSteps <= 100 else { throw ValidationError("--train-steps must be within 1...100") }
+        guard answerTokens >= 1 && answerTokens <= 4096 else { throw ValidationError("--answer-tokens must be within 1...4096") }
+        var clock = Stopwatch()
+        let config = try PaliGemmaConfig.load(from: directory.appendingPathComponent("config.json"))
+        var options = FinetuneOptions()
+        options.lora.dropout = 0
+        let adapter = try LoRAAdapter(config: options.lora, text: config.text, seed: 1)
+        let backend = LoRATrainer.backend(threads: threads)
+        let m = try PaliGemmaModel(directory: directory, backend: backend, adapter: adapter)
+        let loadSeconds = clock.lap()
+        status("preparing the frozen weights' transposes…")
+        let trainer = try LoRATrainer(model: m, options: options)
+        let setupSeconds = clock.lap()
+        var seed: UInt64 = 11
+        func next() -> UInt64 { seed = seed &* 6364136223846793005 &+ 1442695040888963407; return seed >> 33 }
+        let pixels = (0..<(3 * m.imageSize * m.imageSize)).map { _ in Float(next() % 2001) / 1000 - 1 }
+        let vocab = config.text.vocabSize
+        func textID() -> Int {
+            let id = vocab > 6000 ? 1000 + Int(next() % 5000) : Int(next() % UInt64(vocab))
+            return id == config.imageTokenIndex ? (id + 1) % vocab : id
+        }
+        status("encoding the image…")
+        let image = try m.encodeImage(pixels: pixels)
+        let imageSeconds = clock.lap()
+        let prefix = [Int](repeating: config.imageTokenIndex, count: m.numImageTokens) + [config.text.bosTokenID]
+            + (0..<max(0, promptTokens - 2)).map { _ in textID() } + [vocab > 6000 ? 108 : textID()]
+        let ids = prefix + (0..<answerTokens).map { _ in textID() }
+        var times: [Double] = []
+        for i in 0..<trainSteps {
+            status("training step \(i + 1) of \(trainSteps) (\(ids.count) tokens)…")
+            let r = try trainer.step(on: [(ids, prefix.count, image)], learningRate: 1e-4)
+            times.append(clock.lap())
+            status(String(format: "  loss %.4f, gradient norm %.4g, %.2f s", r.loss, r.gradientNorm, times.last!))
+        }
+        // Forward products plus the input gradients through every frozen matrix (the same
+        // count again); LoRA's own products and the attention scores are small beside them.
+        let (_, decoderFLOPs) = Benchmarks.prefixFLOPs(config, promptLength: ids.count)
+        let steady = times.count > 1 ? times.dropFirst().reduce(0, +) / Double(times.count - 1) : times[0]
+        let report = TrainReport(configuration: name, backend: backend.name, isa: KernelLevel.active.name, threads: backend.threads,
+                                 loraParameters: adapter.parameterCount, sequenceTokens: ids.count, answerTokens: answerTokens,
+                                 loadSeconds: loadSeconds, imageEncodeSeconds: imageSeconds, setupSeconds: setupSeconds,
+                                 firstStepSeconds: times[0], stepSeconds: steady, stepTFLOP: 2 * decoderFLOPs / 1e12,
+                                 stepGFLOPs: 2 * decoderFLOPs / steady / 1e9, peakRSSGB: Double(peakResidentBytes()) / 1e9)
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+        } else {
+            print(String(format: """
+            configuration         %@ (LoRA rank %d, %d parameters)
+            backend               %@
+            sequence              %d tokens (%d in the answer)
+            load + setup          %.2f s + %.2f s (transposed frozen weights)
+            image encode          %.2f s (once per image; the vision tower is frozen)
+            training step         %.2f s (first %.2f s)   %.3f TFLOP, %.0f GFLOP/s
+            peak RSS              %.2f GB
+            """, report.configuration, options.lora.rank, report.loraParameters, report.backend, report.sequenceTokens,
+                  report.answerTokens, report.loadSeconds, report.setupSeconds, report.imageEncodeSeconds, report.stepSeconds,
+                  report.firstStepSeconds, report.stepTFLOP, report.stepGFLOPs, report.peakRSSGB))
         }
     }
 

@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 import Kernels
 
@@ -23,47 +24,61 @@ final class LayerActivations {
 }
 
 /// The frozen matrices transposed ([in, out]), so the input gradient `dY · W` is the backend's
-/// `linear(dY, Wᵀ)`: the same kernels as inference. bf16 and float32 bases transpose exactly;
-/// f16 and quantized ones are widened to float32 values first and kept as bf16 (f16) or float32.
+/// `linear(dY, Wᵀ)`: the same kernels as inference. bf16 bases stay bf16 (exact); every other
+/// format is widened to float32 (exact for f32 and f16, the dequantized values for q8 and q4).
 final class TransposedWeights {
     /// `layers[l][target]`
     let layers: [[LoRATarget: WeightMatrix]]
     let lmHead: WeightMatrix
-    private var buffers: [UnsafeMutableRawPointer] = []
+    private let buffers: [UnsafeMutableRawPointer]
 
     init(decoder: Gemma2Decoder) {
-        var buffers: [UnsafeMutableRawPointer] = []
-        func transpose(_ w: WeightMatrix) -> WeightMatrix {
-            let keepBF16 = w.format == .bf16
-            let bytes = w.rows * w.columns * (keepBF16 ? 2 : 4)
-            let buffer = UnsafeMutableRawPointer.allocate(byteCount: max(bytes, 4), alignment: 64)
-            buffers.append(buffer)
-            let row = UnsafeMutablePointer<Float>.allocate(capacity: w.columns)
-            defer { row.deallocate() }
-            let (rows, cols) = (w.rows, w.columns)
-            if keepBF16 {
-                let src = w.data.assumingMemoryBound(to: UInt16.self), dst = buffer.assumingMemoryBound(to: UInt16.self)
-                var r0 = 0
-                while r0 < rows {
-                    let r1 = min(r0 + 64, rows)
-                    for c in 0..<cols { for r in r0..<r1 { dst[c * rows + r] = src[r * cols + c] } }
-                    r0 = r1
-                }
-            } else {
-                let dst = buffer.assumingMemoryBound(to: Float.self)
-                for r in 0..<rows {
-                    w.convertRow(r, into: row)
-                    for c in 0..<cols { dst[c * rows + r] = row[c] }
+        let sources = decoder.layers.flatMap { [$0.q, $0.k, $0.v, $0.o, $0.gate, $0.up, $0.down] } + [decoder.lmHead]
+        let results = sources.map { w -> WeightMatrix in
+            let bytes = max(4, w.rows * w.columns * (w.format == .bf16 ? 2 : 4))
+            return WeightMatrix(format: w.format == .bf16 ? .bf16 : .f32, rows: w.columns, columns: w.rows,
+                                data: UnsafeRawPointer(UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)))
+        }
+        // The matrices are independent: transpose them on every core.
+        DispatchQueue.concurrentPerform(iterations: sources.count) { i in
+            Self.transpose(sources[i], into: UnsafeMutableRawPointer(mutating: results[i].data))
+        }
+        buffers = results.map { UnsafeMutableRawPointer(mutating: $0.data) }
+        let targets: [LoRATarget] = [.q, .k, .v, .o, .gate, .up, .down]
+        layers = (0..<decoder.layers.count).map { l in
+            Dictionary(uniqueKeysWithValues: targets.enumerated().map { ($1, results[l * 7 + $0]) })
+        }
+        lmHead = results.last!
+    }
+
+    /// `w` [rows, cols] into `out` [cols, rows]: bf16 copied bit for bit, other formats widened to float32;
+    /// 64×64 tiles keep reads and writes in cache.
+    private static func transpose(_ w: WeightMatrix, into out: UnsafeMutableRawPointer) {
+        let (rows, cols) = (w.rows, w.columns)
+        let tile = 64
+        if w.format == .bf16 {
+            let src = w.data.assumingMemoryBound(to: UInt16.self), dst = out.assumingMemoryBound(to: UInt16.self)
+            for r0 in stride(from: 0, to: rows, by: tile) {
+                for c0 in stride(from: 0, to: cols, by: tile) {
+                    for r in r0..<min(r0 + tile, rows) {
+                        for c in c0..<min(c0 + tile, cols) { dst[c * rows + r] = src[r * cols + c] }
+                    }
                 }
             }
-            return WeightMatrix(format: keepBF16 ? .bf16 : .f32, rows: cols, columns: rows, data: UnsafeRawPointer(buffer))
+        } else {
+            let dst = out.assumingMemoryBound(to: Float.self)
+            let block = UnsafeMutablePointer<Float>.allocate(capacity: tile * cols)
+            defer { block.deallocate() }
+            for r0 in stride(from: 0, to: rows, by: tile) {
+                let n = min(tile, rows - r0)
+                for i in 0..<n { w.convertRow(r0 + i, into: block + i * cols) }
+                for c0 in stride(from: 0, to: cols, by: tile) {
+                    for i in 0..<n {
+                        for c in c0..<min(c0 + tile, cols) { dst[c * rows + r0 + i] = block[i * cols + c] }
+                    }
+                }
+            }
         }
-        layers = decoder.layers.map { layer in
-            [.q: transpose(layer.q), .k: transpose(layer.k), .v: transpose(layer.v), .o: transpose(layer.o),
-             .gate: transpose(layer.gate), .up: transpose(layer.up), .down: transpose(layer.down)]
-        }
-        lmHead = transpose(decoder.lmHead)
-        self.buffers = buffers
     }
 
     deinit { for b in buffers { b.deallocate() } }

@@ -140,8 +140,17 @@ public final class LoRATrainer {
         self.init(model: pipeline.model, pipeline: pipeline, options: options)
     }
 
-    /// float32 products throughout: gradients within the parity bound of PyTorch float32.
-    static func backend(threads: Int?) -> FastBackend { FastBackend(threads: threads, bf16Products: false, int8Activations: false) }
+    /// The kernels training uses: float32 products throughout, for gradients within the parity
+    /// bound of PyTorch float32.
+    public static func backend(threads: Int?) -> FastBackend { FastBackend(threads: threads, bf16Products: false, int8Activations: false) }
+
+    /// Trains the adapter of `model`, which must have been loaded with one (and, for gradients
+    /// within the parity bound, with ``backend(threads:)``). Without a tokenizer it trains on
+    /// token ids only: ``step(on:learningRate:)``.
+    public convenience init(model: PaliGemmaModel, options: FinetuneOptions) throws {
+        guard model.decoder.adapter != nil else { throw LoRAError.invalid("load the model with an adapter to train") }
+        self.init(model: model, pipeline: nil, options: options)
+    }
 
     /// Trains `model`'s adapter (the model must have been loaded with one). Without a pipeline
     /// (no tokenizer), only prepared sequences can be trained on.
@@ -202,6 +211,18 @@ public final class LoRATrainer {
                                            stream: dropoutStream &* 4096 &+ UInt64(i), grads: gradients, keepAll: keep)
         }
         return (total / Float(tokens), tokens)
+    }
+
+    /// One optimiser step on tokenized sequences: `ids` hold the image tokens, `<bos>`, the prompt
+    /// and `\n` (the first `prefixLength`), then the answer and `<eos>`; `image` gives the image
+    /// tokens' rows. Returns the mean loss over the answers' tokens and the gradient norm.
+    public func step(on sequences: [(ids: [Int], prefixLength: Int, image: ImageEmbedding)],
+                     learningRate: Float) throws -> (loss: Float, tokens: Int, gradientNorm: Float) {
+        for s in sequences where !(1..<s.ids.count).contains(s.prefixLength) {
+            throw LoRAError.invalid("prefix length \(s.prefixLength) leaves no answer in \(s.ids.count) tokens")
+        }
+        let (loss, tokens) = try lossAndGradients(sequences.map { PreparedSequence(ids: $0.ids, prefixLength: $0.prefixLength, image: $0.image) })
+        return (loss, tokens, applyGradients(learningRate: learningRate))
     }
 
     /// Clips the gradients and takes one AdamW step at `learningRate`. Returns the norm before clipping.
