@@ -1,7 +1,8 @@
 """LoRA fine-tuning parity: loss, LoRA gradients and one AdamW step, from transformers + PEFT.
 
-For each base in BASES (the float32 checkpoints under Tests/Fixtures/model/NAME, loaded as committed,
-not copied), Tests/Fixtures/lora/NAME/ holds:
+For each entry of FIXTURES_LORA (fixture NAME, float32 base checkpoint Tests/Fixtures/model/BASE, loaded
+as committed, not copied: gqa2_window and tiny16 on the bases of the same name, LoRA only; tiny16_tokens on
+tiny16, LoRA + trainable tokens, see below), Tests/Fixtures/lora/NAME/ holds:
 
   examples.safetensors   two training examples, laid out as PaliGemmaProcessor lays out training input:
                            ids_i    (T_i,) i64   [511]*N_img + [BOS=2] + prefix + [NEWLINE=10] + suffix + [EOS=1]
@@ -21,14 +22,31 @@ Adapter tensor names (adapter_model.safetensors, f32; PEFT strips the adapter na
   base_model.model.model.language_model.layers.{L}.self_attn.{q,k,v,o}_proj.lora_{A,B}.weight
   base_model.model.model.language_model.layers.{L}.mlp.{gate,up,down}_proj.lora_{A,B}.weight
   lora_A: (r, in_features), lora_B: (out_features, r); delta W = (lora_alpha / r) * B @ A, y = x W^T + x (dW)^T.
-  No other tensors (no bias, no embeddings, nothing of the SigLIP tower, whose q/k/v_proj are not adapted).
+  No other tensors (no bias, no embeddings, nothing of the SigLIP tower, whose q/k/v_proj are not adapted),
+  except in tiny16_tokens (below).
 adapter_config.json (the fields that matter; PEFT writes many more, mostly null/false/defaults):
   "peft_type": "LORA", "r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "bias": "none",
   "target_modules": ".*language_model.*\\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
     (a string: PEFT matches it with re.fullmatch against module names such as
      "model.language_model.layers.0.self_attn.q_proj"),
   "use_rslora": false, "use_dora": false, "fan_in_fan_out": false, "task_type": null,
-  "base_model_name_or_path": "Tests/Fixtures/model/NAME", "peft_version": "0.21.2", ...
+  "base_model_name_or_path": "Tests/Fixtures/model/BASE", "peft_version": "0.21.2", ...
+
+tiny16_tokens: the same recipe (its own seed, so its own examples) on base tiny16, whose lm_head is tied to
+embed_tokens, with LoraConfig(..., trainable_token_indices={"embed_tokens": TOKENS}); TOKENS = the sorted
+distinct suffix ids of both examples plus EOS=1 (11 ids). adapter_config.json then has
+  "trainable_token_indices": {"embed_tokens": [1, 64, ...]}, "ensure_weight_tying": false
+and adapter_model.safetensors / grads.safetensors one more tensor,
+  base_model.model.model.language_model.embed_tokens.token_adapter.trainable_tokens_delta  (len(TOKENS), hidden)
+holding the full replacement rows (not deltas despite the name), row j for token TOKENS[j]. PEFT starts them
+as copies of the base rows; here they are then perturbed by N(0,1) * TOKEN_PERTURB (drawn after the LoRA init).
+Forward: the embedding matrix with rows TOKENS replaced (index_copy), times Gemma's embed_scale sqrt(hidden)
+as usual; PEFT wraps the tied lm_head too (a TrainableTokensWrapper sharing the same parameter), so the logits
+use the replaced rows as well. The rows' gradient is therefore the sum of the embedding path (embed_scale
+included; zero for EOS, which is only ever a last input) and the lm_head path. They are clipped and stepped
+with the LoRA tensors (one norm, one AdamW param group, weight decay pulling them toward 0, not toward the
+base rows). reference.json adds "base_model_dir", "trainable_tokens", "tied": true, the tensor's key/shape,
+its init and its gradient norm; "base" still names the model directory.
 
 Loss (one optimiser step over both examples):
   Each example runs alone (batch 1) through the model's own forward with token_type_ids, so the attention
@@ -70,7 +88,9 @@ from peft import LoraConfig, PeftModel, get_peft_model
 
 assert peft.__version__ == "0.21.2", f"reference needs peft 0.21.2, not {peft.__version__}"
 
-BASES = ["gqa2_window", "tiny16"]
+# (fixture directory, base model directory, train embedding rows with PEFT's trainable tokens)
+FIXTURES_LORA = [("gqa2_window", "gqa2_window", False), ("tiny16", "tiny16", False),
+                 ("tiny16_tokens", "tiny16", True)]
 MODEL_FIXTURES = pathlib.Path(__file__).resolve().parent.parent.parent / "Tests" / "Fixtures" / "model"
 
 RANK, ALPHA = 4, 8
@@ -79,6 +99,7 @@ LORA_INIT_SCALES = (0.1, 0.2, 0.3, 0.5)   # the first that makes the adapter cha
 MIN_MARGIN = 0.05   # top-2 logit margin along both greedy runs, so float32 rounding cannot flip them
 LR, BETAS, EPS, WEIGHT_DECAY = 1e-3, (0.9, 0.999), 1e-8, 0.01
 MAX_NORM = 0.5
+TOKEN_PERTURB = 0.05   # trainable-token rows start at the base rows + N(0,1) * this
 GREEDY_NEW = 12
 PREFIX_LENS, SUFFIX_LENS = (3, 5), (4, 6)
 ID_LOW, ID_HIGH = 12, 500   # inclusive
@@ -110,6 +131,8 @@ def make_examples(cfg, gen):
 
 def adapter_key(param_name):
     """named_parameters name -> the key PEFT's save_pretrained writes."""
+    if param_name.endswith(".trainable_tokens_delta.default"):
+        return param_name[:-len(".default")]
     return param_name.replace(".lora_A.default.", ".lora_A.").replace(".lora_B.default.", ".lora_B.")
 
 
@@ -129,8 +152,9 @@ def greedy(model, ex):
     return new, float((top2[:, 0] - top2[:, 1]).min())
 
 
-def build(name, root: pathlib.Path, seed, init_scale):
-    assert FIXTURES[name]["dtype"] == "float32"
+def build(name, root: pathlib.Path, seed, init_scale, base_name=None, tokens=False):
+    base_name = base_name or name
+    assert FIXTURES[base_name]["dtype"] == "float32"
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     out_dir = root / name
@@ -138,23 +162,49 @@ def build(name, root: pathlib.Path, seed, init_scale):
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
 
-    base = load_base(name)
+    base = load_base(base_name)
     examples = make_examples(base.config, gen)
     save_file({f"{k}_{i}": ex[k].contiguous() for i, ex in enumerate(examples)
                for k in ("ids", "types", "labels", "pixels")}, str(out_dir / "examples.safetensors"))
     base_greedy, base_margin = greedy(base, examples[0])
 
-    config = LoraConfig(r=RANK, lora_alpha=ALPHA, lora_dropout=0.0, target_modules=TARGET, bias="none")
+    token_ids = None
+    extra = {}
+    if tokens:
+        # Every distinct suffix id of both examples plus EOS: rows that are suffix inputs and targets.
+        token_ids = sorted({int(t) for ex in examples for t in ex["ids"][ex["prompt_len"]:]} | {EOS})
+        assert base.config.text_config.tie_word_embeddings and base.config.tie_word_embeddings
+        assert base.lm_head.weight is base.model.language_model.embed_tokens.weight
+        extra = {"trainable_token_indices": {"embed_tokens": token_ids}}
+    config = LoraConfig(r=RANK, lora_alpha=ALPHA, lora_dropout=0.0, target_modules=TARGET, bias="none", **extra)
     model = get_peft_model(base, config)
     # Recorded in adapter_config.json; repo-relative rather than this machine's absolute path.
-    model.peft_config["default"].base_model_name_or_path = f"Tests/Fixtures/model/{name}"
+    model.peft_config["default"].base_model_name_or_path = f"Tests/Fixtures/model/{base_name}"
     lora = [(n, p) for n, p in model.named_parameters() if "lora_" in n]
-    assert all(p.requires_grad for _, p in lora)
-    assert not any(p.requires_grad for n, p in model.named_parameters() if "lora_" not in n)
+    token_params = [(n, p) for n, p in model.named_parameters() if "trainable_tokens_delta" in n]
+    assert all(p.requires_grad for _, p in lora + token_params)
+    assert not any(p.requires_grad for n, p in model.named_parameters() if "lora_" not in n and "trainable_tokens_delta" not in n)
     assert not any("vision" in n for n, _ in lora), "the SigLIP tower must not be adapted"
     with torch.no_grad():
         for _, p in lora:
             p.copy_(torch.randn(p.shape, generator=gen) * init_scale)
+    if tokens:
+        # One shared replacement-row tensor: named under embed_tokens, used by the tied lm_head too.
+        embed_w = base.model.language_model.embed_tokens.token_adapter.base_layer.weight
+        lm_head = model.base_model.model.lm_head
+        print(f"   {name}: embed_tokens {type(model.base_model.model.model.language_model.embed_tokens).__name__}, "
+              f"lm_head {type(lm_head).__name__} (tied adapter: {lm_head.token_adapter.tied_adapter is not None})")
+        assert [n for n, _ in token_params] == [
+            "base_model.model.model.language_model.embed_tokens.token_adapter.trainable_tokens_delta.default"], token_params
+        assert type(lm_head).__name__ == "TrainableTokensWrapper"
+        assert lm_head.token_adapter.trainable_tokens_delta["default"] is token_params[0][1]
+        assert lm_head.token_adapter.base_layer.weight is embed_w
+        delta = token_params[0][1]
+        assert tuple(delta.shape) == (len(token_ids), base.config.text_config.hidden_size)
+        assert torch.equal(delta.detach(), embed_w[token_ids].detach()), "rows start as the base rows"
+        with torch.no_grad():
+            delta.add_(torch.randn(delta.shape, generator=gen) * TOKEN_PERTURB)
+    lora = lora + token_params   # every trainable tensor, LoRA first
     save_adapter(model, out_dir / "adapter_initial")
 
     saved = load_file(str(out_dir / "adapter_initial" / "adapter_model.safetensors"))
@@ -184,6 +234,9 @@ def build(name, root: pathlib.Path, seed, init_scale):
 
     grads = {adapter_key(n): p.grad.detach().clone().contiguous() for n, p in lora}
     assert all(float(g.abs().max()) > 0 for g in grads.values()), "some LoRA gradient is zero"
+    if tokens:
+        g_rows = grads[adapter_key(token_params[0][0])]
+        assert all(float(r.abs().max()) > 0 for r in g_rows), "a trainable-token row has no gradient"
     save_file({"loss": loss.detach().reshape(1).contiguous(), **grads}, str(out_dir / "grads.safetensors"))
 
     params = [p for _, p in lora]
@@ -205,19 +258,30 @@ def build(name, root: pathlib.Path, seed, init_scale):
     tiny = int((flat * clip_coef < 100 * EPS).sum())
 
     # Greedy decoding with the trained adapter on a fresh base.
-    adapted = PeftModel.from_pretrained(load_base(name), out_dir / "adapter_step1").eval()
+    adapted = PeftModel.from_pretrained(load_base(base_name), out_dir / "adapter_step1").eval()
+    if tokens:
+        key = adapter_key(token_params[0][0])
+        assert type(adapted.base_model.model.lm_head).__name__ == "TrainableTokensWrapper"
+        loaded = adapted.base_model.model.model.language_model.embed_tokens.token_adapter.trainable_tokens_delta["default"]
+        assert torch.equal(loaded.detach(), step1[key])
+        assert adapted.base_model.model.lm_head.token_adapter.trainable_tokens_delta["default"] is loaded
     adapter_greedy, adapter_margin = greedy(adapted, examples[0])
 
     # Merge check (printed only): merged W == W + (alpha/r) B A.
-    w0 = load_base(name).model.language_model.layers[0].self_attn.q_proj.weight.detach()
+    w0 = load_base(base_name).model.language_model.layers[0].self_attn.q_proj.weight.detach()
     a = step1["base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight"]
     b = step1["base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_B.weight"]
     merged = adapted.merge_and_unload()
     merge_diff = float((merged.model.language_model.layers[0].self_attn.q_proj.weight - (w0 + ALPHA / RANK * b @ a)).abs().max())
+    if tokens:
+        # Merging writes the rows into the (still tied) embedding matrix, so lm_head uses them too.
+        e = merged.model.language_model.embed_tokens.weight
+        assert merged.lm_head.weight is e
+        assert torch.equal(e[token_ids], step1[key])
 
     info = {
         "transformers": transformers.__version__, "peft": peft.__version__, "torch": torch.__version__,
-        "seed": seed, "base": f"Tests/Fixtures/model/{name}",
+        "seed": seed, "base": f"Tests/Fixtures/model/{base_name}",
         "rank": RANK, "alpha": ALPHA, "scaling": ALPHA / RANK, "lora_dropout": 0.0, "target_modules": TARGET,
         "lora_init": f"every lora_A and lora_B ~ N(0,1) * {init_scale}",
         "loss": float(loss.detach()), "loss_definition": "sum of per-token CE over both examples / total labelled tokens",
@@ -229,6 +293,15 @@ def build(name, root: pathlib.Path, seed, init_scale):
         "greedy_ids_base": base_greedy, "greedy_ids_adapter": adapter_greedy,
         "greedy_min_margin_base": base_margin, "greedy_min_margin_adapter": adapter_margin,
     }
+    if tokens:
+        # Keys after "base", so the two LoRA-only fixtures keep their exact reference.json.
+        keys = list(info)
+        at = keys.index("base") + 1
+        more = {"base_model_dir": base_name, "trainable_tokens": token_ids, "tied": True,
+                "trainable_tokens_key": key, "trainable_tokens_shape": list(step1[key].shape),
+                "trainable_tokens_init": f"base embedding rows + N(0,1) * {TOKEN_PERTURB} (drawn after the LoRA init)",
+                "trainable_tokens_grad_norm": float(torch.linalg.vector_norm(g_rows))}
+        info = {k: info[k] for k in keys[:at]} | more | {k: info[k] for k in keys[at:]}
     (out_dir / "reference.json").write_text(json.dumps(info, indent=1) + "\n")
 
     print(f"   {name}: adapter keys {len(saved)}, e.g. {sorted(saved)[0]} {tuple(saved[sorted(saved)[0]].shape)}")
@@ -246,12 +319,13 @@ def generate(out_dir: pathlib.Path):
     """The fixture tool's entry point."""
     torch.manual_seed(0)
     torch.use_deterministic_algorithms(True)
-    for i, name in enumerate(BASES):
+    for i, (name, base_name, tokens) in enumerate(FIXTURES_LORA):
         # Take the smallest LoRA init scale, then the first seed, with which the step-1 adapter changes
         # example 0's greedy ids and both greedy runs keep a clear top-2 margin.
         for init_scale in LORA_INIT_SCALES:
             for attempt in range(5):
-                if build(name, out_dir, seed=4321 + 100 * i + attempt, init_scale=init_scale):
+                if build(name, out_dir, seed=4321 + 100 * i + attempt, init_scale=init_scale,
+                         base_name=base_name, tokens=tokens):
                     break
                 print(f"   {name}: rejected (greedy ids unchanged or a margin below {MIN_MARGIN})")
             else:
