@@ -73,6 +73,8 @@ struct Gemma2Decoder {
     /// `sqrt(hidden)` rounded to the embedding weights' dtype, as transformers'
     /// `embed_scale.to(weight.dtype)` does (48 for 2304, 59.75 for 3584 and 68 for 4608 in bf16).
     let embedScale: Float
+    /// Whether lm_head is embed_tokens (tie_word_embeddings), so trained token rows serve both.
+    let lmHeadTied: Bool
     /// LoRA applied unmerged at inference (`--adapter`): `y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ`, as PEFT computes it.
     var adapter: LoRAAdapter?
 
@@ -104,6 +106,7 @@ struct Gemma2Decoder {
         finalNorm = try reader.vector(p + "norm.weight", count: h)
         let headName = ["language_model.lm_head.weight", "lm_head.weight"].first(where: reader.has)
         lmHead = try headName.map { try reader.matrix($0, shape: [config.vocabSize, h]) } ?? embedTokens
+        lmHeadTied = headName == nil
         let scale = Float(Double(h).squareRoot())
         switch embedTokens.format.isQuantized ? (sourceFormat ?? .bf16) : embedTokens.format {
         case .bf16: embedScale = scale.roundedToBFloat16
@@ -178,6 +181,32 @@ struct Gemma2Decoder {
     func logits(hidden: Matrix, into out: Matrix, scratch: Matrix, backend: ComputeBackend) {
         backend.rmsNorm(hidden, weight: finalNorm, weightOffset: 1, eps: config.rmsNormEps, into: scratch)
         backend.linear(scratch, lmHead, bias: nil, into: out)
+        patchTokenLogits(normed: scratch, logits: out)
         if let cap = config.finalLogitSoftcapping { backend.softcap(out, cap: cap) }
+    }
+
+    /// Rows `0..<ids.count` of `x` hold `ids`' embeddings: those of tokens the adapter trains take
+    /// its rows (scaled like any text row), as PEFT's trainable tokens replace them.
+    func replaceTokenRows(_ ids: [Int], in x: Matrix) {
+        guard let tokens = adapter?.tokens else { return }
+        for (r, id) in ids.enumerated() {
+            guard let j = tokens.index[id] else { continue }
+            let src = tokens.rows.rowPointer(j), dst = x.rowPointer(r)
+            for c in 0..<x.columns { dst[c] = src[c] * embedScale }
+        }
+    }
+
+    /// With tied embeddings, the logits of trained tokens use the trained rows: `normed · row`.
+    func patchTokenLogits(normed: Matrix, logits: Matrix) {
+        guard lmHeadTied, let tokens = adapter?.tokens else { return }
+        for r in 0..<normed.rows {
+            let h = normed.rowPointer(r), out = logits.rowPointer(r)
+            for (j, id) in tokens.ids.enumerated() {
+                let w = tokens.rows.rowPointer(j)
+                var dot: Float = 0
+                for c in 0..<normed.columns { dot += h[c] * w[c] }
+                out[id] = dot
+            }
+        }
     }
 }

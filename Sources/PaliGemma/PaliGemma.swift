@@ -108,6 +108,7 @@ public final class PaliGemmaModel: Sendable {
             guard adapter.layerCount == config.text.numHiddenLayers else {
                 throw LoRAError.invalid("the adapter has \(adapter.layerCount) layers; the model has \(config.text.numHiddenLayers)")
             }
+            adapter.tokens?.fillIfNeeded(from: decoder.embedTokens)
             decoder.adapter = adapter
         }
         self.decoder = decoder
@@ -158,6 +159,7 @@ public final class PaliGemmaModel: Sendable {
         // image_token_index ≥ vocab, looks up pad instead); image rows: projected features, unscaled.
         let lookup = prompt.map { $0 == c.imageTokenIndex && $0 >= vocab ? c.text.padTokenID : $0 }
         backend.embed(lookup, table: decoder.embedTokens, scale: decoder.embedScale, into: x)
+        decoder.replaceTokenRows(lookup, in: x)
         if let image {
             for (i, position) in imagePositions.enumerated() {
                 x.copyRows(from: image.rows, sourceRow: i, count: 1, to: position)
@@ -288,6 +290,7 @@ public final class InferenceSession {
         }
         stepToken[0] = token
         model.backend.embed(stepToken, table: model.decoder.embedTokens, scale: model.decoder.embedScale, into: state.x)
+        model.decoder.replaceTokenRows(stepToken, in: state.x)
         model.decoder.forward(state, backend: model.backend)
         model.decoder.logits(hidden: state.x, into: state.lastLogits, scratch: lastNormed, backend: model.backend)
         return state.lastLogits

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import GemmaTokenizer
 import PaliGemma
 
 struct Finetune: ParsableCommand {
@@ -34,6 +35,10 @@ struct Finetune: ParsableCommand {
     @Option(help: "LoRA alpha (the update is scaled by alpha / rank).") var alpha: Float = 32
     @Option(help: "Dropout on LoRA's input while training.") var dropout: Float = 0.05
     @Option(help: "Matrices to adapt, from q,k,v,o,gate,up,down (or all).") var targets = "q,k,v,o,gate,up,down"
+    @Option(name: .customLong("train-tokens"), help: ArgumentHelp(
+        "Embedding rows to train too: none, answers (every token of the training answers) or a comma-separated id list.",
+        discussion: "Needed when the answers use tokens the model never learnt to produce (a new language for a small model); the tied output projection uses the same rows."))
+    var trainTokens = "none"
     @Option(help: "Peak learning rate.") var lr: Float = 2e-4
     @Option(parsing: .unconditional, help: "Passes over the data.") var epochs = 1
     @Option(parsing: .unconditional, help: "Examples per batch.") var batch = 1
@@ -45,6 +50,26 @@ struct Finetune: ParsableCommand {
     @Option(name: .customLong("save-every"), parsing: .unconditional, help: "Checkpoint every this many optimiser steps (0: at each epoch's end only).") var saveEvery = 0
     @Flag(help: "Continue from the newest checkpoint in --out.") var resume = false
     @Flag(help: "Print each step and validation as a JSON line on stdout.") var json = false
+
+    /// The ids `--train-tokens` names for these answers.
+    func tokenIDs(answers: [String], tokenizer: GemmaTokenizer, imageToken: Int) throws -> [Int] {
+        switch trainTokens {
+        case "none": return []
+        case "answers":
+            var ids = Set<Int>()
+            for a in answers { ids.formUnion(tokenizer.encode(a).map(Int.init)) }
+            ids.insert(Int(tokenizer.eosID))
+            ids.remove(imageToken)
+            return ids.sorted()
+        default:
+            let parts = trainTokens.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+            let ids = parts.compactMap { Int($0) }
+            guard ids.count == parts.count, !ids.isEmpty else {
+                throw ValidationError("--train-tokens must be none, answers, or token ids separated by commas")
+            }
+            return Array(Set(ids)).sorted()
+        }
+    }
 
     func options() throws -> FinetuneOptions {
         var o = FinetuneOptions()
@@ -78,7 +103,7 @@ struct Finetune: ParsableCommand {
             var source = ModelOptions()
             source.model = model
             source.threads = threads
-            let options = try options()
+            var options = try options()
             let train = try Self.loadExamples(data, role: "training")
             let validation = try val.map { try Self.loadExamples($0, role: "validation") } ?? []
             let directory = try source.resolveDirectory()
@@ -91,11 +116,19 @@ struct Finetune: ParsableCommand {
                     throw ValidationError("--out \(out) already holds an adapter or checkpoints; add --resume to continue, or choose a new directory")
                 }
             }
+            if trainTokens != "none" {
+                let tokenizer = try GemmaTokenizer.load(directory: directory)
+                let config = try PaliGemmaConfig.load(from: directory.appendingPathComponent("config.json"))
+                options.lora.trainableTokens = try tokenIDs(answers: train.map(\.suffix), tokenizer: tokenizer,
+                                                            imageToken: config.imageTokenIndex)
+                try options.validate()
+            }
             status("loading \(directory.path)")
             let trainer = try LoRATrainer(modelDirectory: directory, options: options, threads: try source.checkedThreads())
             let (perEpoch, total) = trainer.schedule(examples: train.count)
-            status("training \(trainer.adapter.parameterCount) LoRA parameters (rank \(options.lora.rank), "
-                + "\(options.lora.targets.map(\.rawValue).joined(separator: ","))) on \(train.count) examples: "
+            let rows = options.lora.trainableTokens.isEmpty ? "" : " and \(options.lora.trainableTokens.count) token rows"
+            status("training \(trainer.adapter.parameterCount) parameters (LoRA rank \(options.lora.rank) on "
+                + "\(options.lora.targets.map(\.rawValue).joined(separator: ","))\(rows)) on \(train.count) examples: "
                 + "\(options.epochs) epoch\(options.epochs == 1 ? "" : "s") × \(perEpoch) steps of \(options.examplesPerStep) examples")
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]

@@ -16,6 +16,11 @@ final class LoRATests: XCTestCase {
         let greedy_ids_base: [Int]
         let greedy_ids_adapter: [Int]
         let greedy_max_new_tokens: Int
+        let base_model_dir: String?
+    }
+
+    func baseName(_ name: String) throws -> String {
+        try JSONDecoder().decode(Reference.self, from: Data(contentsOf: fixture(name).appendingPathComponent("reference.json"))).base_model_dir ?? name
     }
 
     func fixture(_ name: String) -> URL { fixturesDirectory("lora").appendingPathComponent(name) }
@@ -23,7 +28,7 @@ final class LoRATests: XCTestCase {
     func load(_ name: String) throws -> (trainer: LoRATrainer, sequences: [PreparedSequence], reference: Reference, grads: SafeTensorsFile) {
         let dir = fixture(name)
         let reference = try JSONDecoder().decode(Reference.self, from: Data(contentsOf: dir.appendingPathComponent("reference.json")))
-        let base = fixturesDirectory("model").appendingPathComponent(name)
+        let base = fixturesDirectory("model").appendingPathComponent(try baseName(name))
         let config = try PaliGemmaConfig.load(from: base.appendingPathComponent("config.json"))
         let adapter = try LoRAAdapter.load(from: dir.appendingPathComponent("adapter_initial"), text: config.text)
         var options = FinetuneOptions()
@@ -32,7 +37,7 @@ final class LoRATests: XCTestCase {
         options.weightDecay = reference.weight_decay
         options.maxGradNorm = reference.max_norm
         let model = try PaliGemmaModel(directory: base, backend: LoRATrainer.backend(threads: nil), adapter: adapter)
-        let trainer = LoRATrainer(model: model, pipeline: nil, options: options)
+        let trainer = try LoRATrainer(model: model, pipeline: nil, options: options)
         let examples = try SafeTensorsFile(path: dir.appendingPathComponent("examples.safetensors").path)
         let sequences = try (0..<2).map { i -> PreparedSequence in
             let ids = try XCTUnwrap(examples.tensors["ids_\(i)"]).integers()
@@ -61,6 +66,12 @@ final class LoRATests: XCTestCase {
                 XCTAssertLessThan(err, 1e-4, "\(name) gradient \(key)")
             }
         }
+        if let rows = trainer.gradients.tokens {
+            let expected = try XCTUnwrap(grads.tensors[LoRAAdapter.tokensKey]).floats()
+            let err = relativeError(rows.values, expected)
+            worst = max(worst, err)
+            XCTAssertLessThan(err, 1e-4, "\(name) token rows' gradient")
+        }
         let norm = trainer.applyGradients(learningRate: reference.lr)
         XCTAssertEqual(norm, reference.grad_norm, accuracy: 1e-4 * reference.grad_norm)
         let step1 = try LoRAAdapter.load(from: fixture(name).appendingPathComponent("adapter_step1"),
@@ -84,6 +95,12 @@ final class LoRATests: XCTestCase {
                 }
             }
         }
+        if let rows = trainer.adapter.tokens {
+            let g = try XCTUnwrap(grads.tensors[LoRAAdapter.tokensKey]).floats()
+            for (i, (x, y)) in zip(rows.rows.values, try XCTUnwrap(step1.tokens).rows.values).enumerated() {
+                if abs(g[i] * clip) < 100 * 1e-8 { illConditioned += 1; XCTAssertLessThan(abs(x - y), 2 * reference.lr) } else { stepError = max(stepError, abs(x - y)) }
+            }
+        }
         XCTAssertLessThan(illConditioned, 10)
         XCTAssertLessThan(stepError, 1e-5, "\(name): adapter after one AdamW step")
         print("\(name): loss \(loss) (reference \(reference.loss)), worst gradient error \(worst), step error \(stepError)")
@@ -92,14 +109,15 @@ final class LoRATests: XCTestCase {
     func testGradientsAndOneStepMatchPEFT() throws {
         try checkGradientsAndStep("gqa2_window")
         try checkGradientsAndStep("tiny16")
+        try checkGradientsAndStep("tiny16_tokens")
     }
 
     /// An adapter PEFT wrote gives PEFT's greedy ids; without it, the base's.
     func testGreedyIdsWithAdapterMatchPEFT() throws {
-        for name in ["gqa2_window", "tiny16"] {
+        for name in ["gqa2_window", "tiny16", "tiny16_tokens"] {
             let dir = fixture(name)
             let reference = try JSONDecoder().decode(Reference.self, from: Data(contentsOf: dir.appendingPathComponent("reference.json")))
-            let base = fixturesDirectory("model").appendingPathComponent(name)
+            let base = fixturesDirectory("model").appendingPathComponent(try baseName(name))
             let examples = try SafeTensorsFile(path: dir.appendingPathComponent("examples.safetensors").path)
             let ids = try XCTUnwrap(examples.tensors["ids_0"]).integers()
             let types = try XCTUnwrap(examples.tensors["types_0"]).integers()

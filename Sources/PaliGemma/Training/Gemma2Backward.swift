@@ -87,15 +87,21 @@ final class TransposedWeights {
 /// LoRA's gradients, shaped as the adapter's pairs.
 final class LoRAGradients {
     let pairs: [[LoRATarget: LoRAPair]]
+    /// Of the trainable token rows.
+    let tokens: Matrix?
 
     init(like adapter: LoRAAdapter) {
         pairs = adapter.pairs.map { byTarget in
             byTarget.mapValues { LoRAPair(a: Matrix(rows: $0.a.rows, columns: $0.a.columns),
                                           b: Matrix(rows: $0.b.rows, columns: $0.b.columns)) }
         }
+        tokens = adapter.tokens.map { Matrix(rows: $0.rows.rows, columns: $0.rows.columns) }
     }
 
-    func zero() { for byTarget in pairs { for p in byTarget.values { p.a.zero(); p.b.zero() } } }
+    func zero() {
+        for byTarget in pairs { for p in byTarget.values { p.a.zero(); p.b.zero() } }
+        tokens?.zero()
+    }
 }
 
 /// Which elements LoRA's dropout keeps: a pure function of (seed, call, element), so the
@@ -305,7 +311,7 @@ struct Gemma2Trainer {
     /// One sequence: forward, loss on `targets` (the ids at positions `firstTarget …`, each
     /// predicted from the position before), backward into `grads`, with gradients scaled by
     /// `gradScale` (1 / the step's labelled tokens). Returns the sum of the token losses.
-    func lossAndGradients(embeddings x: Matrix, prefixLength: Int, firstTarget: Int, targets: [Int],
+    func lossAndGradients(ids: [Int], embeddings x: Matrix, prefixLength: Int, firstTarget: Int, targets: [Int],
                           gradScale: Float, dropout: DropoutMask?, stream: UInt64, grads: LoRAGradients,
                           keepAll: Bool) -> Float {
         let n = x.rows, c = config, layers = decoder.layers.count
@@ -327,12 +333,32 @@ struct Gemma2Trainer {
         backend.rmsNorm(hidden, weight: decoder.finalNorm, weightOffset: 1, eps: c.rmsNormEps, into: normed)
         let logits = Matrix(rows: s, columns: c.vocabSize)
         backend.linear(normed, decoder.lmHead, bias: nil, into: logits)
+        decoder.patchTokenLogits(normed: normed, logits: logits)
         if let cap = c.finalLogitSoftcapping { backend.softcap(logits, cap: cap) }
         let dLogits = Matrix(rows: s, columns: c.vocabSize)
         let losses = grad.crossEntropy(logits: logits, targets: targets, gradScale: gradScale, into: dLogits)
         if let cap = c.finalLogitSoftcapping { grad.softcap(capped: logits, cap: cap, grad: dLogits) }
         let dNormed = Matrix(rows: s, columns: c.hiddenSize)
         backend.linear(dLogits, transposed.lmHead, bias: nil, into: dNormed)
+        let tokens = adapter.tokens, tied = decoder.lmHeadTied
+        if let tokens, tied, let g = grads.tokens {
+            // Trained rows replace lm_head's: dNormed uses them, and they get dLogits[:, id] ⊗ normed.
+            let original = UnsafeMutablePointer<Float>.allocate(capacity: c.hiddenSize)
+            defer { original.deallocate() }
+            for (j, id) in tokens.ids.enumerated() {
+                decoder.lmHead.convertRow(id, into: original)
+                let row = tokens.rows.rowPointer(j), gj = g.rowPointer(j)
+                for r in 0..<s {
+                    let d = dLogits[r, id]
+                    guard d != 0 else { continue }
+                    let dn = dNormed.rowPointer(r), nr = normed.rowPointer(r)
+                    for col in 0..<c.hiddenSize {
+                        dn[col] += d * (row[col] - original[col])
+                        gj[col] += d * nr[col]
+                    }
+                }
+            }
+        }
         let dHidden = Matrix(rows: s, columns: c.hiddenSize)
         grad.rmsNorm(x: hidden, weight: decoder.finalNorm, weightOffset: 1, eps: c.rmsNormEps, dOut: dNormed, into: dHidden, assign: true)
         let dx = Matrix(rows: n, columns: c.hiddenSize)
@@ -348,7 +374,15 @@ struct Gemma2Trainer {
                 forward(layer: l, x: replay, prefixLength: prefixLength, keep: acts, dropout: dropout, stream: stream)
             }
             backward(layer: l, acts, dx: dx, prefixLength: prefixLength, dropout: dropout, stream: stream,
-                     grads: grads, needInput: l > 0)
+                     grads: grads, needInput: l > 0 || tokens != nil)
+        }
+        // Trained input rows: x = row · embed_scale, so d row = embed_scale · dx at each of its positions.
+        if let tokens, let g = grads.tokens {
+            for (p, id) in ids.enumerated() {
+                guard let j = tokens.index[id] else { continue }  // never the image token (LoRATrainer refuses it)
+                let src = dx.rowPointer(p), dst = g.rowPointer(j)
+                for col in 0..<c.hiddenSize { dst[col] += decoder.embedScale * src[col] }
+            }
         }
         return losses.reduce(0, +)
     }

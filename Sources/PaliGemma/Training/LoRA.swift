@@ -55,14 +55,19 @@ public struct LoRAConfig: Codable, Sendable, Equatable {
     public var targets: [LoRATarget]
     /// rsLoRA scales by `alpha / √rank` instead of `alpha / rank`.
     public var rankStabilized: Bool
+    /// Token ids whose embedding rows are trained too (PEFT's `trainable_token_indices`): the
+    /// rows a new language or new tokens need when the model never learnt them. With tied
+    /// embeddings the output projection uses the same rows.
+    public var trainableTokens: [Int]
 
     public init(rank: Int = 16, alpha: Float = 32, dropout: Float = 0.05, targets: [LoRATarget] = LoRATarget.allCases,
-                rankStabilized: Bool = false) {
+                rankStabilized: Bool = false, trainableTokens: [Int] = []) {
         self.rank = rank
         self.alpha = alpha
         self.dropout = dropout
         self.targets = targets
         self.rankStabilized = rankStabilized
+        self.trainableTokens = trainableTokens
     }
 
     public var scale: Float { rankStabilized ? alpha / Float(rank).squareRoot() : alpha / Float(rank) }
@@ -72,6 +77,7 @@ public struct LoRAConfig: Codable, Sendable, Equatable {
         guard alpha.isFinite && alpha > 0 else { throw LoRAError.invalid("LoRA alpha \(alpha) must be a positive number") }
         guard dropout >= 0 && dropout < 1 else { throw LoRAError.invalid("LoRA dropout \(dropout) must be within 0 ..< 1") }
         guard !targets.isEmpty else { throw LoRAError.invalid("LoRA needs at least one target matrix") }
+        guard Set(trainableTokens).count == trainableTokens.count else { throw LoRAError.invalid("trainable tokens repeat an id") }
     }
 }
 
@@ -83,6 +89,33 @@ public final class LoRAPair: @unchecked Sendable {
     init(a: Matrix, b: Matrix) { self.a = a; self.b = b }
 }
 
+/// Embedding rows trained in place of the checkpoint's (PEFT's trainable tokens): `rows[j]` is
+/// the whole row of token `ids[j]`, starting as the original row.
+public final class TrainableTokens: @unchecked Sendable {
+    // @unchecked Sendable: as LoRAPair, changed only by the trainer that owns it.
+    public let ids: [Int]
+    /// [ids.count, hidden]
+    public let rows: Matrix
+    /// Row of each id.
+    let index: [Int: Int]
+    /// Whether `rows` still await the checkpoint's values (a fresh adapter).
+    var needsOriginalRows: Bool
+
+    init(ids: [Int], rows: Matrix, needsOriginalRows: Bool) {
+        self.ids = ids
+        self.rows = rows
+        self.needsOriginalRows = needsOriginalRows
+        index = Dictionary(uniqueKeysWithValues: ids.enumerated().map { ($1, $0) })
+    }
+
+    /// A fresh adapter's rows become the embedding's own (PEFT's initialisation).
+    func fillIfNeeded(from table: WeightMatrix) {
+        guard needsOriginalRows else { return }
+        for (j, id) in ids.enumerated() { table.convertRow(id, into: rows.rowPointer(j)) }
+        needsOriginalRows = false
+    }
+}
+
 /// LoRA weights for a Gemma decoder: one pair per (layer, target). Saved and loaded in PEFT's
 /// format (`adapter_config.json` + `adapter_model.safetensors`), so transformers + PEFT load what
 /// we train and we load what PEFT trains.
@@ -92,18 +125,25 @@ public final class LoRAAdapter: @unchecked Sendable {
     public let config: LoRAConfig
     /// `pairs[layer][target]`
     public let pairs: [[LoRATarget: LoRAPair]]
+    /// Trained embedding rows, when `config.trainableTokens` names any.
+    public let tokens: TrainableTokens?
 
     public var layerCount: Int { pairs.count }
 
-    init(config: LoRAConfig, pairs: [[LoRATarget: LoRAPair]]) {
+    init(config: LoRAConfig, pairs: [[LoRATarget: LoRAPair]], tokens: TrainableTokens? = nil) {
         self.config = config
         self.pairs = pairs
+        self.tokens = tokens
     }
 
     /// A fresh adapter as PEFT initialises one: `A` Kaiming-uniform with a = √5 (bound
     /// `1/√in`), `B` zero, so the adapted model starts equal to the base.
+    /// Trainable token rows start as the checkpoint's rows, filled in when a model loads the adapter.
     public convenience init(config: LoRAConfig, text: TextConfig, seed: UInt64) throws {
         try config.validate()
+        for id in config.trainableTokens where !(0..<text.vocabSize).contains(id) {
+            throw LoRAError.invalid("trainable token \(id) is outside the vocabulary (0..<\(text.vocabSize))")
+        }
         var rng = SplitMix64(seed: seed)
         let pairs = (0..<text.numHiddenLayers).map { _ in
             Dictionary(uniqueKeysWithValues: config.targets.map { t -> (LoRATarget, LoRAPair) in
@@ -114,7 +154,10 @@ public final class LoRAAdapter: @unchecked Sendable {
                 return (t, LoRAPair(a: a, b: Matrix(rows: out, columns: config.rank)))
             })
         }
-        self.init(config: config, pairs: pairs)
+        let tokens = config.trainableTokens.isEmpty ? nil
+            : TrainableTokens(ids: config.trainableTokens, rows: Matrix(rows: config.trainableTokens.count, columns: text.hiddenSize),
+                              needsOriginalRows: true)
+        self.init(config: config, pairs: pairs, tokens: tokens)
     }
 
     /// Every pair in a fixed order (layer, then target order), for optimisers and norms.
@@ -127,6 +170,7 @@ public final class LoRAAdapter: @unchecked Sendable {
     /// Trainable parameters.
     public var parameterCount: Int {
         orderedPairs.reduce(0) { $0 + $1.pair.a.rows * $1.pair.a.columns + $1.pair.b.rows * $1.pair.b.columns }
+            + (tokens.map { $0.rows.rows * $0.rows.columns } ?? 0)
     }
 
     // MARK: PEFT's format
@@ -138,6 +182,9 @@ public final class LoRAAdapter: @unchecked Sendable {
     static func key(layer: Int, target: LoRATarget, matrix: String) -> String {
         "base_model.model.model.language_model.layers.\(layer).\(target.path).lora_\(matrix).weight"
     }
+
+    /// PEFT's key for trainable token rows.
+    static let tokensKey = "base_model.model.model.language_model.embed_tokens.token_adapter.trainable_tokens_delta"
 
     /// `target_modules` as a regular expression that matches the language model's matrices only
     /// (SigLIP has `q_proj`, `k_proj`, `v_proj` too).
@@ -155,8 +202,12 @@ public final class LoRAAdapter: @unchecked Sendable {
             writer.add(Self.key(layer: l, target: t, matrix: "A"), shape: [pair.a.rows, pair.a.columns], floats: pair.a.values)
             writer.add(Self.key(layer: l, target: t, matrix: "B"), shape: [pair.b.rows, pair.b.columns], floats: pair.b.values)
         }
+        if let tokens {
+            precondition(!tokens.needsOriginalRows, "save an adapter with trainable tokens after a model has filled its rows")
+            writer.add(Self.tokensKey, shape: [tokens.rows.rows, tokens.rows.columns], floats: tokens.rows.values)
+        }
         try writer.write(to: directory.appendingPathComponent(Self.weightsFile))
-        let json: [String: Any] = [
+        var json: [String: Any] = [
             "peft_type": "LORA", "task_type": NSNull(), "base_model_name_or_path": baseModel,
             "r": config.rank, "lora_alpha": Double(config.alpha), "lora_dropout": Double(config.dropout),
             "target_modules": targetModulesPattern, "bias": "none", "fan_in_fan_out": false,
@@ -164,6 +215,7 @@ public final class LoRAAdapter: @unchecked Sendable {
             "init_lora_weights": true, "modules_to_save": NSNull(), "layers_to_transform": NSNull(),
             "rank_pattern": [String: Any](), "alpha_pattern": [String: Any](),
         ]
+        json["trainable_token_indices"] = tokens.map { ["embed_tokens": $0.ids] } ?? NSNull()
         let data = try JSONSerialization.data(withJSONObject: json, options: [.prettyPrinted, .sortedKeys])
         try data.write(to: directory.appendingPathComponent(Self.configFile), options: .atomic)
     }
@@ -205,7 +257,12 @@ public final class LoRAAdapter: @unchecked Sendable {
         }
         let pattern = try NSRegularExpression(pattern: #"language_model\.(?:model\.)?layers\.(\d+)\.(self_attn|mlp)\.(\w+)_proj\.lora_([AB])(?:\.default)?\.weight$"#)
         var found: [Int: [LoRATarget: (a: TensorInfo?, b: TensorInfo?)]] = [:]
+        var tokenRows: TensorInfo?
         for name in file.tensors.keys.sorted() {
+            if name.hasSuffix("embed_tokens.token_adapter.trainable_tokens_delta") && name.contains("language_model") {
+                tokenRows = file.tensors[name]
+                continue
+            }
             let range = NSRange(name.startIndex..., in: name)
             guard let m = pattern.firstMatch(in: name, range: range),
                   let layer = Int(name[Range(m.range(at: 1), in: name)!]),
@@ -221,7 +278,32 @@ public final class LoRAAdapter: @unchecked Sendable {
             if name[Range(m.range(at: 4), in: name)!] == "A" { entry.a = info } else { entry.b = info }
             found[layer, default: [:]][target] = entry
         }
-        guard !found.isEmpty else { throw LoRAError.adapterFile(path: path, reason: "\(weightsFile) holds no LoRA matrices") }
+        guard !found.isEmpty || tokenRows != nil else { throw LoRAError.adapterFile(path: path, reason: "\(weightsFile) holds no LoRA matrices") }
+        var tokenIDs: [Int] = []
+        if let spec = json["trainable_token_indices"], !(spec is NSNull) {
+            if let list = spec as? [Int] {
+                tokenIDs = list
+            } else if let byLayer = spec as? [String: Any], byLayer.count == 1, let list = byLayer["embed_tokens"] as? [Int] {
+                tokenIDs = list
+            } else {
+                throw LoRAError.adapterFile(path: path, reason: "trainable_token_indices must list ids for embed_tokens only")
+            }
+        }
+        var tokens: TrainableTokens?
+        switch (tokenIDs.isEmpty, tokenRows) {
+        case (true, nil): break
+        case (false, let rows?):
+            guard rows.shape == [tokenIDs.count, text.hiddenSize] else {
+                throw LoRAError.adapterFile(path: path, reason: "trainable token rows \(rows.shape) do not fit \(tokenIDs.count) ids × hidden \(text.hiddenSize)")
+            }
+            guard tokenIDs.allSatisfy({ (0..<text.vocabSize).contains($0) }), Set(tokenIDs).count == tokenIDs.count else {
+                throw LoRAError.adapterFile(path: path, reason: "trainable_token_indices holds an id outside the vocabulary or a repeated id")
+            }
+            tokens = TrainableTokens(ids: tokenIDs, rows: Matrix(rows: tokenIDs.count, columns: text.hiddenSize, values: try rows.floats()),
+                                     needsOriginalRows: false)
+        default:
+            throw LoRAError.adapterFile(path: path, reason: "trainable_token_indices and the trainable_tokens_delta tensor must come together")
+        }
         var targets = Set<LoRATarget>()
         var pairs = [[LoRATarget: LoRAPair]](repeating: [:], count: text.numHiddenLayers)
         for (layer, byTarget) in found {
@@ -241,9 +323,10 @@ public final class LoRAAdapter: @unchecked Sendable {
             }
         }
         let config = LoRAConfig(rank: rank, alpha: alpha, dropout: dropout,
-                                targets: LoRATarget.allCases.filter(targets.contains), rankStabilized: rs)
+                                targets: targets.isEmpty ? LoRATarget.allCases : LoRATarget.allCases.filter(targets.contains),
+                                rankStabilized: rs, trainableTokens: tokenIDs)
         try config.validate()
-        return LoRAAdapter(config: config, pairs: pairs)
+        return LoRAAdapter(config: config, pairs: pairs, tokens: tokens)
     }
 }
 

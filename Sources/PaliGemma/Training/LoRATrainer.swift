@@ -137,7 +137,7 @@ public final class LoRATrainer {
         let config = try PaliGemmaConfig.load(from: modelDirectory.appendingPathComponent("config.json"))
         let adapter = try adapter ?? LoRAAdapter(config: options.lora, text: config.text, seed: options.seed)
         let pipeline = try PaliGemmaPipeline(directory: modelDirectory, backend: Self.backend(threads: threads), adapter: adapter)
-        self.init(model: pipeline.model, pipeline: pipeline, options: options)
+        try self.init(model: pipeline.model, pipeline: pipeline, options: options)
     }
 
     /// The kernels training uses: float32 products throughout, for gradients within the parity
@@ -149,14 +149,17 @@ public final class LoRATrainer {
     /// token ids only: ``step(on:learningRate:)``.
     public convenience init(model: PaliGemmaModel, options: FinetuneOptions) throws {
         guard model.decoder.adapter != nil else { throw LoRAError.invalid("load the model with an adapter to train") }
-        self.init(model: model, pipeline: nil, options: options)
+        try self.init(model: model, pipeline: nil, options: options)
     }
 
     /// Trains `model`'s adapter (the model must have been loaded with one). Without a pipeline
     /// (no tokenizer), only prepared sequences can be trained on.
-    init(model: PaliGemmaModel, pipeline: PaliGemmaPipeline?, options: FinetuneOptions) {
+    init(model: PaliGemmaModel, pipeline: PaliGemmaPipeline?, options: FinetuneOptions) throws {
         precondition(model.decoder.adapter != nil, "the model has no adapter to train")
         let adapter = model.decoder.adapter!
+        if adapter.tokens?.index[model.config.imageTokenIndex] != nil {
+            throw LoRAError.invalid("the image token \(model.config.imageTokenIndex) cannot be a trainable token: its positions hold the image's features")
+        }
         self.model = model
         self.pipeline = pipeline
         self.adapter = adapter
@@ -167,9 +170,12 @@ public final class LoRATrainer {
         optimizer = AdamW(parameters: Self.parameters(adapter), weightDecay: options.weightDecay)
     }
 
-    static func parameters(_ adapter: LoRAAdapter) -> [Matrix] { adapter.orderedPairs.flatMap { [$0.pair.a, $0.pair.b] } }
+    static func parameters(_ adapter: LoRAAdapter) -> [Matrix] {
+        adapter.orderedPairs.flatMap { [$0.pair.a, $0.pair.b] } + (adapter.tokens.map { [$0.rows] } ?? [])
+    }
     private var gradientMatrices: [Matrix] {
         adapter.orderedPairs.flatMap { [gradients.pairs[$0.layer][$0.target]!.a, gradients.pairs[$0.layer][$0.target]!.b] }
+            + (gradients.tokens.map { [$0] } ?? [])
     }
 
     func prepare(_ example: TrainingExample) throws -> PreparedSequence {
@@ -206,7 +212,7 @@ public final class LoRATrainer {
             let x = Matrix(rows: s.ids.count, columns: model.config.text.hiddenSize)
             try model.embedPrompt(s.ids, image: s.image, into: x)
             let keep = LayerActivations.floats(rows: s.ids.count, config: core.config) * core.decoder.layers.count <= 512 << 20
-            total += core.lossAndGradients(embeddings: x, prefixLength: s.prefixLength, firstTarget: s.prefixLength,
+            total += core.lossAndGradients(ids: s.ids, embeddings: x, prefixLength: s.prefixLength, firstTarget: s.prefixLength,
                                            targets: s.targets, gradScale: 1 / Float(tokens), dropout: dropout,
                                            stream: dropoutStream &* 4096 &+ UInt64(i), grads: gradients, keepAll: keep)
         }
@@ -401,6 +407,12 @@ extension LoRATrainer {
             }
             pair.a.setValues(s.a.values)
             pair.b.setValues(s.b.values)
+        }
+        if let tokens = adapter.tokens {
+            guard let saved = saved.tokens, saved.ids == tokens.ids else {
+                throw LoRAError.adapterFile(path: directory.path, reason: "its trainable tokens differ from the run's")
+            }
+            tokens.rows.setValues(saved.rows.values)
         }
         try optimizer.load(from: directory.appendingPathComponent("optimizer.safetensors"))
     }

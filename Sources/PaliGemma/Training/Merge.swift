@@ -26,6 +26,14 @@ extension LoRAAdapter {
             }
             targets[name] = pair
         }
+        // Trained token rows replace embed_tokens' rows (and so, tied, lm_head's).
+        var embedName: String?
+        if tokens != nil {
+            embedName = checkpoint.names.first { $0.hasSuffix("embed_tokens.weight") && $0.contains("language_model") }
+            guard embedName != nil else {
+                throw CheckpointError.missingTensor(name: "language_model…embed_tokens.weight", files: checkpoint.files.map(\.path))
+            }
+        }
         try CheckpointDirectory.prepareNew(destination)
         let entries = try checkpoint.names.map { name -> SafeTensorsStreamWriter.Entry in
             let t = try checkpoint.tensor(name)
@@ -36,7 +44,8 @@ extension LoRAAdapter {
         let s = config.scale
         for name in checkpoint.names {
             let t = try checkpoint.tensor(name)
-            guard let pair = targets[name] else {
+            let pair = targets[name]
+            guard pair != nil || name == embedName else {
                 try writer.write(UnsafeRawBufferPointer(start: t.data, count: t.byteCount))
                 progress?(Double(writer.bytesWritten) / Double(max(writer.totalBytes, 1)))
                 continue
@@ -50,17 +59,22 @@ extension LoRAAdapter {
             }
             let (rows, cols) = (t.shape[0], t.shape[1])
             let w = WeightMatrix(format: format, rows: rows, columns: cols, data: t.data)
-            let r = pair.a.rows
             let row = UnsafeMutablePointer<Float>.allocate(capacity: cols)
             defer { row.deallocate() }
             var out = Data(capacity: rows * cols * format.rowBytes(columns: 1))
             for i in 0..<rows {
-                w.convertRow(i, into: row)
-                // row += s · Σ_k B[i,k] · A[k,:]
-                for k in 0..<r {
-                    let coefficient = s * pair.b[i, k]
-                    let a = pair.a.rowPointer(k)
-                    for j in 0..<cols { row[j] += coefficient * a[j] }
+                if let tokens, name == embedName, let j = tokens.index[i] {
+                    row.update(from: tokens.rows.rowPointer(j), count: cols)
+                } else {
+                    w.convertRow(i, into: row)
+                }
+                if let pair {
+                    // row += s · Σ_k B[i,k] · A[k,:]
+                    for k in 0..<pair.a.rows {
+                        let coefficient = s * pair.b[i, k]
+                        let a = pair.a.rowPointer(k)
+                        for j in 0..<cols { row[j] += coefficient * a[j] }
+                    }
                 }
                 switch format {
                 case .f32:
