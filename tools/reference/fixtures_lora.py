@@ -2,7 +2,8 @@
 
 For each entry of FIXTURES_LORA (fixture NAME, float32 base checkpoint Tests/Fixtures/model/BASE, loaded
 as committed, not copied: gqa2_window and tiny16 on the bases of the same name, LoRA only; tiny16_tokens on
-tiny16, LoRA + trainable tokens, see below), Tests/Fixtures/lora/NAME/ holds:
+tiny16, LoRA + trainable tokens; gqa2_vision on gqa2_window, LoRA on the SigLIP tower too; see below),
+Tests/Fixtures/lora/NAME/ holds:
 
   examples.safetensors   two training examples, laid out as PaliGemmaProcessor lays out training input:
                            ids_i    (T_i,) i64   [511]*N_img + [BOS=2] + prefix + [NEWLINE=10] + suffix + [EOS=1]
@@ -23,7 +24,7 @@ Adapter tensor names (adapter_model.safetensors, f32; PEFT strips the adapter na
   base_model.model.model.language_model.layers.{L}.mlp.{gate,up,down}_proj.lora_{A,B}.weight
   lora_A: (r, in_features), lora_B: (out_features, r); delta W = (lora_alpha / r) * B @ A, y = x W^T + x (dW)^T.
   No other tensors (no bias, no embeddings, nothing of the SigLIP tower, whose q/k/v_proj are not adapted),
-  except in tiny16_tokens (below).
+  except in tiny16_tokens and gqa2_vision (below).
 adapter_config.json (the fields that matter; PEFT writes many more, mostly null/false/defaults):
   "peft_type": "LORA", "r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "bias": "none",
   "target_modules": ".*language_model.*\\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
@@ -47,6 +48,21 @@ included; zero for EOS, which is only ever a last input) and the lm_head path. T
 with the LoRA tensors (one norm, one AdamW param group, weight decay pulling them toward 0, not toward the
 base rows). reference.json adds "base_model_dir", "trainable_tokens", "tied": true, the tensor's key/shape,
 its init and its gradient norm; "base" still names the model directory.
+
+gqa2_vision: the same recipe (its own seed, so its own examples) on base gqa2_window, with target_modules
+  ".*language_model.*\\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)|.*vision_tower.*\\.(q_proj|k_proj|v_proj|out_proj|fc1|fc2)"
+(saved as that string in adapter_config.json; checked with re.fullmatch to select exactly the language model's
+7 per layer and every SigLIP encoder layer's q/k/v/out_proj and fc1/fc2: not the multi_modal_projector.linear,
+not the patch embedding, no layer norm, no bias). adapter_model.safetensors / grads.safetensors add, per
+vision layer L (lora_A: (r, in), lora_B: (out, r), same delta W formula; the base Linear keeps its bias):
+  base_model.model.model.vision_tower.encoder.layers.{L}.self_attn.{q,k,v,out}_proj.lora_{A,B}.weight
+  base_model.model.model.vision_tower.encoder.layers.{L}.mlp.{fc1,fc2}.lora_{A,B}.weight
+All LoRA tensors (vision and text) get the N(0,1) * scale init, drawn in named_parameters order (vision tower
+first), are clipped with one norm and stepped in one AdamW group. The vision gradients flow back through the
+projector and the tower's post_layernorm (applied: PaliGemma takes last_hidden_state after it); each of their
+entries is checked nonzero. reference.json adds "base_model_dir", "vision": true, the number of adapted modules
+and vision LoRA tensors and the vision gradients' norm. (For this seed the vision half alone does not change
+the greedy ids; loss and grads are the check on it.)
 
 Loss (one optimiser step over both examples):
   Each example runs alone (batch 1) through the model's own forward with token_type_ids, so the attention
@@ -74,6 +90,7 @@ Reference: transformers 5.24.0, peft 0.21.2, torch, float32, eager attention, CP
 """
 import json
 import pathlib
+import re
 import shutil
 
 import torch
@@ -88,13 +105,15 @@ from peft import LoraConfig, PeftModel, get_peft_model
 
 assert peft.__version__ == "0.21.2", f"reference needs peft 0.21.2, not {peft.__version__}"
 
-# (fixture directory, base model directory, train embedding rows with PEFT's trainable tokens)
-FIXTURES_LORA = [("gqa2_window", "gqa2_window", False), ("tiny16", "tiny16", False),
-                 ("tiny16_tokens", "tiny16", True)]
+# (fixture directory, base model directory, train embedding rows with PEFT's trainable tokens,
+#  adapt the SigLIP tower too)
+FIXTURES_LORA = [("gqa2_window", "gqa2_window", False, False), ("tiny16", "tiny16", False, False),
+                 ("tiny16_tokens", "tiny16", True, False), ("gqa2_vision", "gqa2_window", False, True)]
 MODEL_FIXTURES = pathlib.Path(__file__).resolve().parent.parent.parent / "Tests" / "Fixtures" / "model"
 
 RANK, ALPHA = 4, 8
 TARGET = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+TARGET_VISION = TARGET + r"|.*vision_tower.*\.(q_proj|k_proj|v_proj|out_proj|fc1|fc2)"
 LORA_INIT_SCALES = (0.1, 0.2, 0.3, 0.5)   # the first that makes the adapter change greedy ids
 MIN_MARGIN = 0.05   # top-2 logit margin along both greedy runs, so float32 rounding cannot flip them
 LR, BETAS, EPS, WEIGHT_DECAY = 1e-3, (0.9, 0.999), 1e-8, 0.01
@@ -152,8 +171,22 @@ def greedy(model, ex):
     return new, float((top2[:, 0] - top2[:, 1]).min())
 
 
-def build(name, root: pathlib.Path, seed, init_scale, base_name=None, tokens=False):
+def expected_targets(cfg, vision):
+    """The module names the target_modules regex must select (re.fullmatch), nothing more."""
+    names = [f"model.language_model.layers.{layer}.{part}" for layer in range(cfg.text_config.num_hidden_layers)
+             for part in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                          "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")]
+    if vision:
+        names += [f"model.vision_tower.encoder.layers.{layer}.{part}"
+                  for layer in range(cfg.vision_config.num_hidden_layers)
+                  for part in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj",
+                               "mlp.fc1", "mlp.fc2")]
+    return set(names)
+
+
+def build(name, root: pathlib.Path, seed, init_scale, base_name=None, tokens=False, vision=False):
     base_name = base_name or name
+    target = TARGET_VISION if vision else TARGET
     assert FIXTURES[base_name]["dtype"] == "float32"
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -176,7 +209,10 @@ def build(name, root: pathlib.Path, seed, init_scale, base_name=None, tokens=Fal
         assert base.config.text_config.tie_word_embeddings and base.config.tie_word_embeddings
         assert base.lm_head.weight is base.model.language_model.embed_tokens.weight
         extra = {"trainable_token_indices": {"embed_tokens": token_ids}}
-    config = LoraConfig(r=RANK, lora_alpha=ALPHA, lora_dropout=0.0, target_modules=TARGET, bias="none", **extra)
+    selected = {n for n, _ in base.named_modules() if re.fullmatch(target, n)}
+    assert selected == expected_targets(base.config, vision), sorted(selected ^ expected_targets(base.config, vision))
+    assert not any("multi_modal_projector" in n for n in selected)
+    config = LoraConfig(r=RANK, lora_alpha=ALPHA, lora_dropout=0.0, target_modules=target, bias="none", **extra)
     model = get_peft_model(base, config)
     # Recorded in adapter_config.json; repo-relative rather than this machine's absolute path.
     model.peft_config["default"].base_model_name_or_path = f"Tests/Fixtures/model/{base_name}"
@@ -184,7 +220,15 @@ def build(name, root: pathlib.Path, seed, init_scale, base_name=None, tokens=Fal
     token_params = [(n, p) for n, p in model.named_parameters() if "trainable_tokens_delta" in n]
     assert all(p.requires_grad for _, p in lora + token_params)
     assert not any(p.requires_grad for n, p in model.named_parameters() if "lora_" not in n and "trainable_tokens_delta" not in n)
-    assert not any("vision" in n for n, _ in lora), "the SigLIP tower must not be adapted"
+    adapted_modules = sorted({n.split(".lora_")[0][len("base_model.model."):] for n, _ in lora})
+    assert set(adapted_modules) == selected, sorted(set(adapted_modules) ^ selected)
+    vision_lora = [(n, p) for n, p in lora if "vision_tower" in n]
+    if vision:
+        print(f"   {name}: adapted modules ({len(adapted_modules)}): {adapted_modules}")
+        assert len(vision_lora) == 2 * 6 * base.config.vision_config.num_hidden_layers
+    else:
+        assert not vision_lora, "the SigLIP tower must not be adapted"
+    assert not any("multi_modal_projector" in n for n, p in model.named_parameters() if p.requires_grad)
     with torch.no_grad():
         for _, p in lora:
             p.copy_(torch.randn(p.shape, generator=gen) * init_scale)
@@ -234,6 +278,14 @@ def build(name, root: pathlib.Path, seed, init_scale, base_name=None, tokens=Fal
 
     grads = {adapter_key(n): p.grad.detach().clone().contiguous() for n, p in lora}
     assert all(float(g.abs().max()) > 0 for g in grads.values()), "some LoRA gradient is zero"
+    if vision:
+        vision_grads = {k: g for k, g in grads.items() if "vision_tower" in k}
+        assert len(vision_grads) == len(vision_lora)
+        assert all(float(g.abs().min()) > 0 for g in vision_grads.values()), "a vision LoRA gradient entry is zero"
+        vision_norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in vision_grads.values()])))
+        for k in sorted(vision_grads):
+            if ".layers.0." in k:
+                print(f"   {name}: grad {k} {tuple(vision_grads[k].shape)} norm {float(torch.linalg.vector_norm(vision_grads[k])):.4e}")
     if tokens:
         g_rows = grads[adapter_key(token_params[0][0])]
         assert all(float(r.abs().max()) > 0 for r in g_rows), "a trainable-token row has no gradient"
@@ -266,6 +318,18 @@ def build(name, root: pathlib.Path, seed, init_scale, base_name=None, tokens=Fal
         assert torch.equal(loaded.detach(), step1[key])
         assert adapted.base_model.model.lm_head.token_adapter.trainable_tokens_delta["default"] is loaded
     adapter_greedy, adapter_margin = greedy(adapted, examples[0])
+    if vision:
+        # Printed only: how much the vision half of the adapter alone moves the greedy run.
+        vision_b = [p for n, p in adapted.named_parameters() if "vision_tower" in n and "lora_B" in n]
+        kept = [p.detach().clone() for p in vision_b]
+        with torch.no_grad():
+            for p in vision_b:
+                p.zero_()
+        text_only_greedy, text_only_margin = greedy(adapted, examples[0])
+        with torch.no_grad():
+            for p, k in zip(vision_b, kept):
+                p.copy_(k)
+        print(f"   {name}: greedy lora without its vision part {text_only_greedy} (margin {text_only_margin:.3f})")
 
     # Merge check (printed only): merged W == W + (alpha/r) B A.
     w0 = load_base(base_name).model.language_model.layers[0].self_attn.q_proj.weight.detach()
@@ -282,7 +346,7 @@ def build(name, root: pathlib.Path, seed, init_scale, base_name=None, tokens=Fal
     info = {
         "transformers": transformers.__version__, "peft": peft.__version__, "torch": torch.__version__,
         "seed": seed, "base": f"Tests/Fixtures/model/{base_name}",
-        "rank": RANK, "alpha": ALPHA, "scaling": ALPHA / RANK, "lora_dropout": 0.0, "target_modules": TARGET,
+        "rank": RANK, "alpha": ALPHA, "scaling": ALPHA / RANK, "lora_dropout": 0.0, "target_modules": target,
         "lora_init": f"every lora_A and lora_B ~ N(0,1) * {init_scale}",
         "loss": float(loss.detach()), "loss_definition": "sum of per-token CE over both examples / total labelled tokens",
         "example_loss_sums": [float(s.detach()) for s in sums], "example_token_counts": counts,
@@ -293,14 +357,19 @@ def build(name, root: pathlib.Path, seed, init_scale, base_name=None, tokens=Fal
         "greedy_ids_base": base_greedy, "greedy_ids_adapter": adapter_greedy,
         "greedy_min_margin_base": base_margin, "greedy_min_margin_adapter": adapter_margin,
     }
+    more = {}
     if tokens:
-        # Keys after "base", so the two LoRA-only fixtures keep their exact reference.json.
-        keys = list(info)
-        at = keys.index("base") + 1
         more = {"base_model_dir": base_name, "trainable_tokens": token_ids, "tied": True,
                 "trainable_tokens_key": key, "trainable_tokens_shape": list(step1[key].shape),
                 "trainable_tokens_init": f"base embedding rows + N(0,1) * {TOKEN_PERTURB} (drawn after the LoRA init)",
                 "trainable_tokens_grad_norm": float(torch.linalg.vector_norm(g_rows))}
+    if vision:
+        more = {"base_model_dir": base_name, "vision": True, "adapted_modules": len(adapted_modules),
+                "vision_lora_tensors": len(vision_lora), "vision_grad_norm": vision_norm}
+    if more:
+        # Keys after "base", so the two LoRA-only fixtures keep their exact reference.json.
+        keys = list(info)
+        at = keys.index("base") + 1
         info = {k: info[k] for k in keys[:at]} | more | {k: info[k] for k in keys[at:]}
     (out_dir / "reference.json").write_text(json.dumps(info, indent=1) + "\n")
 
@@ -311,6 +380,16 @@ def build(name, root: pathlib.Path, seed, init_scale, base_name=None, tokens=Fal
           f"grads below 1e-4·max: {small}/{flat.numel()}, clipped |g| < 100·eps: {tiny}, min |g| {float(flat.min()):.2e}")
     print(f"   {name}: greedy base {base_greedy} (margin {base_margin:.3f})")
     print(f"   {name}: greedy lora {adapter_greedy} (margin {adapter_margin:.3f}); merge check max diff {merge_diff:.2e}")
+    if vision:
+        prefix = "base_model.model.model.vision_tower.encoder.layers.0."
+        fresh = load_base(base_name).model.vision_tower.encoder.layers[0]
+        for part, mod, merged_mod in (("self_attn.q_proj", fresh.self_attn.q_proj, merged.model.vision_tower.encoder.layers[0].self_attn.q_proj),
+                                      ("mlp.fc1", fresh.mlp.fc1, merged.model.vision_tower.encoder.layers[0].mlp.fc1)):
+            a, b = step1[prefix + part + ".lora_A.weight"], step1[prefix + part + ".lora_B.weight"]
+            d = float((merged_mod.weight - (mod.weight + ALPHA / RANK * b @ a)).abs().max().detach())
+            assert torch.equal(merged_mod.bias, mod.bias)
+            print(f"   {name}: vision merge check {part} max diff {d:.2e}")
+            merge_diff = max(merge_diff, d)
     assert merge_diff < 1e-5
     return base_greedy != adapter_greedy and min(base_margin, adapter_margin) >= MIN_MARGIN
 
@@ -319,13 +398,13 @@ def generate(out_dir: pathlib.Path):
     """The fixture tool's entry point."""
     torch.manual_seed(0)
     torch.use_deterministic_algorithms(True)
-    for i, (name, base_name, tokens) in enumerate(FIXTURES_LORA):
+    for i, (name, base_name, tokens, vision) in enumerate(FIXTURES_LORA):
         # Take the smallest LoRA init scale, then the first seed, with which the step-1 adapter changes
         # example 0's greedy ids and both greedy runs keep a clear top-2 margin.
         for init_scale in LORA_INIT_SCALES:
             for attempt in range(5):
                 if build(name, out_dir, seed=4321 + 100 * i + attempt, init_scale=init_scale,
-                         base_name=base_name, tokens=tokens):
+                         base_name=base_name, tokens=tokens, vision=vision):
                     break
                 print(f"   {name}: rejected (greedy ids unchanged or a margin below {MIN_MARGIN})")
             else:
