@@ -243,3 +243,44 @@ public struct Gradients: Sendable {
         return losses
     }
 }
+
+extension Gradients {
+    /// LayerNorm backward for `y = (x − μ)·σ⁻¹·γ + β` (statistics over each row):
+    /// `dx = σ⁻¹ · (g − mean(g) − x̂ · mean(g·x̂))` with `g = dy·γ`, `x̂ = (x − μ)·σ⁻¹`. Overwrites `dx`.
+    public func layerNorm(x: Matrix, gamma: [Float], eps: Float, dOut: Matrix, into dx: Matrix) {
+        precondition(x.columns == gamma.count && dOut.rows == x.rows && dOut.columns == x.columns && dx.columns == x.columns)
+        dx.setRows(x.rows)
+        let n = x.columns
+        gamma.withUnsafeBufferPointer { w in
+            for r in 0..<x.rows {
+                let xp = x.rowPointer(r), gp = dOut.rowPointer(r), dp = dx.rowPointer(r)
+                var mean: Float = 0
+                for c in 0..<n { mean += xp[c] }
+                mean /= Float(n)
+                var variance: Float = 0
+                for c in 0..<n { variance += (xp[c] - mean) * (xp[c] - mean) }
+                let inv = 1 / (variance / Float(n) + eps).squareRoot()
+                var sumG: Float = 0, sumGX: Float = 0
+                for c in 0..<n {
+                    let g = gp[c] * w[c]
+                    sumG += g
+                    sumGX += g * (xp[c] - mean) * inv
+                }
+                let meanG = sumG / Float(n), meanGX = sumGX / Float(n)
+                for c in 0..<n { dp[c] = inv * (gp[c] * w[c] - meanG - (xp[c] - mean) * inv * meanGX) }
+            }
+        }
+    }
+
+    /// Backward of `y = gelu_tanh(a)` in place: `grad *= gelu'(a)`.
+    public func geluTanh(a: Matrix, grad: Matrix) {
+        precondition(a.rows == grad.rows && a.columns == grad.columns)
+        let n = a.rows * a.columns, ap = a.storage, gp = grad.storage
+        let c: Float = (2 / Float.pi).squareRoot()
+        for i in 0..<n {
+            let x = ap[i]
+            let t = tanh(c * (x + 0.044715 * x * x * x))
+            gp[i] *= 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * c * (1 + 3 * 0.044715 * x * x)
+        }
+    }
+}

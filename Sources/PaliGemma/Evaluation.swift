@@ -21,6 +21,16 @@ public struct EvaluationItem: Decodable, Sendable {
     enum CodingKeys: String, CodingKey {
         case image, task, prompt, expected, outputIDs = "output_ids", outputText = "output_text", boxes, labels, mask
     }
+
+    /// A fine-tuning example as a prompt to score: the task is the prompt's first word and the
+    /// answer must equal the suffix exactly.
+    public init(_ example: TrainingExample) {
+        image = example.image.path
+        prompt = example.prefix
+        task = example.prefix.split(separator: " ").first.map { $0.lowercased() } ?? "answer"
+        if !["caption", "answer", "ocr"].contains(task) { task = "exact" }
+        expected = example.suffix
+    }
 }
 
 /// Which answers a held-out run scores.
@@ -69,8 +79,14 @@ public struct EvaluationReport: Codable, Sendable {
 
 /// Runs a held-out set through a pipeline and scores the answers.
 public enum Evaluator {
-    /// Reads `heldout.jsonl` from `directory`.
+    /// Reads `heldout.jsonl` from `directory`, or, when `directory` is a `.jsonl` file of
+    /// fine-tuning examples (`{"image", "prefix", "suffix"}`), its examples scored by exact answer.
     public static func items(in directory: URL) throws -> [EvaluationItem] {
+        if directory.pathExtension == "jsonl" {
+            let (examples, skipped) = try TrainingExample.load(jsonl: directory)
+            if let first = skipped.first { throw InputError.option("\(first) (\(skipped.count) line\(skipped.count == 1 ? "" : "s") unusable)") }
+            return examples.map(EvaluationItem.init)
+        }
         let url = directory.appendingPathComponent("heldout.jsonl")
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDirectory), isDirectory.boolValue else {
@@ -136,7 +152,8 @@ public enum Evaluator {
         var encoded: (name: String, value: EncodedImage)?
         for (n, item) in all.enumerated() {
             if image?.name != item.image {
-                image = (item.image, try pipeline.loadImage(directory.appendingPathComponent(item.image)))
+                let url = item.image.hasPrefix("/") ? URL(fileURLWithPath: item.image) : directory.appendingPathComponent(item.image)
+                image = (item.image, try pipeline.loadImage(url))
             }
             let pixels = image!.pixels
             let text: String, identical: Bool?
@@ -175,6 +192,9 @@ public enum Evaluator {
     static func score(_ item: EvaluationItem, answer text: String, image: RGBImage, loader: ImageLoader,
                       segmenter: Segmenter?, directory: URL) throws -> [String: [Double]] {
         switch item.task {
+        case "exact":
+            let word = item.prompt.split(separator: " ").first.map(String.init) ?? "answer"
+            return ["\(word) exact": [text == (item.expected ?? "") ? 1 : 0]]
         case "caption", "answer", "ocr":
             let key: String
             if item.task == "caption" {

@@ -105,6 +105,9 @@ public final class PaliGemmaModel: Sendable {
         }
         var decoder = try Gemma2Decoder(config: config.text, reader: reader, sourceFormat: source)
         if let adapter {
+            guard adapter.visionPairs.isEmpty || adapter.visionPairs.count == config.vision.numHiddenLayers else {
+                throw LoRAError.invalid("the adapter has \(adapter.visionPairs.count) vision layers; the model has \(config.vision.numHiddenLayers)")
+            }
             guard adapter.layerCount == config.text.numHiddenLayers else {
                 throw LoRAError.invalid("the adapter has \(adapter.layerCount) layers; the model has \(config.text.numHiddenLayers)")
             }
@@ -127,7 +130,7 @@ public final class PaliGemmaModel: Sendable {
         guard pixels.count == expected else {
             throw InputError.pixelCount(found: pixels.count, expected: expected, imageSize: s)
         }
-        return vision.encode(pixels: pixels, backend: backend)
+        return vision.encode(pixels: pixels, backend: backend, adapter: decoder.adapter)
     }
 
     /// Vision tower + projector: the rows that replace the `<image>` tokens.

@@ -192,7 +192,7 @@ public final class PaliGemmaPipeline: Sendable {
     /// Loads the checkpoint, tokenizer (tokenizer.json, else tokenizer.model) from `directory`.
     /// - Parameter backend: the kernels; nil takes `FastBackend` with `ProductPrecision.auto`'s
     ///   choice for this checkpoint (what the `paligemma` tool uses).
-    /// - Parameter adapter: LoRA weights applied at inference (``LoRAAdapter/load(from:text:)``).
+    /// - Parameter adapter: LoRA weights applied at inference (``LoRAAdapter/load(from:text:vision:)``).
     public init(directory: URL, backend: ComputeBackend? = nil, imageLoader: ImageLoader = ImageLoader(),
                 resize: ResizeFilter = .bicubicPIL, adapter: LoRAAdapter? = nil) throws {
         model = try PaliGemmaModel(directory: directory,

@@ -56,7 +56,17 @@ struct SigLIPVisionTower {
 
     /// Encodes one preprocessed image (CHW floats, `imageSize`² per channel) into one row per
     /// patch: [numPatches, hiddenSize].
-    func encode(pixels: [Float], backend: ComputeBackend) -> Matrix {
+    /// With an adapter that adapts the tower, its LoRA pairs apply (`adapter.visionPairs`).
+    func encode(pixels: [Float], backend: ComputeBackend, adapter: LoRAAdapter? = nil) -> Matrix {
+        let lora = adapter.flatMap { $0.adaptsVision ? $0 : nil }
+        func project(_ x: Matrix, _ l: Int, _ t: VisionTarget, _ w: WeightMatrix, _ bias: [Float], into y: Matrix) {
+            if let lora {
+                LoRALinear(backend: backend, scale: lora.config.scale)
+                    .forward(x, w, bias: bias, pair: lora.visionPairs[l][t], dropout: nil, stream: 0, into: y)
+            } else {
+                backend.linear(x, w, bias: bias, into: y)
+            }
+        }
         let n = config.numPatches, d = config.hiddenSize, i = config.intermediateSize
         let patches = Matrix.patches(chw: pixels, channels: config.numChannels, height: config.imageSize,
                                      width: config.imageSize, patch: config.patchSize)
@@ -77,20 +87,20 @@ struct SigLIPVisionTower {
         let shape = AttentionShape(heads: heads, kvHeads: heads, headDim: headDim,
                                    scale: 1 / Float(headDim).squareRoot(), softcap: nil,
                                    queryStart: 0, keyCount: n)
-        for layer in layers {
+        for (l, layer) in layers.enumerated() {
             // x += out_proj(attention(LN1(x)))
             backend.layerNorm(x, gamma: layer.layerNorm1Weight, beta: layer.layerNorm1Bias, eps: config.layerNormEps, into: normed)
-            backend.linear(normed, layer.q, bias: layer.qBias, into: q)
-            backend.linear(normed, layer.k, bias: layer.kBias, into: k)
-            backend.linear(normed, layer.v, bias: layer.vBias, into: v)
+            project(normed, l, .q, layer.q, layer.qBias, into: q)
+            project(normed, l, .k, layer.k, layer.kBias, into: k)
+            project(normed, l, .v, layer.v, layer.vBias, into: v)
             backend.attention(queries: q, keys: k, values: v, shape: shape, mask: .bidirectional, into: attended)
-            backend.linear(attended, layer.out, bias: layer.outBias, into: projected)
+            project(attended, l, .out, layer.out, layer.outBias, into: projected)
             backend.add(projected, into: x)
             // x += fc2(gelu_tanh(fc1(LN2(x))))
             backend.layerNorm(x, gamma: layer.layerNorm2Weight, beta: layer.layerNorm2Bias, eps: config.layerNormEps, into: normed)
-            backend.linear(normed, layer.fc1, bias: layer.fc1Bias, into: hidden)
+            project(normed, l, .fc1, layer.fc1, layer.fc1Bias, into: hidden)
             backend.geluTanh(hidden, times: nil, into: hidden)
-            backend.linear(hidden, layer.fc2, bias: layer.fc2Bias, into: projected)
+            project(hidden, l, .fc2, layer.fc2, layer.fc2Bias, into: projected)
             backend.add(projected, into: x)
         }
         backend.layerNorm(x, gamma: postLayerNormWeight, beta: postLayerNormBias, eps: config.layerNormEps, into: normed)

@@ -9,9 +9,12 @@ struct Eval: ParsableCommand {
         abstract: "Score a model on a held-out set (caption/VQA/OCR exact match, detection recall, precision and IoU with one-to-one matching, mask IoU).",
         discussion: """
         The set is a directory with heldout.jsonl (one {image, task, prompt, expected, boxes, labels, mask, output_ids} per line, as tools/demo/heldout.py writes it) and its images. Also reports how many outputs are identical to transformers' recorded ones. --json adds every prompt's answer and scores. --answers transformers scores transformers' recorded answers instead of generating (checks the scorer against tools/demo/evaluate.py's summary.json).
-        Example: paligemma eval --set Tests/Fixtures/demo
+        --set may also be a JSONL file of fine-tuning examples ({"image", "prefix", "suffix"}, as `paligemma finetune` reads): each answer is scored by exact match, per task and language ("caption es exact"); add --adapter to score a fine-tuned adapter.
+        Examples:
+          paligemma eval --set Tests/Fixtures/demo
+          paligemma eval --set test.jsonl --adapter es-adapter
         """)
-    @Option(help: "Held-out set directory.") var set: String
+    @Option(help: "Held-out set directory, or a JSONL file of fine-tuning examples.") var set: String
     @Option(help: "Only the first N prompts.") var limit: Int?
     @Option(name: .customLong("vae-oid"), help: "Mask decoder weights (default: the model's vae-oid.npz).") var vaeOID: String?
     @Option(help: "What to score: generated (the model's answers) or transformers (the recorded output_ids, to check the scorer).")

@@ -39,6 +39,8 @@ struct Finetune: ParsableCommand {
         "Embedding rows to train too: none, answers (every token of the training answers) or a comma-separated id list.",
         discussion: "Needed when the answers use tokens the model never learnt to produce (a new language for a small model); the tied output projection uses the same rows."))
     var trainTokens = "none"
+    @Flag(name: .customLong("train-vision"), help: "Also put LoRA on the vision tower's q,k,v,out,fc1,fc2 (images are then encoded at every step).")
+    var trainVision = false
     @Option(help: "Peak learning rate.") var lr: Float = 2e-4
     @Option(parsing: .unconditional, help: "Passes over the data.") var epochs = 1
     @Option(parsing: .unconditional, help: "Examples per batch.") var batch = 1
@@ -73,7 +75,8 @@ struct Finetune: ParsableCommand {
 
     func options() throws -> FinetuneOptions {
         var o = FinetuneOptions()
-        o.lora = LoRAConfig(rank: rank, alpha: alpha, dropout: dropout, targets: try LoRATarget.parseList(targets))
+        o.lora = LoRAConfig(rank: rank, alpha: alpha, dropout: dropout, targets: try LoRATarget.parseList(targets),
+                            visionTargets: trainVision ? VisionTarget.allCases : [])
         o.learningRate = lr
         o.epochs = epochs
         o.batchSize = batch
@@ -126,7 +129,8 @@ struct Finetune: ParsableCommand {
             status("loading \(directory.path)")
             let trainer = try LoRATrainer(modelDirectory: directory, options: options, threads: try source.checkedThreads())
             let (perEpoch, total) = trainer.schedule(examples: train.count)
-            let rows = options.lora.trainableTokens.isEmpty ? "" : " and \(options.lora.trainableTokens.count) token rows"
+            var rows = options.lora.trainableTokens.isEmpty ? "" : " and \(options.lora.trainableTokens.count) token rows"
+            if trainVision { rows += ", and the vision tower's q,k,v,out,fc1,fc2" }
             status("training \(trainer.adapter.parameterCount) parameters (LoRA rank \(options.lora.rank) on "
                 + "\(options.lora.targets.map(\.rawValue).joined(separator: ","))\(rows)) on \(train.count) examples: "
                 + "\(options.epochs) epoch\(options.epochs == 1 ? "" : "s") × \(perEpoch) steps of \(options.examplesPerStep) examples")
@@ -185,7 +189,7 @@ struct Merge: ParsableCommand {
             let destination = URL(fileURLWithPath: out)
             if source.standardizedFileURL == destination.standardizedFileURL { throw ValidationError("--out must differ from the model's directory") }
             let config = try PaliGemmaConfig.load(from: source.appendingPathComponent("config.json"))
-            let adapter = try LoRAAdapter.load(from: URL(fileURLWithPath: adapterPath), text: config.text)
+            let adapter = try LoRAAdapter.load(from: URL(fileURLWithPath: adapterPath), text: config.text, vision: config.vision)
             let bar = ProgressBar(label: "merging")
             try adapter.merge(source: source, destination: destination) { bar.update($0) }
             bar.finish()

@@ -142,7 +142,7 @@ struct ModelOptions: ParsableArguments {
         let directory = try resolveDirectory()
         let lora = try adapter.map { path -> LoRAAdapter in
             let config = try PaliGemmaConfig.load(from: directory.appendingPathComponent("config.json"))
-            return try LoRAAdapter.load(from: URL(fileURLWithPath: path), text: config.text)
+            return try LoRAAdapter.load(from: URL(fileURLWithPath: path), text: config.text, vision: config.vision)
         }
         return try PaliGemmaPipeline(directory: directory, backend: backend(for: directory),
                                      imageLoader: loader, resize: filter, adapter: lora)

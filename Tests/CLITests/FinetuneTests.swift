@@ -113,6 +113,28 @@ extension CLITests {
         XCTAssertEqual(a, b, "the resumed run's adapter equals the uninterrupted run's")
     }
 
+    /// LoRA on the vision tower and trained token rows: written in PEFT's format, applied by
+    /// --adapter and by merge alike.
+    func testFinetuneWithVisionTowerAndTokenRows() throws {
+        let data = try writeTrainingData()
+        let out = tmp.appendingPathComponent("vision")
+        let train = try run(["finetune", "--model", demoModel, "--data", data.path, "--out", out.path, "--rank", "4",
+                             "--batch", "4", "--lr", "5e-3", "--threads", "1", "--train-vision", "--train-tokens", "answers"])
+        XCTAssertEqual(train.status, 0, train.stderr)
+        let config = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("adapter_config.json"))) as? [String: Any])
+        XCTAssertTrue((config["target_modules"] as? String ?? "").contains("vision_tower"), "\(config)")
+        XCTAssertNotNil((config["trainable_token_indices"] as? [String: Any])?["embed_tokens"])
+        let scene = fixtures.appendingPathComponent("demo/scene003.png").path
+        let merged = tmp.appendingPathComponent("merged-vision")
+        XCTAssertEqual(try run(["merge", "--model", demoModel, "--adapter", out.path, "--out", merged.path]).status, 0)
+        func ids(_ args: [String]) throws -> [Int] {
+            let r = try run(["generate", scene, "--prompt", "caption es", "--products", "float32", "--json"] + args)
+            XCTAssertEqual(r.status, 0, r.stderr)
+            return try XCTUnwrap((JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])?["token_ids"] as? [Int])
+        }
+        XCTAssertEqual(try ids(["--model", merged.path]), try ids(["--model", demoModel, "--adapter", out.path]))
+    }
+
     func testFinetuneWithoutUsableExamplesSaysWhy() throws {
         let data = tmp.appendingPathComponent("bad.jsonl")
         try "not json\n{\"image\": \"nope.png\", \"prefix\": \"caption es\", \"suffix\": \"x\"}\n".write(to: data, atomically: true, encoding: .utf8)

@@ -32,8 +32,8 @@ final class TransposedWeights {
     let lmHead: WeightMatrix
     private let buffers: [UnsafeMutableRawPointer]
 
-    init(decoder: Gemma2Decoder) {
-        let sources = decoder.layers.flatMap { [$0.q, $0.k, $0.v, $0.o, $0.gate, $0.up, $0.down] } + [decoder.lmHead]
+    /// Transposed copies of `sources`, in newly allocated memory the caller frees.
+    static func transposeAll(_ sources: [WeightMatrix]) -> [WeightMatrix] {
         let results = sources.map { w -> WeightMatrix in
             let bytes = max(4, w.rows * w.columns * (w.format == .bf16 ? 2 : 4))
             return WeightMatrix(format: w.format == .bf16 ? .bf16 : .f32, rows: w.columns, columns: w.rows,
@@ -41,8 +41,14 @@ final class TransposedWeights {
         }
         // The matrices are independent: transpose them on every core.
         DispatchQueue.concurrentPerform(iterations: sources.count) { i in
-            Self.transpose(sources[i], into: UnsafeMutableRawPointer(mutating: results[i].data))
+            transpose(sources[i], into: UnsafeMutableRawPointer(mutating: results[i].data))
         }
+        return results
+    }
+
+    init(decoder: Gemma2Decoder) {
+        let sources = decoder.layers.flatMap { [$0.q, $0.k, $0.v, $0.o, $0.gate, $0.up, $0.down] } + [decoder.lmHead]
+        let results = Self.transposeAll(sources)
         buffers = results.map { UnsafeMutableRawPointer(mutating: $0.data) }
         let targets: [LoRATarget] = [.q, .k, .v, .o, .gate, .up, .down]
         layers = (0..<decoder.layers.count).map { l in
@@ -89,6 +95,8 @@ final class LoRAGradients {
     let pairs: [[LoRATarget: LoRAPair]]
     /// Of the trainable token rows.
     let tokens: Matrix?
+    /// Of the vision tower's pairs.
+    let visionPairs: [[VisionTarget: LoRAPair]]
 
     init(like adapter: LoRAAdapter) {
         pairs = adapter.pairs.map { byTarget in
@@ -96,10 +104,15 @@ final class LoRAGradients {
                                           b: Matrix(rows: $0.b.rows, columns: $0.b.columns)) }
         }
         tokens = adapter.tokens.map { Matrix(rows: $0.rows.rows, columns: $0.rows.columns) }
+        visionPairs = adapter.visionPairs.map { byTarget in
+            byTarget.mapValues { LoRAPair(a: Matrix(rows: $0.a.rows, columns: $0.a.columns),
+                                          b: Matrix(rows: $0.b.rows, columns: $0.b.columns)) }
+        }
     }
 
     func zero() {
         for byTarget in pairs { for p in byTarget.values { p.a.zero(); p.b.zero() } }
+        for byTarget in visionPairs { for p in byTarget.values { p.a.zero(); p.b.zero() } }
         tokens?.zero()
     }
 }
@@ -126,22 +139,17 @@ struct DropoutMask {
     }
 }
 
-/// One training pass over a sequence: the decoder's forward with LoRA (and its dropout), keeping
-/// what backward needs, then the backward pass accumulating LoRA gradients. Everything else is
-/// frozen. Implements the same expressions as `Gemma2Decoder.forward` for a whole sequence.
-struct Gemma2Trainer {
-    let decoder: Gemma2Decoder
-    let adapter: LoRAAdapter
-    let transposed: TransposedWeights
+/// A frozen linear layer with a LoRA pair: the forward and its backward.
+struct LoRALinear {
     let backend: ComputeBackend
+    let scale: Float
     var grad: Gradients { Gradients(backend: backend) }
-    var config: TextConfig { decoder.config }
 
-    /// `y = x·Wᵀ + s·(drop(x)·Aᵀ)·Bᵀ`.
-    private func adaptedLinear(_ x: Matrix, layer l: Int, _ target: LoRATarget, _ w: WeightMatrix,
-                               dropout: DropoutMask?, stream: UInt64, into y: Matrix) {
-        backend.linear(x, w, bias: nil, into: y)
-        guard let pair = adapter.pairs[l][target] else { return }
+    /// `y = x·Wᵀ + bias + s·(drop(x)·Aᵀ)·Bᵀ`.
+    func forward(_ x: Matrix, _ w: WeightMatrix, bias: [Float]?, pair: LoRAPair?, dropout: DropoutMask?,
+                 stream: UInt64, into y: Matrix) {
+        backend.linear(x, w, bias: bias, into: y)
+        guard let pair else { return }
         let input: Matrix
         if let dropout, dropout.probability > 0 {
             input = Matrix(rows: x.rows, columns: x.columns)
@@ -153,24 +161,24 @@ struct Gemma2Trainer {
         grad.product(input, pair.a, into: t)
         let u = Matrix(rows: x.rows, columns: y.columns)
         grad.product(t, pair.b, into: u)
-        y.add(u, scale: adapter.config.scale)
+        y.add(u, scale: scale)
     }
 
-    /// Backward of `adaptedLinear`: LoRA gradients into `grads`, and `dx` (+)= dY·W + LoRA's part.
-    private func adaptedLinearBackward(_ x: Matrix, dY: Matrix, layer l: Int, _ target: LoRATarget,
-                                       dropout: DropoutMask?, stream: UInt64, grads: LoRAGradients,
-                                       dx: Matrix?, accumulate: Bool) {
+    /// Backward of `forward`: the pair's gradients into `grads`, and `dx` (+)= dY·W + LoRA's part,
+    /// `W`'s product taken with its transposed copy.
+    func backward(_ x: Matrix, dY: Matrix, transposed: WeightMatrix, pair: LoRAPair?, grads g: LoRAPair?,
+                  dropout: DropoutMask?, stream: UInt64, dx: Matrix?, accumulate: Bool) {
         if let dx {
             if accumulate {
                 let part = Matrix(rows: dY.rows, columns: dx.columns)
-                backend.linear(dY, transposed.layers[l][target]!, bias: nil, into: part)
+                backend.linear(dY, transposed, bias: nil, into: part)
                 dx.add(part)
             } else {
-                backend.linear(dY, transposed.layers[l][target]!, bias: nil, into: dx)
+                backend.linear(dY, transposed, bias: nil, into: dx)
             }
         }
-        guard let pair = adapter.pairs[l][target], let g = grads.pairs[l][target] else { return }
-        let s = adapter.config.scale
+        guard let pair, let g else { return }
+        let s = scale
         let n = x.rows, r = pair.a.rows
         var input = x
         if let dropout, dropout.probability > 0 {
@@ -203,6 +211,32 @@ struct Gemma2Trainer {
                 dx.add(part)
             }
         }
+    }
+}
+
+/// One training pass over a sequence: the decoder's forward with LoRA (and its dropout), keeping
+/// what backward needs, then the backward pass accumulating LoRA gradients. Everything else is
+/// frozen. Implements the same expressions as `Gemma2Decoder.forward` for a whole sequence.
+struct Gemma2Trainer {
+    let decoder: Gemma2Decoder
+    let adapter: LoRAAdapter
+    let transposed: TransposedWeights
+    let backend: ComputeBackend
+    var grad: Gradients { Gradients(backend: backend) }
+    var config: TextConfig { decoder.config }
+
+    private var lora: LoRALinear { LoRALinear(backend: backend, scale: adapter.config.scale) }
+
+    private func adaptedLinear(_ x: Matrix, layer l: Int, _ target: LoRATarget, _ w: WeightMatrix,
+                               dropout: DropoutMask?, stream: UInt64, into y: Matrix) {
+        lora.forward(x, w, bias: nil, pair: adapter.pairs[l][target], dropout: dropout, stream: stream, into: y)
+    }
+
+    private func adaptedLinearBackward(_ x: Matrix, dY: Matrix, layer l: Int, _ target: LoRATarget,
+                                       dropout: DropoutMask?, stream: UInt64, grads: LoRAGradients,
+                                       dx: Matrix?, accumulate: Bool) {
+        lora.backward(x, dY: dY, transposed: transposed.layers[l][target]!, pair: adapter.pairs[l][target],
+                      grads: grads.pairs[l][target], dropout: dropout, stream: stream, dx: dx, accumulate: accumulate)
     }
 
     private func stream(_ base: UInt64, _ l: Int, _ t: LoRATarget) -> UInt64 {
@@ -313,7 +347,7 @@ struct Gemma2Trainer {
     /// `gradScale` (1 / the step's labelled tokens). Returns the sum of the token losses.
     func lossAndGradients(ids: [Int], embeddings x: Matrix, prefixLength: Int, firstTarget: Int, targets: [Int],
                           gradScale: Float, dropout: DropoutMask?, stream: UInt64, grads: LoRAGradients,
-                          keepAll: Bool) -> Float {
+                          keepAll: Bool, inputGradient: Matrix? = nil) -> Float {
         let n = x.rows, c = config, layers = decoder.layers.count
         precondition(firstTarget >= 1 && firstTarget + targets.count == n, "targets must end the sequence")
         let inputs = (0..<layers).map { _ in Matrix(rows: n, columns: c.hiddenSize) }
@@ -374,8 +408,9 @@ struct Gemma2Trainer {
                 forward(layer: l, x: replay, prefixLength: prefixLength, keep: acts, dropout: dropout, stream: stream)
             }
             backward(layer: l, acts, dx: dx, prefixLength: prefixLength, dropout: dropout, stream: stream,
-                     grads: grads, needInput: l > 0 || tokens != nil)
+                     grads: grads, needInput: l > 0 || tokens != nil || inputGradient != nil)
         }
+        inputGradient?.copyRows(from: dx, count: n, to: 0)
         // Trained input rows: x = row · embed_scale, so d row = embed_scale · dx at each of its positions.
         if let tokens, let g = grads.tokens {
             for (p, id) in ids.enumerated() {

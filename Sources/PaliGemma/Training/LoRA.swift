@@ -34,6 +34,35 @@ public enum LoRATarget: String, CaseIterable, Codable, Sendable {
     }
 }
 
+/// A SigLIP encoder matrix LoRA can adapt (`--train-vision`).
+public enum VisionTarget: String, CaseIterable, Codable, Sendable {
+    case q, k, v, out, fc1, fc2
+
+    /// The module's name in transformers, as PEFT's keys and `target_modules` use it.
+    public var moduleName: String {
+        switch self {
+        case .q, .k, .v, .out: return rawValue + "_proj"
+        case .fc1, .fc2: return rawValue
+        }
+    }
+
+    var path: String {
+        switch self {
+        case .q, .k, .v, .out: return "self_attn." + moduleName
+        case .fc1, .fc2: return "mlp." + moduleName
+        }
+    }
+
+    /// [out, in] in a tower of `v`'s shapes.
+    func shape(_ v: VisionConfig) -> (out: Int, in: Int) {
+        switch self {
+        case .q, .k, .v, .out: return (v.hiddenSize, v.hiddenSize)
+        case .fc1: return (v.intermediateSize, v.hiddenSize)
+        case .fc2: return (v.hiddenSize, v.intermediateSize)
+        }
+    }
+}
+
 /// What is wrong with an adapter or a LoRA setting.
 public enum LoRAError: Error, CustomStringConvertible, Sendable {
     case invalid(String)
@@ -59,9 +88,12 @@ public struct LoRAConfig: Codable, Sendable, Equatable {
     /// rows a new language or new tokens need when the model never learnt them. With tied
     /// embeddings the output projection uses the same rows.
     public var trainableTokens: [Int]
+    /// The vision tower's matrices adapted too (empty: the tower stays frozen).
+    public var visionTargets: [VisionTarget]
 
     public init(rank: Int = 16, alpha: Float = 32, dropout: Float = 0.05, targets: [LoRATarget] = LoRATarget.allCases,
-                rankStabilized: Bool = false, trainableTokens: [Int] = []) {
+                rankStabilized: Bool = false, trainableTokens: [Int] = [], visionTargets: [VisionTarget] = []) {
+        self.visionTargets = visionTargets
         self.rank = rank
         self.alpha = alpha
         self.dropout = dropout
@@ -127,37 +159,65 @@ public final class LoRAAdapter: @unchecked Sendable {
     public let pairs: [[LoRATarget: LoRAPair]]
     /// Trained embedding rows, when `config.trainableTokens` names any.
     public let tokens: TrainableTokens?
+    /// `visionPairs[layer][target]` of the SigLIP encoder (empty when the tower is frozen).
+    public let visionPairs: [[VisionTarget: LoRAPair]]
 
     public var layerCount: Int { pairs.count }
 
-    init(config: LoRAConfig, pairs: [[LoRATarget: LoRAPair]], tokens: TrainableTokens? = nil) {
+    init(config: LoRAConfig, pairs: [[LoRATarget: LoRAPair]], tokens: TrainableTokens? = nil,
+         visionPairs: [[VisionTarget: LoRAPair]] = []) {
         self.config = config
         self.pairs = pairs
         self.tokens = tokens
+        self.visionPairs = visionPairs
     }
+
+    /// Whether LoRA adapts the vision tower (its features then depend on the adapter).
+    public var adaptsVision: Bool { visionPairs.contains { !$0.isEmpty } }
 
     /// A fresh adapter as PEFT initialises one: `A` Kaiming-uniform with a = √5 (bound
     /// `1/√in`), `B` zero, so the adapted model starts equal to the base.
     /// Trainable token rows start as the checkpoint's rows, filled in when a model loads the adapter.
-    public convenience init(config: LoRAConfig, text: TextConfig, seed: UInt64) throws {
+    /// - Parameter vision: the tower's shapes, needed when `config.visionTargets` names any.
+    public convenience init(config: LoRAConfig, text: TextConfig, vision: VisionConfig? = nil, seed: UInt64) throws {
         try config.validate()
         for id in config.trainableTokens where !(0..<text.vocabSize).contains(id) {
             throw LoRAError.invalid("trainable token \(id) is outside the vocabulary (0..<\(text.vocabSize))")
         }
         var rng = SplitMix64(seed: seed)
+        func fresh(out: Int, inp: Int) -> LoRAPair {
+            let a = Matrix(rows: config.rank, columns: inp)
+            let bound = 1 / Float(inp).squareRoot()
+            for i in 0..<(config.rank * inp) { a.storage[i] = (Float(rng.nextDouble()) * 2 - 1) * bound }
+            return LoRAPair(a: a, b: Matrix(rows: out, columns: config.rank))
+        }
         let pairs = (0..<text.numHiddenLayers).map { _ in
             Dictionary(uniqueKeysWithValues: config.targets.map { t -> (LoRATarget, LoRAPair) in
                 let (out, inp) = text.shape(of: t)
-                let a = Matrix(rows: config.rank, columns: inp)
-                let bound = 1 / Float(inp).squareRoot()
-                for i in 0..<(config.rank * inp) { a.storage[i] = (Float(rng.nextDouble()) * 2 - 1) * bound }
-                return (t, LoRAPair(a: a, b: Matrix(rows: out, columns: config.rank)))
+                return (t, fresh(out: out, inp: inp))
             })
+        }
+        var visionPairs: [[VisionTarget: LoRAPair]] = []
+        if !config.visionTargets.isEmpty {
+            guard let vision else { throw LoRAError.invalid("LoRA on the vision tower needs the tower's configuration") }
+            visionPairs = (0..<vision.numHiddenLayers).map { _ in
+                Dictionary(uniqueKeysWithValues: config.visionTargets.map { t -> (VisionTarget, LoRAPair) in
+                    let (out, inp) = t.shape(vision)
+                    return (t, fresh(out: out, inp: inp))
+                })
+            }
         }
         let tokens = config.trainableTokens.isEmpty ? nil
             : TrainableTokens(ids: config.trainableTokens, rows: Matrix(rows: config.trainableTokens.count, columns: text.hiddenSize),
                               needsOriginalRows: true)
-        self.init(config: config, pairs: pairs, tokens: tokens)
+        self.init(config: config, pairs: pairs, tokens: tokens, visionPairs: visionPairs)
+    }
+
+    /// Every vision pair in a fixed order (layer, then target order).
+    var orderedVisionPairs: [(layer: Int, target: VisionTarget, pair: LoRAPair)] {
+        visionPairs.enumerated().flatMap { l, byTarget in
+            VisionTarget.allCases.compactMap { t in byTarget[t].map { (l, t, $0) } }
+        }
     }
 
     /// Every pair in a fixed order (layer, then target order), for optimisers and norms.
@@ -170,6 +230,7 @@ public final class LoRAAdapter: @unchecked Sendable {
     /// Trainable parameters.
     public var parameterCount: Int {
         orderedPairs.reduce(0) { $0 + $1.pair.a.rows * $1.pair.a.columns + $1.pair.b.rows * $1.pair.b.columns }
+            + orderedVisionPairs.reduce(0) { $0 + $1.pair.a.rows * $1.pair.a.columns + $1.pair.b.rows * $1.pair.b.columns }
             + (tokens.map { $0.rows.rows * $0.rows.columns } ?? 0)
     }
 
@@ -183,13 +244,22 @@ public final class LoRAAdapter: @unchecked Sendable {
         "base_model.model.model.language_model.layers.\(layer).\(target.path).lora_\(matrix).weight"
     }
 
+    /// PEFT's key for a vision pair's matrix: `base_model.model.model.vision_tower.encoder.layers.L.self_attn.q_proj.lora_A.weight`.
+    static func visionKey(layer: Int, target: VisionTarget, matrix: String) -> String {
+        "base_model.model.model.vision_tower.encoder.layers.\(layer).\(target.path).lora_\(matrix).weight"
+    }
+
     /// PEFT's key for trainable token rows.
     static let tokensKey = "base_model.model.model.language_model.embed_tokens.token_adapter.trainable_tokens_delta"
 
     /// `target_modules` as a regular expression that matches the language model's matrices only
     /// (SigLIP has `q_proj`, `k_proj`, `v_proj` too).
     var targetModulesPattern: String {
-        ".*language_model.*\\.(" + config.targets.map(\.moduleName).joined(separator: "|") + ")"
+        var pattern = ".*language_model.*\\.(" + config.targets.map(\.moduleName).joined(separator: "|") + ")"
+        if adaptsVision {
+            pattern += "|.*vision_tower.*\\.(" + config.visionTargets.map(\.moduleName).joined(separator: "|") + ")"
+        }
+        return pattern
     }
 
     /// Writes `adapter_config.json` and `adapter_model.safetensors` into `directory` (created if
@@ -201,6 +271,10 @@ public final class LoRAAdapter: @unchecked Sendable {
         for (l, t, pair) in orderedPairs {
             writer.add(Self.key(layer: l, target: t, matrix: "A"), shape: [pair.a.rows, pair.a.columns], floats: pair.a.values)
             writer.add(Self.key(layer: l, target: t, matrix: "B"), shape: [pair.b.rows, pair.b.columns], floats: pair.b.values)
+        }
+        for (l, t, pair) in orderedVisionPairs {
+            writer.add(Self.visionKey(layer: l, target: t, matrix: "A"), shape: [pair.a.rows, pair.a.columns], floats: pair.a.values)
+            writer.add(Self.visionKey(layer: l, target: t, matrix: "B"), shape: [pair.b.rows, pair.b.columns], floats: pair.b.values)
         }
         if let tokens {
             precondition(!tokens.needsOriginalRows, "save an adapter with trainable tokens after a model has filled its rows")
@@ -222,7 +296,8 @@ public final class LoRAAdapter: @unchecked Sendable {
 
     /// Loads an adapter in PEFT's format for a decoder with `text`'s shapes. Accepts the key
     /// layouts of transformers 5 (`model.language_model.layers`) and 4 (`language_model.model.layers`).
-    public static func load(from directory: URL, text: TextConfig) throws -> LoRAAdapter {
+    /// - Parameter vision: the tower's shapes, for adapters that adapt it (else such an adapter is refused).
+    public static func load(from directory: URL, text: TextConfig, vision: VisionConfig? = nil) throws -> LoRAAdapter {
         let configURL = directory.appendingPathComponent(configFile)
         let path = directory.path
         guard let data = try? Data(contentsOf: configURL) else {
@@ -258,7 +333,24 @@ public final class LoRAAdapter: @unchecked Sendable {
         let pattern = try NSRegularExpression(pattern: #"language_model\.(?:model\.)?layers\.(\d+)\.(self_attn|mlp)\.(\w+)_proj\.lora_([AB])(?:\.default)?\.weight$"#)
         var found: [Int: [LoRATarget: (a: TensorInfo?, b: TensorInfo?)]] = [:]
         var tokenRows: TensorInfo?
+        let visionPattern = try NSRegularExpression(pattern: #"vision_tower\.(?:vision_model\.)?encoder\.layers\.(\d+)\.(self_attn|mlp)\.(\w+)\.lora_([AB])(?:\.default)?\.weight$"#)
+        var visionFound: [Int: [VisionTarget: (a: TensorInfo?, b: TensorInfo?)]] = [:]
         for name in file.tensors.keys.sorted() {
+            let whole = NSRange(name.startIndex..., in: name)
+            if let m = visionPattern.firstMatch(in: name, range: whole) {
+                let module = String(name[Range(m.range(at: 3), in: name)!])
+                guard let vision else {
+                    throw LoRAError.adapterFile(path: path, reason: "tensor \(name) adapts the vision tower; this model's tower is not known here")
+                }
+                guard let layer = Int(name[Range(m.range(at: 1), in: name)!]), layer < vision.numHiddenLayers,
+                      let target = VisionTarget.allCases.first(where: { $0.moduleName == module }) else {
+                    throw LoRAError.adapterFile(path: path, reason: "tensor \(name) is not a LoRA matrix of the vision encoder's q,k,v,out_proj,fc1,fc2 layers")
+                }
+                var entry = visionFound[layer, default: [:]][target] ?? (nil, nil)
+                if name[Range(m.range(at: 4), in: name)!] == "A" { entry.a = file.tensors[name] } else { entry.b = file.tensors[name] }
+                visionFound[layer, default: [:]][target] = entry
+                continue
+            }
             if name.hasSuffix("embed_tokens.token_adapter.trainable_tokens_delta") && name.contains("language_model") {
                 tokenRows = file.tensors[name]
                 continue
@@ -268,7 +360,7 @@ public final class LoRAAdapter: @unchecked Sendable {
                   let layer = Int(name[Range(m.range(at: 1), in: name)!]),
                   let target = LoRATarget(rawValue: String(name[Range(m.range(at: 3), in: name)!])) else {
                 throw LoRAError.adapterFile(path: path, reason: "tensor \(name) is not a LoRA matrix of the language model's "
-                    + "q,k,v,o,gate,up,down (adapters on the vision tower or embeddings are not supported)")
+                    + "q,k,v,o,gate,up,down or the vision encoder's, nor trainable token rows (other modules are not supported)")
             }
             guard layer < text.numHiddenLayers else {
                 throw LoRAError.adapterFile(path: path, reason: "tensor \(name) names layer \(layer); the model has \(text.numHiddenLayers)")
@@ -278,7 +370,27 @@ public final class LoRAAdapter: @unchecked Sendable {
             if name[Range(m.range(at: 4), in: name)!] == "A" { entry.a = info } else { entry.b = info }
             found[layer, default: [:]][target] = entry
         }
-        guard !found.isEmpty || tokenRows != nil else { throw LoRAError.adapterFile(path: path, reason: "\(weightsFile) holds no LoRA matrices") }
+        var visionPairs: [[VisionTarget: LoRAPair]] = []
+        var visionTargets = Set<VisionTarget>()
+        if let vision, !visionFound.isEmpty {
+            visionPairs = Array(repeating: [:], count: vision.numHiddenLayers)
+            for (layer, byTarget) in visionFound {
+                for (target, entry) in byTarget {
+                    guard let a = entry.a, let b = entry.b else {
+                        throw LoRAError.adapterFile(path: path, reason: "vision layer \(layer) \(target.moduleName) has only one of lora_A and lora_B")
+                    }
+                    let (out, inp) = target.shape(vision)
+                    guard a.shape == [rank, inp], b.shape == [out, rank] else {
+                        throw LoRAError.adapterFile(path: path, reason: "vision layer \(layer) \(target.moduleName): lora_A \(a.shape) and lora_B \(b.shape) "
+                            + "do not fit rank \(rank) and the matrix's [\(out), \(inp)]")
+                    }
+                    visionPairs[layer][target] = LoRAPair(a: Matrix(rows: rank, columns: inp, values: try a.floats()),
+                                                          b: Matrix(rows: out, columns: rank, values: try b.floats()))
+                    visionTargets.insert(target)
+                }
+            }
+        }
+        guard !found.isEmpty || tokenRows != nil || !visionPairs.isEmpty else { throw LoRAError.adapterFile(path: path, reason: "\(weightsFile) holds no LoRA matrices") }
         var tokenIDs: [Int] = []
         if let spec = json["trainable_token_indices"], !(spec is NSNull) {
             if let list = spec as? [Int] {
@@ -324,9 +436,10 @@ public final class LoRAAdapter: @unchecked Sendable {
         }
         let config = LoRAConfig(rank: rank, alpha: alpha, dropout: dropout,
                                 targets: targets.isEmpty ? LoRATarget.allCases : LoRATarget.allCases.filter(targets.contains),
-                                rankStabilized: rs, trainableTokens: tokenIDs)
+                                rankStabilized: rs, trainableTokens: tokenIDs,
+                                visionTargets: VisionTarget.allCases.filter(visionTargets.contains))
         try config.validate()
-        return LoRAAdapter(config: config, pairs: pairs, tokens: tokens)
+        return LoRAAdapter(config: config, pairs: pairs, tokens: tokens, visionPairs: visionPairs)
     }
 }
 

@@ -88,7 +88,10 @@ public struct FinetuneOptions: Codable, Sendable, Equatable {
 struct PreparedSequence {
     let ids: [Int]
     let prefixLength: Int
-    let image: ImageEmbedding
+    /// The image's rows, when the vision tower is frozen.
+    var image: ImageEmbedding?
+    /// The preprocessed image, when LoRA adapts the tower (its rows change as it trains).
+    var pixels: [Float]?
     var targets: [Int] { Array(ids[prefixLength...]) }
 }
 
@@ -121,9 +124,12 @@ public final class LoRATrainer {
     public let adapter: LoRAAdapter
     public let options: FinetuneOptions
     let core: Gemma2Trainer
+    /// The vision tower's pass, when LoRA adapts it.
+    let vision: SigLIPTrainer?
     let gradients: LoRAGradients
     var optimizer: AdamW
     private var imageCache: [URL: ImageEmbedding] = [:]
+    private var pixelCache: [URL: [Float]] = [:]
     private var cachedFloats = 0
     /// Bound on cached image embeddings (floats): past it images are re-encoded each time.
     private let cacheBudget = 512 << 20
@@ -135,7 +141,7 @@ public final class LoRATrainer {
     public convenience init(modelDirectory: URL, options: FinetuneOptions, adapter: LoRAAdapter? = nil, threads: Int? = nil) throws {
         try options.validate()
         let config = try PaliGemmaConfig.load(from: modelDirectory.appendingPathComponent("config.json"))
-        let adapter = try adapter ?? LoRAAdapter(config: options.lora, text: config.text, seed: options.seed)
+        let adapter = try adapter ?? LoRAAdapter(config: options.lora, text: config.text, vision: config.vision, seed: options.seed)
         let pipeline = try PaliGemmaPipeline(directory: modelDirectory, backend: Self.backend(threads: threads), adapter: adapter)
         try self.init(model: pipeline.model, pipeline: pipeline, options: options)
     }
@@ -166,39 +172,56 @@ public final class LoRATrainer {
         self.options = options
         core = Gemma2Trainer(decoder: model.decoder, adapter: adapter,
                              transposed: TransposedWeights(decoder: model.decoder), backend: model.backend)
+        vision = adapter.adaptsVision ? SigLIPTrainer(model: model, adapter: adapter) : nil
         gradients = LoRAGradients(like: adapter)
         optimizer = AdamW(parameters: Self.parameters(adapter), weightDecay: options.weightDecay)
     }
 
+    /// Decoder pairs, vision pairs, token rows: the optimiser's (and its checkpoints') order.
     static func parameters(_ adapter: LoRAAdapter) -> [Matrix] {
-        adapter.orderedPairs.flatMap { [$0.pair.a, $0.pair.b] } + (adapter.tokens.map { [$0.rows] } ?? [])
+        adapter.orderedPairs.flatMap { [$0.pair.a, $0.pair.b] } + adapter.orderedVisionPairs.flatMap { [$0.pair.a, $0.pair.b] }
+            + (adapter.tokens.map { [$0.rows] } ?? [])
     }
     private var gradientMatrices: [Matrix] {
         adapter.orderedPairs.flatMap { [gradients.pairs[$0.layer][$0.target]!.a, gradients.pairs[$0.layer][$0.target]!.b] }
+            + adapter.orderedVisionPairs.flatMap { [gradients.visionPairs[$0.layer][$0.target]!.a, gradients.visionPairs[$0.layer][$0.target]!.b] }
             + (gradients.tokens.map { [$0] } ?? [])
     }
 
     func prepare(_ example: TrainingExample) throws -> PreparedSequence {
         guard let pipeline else { preconditionFailure("a trainer built on a bare model takes prepared sequences only") }
-        let image: ImageEmbedding
-        if let cached = imageCache[example.image] {
-            image = cached
+        var sequence = PreparedSequence(ids: [], prefixLength: 0)
+        if vision != nil {
+            // The tower trains: keep the pixels, encode at every step.
+            if let cached = pixelCache[example.image] {
+                sequence.pixels = cached
+            } else {
+                let pixels = pipeline.preprocessor.pixelValues(try pipeline.loadImage(example.image))
+                if cachedFloats + pixels.count <= cacheBudget {
+                    pixelCache[example.image] = pixels
+                    cachedFloats += pixels.count
+                }
+                sequence.pixels = pixels
+            }
+        } else if let cached = imageCache[example.image] {
+            sequence.image = cached
         } else {
-            image = try pipeline.encode(image: pipeline.loadImage(example.image)).embedding
+            let image = try pipeline.encode(image: pipeline.loadImage(example.image)).embedding
             let floats = image.rows.rows * image.rows.columns
             if cachedFloats + floats <= cacheBudget {
                 imageCache[example.image] = image
                 cachedFloats += floats
             }
+            sequence.image = image
         }
-        let prompt = pipeline.tokenizer.paliGemmaPrompt(prefix: example.prefix, imageTokens: image.rows.rows, suffix: example.suffix)
+        let prompt = pipeline.tokenizer.paliGemmaPrompt(prefix: example.prefix, imageTokens: model.numImageTokens, suffix: example.suffix)
         let ids = prompt.ids.map(Int.init)
         let prefixLength = prompt.tokenTypes.firstIndex(of: 1) ?? ids.count
         guard prefixLength < ids.count else { throw LoRAError.invalid("line \(example.line): the answer is empty") }
         guard ids.count <= model.contextLength else {
             throw InputError.contextExceeded(promptTokens: ids.count, context: model.contextLength)
         }
-        return PreparedSequence(ids: ids, prefixLength: prefixLength, image: image)
+        return PreparedSequence(ids: ids, prefixLength: prefixLength, image: sequence.image, pixels: sequence.pixels)
     }
 
     /// Loss and gradients of a set of sequences, the loss being the mean over all their answer
@@ -210,11 +233,30 @@ public final class LoRATrainer {
         var total: Float = 0
         for (i, s) in sequences.enumerated() {
             let x = Matrix(rows: s.ids.count, columns: model.config.text.hiddenSize)
-            try model.embedPrompt(s.ids, image: s.image, into: x)
+            var towerPass: (rows: Matrix, layers: [SigLIPLayerActivations], beforePostNorm: Matrix, features: Matrix)?
+            var image = s.image
+            if let vision {
+                guard let pixels = s.pixels else { throw LoRAError.invalid("training the vision tower needs each example's pixels") }
+                towerPass = vision.forward(pixels: pixels)
+                image = ImageEmbedding(rows: towerPass!.rows)
+            }
+            try model.embedPrompt(s.ids, image: image, into: x)
             let keep = LayerActivations.floats(rows: s.ids.count, config: core.config) * core.decoder.layers.count <= 512 << 20
+            let dInput = towerPass == nil ? nil : Matrix(rows: s.ids.count, columns: x.columns)
             total += core.lossAndGradients(ids: s.ids, embeddings: x, prefixLength: s.prefixLength, firstTarget: s.prefixLength,
                                            targets: s.targets, gradScale: 1 / Float(tokens), dropout: dropout,
-                                           stream: dropoutStream &* 4096 &+ UInt64(i), grads: gradients, keepAll: keep)
+                                           stream: dropoutStream &* 4096 &+ UInt64(i), grads: gradients, keepAll: keep,
+                                           inputGradient: dInput)
+            if let vision, let pass = towerPass, let dInput {
+                // The image tokens' rows, in order, carry the gradient into the tower.
+                let dRows = Matrix(rows: pass.rows.rows, columns: pass.rows.columns)
+                var row = 0
+                for (p, id) in s.ids.enumerated() where id == model.config.imageTokenIndex {
+                    dRows.copyRows(from: dInput, sourceRow: p, count: 1, to: row)
+                    row += 1
+                }
+                vision.backward(dRows: dRows, layers: pass.layers, beforePostNorm: pass.beforePostNorm, grads: gradients.visionPairs)
+            }
         }
         return (total / Float(tokens), tokens)
     }
@@ -227,6 +269,7 @@ public final class LoRATrainer {
         for s in sequences where !(1..<s.ids.count).contains(s.prefixLength) {
             throw LoRAError.invalid("prefix length \(s.prefixLength) leaves no answer in \(s.ids.count) tokens")
         }
+        guard vision == nil else { throw LoRAError.invalid("step(on:) takes encoded images; with LoRA on the vision tower, train on examples") }
         let (loss, tokens) = try lossAndGradients(sequences.map { PreparedSequence(ids: $0.ids, prefixLength: $0.prefixLength, image: $0.image) })
         return (loss, tokens, applyGradients(learningRate: learningRate))
     }
@@ -243,7 +286,7 @@ extension PaliGemmaPipeline {
     /// Loads the checkpoint with a LoRA adapter applied (see ``PaliGemmaModel/init(directory:backend:adapter:)``).
     public convenience init(directory: URL, backend: ComputeBackend? = nil, adapterDirectory: URL) throws {
         let config = try PaliGemmaConfig.load(from: directory.appendingPathComponent("config.json"))
-        let adapter = try LoRAAdapter.load(from: adapterDirectory, text: config.text)
+        let adapter = try LoRAAdapter.load(from: adapterDirectory, text: config.text, vision: config.vision)
         try self.init(directory: directory, backend: backend, adapter: adapter)
     }
 }
@@ -346,7 +389,8 @@ extension LoRATrainer {
             let (loss, n) = try lossAndGradients([s], training: false)
             lossSum += loss * Float(n)
             tokens += n
-            let answer = try pipeline.generate(prompt: example.prefix, image: EncodedImage(embedding: s.image, width: 1, height: 1, seconds: 0),
+            let embedding = try s.image ?? model.encodeImage(pixels: s.pixels ?? [])
+            let answer = try pipeline.generate(prompt: example.prefix, image: EncodedImage(embedding: embedding, width: 1, height: 1, seconds: 0),
                                                options: GenerationOptions(maxNewTokens: maxNewTokens)).text
             let words = example.prefix.split(separator: " ")
             let task = words.first.map(String.init)?.lowercased() ?? "answer"
@@ -400,10 +444,17 @@ extension LoRATrainer {
     }
 
     private func restore(from directory: URL) throws {
-        let saved = try LoRAAdapter.load(from: directory, text: model.config.text)
+        let saved = try LoRAAdapter.load(from: directory, text: model.config.text, vision: model.config.vision)
         for (l, t, pair) in adapter.orderedPairs {
             guard let s = saved.pairs[l][t], s.a.columns == pair.a.columns, s.b.rows == pair.b.rows, s.a.rows == pair.a.rows else {
                 throw LoRAError.adapterFile(path: directory.path, reason: "does not match the adapter being trained")
+            }
+            pair.a.setValues(s.a.values)
+            pair.b.setValues(s.b.values)
+        }
+        for (l, t, pair) in adapter.orderedVisionPairs {
+            guard saved.visionPairs.count > l, let s = saved.visionPairs[l][t], s.a.columns == pair.a.columns, s.b.rows == pair.b.rows else {
+                throw LoRAError.adapterFile(path: directory.path, reason: "its vision pairs do not match the adapter being trained")
             }
             pair.a.setValues(s.a.values)
             pair.b.setValues(s.b.values)

@@ -26,6 +26,13 @@ extension LoRAAdapter {
             }
             targets[name] = pair
         }
+        for (l, t, pair) in orderedVisionPairs {
+            let suffix = "encoder.layers.\(l).\(t.path).weight"
+            guard let name = checkpoint.names.first(where: { $0.hasSuffix("." + suffix) && $0.contains("vision_tower") }) else {
+                throw CheckpointError.missingTensor(name: "vision_tower…" + suffix, files: checkpoint.files.map(\.path))
+            }
+            targets[name] = pair
+        }
         // Trained token rows replace embed_tokens' rows (and so, tied, lm_head's).
         var embedName: String?
         if tokens != nil {
