@@ -27,7 +27,7 @@ struct Finetune: ParsableCommand {
 
     @Option(name: .shortAndLong, help: ArgumentHelp("The base checkpoint: a directory, a hub id in the Hugging Face cache, or 'demo' (default: as for every command)."))
     var model: String?
-    @Option(parsing: .unconditional, help: "Worker threads (default: all cores).") var threads: Int?
+    @Option(parsing: .unconditional, help: "Worker threads (default: all cores; one for models under 1024 wide, like the demo, whose products are too small to split).") var threads: Int?
     @Option(help: ArgumentHelp("Training examples, one JSON object per line.", valueName: "file.jsonl")) var data: String
     @Option(help: ArgumentHelp("Validation examples, scored (loss, exact answers, detection recall) after each epoch.", valueName: "file.jsonl")) var val: String?
     @Option(help: ArgumentHelp("Directory for the adapter and checkpoints.", valueName: "dir")) var out: String

@@ -127,14 +127,18 @@ struct DropoutMask {
     func apply(_ x: Matrix, stream: UInt64, into out: Matrix) {
         out.setRows(x.rows)
         let n = x.rows * x.columns, keepScale = 1 / (1 - probability)
-        let threshold = UInt64(Double(probability) * 0x1p64.nextDown)
+        // One 64-bit hash decides two elements (32 bits each).
+        let threshold = UInt32(min(Double(probability) * 0x1p32, Double(UInt32.max)))
         let xs = x.storage, os = out.storage
-        for i in 0..<n {
-            var z = seed &+ stream &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(i) &* 0xD1B5_4A32_D192_ED03
+        var i = 0
+        while i < n {
+            var z = seed &+ stream &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(i >> 1) &* 0xD1B5_4A32_D192_ED03
             z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
             z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
             z ^= z >> 31
-            os[i] = z < threshold ? 0 : xs[i] * keepScale
+            os[i] = UInt32(truncatingIfNeeded: z) < threshold ? 0 : xs[i] * keepScale
+            if i + 1 < n { os[i + 1] = UInt32(truncatingIfNeeded: z >> 32) < threshold ? 0 : xs[i + 1] * keepScale }
+            i += 2
         }
     }
 }
