@@ -5,8 +5,8 @@ each shape sits inside its own cell (so shapes never overlap and "where is the X
 answer), an optional word fills the top or bottom row. Shapes in one scene have distinct
 kinds and distinct colours, so every question, detection and segmentation is unambiguous.
 
-Everything (captions in en/de/fr, VQA answers, detection and segmentation targets) is a
-deterministic function of the scene.
+Everything (captions in en/de/fr, and in es for the fine-tuning showcase, VQA answers, detection
+and segmentation targets) is a deterministic function of the scene.
 """
 from __future__ import annotations
 
@@ -53,6 +53,12 @@ FR_NOUN = {"circle": ("cercle", "m"), "square": ("carré", "m"), "triangle": ("t
 FR_ADJ = {"red": ("rouge", "rouge"), "green": ("vert", "verte"), "blue": ("bleu", "bleue"),
           "yellow": ("jaune", "jaune"), "orange": ("orange", "orange"),
           "purple": ("violet", "violette"), "black": ("noir", "noire")}
+# Spanish (`caption es`, no model was trained on it: the fine-tuning showcase, tools/demo/finetune_*.py)
+ES_NOUN = {"circle": ("círculo", "m"), "square": ("cuadrado", "m"), "triangle": ("triángulo", "m"),
+           "star": ("estrella", "f"), "diamond": ("rombo", "m"), "cross": ("cruz", "f")}
+ES_ADJ = {"red": ("rojo", "roja"), "green": ("verde", "verde"), "blue": ("azul", "azul"),
+          "yellow": ("amarillo", "amarilla"), "orange": ("naranja", "naranja"),
+          "purple": ("morado", "morada"), "black": ("negro", "negra")}
 
 
 def add_data_args(ap):
@@ -133,6 +139,15 @@ class Scene:
             s = _join(parts, "et")
             if self.word:
                 s += f' avec le mot "{self.word}"'
+        elif lang == "es":
+            parts = []
+            for o in objs:
+                noun, g = ES_NOUN[o.kind]
+                adj = ES_ADJ[o.color][0 if g == "m" else 1]
+                parts.append(f"{'un' if g == 'm' else 'una'} {noun} {adj}")
+            s = _join(parts, "y")
+            if self.word:
+                s += f' con la palabra "{self.word}"'
         else:
             raise ValueError(lang)
         return s
@@ -331,7 +346,7 @@ if __name__ == "__main__":
     sc = sample_scene(int(sys.argv[1]) if len(sys.argv) > 1 else 0, 256)
     sc.image.save("/tmp/scene.png")
     print(sc)
-    for lang in ("en", "de", "fr"):
+    for lang in ("en", "de", "fr", "es"):
         print(sc.caption(lang))
     rng = np.random.default_rng(0)
     for t in ["answer", "detect", "ocr"]:
