@@ -135,6 +135,24 @@ extension CLITests {
         XCTAssertEqual(try ids(["--model", merged.path]), try ids(["--model", demoModel, "--adapter", out.path]))
     }
 
+    /// A q8 base trains (its matrices dequantized for the input gradients); merging into it is refused.
+    func testFinetuneOnAQuantizedBase() throws {
+        let q8 = tmp.appendingPathComponent("demo-q8")
+        XCTAssertEqual(try run(["quantize", demoModel, q8.path, "--format", "q8"]).status, 0)
+        let data = try writeTrainingData()
+        let out = tmp.appendingPathComponent("q8-adapter")
+        let train = try run(["finetune", "--model", q8.path, "--data", data.path, "--out", out.path, "--rank", "4",
+                             "--batch", "4", "--lr", "3e-3", "--json"])
+        XCTAssertEqual(train.status, 0, train.stderr)
+        XCTAssertEqual(try stepLosses(train.stdout).count, 2)
+        let scene = fixtures.appendingPathComponent("demo/scene001.png").path
+        let answer = try run(["caption", scene, "--lang", "es", "--model", q8.path, "--adapter", out.path])
+        XCTAssertEqual(answer.status, 0, answer.stderr)
+        let merge = try run(["merge", "--model", q8.path, "--adapter", out.path, "--out", tmp.appendingPathComponent("m").path])
+        XCTAssertEqual(merge.status, 3, merge.stderr)
+        XCTAssertTrue(merge.stderr.contains("quantized"), merge.stderr)
+    }
+
     func testFinetuneWithoutUsableExamplesSaysWhy() throws {
         let data = tmp.appendingPathComponent("bad.jsonl")
         try "not json\n{\"image\": \"nope.png\", \"prefix\": \"caption es\", \"suffix\": \"x\"}\n".write(to: data, atomically: true, encoding: .utf8)
