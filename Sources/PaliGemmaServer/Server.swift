@@ -301,11 +301,26 @@ public final class PaliGemmaService: Sendable {
             throw APIError.bodyTooLarge(limit: limit)
         }
         var buffer = ByteBuffer()
+        // Past the limit the rest is read and dropped (up to as much again, at least 64 MB), so a
+        // client that sends its whole body before reading gets its 413 instead of a stalled send.
+        let drainLimit = max(limit, 64 << 20)
+        var dropped = 0, refused = false
         do {
             for try await var chunk in request.body {
-                guard buffer.readableBytes + chunk.readableBytes <= limit else { throw APIError.bodyTooLarge(limit: limit) }
+                if refused {
+                    dropped += chunk.readableBytes
+                    if dropped > drainLimit { break }
+                    continue
+                }
+                guard buffer.readableBytes + chunk.readableBytes <= limit else {
+                    refused = true
+                    dropped = buffer.readableBytes + chunk.readableBytes
+                    buffer = ByteBuffer()
+                    continue
+                }
                 buffer.writeBuffer(&chunk)
             }
+            if refused { throw APIError.bodyTooLarge(limit: limit) }
         } catch let error as APIError {
             throw error
         } catch {
