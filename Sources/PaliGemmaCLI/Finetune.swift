@@ -20,9 +20,12 @@ struct Finetune: ParsableCommand {
         from it and follows the same loss curve.
 
         Examples:
-          paligemma finetune --data train.jsonl --val val.jsonl --out es-adapter --epochs 2 --lr 1e-3
-          paligemma caption scene.png --adapter es-adapter --prompt "caption es"
+          paligemma finetune --data es/train.jsonl --out es-adapter \\
+              --val es/val.jsonl --lr 3e-3 --batch 4 --warmup 100 \\
+              --epochs 5 --dropout 0 --train-tokens answers
+          paligemma caption scene.png --lang es --adapter es-adapter
           paligemma merge --adapter es-adapter --out demo-es
+          (tools/demo/finetune_data.py writes that Spanish dataset; docs/finetune.md)
         """)
 
     @Option(name: .shortAndLong, help: ArgumentHelp("The base checkpoint: a directory, a hub id in the Hugging Face cache, or 'demo' (default: as for every command)."))
