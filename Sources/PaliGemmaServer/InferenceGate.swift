@@ -57,17 +57,19 @@ actor InferenceGate {
         }
     }
 
+    /// Runs `work` on the inference queue, then releases the gate (held by the caller) whatever
+    /// the outcome, which it returns.
+    nonisolated func executeThenRelease<T>(_ work: @escaping @Sendable () throws -> T) async -> Result<T, Error> {
+        let result: Result<T, Error>
+        do { result = .success(try await execute(work)) } catch { result = .failure(error) }
+        await release()
+        return result
+    }
+
     /// Acquire, run `work` on the inference queue, release.
     nonisolated func run<T>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
         try await acquire()
-        do {
-            let value = try await execute(work)
-            await release()
-            return value
-        } catch {
-            await release()
-            throw error
-        }
+        return try await executeThenRelease(work).get()
     }
 }
 

@@ -355,30 +355,23 @@ extension PaliGemmaService {
             continuation.yield(chunk(.init(role: "assistant", content: "")))
             let generation = Task { () -> Result<(TaskResult, Bool), Error> in
                 defer { continuation.finish() }
-                do {
-                    let r = try await gate.execute { () -> (TaskResult, Bool) in
-                        var matcher = StopMatcher(chat.stop)
-                        let eos = Set(pipeline.model.config.text.eosTokenIDs)
-                        let task = try runGeneration(pipeline: pipeline, image: image, prompt: chat.prompt, options: chat.options,
-                                                     segmenter: segmenter, cache: imageCache, cancel: cancel) { token in
-                            let released = matcher.add(token.text)
-                            var lp: OpenAIShapes.LogProbs?
-                            if chat.logprobs, let tid = token.id, !eos.contains(tid) {
-                                let piece = pipeline.tokenizer.decode([Int32(tid)], skipSpecialTokens: false)
-                                lp = .init(content: [.init(token: piece, logprob: token.logProb.flatMap { $0.isFinite ? $0 : nil }, bytes: Array(piece.utf8))])
-                            }
-                            if !released.isEmpty || lp != nil { continuation.yield(chunk(.init(content: released), logprobs: lp)) }
-                            if matcher.stopped { cancel.cancel() }
+                return await gate.executeThenRelease { () -> (TaskResult, Bool) in
+                    var matcher = StopMatcher(chat.stop)
+                    let eos = Set(pipeline.model.config.text.eosTokenIDs)
+                    let task = try runGeneration(pipeline: pipeline, image: image, prompt: chat.prompt, options: chat.options,
+                                                 segmenter: segmenter, cache: imageCache, cancel: cancel) { token in
+                        let released = matcher.add(token.text)
+                        var lp: OpenAIShapes.LogProbs?
+                        if chat.logprobs, let tid = token.id, !eos.contains(tid) {
+                            let piece = pipeline.tokenizer.decode([Int32(tid)], skipSpecialTokens: false)
+                            lp = .init(content: [.init(token: piece, logprob: token.logProb.flatMap { $0.isFinite ? $0 : nil }, bytes: Array(piece.utf8))])
                         }
-                        let rest = matcher.finish()
-                        if !rest.isEmpty { continuation.yield(chunk(.init(content: rest))) }
-                        return (task, matcher.stopped)
+                        if !released.isEmpty || lp != nil { continuation.yield(chunk(.init(content: released), logprobs: lp)) }
+                        if matcher.stopped { cancel.cancel() }
                     }
-                    await gate.release()
-                    return .success(r)
-                } catch {
-                    await gate.release()
-                    return .failure(error)
+                    let rest = matcher.finish()
+                    if !rest.isEmpty { continuation.yield(chunk(.init(content: rest))) }
+                    return (task, matcher.stopped)
                 }
             }
             let clientGone = await relay(events, to: &writer, cancel: cancel)

@@ -180,19 +180,11 @@ public final class PaliGemmaService: Sendable {
         try await gate.acquire()
         let queued = monotonicSeconds() - waitStart
         let (segmenter, imageCache) = (self.segmenter, self.imageCache)
-        var result: TaskResult
-        do {
-            result = try await gate.execute {
-                try runGeneration(pipeline: pipeline, image: image, prompt: prompt, options: options, segmenter: segmenter, cache: imageCache,
-                                  cancel: nil, onToken: nil)
-            }
-            await gate.release()
-        } catch {
-            await gate.release()
-            throw error
-        }
-        result = try await postprocess(result, queued: queued, start: start)
-        return try jsonResponse(result)
+        let result = try await gate.executeThenRelease {
+            try runGeneration(pipeline: pipeline, image: image, prompt: prompt, options: options, segmenter: segmenter, cache: imageCache,
+                              cancel: nil, onToken: nil)
+        }.get()
+        return try jsonResponse(try await postprocess(result, queued: queued, start: start))
     }
 
     /// Server-Sent Events: `token` per token, then `done` with the full result (or `error`).
@@ -215,20 +207,13 @@ public final class PaliGemmaService: Sendable {
             let (pipeline, prompt, options, segmenter, imageCache) = (self.pipeline, parsed.prompt, parsed.options, self.segmenter, self.imageCache)
             let generation = Task { () -> Result<TaskResult, Error> in
                 defer { continuation.finish() }
-                do {
-                    let r = try await gate.execute {
-                        try runGeneration(pipeline: pipeline, image: image, prompt: prompt, options: options, segmenter: segmenter, cache: imageCache,
-                                          cancel: cancel) { token in
-                            if let data = try? encoder().encode(token) {
-                                continuation.yield(sse("token", String(decoding: data, as: UTF8.self)))
-                            }
+                return await gate.executeThenRelease {
+                    try runGeneration(pipeline: pipeline, image: image, prompt: prompt, options: options, segmenter: segmenter, cache: imageCache,
+                                      cancel: cancel) { token in
+                        if let data = try? encoder().encode(token) {
+                            continuation.yield(sse("token", String(decoding: data, as: UTF8.self)))
                         }
                     }
-                    await gate.release()
-                    return .success(r)
-                } catch {
-                    await gate.release()
-                    return .failure(error)
                 }
             }
             let clientGone = await relay(events, to: &writer, cancel: cancel)
