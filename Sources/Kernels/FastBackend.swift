@@ -391,8 +391,7 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         if invFreqCache.headDim != headDim || invFreqCache.theta != theta {
-            // inv_freq = 1 / theta^(arange(0, d, 2) / d), in float32 as the reference computes it.
-            invFreqCache = (headDim, theta, (0..<(headDim / 2)).map { 1 / pow(theta, Float(2 * $0) / Float(headDim)) })
+            invFreqCache = (headDim, theta, ropeInverseFrequencies(headDim: headDim, theta: theta))
         }
         return invFreqCache.values
     }
@@ -533,4 +532,9 @@ private final class Workspace {
         }
         return sharedBuffer
     }
+}
+
+/// RoPE's `inv_freq = 1 / theta^(arange(0, d, 2) / d)`, in float32 as the reference computes it.
+func ropeInverseFrequencies(headDim: Int, theta: Float) -> [Float] {
+    (0..<(headDim / 2)).map { 1 / pow(theta, Float(2 * $0) / Float(headDim)) }
 }

@@ -138,7 +138,7 @@ public struct Gradients: Sendable {
     public func rope(_ grad: Matrix, headDim: Int, firstPosition: Int, theta: Float) {
         precondition(headDim % 2 == 0 && grad.columns % headDim == 0, "rope shape mismatch")
         let half = headDim / 2
-        let invFreq = (0..<half).map { 1 / pow(theta, Float(2 * $0) / Float(headDim)) }
+        let invFreq = ropeInverseFrequencies(headDim: headDim, theta: theta)
         for r in 0..<grad.rows {
             let p = grad.rowPointer(r)
             let position = Float(firstPosition + r)

@@ -115,6 +115,13 @@ final class LoRAGradients {
         for byTarget in visionPairs { for p in byTarget.values { p.a.zero(); p.b.zero() } }
         tokens?.zero()
     }
+
+    /// Every gradient matrix in `LoRAAdapter.parameters`' order.
+    func matrices(for adapter: LoRAAdapter) -> [Matrix] {
+        adapter.orderedPairs.flatMap { [pairs[$0.layer][$0.target]!.a, pairs[$0.layer][$0.target]!.b] }
+            + adapter.orderedVisionPairs.flatMap { [visionPairs[$0.layer][$0.target]!.a, visionPairs[$0.layer][$0.target]!.b] }
+            + (tokens.map { [$0] } ?? [])
+    }
 }
 
 /// Which elements LoRA's dropout keeps: a pure function of (seed, call, element), so the
@@ -257,6 +264,25 @@ struct Gemma2Trainer {
         .prefixLM(prefixLength: prefixLength, window: decoder.layers[l].sliding ? config.slidingWindow : nil)
     }
 
+    /// `x += post_norm(out)` (Gemma 2), or `x += out` without a post norm (Gemma 1).
+    private func addResidual(_ out: Matrix, postNorm: [Float]?, into x: Matrix) {
+        guard let postNorm else { return backend.add(out, into: x) }
+        let normed = Matrix(rows: out.rows, columns: out.columns)
+        backend.rmsNorm(out, weight: postNorm, weightOffset: 1, eps: config.rmsNormEps, into: normed)
+        backend.add(normed, into: x)
+    }
+
+    /// The gradient reaching a sublayer's output `out` from the residual stream's `dOut`.
+    private func residualBackward(_ out: Matrix, postNorm: [Float]?, dOut: Matrix) -> Matrix {
+        let d = Matrix(rows: out.rows, columns: out.columns)
+        if let postNorm {
+            grad.rmsNorm(x: out, weight: postNorm, weightOffset: 1, eps: config.rmsNormEps, dOut: dOut, into: d, assign: true)
+        } else {
+            d.copyRows(from: dOut, count: out.rows, to: 0)
+        }
+        return d
+    }
+
     /// Layer `l` over the sequence in `x` (updated in place to the layer's output), keeping its activations.
     func forward(layer l: Int, x: Matrix, prefixLength: Int, keep a: LayerActivations, dropout: DropoutMask?, stream base: UInt64) {
         let layer = decoder.layers[l], c = config, n = x.rows
@@ -271,13 +297,7 @@ struct Gemma2Trainer {
         backend.attention(queries: a.q, keys: a.k, values: a.v, shape: shape(rows: n),
                           mask: mask(layer: l, prefixLength: prefixLength), into: a.attended)
         adaptedLinear(a.attended, layer: l, .o, layer.o, dropout: dropout, stream: stream(base, l, .o), into: a.attnOut)
-        if let norm = layer.postAttentionNorm {
-            let normed = Matrix(rows: n, columns: c.hiddenSize)
-            backend.rmsNorm(a.attnOut, weight: norm, weightOffset: 1, eps: c.rmsNormEps, into: normed)
-            backend.add(normed, into: x)
-        } else {
-            backend.add(a.attnOut, into: x)
-        }
+        addResidual(a.attnOut, postNorm: layer.postAttentionNorm, into: x)
         a.mid.copyRows(from: x, count: n, to: 0)
         // out = h + post_feedforward_layernorm(down(gelu_tanh(gate(m)) · up(m))), m = pre_feedforward_layernorm(h)
         backend.rmsNorm(x, weight: layer.preFeedforwardNorm, weightOffset: 1, eps: c.rmsNormEps, into: a.normed2)
@@ -285,13 +305,7 @@ struct Gemma2Trainer {
         adaptedLinear(a.normed2, layer: l, .up, layer.up, dropout: dropout, stream: stream(base, l, .up), into: a.up)
         backend.geluTanh(a.gate, times: a.up, into: a.product)
         adaptedLinear(a.product, layer: l, .down, layer.down, dropout: dropout, stream: stream(base, l, .down), into: a.mlpOut)
-        if let norm = layer.postFeedforwardNorm {
-            let normed = Matrix(rows: n, columns: c.hiddenSize)
-            backend.rmsNorm(a.mlpOut, weight: norm, weightOffset: 1, eps: c.rmsNormEps, into: normed)
-            backend.add(normed, into: x)
-        } else {
-            backend.add(a.mlpOut, into: x)
-        }
+        addResidual(a.mlpOut, postNorm: layer.postFeedforwardNorm, into: x)
     }
 
     /// Backward of layer `l`: `dx` holds the gradient of the layer's output and becomes the
@@ -301,12 +315,7 @@ struct Gemma2Trainer {
         let layer = decoder.layers[l], c = config, n = a.input.rows
         let h = c.hiddenSize, inter = c.intermediateSize
         // MLP block: out = mid + norm_pff(mlpOut)
-        let dMlpOut = Matrix(rows: n, columns: h)
-        if let norm = layer.postFeedforwardNorm {
-            grad.rmsNorm(x: a.mlpOut, weight: norm, weightOffset: 1, eps: c.rmsNormEps, dOut: dx, into: dMlpOut, assign: true)
-        } else {
-            dMlpOut.copyRows(from: dx, count: n, to: 0)
-        }
+        let dMlpOut = residualBackward(a.mlpOut, postNorm: layer.postFeedforwardNorm, dOut: dx)
         let dProduct = Matrix(rows: n, columns: inter)
         adaptedLinearBackward(a.product, dY: dMlpOut, layer: l, .down, dropout: dropout, stream: stream(base, l, .down),
                               grads: grads, dx: dProduct, accumulate: false)
@@ -319,12 +328,7 @@ struct Gemma2Trainer {
                               grads: grads, dx: dNormed2, accumulate: true)
         grad.rmsNorm(x: a.mid, weight: layer.preFeedforwardNorm, weightOffset: 1, eps: c.rmsNormEps, dOut: dNormed2, into: dx)
         // Attention block: mid = input + norm_pa(attnOut)
-        let dAttnOut = Matrix(rows: n, columns: h)
-        if let norm = layer.postAttentionNorm {
-            grad.rmsNorm(x: a.attnOut, weight: norm, weightOffset: 1, eps: c.rmsNormEps, dOut: dx, into: dAttnOut, assign: true)
-        } else {
-            dAttnOut.copyRows(from: dx, count: n, to: 0)
-        }
+        let dAttnOut = residualBackward(a.attnOut, postNorm: layer.postAttentionNorm, dOut: dx)
         let dAttended = Matrix(rows: n, columns: a.attended.columns)
         adaptedLinearBackward(a.attended, dY: dAttnOut, layer: l, .o, dropout: dropout, stream: stream(base, l, .o),
                               grads: grads, dx: dAttended, accumulate: false)
@@ -354,11 +358,12 @@ struct Gemma2Trainer {
                           keepAll: Bool, inputGradient: Matrix? = nil) -> Float {
         let n = x.rows, c = config, layers = decoder.layers.count
         precondition(firstTarget >= 1 && firstTarget + targets.count == n, "targets must end the sequence")
-        let inputs = (0..<layers).map { _ in Matrix(rows: n, columns: c.hiddenSize) }
+        // Kept activations hold each layer's input; otherwise the inputs alone are kept, to replay.
+        let inputs = keepAll ? [] : (0..<layers).map { _ in Matrix(rows: n, columns: c.hiddenSize) }
         var kept: [LayerActivations] = []
         let scratch = keepAll ? nil : LayerActivations(rows: n, config: c)
         for l in 0..<layers {
-            inputs[l].copyRows(from: x, count: n, to: 0)
+            if !keepAll { inputs[l].copyRows(from: x, count: n, to: 0) }
             let acts = scratch ?? LayerActivations(rows: n, config: c)
             forward(layer: l, x: x, prefixLength: prefixLength, keep: acts, dropout: dropout, stream: stream)
             if keepAll { kept.append(acts) }

@@ -228,10 +228,13 @@ public final class LoRAAdapter: @unchecked Sendable {
     }
 
     /// Trainable parameters.
-    public var parameterCount: Int {
-        orderedPairs.reduce(0) { $0 + $1.pair.a.rows * $1.pair.a.columns + $1.pair.b.rows * $1.pair.b.columns }
-            + orderedVisionPairs.reduce(0) { $0 + $1.pair.a.rows * $1.pair.a.columns + $1.pair.b.rows * $1.pair.b.columns }
-            + (tokens.map { $0.rows.rows * $0.rows.columns } ?? 0)
+    public var parameterCount: Int { parameters.reduce(0) { $0 + $1.rows * $1.columns } }
+
+    /// Every trained matrix: decoder pairs, vision pairs, token rows (the optimiser's and its
+    /// checkpoints' order).
+    var parameters: [Matrix] {
+        orderedPairs.flatMap { [$0.pair.a, $0.pair.b] } + orderedVisionPairs.flatMap { [$0.pair.a, $0.pair.b] }
+            + (tokens.map { [$0.rows] } ?? [])
     }
 
     // MARK: PEFT's format
@@ -370,26 +373,11 @@ public final class LoRAAdapter: @unchecked Sendable {
             if name[Range(m.range(at: 4), in: name)!] == "A" { entry.a = info } else { entry.b = info }
             found[layer, default: [:]][target] = entry
         }
-        var visionPairs: [[VisionTarget: LoRAPair]] = []
-        var visionTargets = Set<VisionTarget>()
-        if let vision, !visionFound.isEmpty {
-            visionPairs = Array(repeating: [:], count: vision.numHiddenLayers)
-            for (layer, byTarget) in visionFound {
-                for (target, entry) in byTarget {
-                    guard let a = entry.a, let b = entry.b else {
-                        throw LoRAError.adapterFile(path: path, reason: "vision layer \(layer) \(target.moduleName) has only one of lora_A and lora_B")
-                    }
-                    let (out, inp) = target.shape(vision)
-                    guard a.shape == [rank, inp], b.shape == [out, rank] else {
-                        throw LoRAError.adapterFile(path: path, reason: "vision layer \(layer) \(target.moduleName): lora_A \(a.shape) and lora_B \(b.shape) "
-                            + "do not fit rank \(rank) and the matrix's [\(out), \(inp)]")
-                    }
-                    visionPairs[layer][target] = LoRAPair(a: Matrix(rows: rank, columns: inp, values: try a.floats()),
-                                                          b: Matrix(rows: out, columns: rank, values: try b.floats()))
-                    visionTargets.insert(target)
-                }
-            }
-        }
+        // An adapter that leaves the tower alone has no vision layers at all.
+        let visionPairs = try (visionFound.isEmpty ? nil : vision).map { v in
+            try assemblePairs(visionFound, layers: v.numHiddenLayers, rank: rank, what: "vision layer", path: path,
+                              name: \.moduleName, shape: { $0.shape(v) })
+        } ?? []
         guard !found.isEmpty || tokenRows != nil || !visionPairs.isEmpty else { throw LoRAError.adapterFile(path: path, reason: "\(weightsFile) holds no LoRA matrices") }
         var tokenIDs: [Int] = []
         if let spec = json["trainable_token_indices"], !(spec is NSNull) {
@@ -416,24 +404,9 @@ public final class LoRAAdapter: @unchecked Sendable {
         default:
             throw LoRAError.adapterFile(path: path, reason: "trainable_token_indices and the trainable_tokens_delta tensor must come together")
         }
-        var targets = Set<LoRATarget>()
-        var pairs = [[LoRATarget: LoRAPair]](repeating: [:], count: text.numHiddenLayers)
-        for (layer, byTarget) in found {
-            for (target, entry) in byTarget {
-                guard let a = entry.a, let b = entry.b else {
-                    throw LoRAError.adapterFile(path: path, reason: "layer \(layer) \(target.moduleName) has only one of lora_A and lora_B")
-                }
-                let (out, inp) = text.shape(of: target)
-                guard a.shape == [rank, inp], b.shape == [out, rank] else {
-                    throw LoRAError.adapterFile(path: path, reason: "layer \(layer) \(target.moduleName): lora_A \(a.shape) and lora_B \(b.shape) "
-                        + "do not fit rank \(rank) and the matrix's [\(out), \(inp)]")
-                }
-                let pa = Matrix(rows: rank, columns: inp, values: try a.floats())
-                let pb = Matrix(rows: out, columns: rank, values: try b.floats())
-                pairs[layer][target] = LoRAPair(a: pa, b: pb)
-                targets.insert(target)
-            }
-        }
+        let pairs = try assemblePairs(found, layers: text.numHiddenLayers, rank: rank, what: "layer", path: path,
+                                      name: \.moduleName, shape: { text.shape(of: $0) })
+        let targets = Set(pairs.flatMap(\.keys)), visionTargets = Set(visionPairs.flatMap(\.keys))
         let config = LoRAConfig(rank: rank, alpha: alpha, dropout: dropout,
                                 targets: targets.isEmpty ? LoRATarget.allCases : LoRATarget.allCases.filter(targets.contains),
                                 rankStabilized: rs, trainableTokens: tokenIDs,
@@ -441,6 +414,29 @@ public final class LoRAAdapter: @unchecked Sendable {
         try config.validate()
         return LoRAAdapter(config: config, pairs: pairs, tokens: tokens, visionPairs: visionPairs)
     }
+}
+
+/// `pairs[layer][target]` from the A and B tensors found per layer and target, each checked
+/// against the rank and the adapted matrix's [out, in].
+private func assemblePairs<Target: Hashable>(_ found: [Int: [Target: (a: TensorInfo?, b: TensorInfo?)]], layers: Int, rank: Int,
+                                             what: String, path: String, name: (Target) -> String,
+                                             shape: (Target) -> (out: Int, in: Int)) throws -> [[Target: LoRAPair]] {
+    var pairs = [[Target: LoRAPair]](repeating: [:], count: layers)
+    for (layer, byTarget) in found {
+        for (target, entry) in byTarget {
+            guard let a = entry.a, let b = entry.b else {
+                throw LoRAError.adapterFile(path: path, reason: "\(what) \(layer) \(name(target)) has only one of lora_A and lora_B")
+            }
+            let (out, inp) = shape(target)
+            guard a.shape == [rank, inp], b.shape == [out, rank] else {
+                throw LoRAError.adapterFile(path: path, reason: "\(what) \(layer) \(name(target)): lora_A \(a.shape) and lora_B \(b.shape) "
+                    + "do not fit rank \(rank) and the matrix's [\(out), \(inp)]")
+            }
+            pairs[layer][target] = LoRAPair(a: Matrix(rows: rank, columns: inp, values: try a.floats()),
+                                            b: Matrix(rows: out, columns: rank, values: try b.floats()))
+        }
+    }
+    return pairs
 }
 
 extension TextConfig {

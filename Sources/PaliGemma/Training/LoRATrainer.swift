@@ -179,19 +179,10 @@ public final class LoRATrainer {
                              transposed: TransposedWeights(decoder: model.decoder), backend: model.backend)
         vision = adapter.adaptsVision ? SigLIPTrainer(model: model, adapter: adapter) : nil
         gradients = LoRAGradients(like: adapter)
-        optimizer = AdamW(parameters: Self.parameters(adapter), weightDecay: options.weightDecay)
+        optimizer = AdamW(parameters: adapter.parameters, weightDecay: options.weightDecay)
     }
 
-    /// Decoder pairs, vision pairs, token rows: the optimiser's (and its checkpoints') order.
-    static func parameters(_ adapter: LoRAAdapter) -> [Matrix] {
-        adapter.orderedPairs.flatMap { [$0.pair.a, $0.pair.b] } + adapter.orderedVisionPairs.flatMap { [$0.pair.a, $0.pair.b] }
-            + (adapter.tokens.map { [$0.rows] } ?? [])
-    }
-    private var gradientMatrices: [Matrix] {
-        adapter.orderedPairs.flatMap { [gradients.pairs[$0.layer][$0.target]!.a, gradients.pairs[$0.layer][$0.target]!.b] }
-            + adapter.orderedVisionPairs.flatMap { [gradients.visionPairs[$0.layer][$0.target]!.a, gradients.visionPairs[$0.layer][$0.target]!.b] }
-            + (gradients.tokens.map { [$0] } ?? [])
-    }
+    private var gradientMatrices: [Matrix] { gradients.matrices(for: adapter) }
 
     func prepare(_ example: TrainingExample) throws -> PreparedSequence {
         guard let pipeline else { preconditionFailure("a trainer built on a bare model takes prepared sequences only") }
@@ -282,7 +273,7 @@ public final class LoRATrainer {
     /// Clips the gradients and takes one AdamW step at `learningRate`. Returns the norm before clipping.
     func applyGradients(learningRate: Float) -> Float {
         let norm = AdamW.clip(gradientMatrices, maxNorm: options.maxGradNorm)
-        optimizer.step(parameters: Self.parameters(adapter), gradients: gradientMatrices, learningRate: learningRate)
+        optimizer.step(parameters: adapter.parameters, gradients: gradientMatrices, learningRate: learningRate)
         return norm
     }
 }
@@ -450,26 +441,13 @@ extension LoRATrainer {
 
     private func restore(from directory: URL) throws {
         let saved = try LoRAAdapter.load(from: directory, text: model.config.text, vision: model.config.vision)
-        for (l, t, pair) in adapter.orderedPairs {
-            guard let s = saved.pairs[l][t], s.a.columns == pair.a.columns, s.b.rows == pair.b.rows, s.a.rows == pair.a.rows else {
-                throw LoRAError.adapterFile(path: directory.path, reason: "does not match the adapter being trained")
-            }
-            pair.a.setValues(s.a.values)
-            pair.b.setValues(s.b.values)
+        // The run's options equal the checkpoint's (checked by the caller), so the order matches.
+        let ours = adapter.parameters, theirs = saved.parameters
+        guard saved.tokens?.ids == adapter.tokens?.ids, ours.count == theirs.count,
+              zip(ours, theirs).allSatisfy({ $0.rows == $1.rows && $0.columns == $1.columns }) else {
+            throw LoRAError.adapterFile(path: directory.path, reason: "does not match the adapter being trained")
         }
-        for (l, t, pair) in adapter.orderedVisionPairs {
-            guard saved.visionPairs.count > l, let s = saved.visionPairs[l][t], s.a.columns == pair.a.columns, s.b.rows == pair.b.rows else {
-                throw LoRAError.adapterFile(path: directory.path, reason: "its vision pairs do not match the adapter being trained")
-            }
-            pair.a.setValues(s.a.values)
-            pair.b.setValues(s.b.values)
-        }
-        if let tokens = adapter.tokens {
-            guard let saved = saved.tokens, saved.ids == tokens.ids else {
-                throw LoRAError.adapterFile(path: directory.path, reason: "its trainable tokens differ from the run's")
-            }
-            tokens.rows.setValues(saved.rows.values)
-        }
+        for (o, t) in zip(ours, theirs) { o.setValues(t.values) }
         try optimizer.load(from: directory.appendingPathComponent("optimizer.safetensors"))
     }
 }
