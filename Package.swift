@@ -30,6 +30,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.19"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.65.0"),
     ],
     targets: [
         // C kernels: each fast routine carries its own target attribute and is picked at run
@@ -62,7 +63,8 @@ let package = Package(
         // The page is Resources/index.html, compiled in as a string by the EmbedText plugin.
         .target(
             name: "PaliGemmaServer",
-            dependencies: ["PaliGemma", "Imaging", "MaskDecoder", .product(name: "Hummingbird", package: "hummingbird")],
+            dependencies: ["PaliGemma", "Imaging", "MaskDecoder", .product(name: "Hummingbird", package: "hummingbird"),
+                           .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio")],
             plugins: ["EmbedText"]),
         // Build-time only: turns a text file into a Swift string constant, so the served page
         // needs no resource bundle beside the binary.

@@ -51,6 +51,11 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
                  message: "the server is busy: \(waiting) requests are already waiting for the model; try again shortly")
     }
 
+    /// The client closed the connection before its answer was ready (nginx's 499, for the log:
+    /// nobody reads it).
+    static let clientGone = APIError(.init(code: 499, reasonPhrase: "Client Closed Request"), code: "client_gone",
+                                     message: "the client closed the connection before the answer was ready")
+
     /// The status, code and message for any error met while answering a request.
     public static func from(_ error: Error) -> APIError {
         switch error {

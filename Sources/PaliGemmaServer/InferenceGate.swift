@@ -36,6 +36,16 @@ actor InferenceGate {
         // `release` handed the model over: `running` stayed true.
     }
 
+    /// Waits for the model as `acquire`; a request whose client left while it waited gives its
+    /// turn straight to the next one and throws `clientGone`.
+    func acquire(unless clientGone: CancellationFlag) async throws {
+        try await acquire()
+        if clientGone.isCancelled {
+            release()
+            throw APIError.clientGone
+        }
+    }
+
     /// Hands the model to the next waiter, or marks it free.
     func release() {
         if waiters.isEmpty {
@@ -66,11 +76,6 @@ actor InferenceGate {
         return result
     }
 
-    /// Acquire, run `work` on the inference queue, release.
-    nonisolated func run<T>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
-        try await acquire()
-        return try await executeThenRelease(work).get()
-    }
 }
 
 /// Set from the HTTP side (client gone), read by the generation loop between tokens.

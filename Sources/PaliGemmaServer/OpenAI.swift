@@ -271,7 +271,8 @@ extension PaliGemmaService {
     }
 
     /// `POST /v1/chat/completions`.
-    func chatCompletions(_ request: Request) async throws -> Response {
+    /// - Parameter clientGone: set when the connection closes; the generation stops at its next token.
+    func chatCompletions(_ request: Request, clientGone: CancellationFlag) async throws -> Response {
         let start = monotonicSeconds()
         let body = try await readBody(request)
         let ticket = try admission.admit()
@@ -282,20 +283,22 @@ extension PaliGemmaService {
         let id = "chatcmpl-" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
         let created = Int(Date().timeIntervalSince1970)
         if chat.stream {
-            return chatStream(chat, image: image, lease: lease, ticket: ticket, id: id, created: created, start: start)
+            return chatStream(chat, image: image, lease: lease, ticket: ticket, id: id, created: created, start: start, cancel: clientGone)
         }
         defer { lease.release(); ticket.release() }
         let waitStart = monotonicSeconds()
         let (pipeline, segmenter, imageCache) = (self.pipeline, self.segmenter, self.imageCache)
-        let result: (TaskResult, String, Bool) = try await gate.run {
+        try await gate.acquire(unless: clientGone)
+        let result: (TaskResult, String, Bool) = try await gate.executeThenRelease {
             var matcher = StopMatcher(chat.stop)
             let r = try runGeneration(pipeline: pipeline, image: image, prompt: chat.prompt, options: chat.options,
-                                      segmenter: segmenter, cache: imageCache, cancel: nil) { _ in }
+                                      segmenter: segmenter, cache: imageCache, cancel: clientGone) { _ in }
             // Stops are applied to the finished text here; the stream applies them as it goes.
             _ = matcher.add(r.text)
             _ = matcher.finish()
             return (r, matcher.answer, matcher.stopped)
-        }
+        }.get()
+        if clientGone.isCancelled { throw APIError.clientGone }
         var (task, text, stopped) = result
         metrics.recordGeneration(tokens: task.tokenIDs.count, decodeSeconds: task.timings.decodeSeconds,
                                  tokensPerSecond: task.timings.decodeTokensPerSecond)
@@ -330,7 +333,7 @@ extension PaliGemmaService {
 
     /// The answer as `chat.completion.chunk` events, then `data: [DONE]`.
     func chatStream(_ chat: ChatRequest, image: RGBImage, lease: DecodeSlots.Lease, ticket: Admission.Ticket, id: String,
-                    created: Int, start: Double) -> Response {
+                    created: Int, start: Double, cancel: CancellationFlag) -> Response {
         let headers: HTTPFields = [.contentType: "text/event-stream; charset=utf-8", .cacheControl: "no-store"]
         let model = chat.model ?? modelName
         @Sendable func data(_ value: some Encodable) -> String {
@@ -343,14 +346,13 @@ extension PaliGemmaService {
         return Response(status: .ok, headers: headers, body: ResponseBody { [self] writer in
             defer { lease.release(); ticket.release() }
             do {
-                try await gate.acquire()
+                try await gate.acquire(unless: cancel)
             } catch {
                 try await writer.write(ByteBuffer(string: "data: " + APIError.from(error).json + "\n\n"))
                 try await writer.finish(nil)
                 return
             }
             let (events, continuation) = AsyncStream.makeStream(of: String.self)
-            let cancel = CancellationFlag()
             let (pipeline, segmenter, imageCache) = (self.pipeline, self.segmenter, self.imageCache)
             continuation.yield(chunk(.init(role: "assistant", content: "")))
             let generation = Task { () -> Result<(TaskResult, Bool), Error> in

@@ -87,8 +87,8 @@ public final class PaliGemmaService: Sendable {
 
     /// The routes: `GET /`, `GET /health`, `POST /v1/generate` (`?stream=true` for SSE), `POST /v1/stream`,
     /// and OpenAI's `GET /v1/models` and `POST /v1/chat/completions`.
-    public func router() -> Router<BasicRequestContext> {
-        let router = Router(context: BasicRequestContext.self)
+    public func router() -> Router<ServerRequestContext> {
+        let router = Router(context: ServerRequestContext.self)
         router.add(middleware: AccessLogMiddleware(metrics: metrics))
         if let origin = configuration.corsOrigin {
             router.add(middleware: CORSMiddleware(allowOrigin: .custom(origin), allowHeaders: [.accept, .authorization, .contentType],
@@ -125,16 +125,18 @@ public final class PaliGemmaService: Sendable {
                 return Response(status: full.status, headers: full.headers)
             }
         }
-        router.post("/v1/generate") { [self] request, _ in
+        router.post("/v1/generate") { [self] request, context in
             let stream = request.uri.queryParameters["stream"].map { ["1", "true", "yes"].contains($0.lowercased()) } ?? false
-            return try await generate(request, stream: stream)
+            return try await generate(request, stream: stream, clientGone: context.clientGoneFlag())
         }
-        router.post("/v1/stream") { [self] request, _ in
-            try await generate(request, stream: true)
+        router.post("/v1/stream") { [self] request, context in
+            try await generate(request, stream: true, clientGone: context.clientGoneFlag())
         }
         // OpenAI's protocol, for the clients that speak it.
         router.get("/v1/models") { [self] _, _ in try modelsResponse() }
-        router.post("/v1/chat/completions") { [self] request, _ in try await chatCompletions(request) }
+        router.post("/v1/chat/completions") { [self] request, context in
+            try await chatCompletions(request, clientGone: context.clientGoneFlag())
+        }
         return router
     }
 
@@ -161,7 +163,8 @@ public final class PaliGemmaService: Sendable {
 
     // MARK: generation
 
-    func generate(_ request: Request, stream: Bool) async throws -> Response {
+    /// - Parameter clientGone: set when the connection closes; the generation stops at its next token.
+    func generate(_ request: Request, stream: Bool, clientGone: CancellationFlag) async throws -> Response {
         let start = monotonicSeconds()
         let body = try await readBody(request)
         // Admit first: a request the queue would refuse costs no parsing and no decoding.
@@ -172,30 +175,31 @@ public final class PaliGemmaService: Sendable {
         try validate(parsed)
         let (image, lease) = try await decode(parsed.image, name: "image")
         if stream {
-            return streamingResponse(parsed, image: image, lease: lease, ticket: ticket, start: start)
+            return streamingResponse(parsed, image: image, lease: lease, ticket: ticket, start: start, cancel: clientGone)
         }
         defer { lease.release(); ticket.release() }
         let (pipeline, prompt, options) = (self.pipeline, parsed.prompt, parsed.options)
         let waitStart = monotonicSeconds()
-        try await gate.acquire()
+        try await gate.acquire(unless: clientGone)
         let queued = monotonicSeconds() - waitStart
         let (segmenter, imageCache) = (self.segmenter, self.imageCache)
         let result = try await gate.executeThenRelease {
             try runGeneration(pipeline: pipeline, image: image, prompt: prompt, options: options, segmenter: segmenter, cache: imageCache,
-                              cancel: nil, onToken: nil)
+                              cancel: clientGone, onToken: nil)
         }.get()
+        if clientGone.isCancelled { throw APIError.clientGone }
         return try jsonResponse(try await postprocess(result, queued: queued, start: start))
     }
 
     /// Server-Sent Events: `token` per token, then `done` with the full result (or `error`).
     func streamingResponse(_ parsed: GenerateRequest, image: RGBImage, lease: DecodeSlots.Lease, ticket: Admission.Ticket,
-                           start: Double) -> Response {
+                           start: Double, cancel: CancellationFlag) -> Response {
         let headers: HTTPFields = [.contentType: "text/event-stream; charset=utf-8", .cacheControl: "no-store"]
         return Response(status: .ok, headers: headers, body: ResponseBody { [self] writer in
             defer { lease.release(); ticket.release() }
             let waitStart = monotonicSeconds()
             do {
-                try await gate.acquire()
+                try await gate.acquire(unless: cancel)
             } catch {
                 try await writer.write(ByteBuffer(string: sse("error", APIError.from(error).json)))
                 try await writer.finish(nil)
@@ -203,7 +207,6 @@ public final class PaliGemmaService: Sendable {
             }
             let queued = monotonicSeconds() - waitStart
             let (events, continuation) = AsyncStream.makeStream(of: String.self)
-            let cancel = CancellationFlag()
             let (pipeline, prompt, options, segmenter, imageCache) = (self.pipeline, parsed.prompt, parsed.options, self.segmenter, self.imageCache)
             let generation = Task { () -> Result<TaskResult, Error> in
                 defer { continuation.finish() }
@@ -374,55 +377,12 @@ public func makeServerApplication(service: PaliGemmaService,
                                   onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
     let limiter = ConnectionLimiter.Counter(limit: service.configuration.maxConnections)
     let idle = service.configuration.idleTimeoutSeconds
+    let maxBody = service.configuration.maxBodyBytes
     return Application(router: service.router(),
-                server: .http1(configuration: .init(additionalChannelHandlers: [ConnectionLimiter(counter: limiter)],
+                server: .http1(configuration: .init(additionalChannelHandlers: [ConnectionLimiter(counter: limiter),
+                                                                                HTTP1ConnectionRules.Installer(maxBodyBytes: maxBody)],
                                                     idleTimeout: .seconds(Int64(idle)))),
                 configuration: .init(address: .hostname(service.configuration.host, port: service.configuration.port),
                                      serverName: "paligemma"),
                 onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? service.configuration.port) })
-}
-
-/// Closes connections past a limit as soon as they open. One counter is shared by every
-/// connection's handler.
-// @unchecked: `admitted` is touched only by NIO on the connection's own event loop.
-final class ConnectionLimiter: ChannelInboundHandler, RemovableChannelHandler, @unchecked Sendable {
-    typealias InboundIn = Never
-
-    final class Counter: @unchecked Sendable {
-        // `open` is only touched under `lock`.
-        let limit: Int
-        private let lock = NSLock()
-        private var open = 0
-
-        init(limit: Int) { self.limit = max(1, limit) }
-
-        /// Counts a new connection; false when it would pass the limit (then not counted).
-        func admit() -> Bool {
-            lock.lock(); defer { lock.unlock() }
-            guard open < limit else { return false }
-            open += 1
-            return true
-        }
-
-        func leave() { lock.lock(); open -= 1; lock.unlock() }
-    }
-
-    let counter: Counter
-    private var admitted = false
-
-    init(counter: Counter) { self.counter = counter }
-
-    func handlerAdded(context: ChannelHandlerContext) {
-        if counter.admit() {
-            admitted = true
-        } else {
-            context.close(promise: nil)
-        }
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        if admitted { counter.leave() }
-        admitted = false
-        context.fireChannelInactive()
-    }
 }

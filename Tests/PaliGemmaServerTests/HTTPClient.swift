@@ -71,6 +71,19 @@ enum HTTPClient {
         }
     }
 
+    /// Sends a request, waits until `ready` holds (at most 30 s), then hangs up without reading.
+    static func sendThenHangUp(port: Int, path: String, json: [String: Any], ready: () async -> Bool) async throws {
+        let body = try JSONSerialization.data(withJSONObject: json)
+        let fd = try connectLoopback(port: port)
+        defer { close(fd) }
+        let head = "POST \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\n\r\n"
+        let request = Data(head.utf8) + body
+        let sent = request.withUnsafeBytes { send(fd, $0.baseAddress!, $0.count, Int32(MSG_NOSIGNAL)) }
+        guard sent == request.count else { throw POSIXError(.EPIPE) }
+        let deadline = Date().addingTimeInterval(30)
+        while !(await ready()), Date() < deadline { try await Task.sleep(nanoseconds: 2_000_000) }
+    }
+
     static func connectLoopback(port: Int) throws -> Int32 {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw ClientError.socket("socket: \(errno)") }
