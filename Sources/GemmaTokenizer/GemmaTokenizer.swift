@@ -34,8 +34,8 @@ public final class GemmaTokenizer: Sendable {
 
     // MARK: Loading
 
-    /// Loads the tokenizer from a checkpoint directory, preferring `tokenizer.json` and falling back to
-    /// `tokenizer.model`.
+    /// Loads the tokenizer from a checkpoint directory, preferring `tokenizer.json`, then
+    /// `tokenizer.model`, then `paligemma_tokenizer.model` or the folder's only `*.model` file.
     /// - Throws: ``TokenizerError`` naming the file when neither exists or the file is malformed.
     public static func load(directory: URL) throws -> GemmaTokenizer {
         let fm = FileManager.default
@@ -43,6 +43,12 @@ public final class GemmaTokenizer: Sendable {
         if fm.fileExists(atPath: json.path) { return try GemmaTokenizer(tokenizerJSON: json) }
         let spm = directory.appendingPathComponent("tokenizer.model")
         if fm.fileExists(atPath: spm.path) { return try GemmaTokenizer(sentencePieceModel: spm) }
+        // Beside a big_vision tree: `paligemma_tokenizer.model` as Google ships it, or the folder's
+        // one SentencePiece model under another name.
+        let models = ((try? fm.contentsOfDirectory(atPath: directory.path)) ?? []).filter { $0.hasSuffix(".model") }.sorted()
+        if let name = models.first(where: { $0 == "paligemma_tokenizer.model" }) ?? (models.count == 1 ? models.first : nil) {
+            return try GemmaTokenizer(sentencePieceModel: directory.appendingPathComponent(name))
+        }
         throw TokenizerError.noTokenizerFile(directory: directory.path)
     }
 

@@ -11,7 +11,7 @@ final class CheckpointReader {
 
     init(checkpoint: SafeTensorsCheckpoint) {
         self.checkpoint = checkpoint
-        fileNames = checkpoint.files.map { ($0.path as NSString).lastPathComponent }
+        fileNames = checkpoint.fileNames
     }
 
     /// The first prefix under which `probe` exists, e.g. "vision_tower.vision_model." (hub) or

@@ -11,6 +11,8 @@ public enum CheckpointError: Error, CustomStringConvertible, Sendable {
     case unsupportedDType(name: String, file: String, dtype: String)
     /// A quantized matrix (one with a `_scales` tensor) whose data or scales have another dtype.
     case unsupportedQuantizedDType(name: String, file: String, dtype: String)
+    /// A big_vision `.npz` tree that lacks an array or has one of the wrong shape.
+    case badTree(file: String, reason: String)
 
     public var description: String {
         switch self {
@@ -31,6 +33,8 @@ public enum CheckpointError: Error, CustomStringConvertible, Sendable {
         case let .unsupportedQuantizedDType(name, file, dtype):
             return "\(file): quantized tensor '\(name)' has dtype \(dtype); a quantized matrix holds I8 (q8) or U8 (q4) data and "
                 + "F16 scales (docs/quantization.md); rewrite it with `paligemma quantize`"
+        case let .badTree(file, reason):
+            return "\(file): \(reason) (docs/checkpoints.md)"
         }
     }
 }

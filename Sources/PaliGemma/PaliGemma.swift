@@ -80,21 +80,20 @@ public final class PaliGemmaModel: Sendable {
     let projectorBias: [Float]      // multi_modal_projector.linear.bias  [H]
     let decoder: Gemma2Decoder
     private let checkpoint: SafeTensorsCheckpoint
-    var checkpointFiles: [SafeTensorsFile] { checkpoint.files }
+    /// The big_vision `.npz` tree the weights were read from; nil for a Hugging Face checkpoint.
+    public let bigVisionTree: URL?
 
-    /// Loads `config.json` and the safetensors weights (single file or sharded) from `directory`.
-    /// Weights stay memory-mapped. Throws `CheckpointError`/`SafeTensorsError` naming the problem.
+    /// Loads `config.json` and the safetensors weights (single file or sharded) from `directory`,
+    /// or a big_vision `.npz` tree (Kaggle's files) given as the file or its folder.
+    /// Weights stay memory-mapped (a tree's input-major kernels are transposed once into memory).
+    /// Throws `CheckpointError`/`SafeTensorsError`/`NpzError` naming the problem.
     /// - Parameter adapter: LoRA weights applied at inference (and trained in place by ``LoRATrainer``).
     public init(directory: URL, backend: ComputeBackend = FastBackend(), adapter: LoRAAdapter? = nil) throws {
-        self.directory = directory
+        let location = try CheckpointLocation(directory)
+        self.directory = location.directory
+        bigVisionTree = location.bigVisionTree
         self.backend = backend
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDirectory), isDirectory.boolValue else {
-            throw CheckpointError.missingFile(path: directory.path,
-                hint: "Pass the directory of a PaliGemma 2 checkpoint (config.json + *.safetensors).")
-        }
-        config = try PaliGemmaConfig.load(from: directory.appendingPathComponent("config.json"))
-        checkpoint = try SafeTensorsCheckpoint(directory: directory)
+        (config, checkpoint) = try location.open()
         let reader = CheckpointReader(checkpoint: checkpoint)
         vision = try SigLIPVisionTower(config: config.vision, reader: reader)
         let p = try reader.prefix(among: ["multi_modal_projector.", "model.multi_modal_projector."], probe: "linear.weight")
@@ -339,15 +338,13 @@ extension PaliGemmaModel {
     /// Weight formats in use and their total size, e.g. "bf16 (6.06 GB)".
     public var weightSummary: String {
         var bytes: [String: Int] = [:]
-        for f in checkpointFiles {
-            for t in f.tensors.values { bytes[t.dtype.rawValue.lowercased(), default: 0] += t.byteCount }
-        }
+        for t in checkpoint.tensors { bytes[t.dtype.rawValue.lowercased(), default: 0] += t.byteCount }
         return bytes.sorted { $0.value > $1.value }
             .map { String(format: "%@ (%.2f GB)", $0.key, Double($0.value) / 1e9) }.joined(separator: ", ")
     }
 
-    /// Bytes of weights mapped from disk.
-    public var weightBytes: Int { checkpointFiles.reduce(0) { $0 + $1.tensors.values.reduce(0) { $0 + $1.byteCount } } }
+    /// Bytes of weights (mapped from disk, or rearranged in memory from a big_vision tree).
+    public var weightBytes: Int { checkpoint.tensors.reduce(0) { $0 + $1.byteCount } }
 }
 
 extension PaliGemmaModel {

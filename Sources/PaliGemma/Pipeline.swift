@@ -141,10 +141,7 @@ public enum ProductPrecision: String, Sendable, CaseIterable {
         case .float32: return false
         case .bf16: return true
         case .auto:
-            let files = (try? FileManager.default.contentsOfDirectory(at: directory, includingPropertiesForKeys: [.fileSizeKey])) ?? []
-            let bytes = files.filter { $0.pathExtension == "safetensors" }
-                .reduce(0) { $0 + ((try? $1.resourceValues(forKeys: [.fileSizeKey]).fileSize) ?? 0) }
-            return bytes >= 256 << 20
+            return ((try? CheckpointLocation(directory))?.weightFileBytes ?? 0) >= 256 << 20
         }
     }
 }
@@ -198,12 +195,12 @@ public final class PaliGemmaPipeline: Sendable {
         model = try PaliGemmaModel(directory: directory,
                                    backend: backend ?? FastBackend(bf16Products: ProductPrecision.auto.usesBF16(directory: directory)),
                                    adapter: adapter)
-        tokenizer = try GemmaTokenizer.load(directory: directory)
+        tokenizer = try GemmaTokenizer.load(directory: model.directory)
         self.imageLoader = imageLoader
         preprocessor = ImagePreprocessor(size: model.imageSize, filter: resize)
         let imageID = Int(tokenizer.imageTokenID)
         guard imageID == model.config.imageTokenIndex else {
-            throw CheckpointError.invalidConfig(file: directory.appendingPathComponent("config.json").path,
+            throw CheckpointError.invalidConfig(file: model.directory.appendingPathComponent("config.json").path,
                 reason: "image_token_index \(model.config.imageTokenIndex) differs from the tokenizer's <image> id \(imageID)")
         }
     }

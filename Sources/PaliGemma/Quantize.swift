@@ -52,11 +52,11 @@ public enum Quantizer {
     /// Quantizes `source` into the new directory `destination`. `progress` gets the fraction done.
     public static func quantize(source: URL, destination: URL, format: Format,
                                 progress: ((Double) -> Void)? = nil) throws {
-        var config = try PaliGemmaConfig.load(from: source.appendingPathComponent("config.json"))
+        let location = try CheckpointLocation(source)
+        var (config, checkpoint) = try location.open()
         guard config.quantization == nil else {
             throw CheckpointError.unsupportedModel(file: source.path, reason: "already quantized (\(config.quantization!.format))")
         }
-        let checkpoint = try SafeTensorsCheckpoint(directory: source)
         try CheckpointDirectory.prepareNew(destination)
 
         var entries: [SafeTensorsStreamWriter.Entry] = []
@@ -117,7 +117,7 @@ public enum Quantizer {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try encoder.encode(config).write(to: destination.appendingPathComponent("config.json"))
-        try CheckpointDirectory.copyCompanionFiles(from: source, to: destination)
+        try CheckpointDirectory.copyCompanionFiles(from: location.directory, to: destination)
     }
 }
 
@@ -149,6 +149,15 @@ enum CheckpointDirectory {
             if fm.fileExists(atPath: from.path) {
                 if fm.fileExists(atPath: to.path) { try fm.removeItem(at: to) }
                 try fm.copyItem(at: from, to: to)
+            }
+        }
+        // Beside a big_vision tree the tokenizer is `paligemma_tokenizer.model` (or another
+        // *.model); the written checkpoint is Hugging Face's layout, which names it tokenizer.model.
+        let spm = destination.appendingPathComponent("tokenizer.model")
+        if !fm.fileExists(atPath: spm.path), !fm.fileExists(atPath: destination.appendingPathComponent("tokenizer.json").path) {
+            let models = ((try? fm.contentsOfDirectory(atPath: source.path)) ?? []).filter { $0.hasSuffix(".model") }.sorted()
+            if let name = models.first(where: { $0 == "paligemma_tokenizer.model" }) ?? (models.count == 1 ? models.first : nil) {
+                try fm.copyItem(at: source.appendingPathComponent(name), to: spm)
             }
         }
     }

@@ -69,7 +69,9 @@ public struct Segmenter: Sendable {
             }
             return try Segmenter(vaeFile: explicit)
         }
-        if let file = modelDirectory?.appendingPathComponent("vae-oid.npz"), FileManager.default.fileExists(atPath: file.path) {
+        // A big_vision tree is given as its .npz file: the decoder sits beside it.
+        let folder = modelDirectory.map { $0.pathExtension.lowercased() == "npz" ? $0.deletingLastPathComponent() : $0 }
+        if let file = folder?.appendingPathComponent("vae-oid.npz"), FileManager.default.fileExists(atPath: file.path) {
             return try Segmenter(vaeFile: file)
         }
         return nil

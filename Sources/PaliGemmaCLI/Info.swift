@@ -28,6 +28,7 @@ struct Info: AsyncParsableCommand {
             let family = c.text.postNorms ? "PaliGemma 2" : "PaliGemma 1"
             print("""
             checkpoint      \(model)
+            layout          \(m.bigVisionTree == nil ? "Hugging Face (config.json + safetensors)" : "big_vision tree (.npz), settings " + (FileManager.default.fileExists(atPath: m.directory.appendingPathComponent("config.json").path) ? "from config.json beside it" : "read off its shapes"))
             family          \(family)\(ModelPreset.published(matching: c).map { ", shapes of the published \($0)" } ?? ", shapes of no published checkpoint")
             image           \(c.vision.imageSize)×\(c.vision.imageSize) px, patch \(c.vision.patchSize), \(c.numImageTokens) image tokens
             vision tower    SigLIP \(c.vision.numHiddenLayers) layers × \(c.vision.hiddenSize) (heads \(c.vision.numAttentionHeads), MLP \(c.vision.intermediateSize))

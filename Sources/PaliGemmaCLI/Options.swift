@@ -8,7 +8,7 @@ import PaliGemma
 /// the demo model shipped in the repository.
 struct ModelOptions: ParsableArguments {
     @Option(name: .shortAndLong, help: ArgumentHelp(
-        "A checkpoint directory, a hub id resolved in the Hugging Face cache (google/paligemma2-3b-mix-448), or 'demo'.",
+        "A checkpoint directory, a big_vision/Kaggle .npz tree (or its folder), a hub id resolved in the Hugging Face cache (google/paligemma2-3b-mix-448), or 'demo'.",
         discussion: "Default: $PALIGEMMA_MODEL, then \"model\" in ~/.config/paligemma/config.json, then the bundled demo model."))
     var model: String?
 
@@ -87,8 +87,8 @@ struct ModelOptions: ParsableArguments {
         }
         var isDirectory: ObjCBool = false
         if FileManager.default.fileExists(atPath: name, isDirectory: &isDirectory) {
-            guard isDirectory.boolValue else {
-                throw InputError.option("--model \(name) is a file; give the checkpoint's directory (the folder holding config.json and the *.safetensors files)")
+            guard isDirectory.boolValue || name.lowercased().hasSuffix(".npz") else {
+                throw InputError.option("--model \(name) is a file; give the checkpoint's directory (the folder holding config.json and the *.safetensors files), or a big_vision .npz tree")
             }
             return URL(fileURLWithPath: name)
         }

@@ -10,7 +10,7 @@ struct Quantize: ParsableCommand {
         Example: paligemma quantize ~/models/paligemma2-3b-mix-224 ~/models/paligemma2-3b-mix-224-q8 --format q8
         """)
 
-    @Argument(help: "Source checkpoint directory (or hub id in the cache, or 'demo').") var source: String
+    @Argument(help: "Source checkpoint directory, big_vision .npz tree, hub id in the cache, or 'demo'.") var source: String
     @Argument(help: "New directory to write.") var destination: String
     @Option(help: "q8 (about 8.5 bits per weight) or q4 (about 4.5).") var format: String = "q8"
 

@@ -60,7 +60,9 @@ extension ModelPreset {
     public static func published(matching config: PaliGemmaConfig) -> String? {
         let v = config.vision, t = config.text
         guard v.hiddenSize == 1152, v.numHiddenLayers == 27, v.intermediateSize == 4304, v.patchSize == 14,
-              resolutions.contains(v.imageSize), t.vocabSize == 257216 else { return nil }
+              resolutions.contains(v.imageSize),
+              // 257216 in Hugging Face's checkpoints; 257152 in big_vision's trees (no `<image>` row, no padding).
+              t.vocabSize == 257216 || t.vocabSize == 257152 else { return nil }
         if t.postNorms {
             for size in sizes {
                 let p = ModelPreset(size: size, resolution: v.imageSize).config.text

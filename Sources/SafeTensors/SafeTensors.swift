@@ -84,6 +84,15 @@ public struct TensorInfo: @unchecked Sendable {
     public let file: String
     public var elementCount: Int { shape.reduce(1, *) }
 
+    public init(name: String, dtype: SafeTensorsDType, shape: [Int], data: UnsafeRawPointer, byteCount: Int, file: String) {
+        self.name = name
+        self.dtype = dtype
+        self.shape = shape
+        self.data = data
+        self.byteCount = byteCount
+        self.file = file
+    }
+
     /// Copies the tensor out as float32 (F32, F16, BF16 only). For tests and small tensors.
     public func floats() throws -> [Float] {
         let n = elementCount
@@ -275,8 +284,11 @@ public final class SafeTensorsFile: Sendable {
 
 /// A checkpoint: one `model.safetensors`, or the shards named by `model.safetensors.index.json`.
 public final class SafeTensorsCheckpoint: Sendable {
+    /// The safetensors files mapped (none for a checkpoint assembled from other tensors).
     public let files: [SafeTensorsFile]
     private let byName: [String: TensorInfo]
+    /// What the tensors of an assembled checkpoint point into, kept alive with it.
+    private let owners: [any AnyObject & Sendable]
 
     /// Opens the checkpoint in `directory`: the index when present, else `model.safetensors`,
     /// else every `*.safetensors` file.
@@ -345,7 +357,27 @@ public final class SafeTensorsCheckpoint: Sendable {
             }
         }
         byName = merged
+        owners = []
     }
+
+    /// A checkpoint assembled from tensors read another way (a converted layout): `owners` hold
+    /// the memory they point into and live as long as the checkpoint.
+    public init(tensors: [TensorInfo], owners: [any AnyObject & Sendable]) throws {
+        var merged: [String: TensorInfo] = [:]
+        for t in tensors {
+            guard merged[t.name] == nil else { throw SafeTensorsError.badEntry(file: t.file, tensor: t.name, reason: "given twice") }
+            merged[t.name] = t
+        }
+        files = []
+        byName = merged
+        self.owners = owners
+    }
+
+    /// The files the tensors come from, for messages.
+    public var fileNames: [String] { Set(byName.values.map { ($0.file as NSString).lastPathComponent }).sorted() }
+
+    /// Every tensor, in name order.
+    public var tensors: [TensorInfo] { names.compactMap { byName[$0] } }
 
     public var names: [String] { byName.keys.sorted() }
     public subscript(name: String) -> TensorInfo? { byName[name] }

@@ -8,7 +8,8 @@ extension LoRAAdapter {
     /// own dtype (as PEFT's `merge_and_unload` then `save_pretrained` does). Everything else is
     /// copied unchanged. Quantized checkpoints are refused: merge into the original, then quantize.
     public func merge(source: URL, destination: URL, progress: ((Double) -> Void)? = nil) throws {
-        let model = try PaliGemmaConfig.load(from: source.appendingPathComponent("config.json"))
+        let location = try CheckpointLocation(source)
+        let (model, checkpoint) = try location.open()
         guard model.quantization == nil else {
             throw CheckpointError.unsupportedModel(file: source.path, reason:
                 "is quantized (\(model.quantization!.format)); merge the adapter into the bf16 checkpoint it came from, then quantize the result")
@@ -16,20 +17,19 @@ extension LoRAAdapter {
         guard layerCount == model.text.numHiddenLayers else {
             throw LoRAError.invalid("the adapter has \(layerCount) layers; the model has \(model.text.numHiddenLayers)")
         }
-        let checkpoint = try SafeTensorsCheckpoint(directory: source)
         // Which tensor each pair adapts: "<prefix>layers.L.self_attn.q_proj.weight" of the language model.
         var targets: [String: LoRAPair] = [:]
         for (l, t, pair) in orderedPairs {
             let suffix = "layers.\(l).\(t.path).weight"
             guard let name = checkpoint.names.first(where: { $0.hasSuffix("." + suffix) && $0.contains("language_model") }) else {
-                throw CheckpointError.missingTensor(name: "language_model…" + suffix, files: checkpoint.files.map(\.path))
+                throw CheckpointError.missingTensor(name: "language_model…" + suffix, files: checkpoint.fileNames)
             }
             targets[name] = pair
         }
         for (l, t, pair) in orderedVisionPairs {
             let suffix = "encoder.layers.\(l).\(t.path).weight"
             guard let name = checkpoint.names.first(where: { $0.hasSuffix("." + suffix) && $0.contains("vision_tower") }) else {
-                throw CheckpointError.missingTensor(name: "vision_tower…" + suffix, files: checkpoint.files.map(\.path))
+                throw CheckpointError.missingTensor(name: "vision_tower…" + suffix, files: checkpoint.fileNames)
             }
             targets[name] = pair
         }
@@ -38,7 +38,7 @@ extension LoRAAdapter {
         if tokens != nil {
             embedName = checkpoint.names.first { $0.hasSuffix("embed_tokens.weight") && $0.contains("language_model") }
             guard embedName != nil else {
-                throw CheckpointError.missingTensor(name: "language_model…embed_tokens.weight", files: checkpoint.files.map(\.path))
+                throw CheckpointError.missingTensor(name: "language_model…embed_tokens.weight", files: checkpoint.fileNames)
             }
         }
         try CheckpointDirectory.prepareNew(destination)
@@ -98,7 +98,16 @@ extension LoRAAdapter {
             progress?(Double(writer.bytesWritten) / Double(max(writer.totalBytes, 1)))
         }
         try writer.finish()
-        try FileManager.default.copyItem(at: source.appendingPathComponent("config.json"), to: destination.appendingPathComponent("config.json"))
-        try CheckpointDirectory.copyCompanionFiles(from: source, to: destination)
+        let configFile = location.directory.appendingPathComponent("config.json")
+        if location.bigVisionTree == nil || FileManager.default.fileExists(atPath: configFile.path) {
+            try FileManager.default.copyItem(at: configFile, to: destination.appendingPathComponent("config.json"))
+        } else {
+            // A big_vision tree's settings were read off its shapes: written out, they make the
+            // merged copy a Hugging Face checkpoint.
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try encoder.encode(model).write(to: destination.appendingPathComponent("config.json"))
+        }
+        try CheckpointDirectory.copyCompanionFiles(from: location.directory, to: destination)
     }
 }
