@@ -13,8 +13,8 @@ struct Video: ParsableCommand {
 
         Examples:
           paligemma video clip.mp4 --every 2s --task caption
-          paligemma video clip.mp4 --every 500ms --task "detect person ; car" --sheet sheet.png --json
-          paligemma video clip.mp4 --task "answer what happens?" --together 4 --every 1s --max-frames 8
+          paligemma video clip.mp4 --task "detect person ; car" --sheet sheet.png
+          paligemma video clip.mp4 --task "ask what happens?" --together 4 --json
         """)
 
     @Argument(help: "A video file (MP4, MKV, MOV, WebM, … whatever ffmpeg reads).") var video: String
@@ -39,7 +39,10 @@ struct Video: ParsableCommand {
     func run() throws {
         try wrap {
             guard (task == nil) != (prompt == nil) else { throw ValidationError("give --task or --prompt (one of them)") }
-            let text = try prompt ?? PaliGemmaTask(spec: task ?? "", language: lang).prompt
+            let text: String
+            do { text = try prompt ?? PaliGemmaTask(spec: task ?? "", language: lang).prompt } catch let e as InputError {
+                throw ValidationError("--task: \(e.description)")
+            }
             func time(_ value: String, _ option: String) throws -> MediaTime {
                 guard let t = MediaTime(parsing: value) else {
                     throw ValidationError("\(option) \(value): write a time as 2s, 500ms, 0.5, 1m or 1:30")
