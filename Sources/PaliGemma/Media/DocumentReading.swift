@@ -171,14 +171,14 @@ extension PaliGemmaPipeline {
         let count = pdf?.pageCount ?? 1
         let wanted: [Int]
         if let selection {
-            wanted = try selection.pages(count: count, file: url.path)
+            wanted = try selection.pages(count: count, file: url.relativePath)
         } else {
             guard count <= PageSelection.pageLimit else {
-                throw InputError.option("\(url.path) has \(count) pages; at most \(PageSelection.pageLimit) can be read in one run: choose some with --pages")
+                throw InputError.option("\(url.relativePath) has \(count) pages; at most \(PageSelection.pageLimit) can be read in one run: choose some with --pages")
             }
             wanted = Array(1...count)
         }
-        var reading = DocumentReading(file: url.path, pageCount: count, dpi: pdf == nil ? nil : dpi, pages: [])
+        var reading = DocumentReading(file: url.relativePath, pageCount: count, dpi: pdf == nil ? nil : dpi, pages: [])
         for number in wanted {
             let image = try pdf?.render(page: number, dpi: dpi) ?? loadImage(url)
             let rects = tiling?.tiles(width: image.width, height: image.height)
@@ -186,7 +186,7 @@ extension PaliGemmaPipeline {
             var tiles: [TileReading] = []
             for rect in rects {
                 let part = rects.count == 1 ? image : image.cropped(x: rect.x, y: rect.y, width: rect.width, height: rect.height)
-                let name = rects.count == 1 ? "\(url.path) page \(number)" : "\(url.path) page \(number) tile \(rect.row),\(rect.column)"
+                let name = rects.count == 1 ? "\(url.relativePath) page \(number)" : "\(url.relativePath) page \(number) tile \(rect.row),\(rect.column)"
                 let result = try perform(prompt, on: try encode(image: part), options: options, name: name)
                 tiles.append(TileReading(tile: rect, result: result))
             }

@@ -107,10 +107,10 @@ extension ExternalProgram {
 func requireReadableFile(_ url: URL) throws {
     var isDirectory: ObjCBool = false
     guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else {
-        throw MediaError.unreadable(file: url.path, reason: "no such file")
+        throw MediaError.unreadable(file: url.relativePath, reason: "no such file")
     }
-    guard !isDirectory.boolValue else { throw MediaError.unreadable(file: url.path, reason: "it is a directory") }
+    guard !isDirectory.boolValue else { throw MediaError.unreadable(file: url.relativePath, reason: "it is a directory") }
     guard FileManager.default.isReadableFile(atPath: url.path) else {
-        throw MediaError.unreadable(file: url.path, reason: "permission denied")
+        throw MediaError.unreadable(file: url.relativePath, reason: "permission denied")
     }
 }

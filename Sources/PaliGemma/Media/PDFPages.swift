@@ -42,16 +42,16 @@ public struct PDFPages: Sendable {
         try requireReadableFile(url)
         _ = try ExternalProgram.pdftocairo.locate()
         let run = try ExternalProgram.pdfinfo.run(["-f", "1", "-l", "\(Self.pageListLimit)", url.path],
-                                                 file: url.path, stdoutLimit: 32 << 20)
+                                                 file: url.relativePath, stdoutLimit: 32 << 20)
         let report = String(decoding: run.stdout, as: UTF8.self)
         if run.stderr.contains("page count 0") || run.stderr.contains("last page (0)") || report.contains("\nPages:           0\n") {
-            throw MediaError.noPages(file: url.path)
+            throw MediaError.noPages(file: url.relativePath)
         }
-        guard run.status == 0 else { throw MediaError.corruptPDF(file: url.path, detail: run.lastErrorLine) }
+        guard run.status == 0 else { throw MediaError.corruptPDF(file: url.relativePath, detail: run.lastErrorLine) }
         self.url = url
         self.imageLoader = imageLoader
-        pageSizes = try Self.parseSizes(report, file: url.path)
-        guard !pageSizes.isEmpty else { throw MediaError.noPages(file: url.path) }
+        pageSizes = try Self.parseSizes(report, file: url.relativePath)
+        guard !pageSizes.isEmpty else { throw MediaError.noPages(file: url.relativePath) }
     }
 
     /// The `Page N size: W x H pts` and `Page N rot: R` lines, in page order.
@@ -85,21 +85,21 @@ public struct PDFPages: Sendable {
     /// Page `page` (from 1) drawn at `dpi`, on white. The size is checked against
     /// `imageLoader.maxPixels` before anything is drawn.
     public func render(page: Int, dpi: Int) throws -> RGBImage {
-        guard (1...pageCount).contains(page) else { throw MediaError.pageOutOfRange(file: url.path, page: page, pages: pageCount) }
+        guard (1...pageCount).contains(page) else { throw MediaError.pageOutOfRange(file: url.relativePath, page: page, pages: pageCount) }
         guard Self.dpiRange.contains(dpi) else {
             throw InputError.option("the resolution must be in \(Self.dpiRange.lowerBound)…\(Self.dpiRange.upperBound) dpi, got \(dpi)")
         }
         let (w, h) = pixelSize(page: page, dpi: dpi)
         guard w * h <= imageLoader.maxPixels else {
-            throw MediaError.tooLarge(file: url.path, what: "page \(page) at \(dpi) dpi", width: w, height: h, limit: imageLoader.maxPixels)
+            throw MediaError.tooLarge(file: url.relativePath, what: "page \(page) at \(dpi) dpi", width: w, height: h, limit: imageLoader.maxPixels)
         }
         let run = try ExternalProgram.pdftocairo.run(
             ["-png", "-singlefile", "-f", "\(page)", "-l", "\(page)", "-r", "\(dpi)", url.path, "-"],
-            file: url.path, stdoutLimit: min(ImageLoader.maxStreamBytes, w * h * 4 + (1 << 20)))
+            file: url.relativePath, stdoutLimit: min(ImageLoader.maxStreamBytes, w * h * 4 + (1 << 20)))
         guard run.status == 0, !run.stdout.isEmpty else {
-            throw MediaError.corruptPDF(file: url.path, detail: "page \(page) could not be drawn: \(run.lastErrorLine)")
+            throw MediaError.corruptPDF(file: url.relativePath, detail: "page \(page) could not be drawn: \(run.lastErrorLine)")
         }
-        return try imageLoader.decode(run.stdout, name: "\(url.path) page \(page)")
+        return try imageLoader.decode(run.stdout, name: "\(url.relativePath) page \(page)")
     }
 }
 

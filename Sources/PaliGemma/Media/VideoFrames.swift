@@ -83,13 +83,13 @@ public struct VideoFrameReader: Sendable {
         _ = try ExternalProgram.ffmpeg.locate()
         let run = try ffprobe.run(["-v", "error", "-select_streams", "V", "-show_entries",
                                    "stream=codec_name,width,height,duration,avg_frame_rate:format=duration",
-                                   "-of", "json", url.path], file: url.path, stdoutLimit: 1 << 20)
-        guard run.status == 0 else { throw MediaError.notAVideo(file: url.path, detail: run.lastErrorLine) }
+                                   "-of", "json", url.path], file: url.relativePath, stdoutLimit: 1 << 20)
+        guard run.status == 0 else { throw MediaError.notAVideo(file: url.relativePath, detail: run.lastErrorLine) }
         self.url = url
         self.imageLoader = imageLoader
-        info = try Self.parseProbe(run.stdout, file: url.path)
+        info = try Self.parseProbe(run.stdout, file: url.relativePath)
         guard info.width * info.height <= imageLoader.maxPixels else {
-            throw MediaError.tooLarge(file: url.path, what: "frame", width: info.width, height: info.height, limit: imageLoader.maxPixels)
+            throw MediaError.tooLarge(file: url.relativePath, what: "frame", width: info.width, height: info.height, limit: imageLoader.maxPixels)
         }
     }
 
@@ -130,11 +130,11 @@ public struct VideoFrameReader: Sendable {
         let run = try ExternalProgram.ffmpeg.run(
             ["-nostdin", "-v", "error", "-ss", time.ffmpegArgument, "-i", url.path, "-map", "0:V:0", "-frames:v", "1",
              "-an", "-sn", "-f", "image2pipe", "-c:v", "png", "-pix_fmt", "rgb24", "-"],
-            file: url.path, stdoutLimit: min(ImageLoader.maxStreamBytes, info.width * info.height * 4 + (1 << 20)))
+            file: url.relativePath, stdoutLimit: min(ImageLoader.maxStreamBytes, info.width * info.height * 4 + (1 << 20)))
         guard run.status == 0 else {
-            throw MediaError.programFailed(program: "ffmpeg", file: url.path, detail: "at \(time): \(run.lastErrorLine)")
+            throw MediaError.programFailed(program: "ffmpeg", file: url.relativePath, detail: "at \(time): \(run.lastErrorLine)")
         }
         guard !run.stdout.isEmpty else { return nil }
-        return try imageLoader.decode(run.stdout, name: "\(url.path) at \(time)")
+        return try imageLoader.decode(run.stdout, name: "\(url.relativePath) at \(time)")
     }
 }

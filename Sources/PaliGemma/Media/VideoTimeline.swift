@@ -81,7 +81,7 @@ extension PaliGemmaPipeline {
         let reader = try VideoFrameReader(url: video, imageLoader: imageLoader)
         let times = sampling.times(duration: reader.info.duration)
         let planned = (times.count + together - 1) / together
-        var timeline = VideoTimeline(video: video.path, info: reader.info, prompt: prompt, every: sampling.every,
+        var timeline = VideoTimeline(video: video.relativePath, info: reader.info, prompt: prompt, every: sampling.every,
                                      together: together, entries: [])
         var index = 0
         sampling: while index < times.count {
@@ -97,14 +97,14 @@ extension PaliGemmaPipeline {
             guard !frames.isEmpty else { break sampling }
             let encoded = frames.count == 1 ? try encode(image: frames[0]) : try encode(images: frames)
             let result = try perform(prompt, on: encoded, options: options, segmenter: segmenter,
-                                     name: "\(video.path) at \(frameTimes[0])")
+                                     name: "\(video.relativePath) at \(frameTimes[0])")
             let entry = TimelineEntry(time: frameTimes[0], times: together > 1 ? frameTimes : nil, result: result)
             timeline.entries.append(entry)
             try onEntry?(entry, frames, planned)
             if frames.count < together { break }
         }
         guard !timeline.entries.isEmpty else {
-            throw MediaError.noFrames(file: video.path, detail: times.isEmpty
+            throw MediaError.noFrames(file: video.relativePath, detail: times.isEmpty
                 ? "the sampling range is empty (video length \(reader.info.duration.map(\.description) ?? "unknown"))"
                 : "nothing at \(times[0])")
         }
