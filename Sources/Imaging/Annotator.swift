@@ -79,11 +79,6 @@ public enum Annotator {
         return canvas.image
     }
 
-    /// Width in pixels of `text` written by `write` at `scale` (6 font pixels per character).
-    public static func textWidth(_ text: String, scale: Int = 1) -> Int {
-        text.uppercased().unicodeScalars.count * 6 * max(1, scale)
-    }
-
     /// Convenience for tuples `(label, x0, y0, x1, y1)`.
     public static func draw(image: RGBImage, boxes: [(String, Double, Double, Double, Double)],
                             masks: [AnnotationMask] = []) -> RGBImage {
