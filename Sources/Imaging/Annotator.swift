@@ -69,6 +69,16 @@ public enum Annotator {
         return canvas.image
     }
 
+    /// A copy of `image` with `text` written in the built-in 5×7 font (capitals), its top-left
+    /// corner at `x, y`, each font pixel `scale`×`scale` image pixels; what falls outside is
+    /// clipped. For captions beside pictures (a video's contact sheet).
+    public static func write(_ text: String, on image: RGBImage, x: Int, y: Int, scale: Int = 1,
+                             color: (UInt8, UInt8, UInt8) = (0, 0, 0)) -> RGBImage {
+        var canvas = Canvas(image: image)
+        canvas.text(Array(text.uppercased().unicodeScalars), x: x, y: y, scale: max(1, scale), ink: color)
+        return canvas.image
+    }
+
     /// Convenience for tuples `(label, x0, y0, x1, y1)`.
     public static func draw(image: RGBImage, boxes: [(String, Double, Double, Double, Double)],
                             masks: [AnnotationMask] = []) -> RGBImage {
@@ -120,9 +130,16 @@ struct Canvas {
         fill(x0: bx, y0: by, x1: bx + boxW, y1: by + gh, color: color)
         let lum = 299 * Int(color.0) + 587 * Int(color.1) + 114 * Int(color.2)
         let ink: (UInt8, UInt8, UInt8) = lum > 150_000 ? (0, 0, 0) : (255, 255, 255)
+        self.text(text, x: bx + s, y: by + s, scale: s, ink: ink)
+    }
+
+    /// Glyphs left to right from `x, y` (top-left), 6×9 font pixels per character cell.
+    mutating func text(_ text: [Unicode.Scalar], x: Int, y: Int, scale s: Int, ink: (UInt8, UInt8, UInt8)) {
+        let gw = 6 * s
         for (n, ch) in text.enumerated() {
             let rows = BitmapFont.glyph(ch)
-            let gx = bx + s + n * gw, gy = by + s
+            let gx = x + n * gw, gy = y
+            if gx >= image.width { break }
             for (r, bits) in rows.enumerated() {
                 for c in 0..<5 where bits & (0x10 >> c) != 0 {
                     fill(x0: gx + c * s, y0: gy + r * s, x1: gx + (c + 1) * s, y1: gy + (r + 1) * s, color: ink)

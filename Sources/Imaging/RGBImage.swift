@@ -30,6 +30,36 @@ public struct RGBImage: Sendable, Equatable {
         self.init(width: width, height: height, pixels: p)
     }
 
+    /// This picture scaled to `width × height` with PIL's bicubic filter (thumbnails, sheets).
+    public func resized(width: Int, height: Int) -> RGBImage {
+        precondition(width > 0 && height > 0, "RGBImage.resized: empty target size")
+        return PILResample.resize(self, width: width, height: height)
+    }
+
+    /// The `width × height` rectangle whose top-left corner is `x, y`; it must lie inside.
+    public func cropped(x: Int, y: Int, width w: Int, height h: Int) -> RGBImage {
+        precondition(x >= 0 && y >= 0 && w > 0 && h > 0 && x + w <= width && y + h <= height,
+                     "RGBImage.cropped: \(w)×\(h) at \(x),\(y) is outside \(width)×\(height)")
+        var out = [UInt8](repeating: 0, count: w * h * 3)
+        for row in 0..<h {
+            let from = ((y + row) * width + x) * 3
+            out.replaceSubrange(row * w * 3..<(row + 1) * w * 3, with: pixels[from..<from + w * 3])
+        }
+        return RGBImage(width: w, height: h, pixels: out)
+    }
+
+    /// Copies `other` in with its top-left corner at `x, y`; what falls outside is clipped.
+    public mutating func paste(_ other: RGBImage, x: Int, y: Int) {
+        let x0 = max(0, x), x1 = min(width, x + other.width)
+        let y0 = max(0, y), y1 = min(height, y + other.height)
+        guard x0 < x1, y0 < y1 else { return }
+        for row in y0..<y1 {
+            let src = ((row - y) * other.width + (x0 - x)) * 3
+            let dst = (row * width + x0) * 3
+            pixels.replaceSubrange(dst..<dst + (x1 - x0) * 3, with: other.pixels[src..<src + (x1 - x0) * 3])
+        }
+    }
+
     /// The colour at column `x`, row `y` (both must be in range).
     public func pixel(x: Int, y: Int) -> (r: UInt8, g: UInt8, b: UInt8) {
         let i = (y * width + x) * 3

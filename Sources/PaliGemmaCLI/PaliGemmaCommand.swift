@@ -21,12 +21,14 @@ struct PaliGemmaCommand: AsyncParsableCommand {
           paligemma ask photo.jpg --question "what color is the car?"
           paligemma detect photo.jpg --objects "cat ; dog" --output boxes.png
           paligemma caption photo.jpg --model google/paligemma2-3b-mix-224 --json
+          paligemma video clip.mp4 --every 2s --task caption --sheet sheet.png
+          paligemma ocr scan.pdf --pages 1-3
           paligemma tokenize "detect cat"
           paligemma finetune --data train.jsonl --out my-adapter
           paligemma caption photo.jpg --adapter my-adapter
           paligemma bench 3b-224
         """,
-        subcommands: [Caption.self, Describe.self, Ask.self, Detect.self, Segment.self, OCR.self, Generate.self, Results.self, Chat.self,
+        subcommands: [Caption.self, Describe.self, Ask.self, Detect.self, Segment.self, OCR.self, Generate.self, Video.self, Results.self, Chat.self,
                       Tokenize.self, Info.self, Download.self, Quantize.self, Finetune.self, Merge.self, Bench.self, Eval.self, Serve.self])
 }
 
@@ -34,8 +36,11 @@ struct PaliGemmaCommand: AsyncParsableCommand {
 func fail(_ error: Error) -> ExitCode {
     FileHandle.standardError.write(Data("error: \(error)\n".utf8))
     // 3: the model (checkpoint, tokenizer) is unusable; 4: the input (image, prompt, options) is;
-    // 5: a download failed.
+    // 5: a download failed; 6: a program a verb drives (ffmpeg, Poppler) is not installed.
     switch error {
+    case let media as MediaError:
+        if case .programMissing = media { return ExitCode(6) }
+        return ExitCode(4)
     case is CheckpointError, is SafeTensorsError, is TokenizerError: return ExitCode(3)
     case is InputError, is ImageError: return ExitCode(4)
     case is MaskDecoderError, is NumPyError: return ExitCode(3)

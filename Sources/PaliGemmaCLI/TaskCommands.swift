@@ -211,11 +211,26 @@ struct Segment: ParsableCommand {
 
 struct OCR: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "ocr", abstract: "Read the text in images.", discussion: "Example: paligemma ocr receipt.png")
-    @Argument(help: "Image files.") var images: [String]
+        commandName: "ocr", abstract: "Read the text in images and PDF documents.",
+        discussion: """
+        A PDF (recognised by its %PDF- header, not its name) is drawn page by page by Poppler's pdfinfo and pdftocairo programs (Debian: apt-get install poppler-utils; macOS: brew install poppler; without them, exit code 6) and each page is read. --tile cuts a page larger than the model's input into overlapping tiles and joins their texts top to bottom, left to right, keeping words read twice in an overlap once (docs/media.md).
+
+        Examples:
+          paligemma ocr receipt.png
+          paligemma ocr scan.pdf --pages 1-3,5 --dpi 200
+          paligemma ocr scan.pdf --tile --json
+        """)
+    @Argument(help: "Image or PDF files.") var images: [String]
     @OptionGroup var flags: TaskFlags
+    @OptionGroup var document: DocumentFlags
     func run() throws {
-        try wrap { try flags.run(images: images, prompt: PaliGemmaTask.ocr.prompt) }
+        try wrap {
+            if document.requested || images.contains(where: { PDFPages.isPDF(URL(fileURLWithPath: $0)) }) {
+                try runDocuments(paths: images, flags: flags, document: document)
+            } else {
+                try flags.run(images: images, prompt: PaliGemmaTask.ocr.prompt)
+            }
+        }
     }
 }
 
