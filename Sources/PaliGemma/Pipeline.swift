@@ -20,6 +20,16 @@ public struct EncodedImage: Sendable {
     }
 }
 
+extension EncodedImage {
+    /// Several images for one prompt: their rows one after the other, as transformers' processor
+    /// places them; the size is the first image's (boxes in the answer refer to it).
+    public init(concatenating parts: [EncodedImage]) {
+        precondition(!parts.isEmpty, "at least one image")
+        self.init(embedding: ImageEmbedding(concatenating: parts.map(\.embedding)), width: parts[0].width,
+                  height: parts[0].height, seconds: parts.reduce(0) { $0 + $1.seconds })
+    }
+}
+
 /// What one prompt produced.
 public struct Generation: Codable, Sendable {
     /// The prompt text (without image tokens).
@@ -222,10 +232,8 @@ public final class PaliGemmaPipeline: Sendable {
     /// one after the other, as transformers' processor places them. Boxes in the answer refer to
     /// the first image's frame.
     public func encode(images: [RGBImage]) throws -> EncodedImage {
-        guard let first = images.first else { throw InputError.option("give at least one image") }
-        let parts = try images.map { try encode(image: $0) }
-        return EncodedImage(embedding: ImageEmbedding(concatenating: parts.map(\.embedding)), width: first.width,
-                            height: first.height, seconds: parts.reduce(0) { $0 + $1.seconds })
+        guard !images.isEmpty else { throw InputError.option("give at least one image") }
+        return EncodedImage(concatenating: try images.map { try encode(image: $0) })
     }
 
     /// The token ids and types of a prompt, as transformers' PaliGemmaProcessor builds them.

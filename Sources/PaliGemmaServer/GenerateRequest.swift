@@ -2,15 +2,20 @@ import Foundation
 import Hummingbird
 import PaliGemma
 
-/// A parsed `POST /v1/generate` body: the image bytes, the prompt and the generation options.
+/// A parsed `POST /v1/generate` body: the image bytes (one, or several for one prompt, in order),
+/// the prompt and the generation options.
 struct GenerateRequest: Sendable {
-    var image: Data
+    var images: [Data]
     var prompt: String
     var options: GenerationOptions
+
+    /// Most images one request may carry (each is encoded, and held decoded until it is).
+    static let maxImages = 4
 
     /// The JSON body, field by field; missing fields take `GenerationOptions`' defaults.
     private struct JSONBody: Decodable {
         var image: String?
+        var images: [String]?
         var prompt: String?
         var max_new_tokens: Int?
         var temperature: Float?
@@ -42,9 +47,16 @@ struct GenerateRequest: Sendable {
         if let fields = (try? JSONSerialization.jsonObject(with: body)) as? [String: Any] {
             try refuseUnknown(Array(fields.keys))
         }
-        guard let image = json.image else {
+        let encoded: [String]
+        switch (json.image, json.images) {
+        case let (image?, nil): encoded = [image]
+        case let (nil, images?): encoded = images
+        case (nil, nil):
             throw APIError.badRequest("missing_field", "the request has no \"image\" field (the base64 of a JPEG, PNG or WebP file)")
+        case (_?, _?):
+            throw APIError.badRequest("invalid_json", "give \"image\" (one) or \"images\" (several, in order), not both")
         }
+        try checkImageCount(encoded.count)
         guard let prompt = json.prompt else {
             throw APIError.badRequest("missing_field", "the request has no \"prompt\" field (e.g. \"caption en\")")
         }
@@ -55,10 +67,17 @@ struct GenerateRequest: Sendable {
         if let v = json.top_p { options.topP = v }
         // Without a seed, sampled answers differ from request to request.
         options.seed = json.seed ?? UInt64.random(in: 0...UInt64.max)
-        return GenerateRequest(image: try decodeBase64(image), prompt: prompt, options: options)
+        return GenerateRequest(images: try encoded.map { try decodeBase64($0) }, prompt: prompt, options: options)
     }
 
-    static let fields: Set<String> = ["image", "prompt", "max_new_tokens", "temperature", "top_k", "top_p", "seed"]
+    static func checkImageCount(_ n: Int) throws {
+        guard n >= 1 else { throw APIError.badRequest("missing_image", "\"images\" is empty; give at least one image") }
+        guard n <= maxImages else {
+            throw APIError.badRequest("too_many_images", "the request has \(n) images; at most \(maxImages) go into one prompt")
+        }
+    }
+
+    static let fields: Set<String> = ["image", "images", "prompt", "max_new_tokens", "temperature", "top_k", "top_p", "seed"]
     /// Other APIs' names for the same settings, for a hint.
     static let aliases = ["max_tokens": "max_new_tokens", "max_completion_tokens": "max_new_tokens", "topk": "top_k", "topp": "top_p"]
 
@@ -87,6 +106,7 @@ struct GenerateRequest: Sendable {
             }
         }
         try check("image", String.self, code: "invalid_json", "a string (the base64 of the image file)")
+        try check("images", [String].self, code: "invalid_json", "a list of strings (the base64 of each image file, in order)")
         try check("prompt", String.self, code: "invalid_json", "a string")
         try check("max_new_tokens", Int.self, code: "invalid_option", "an integer")
         try check("temperature", Float.self, code: "invalid_option", "a number")
@@ -117,7 +137,8 @@ struct GenerateRequest: Sendable {
 
     // MARK: multipart/form-data
 
-    /// Fields as parts (`image` a file part; `prompt`, `max_new_tokens`, … text parts).
+    /// Fields as parts (`image` a file part, repeated for several images in order; `prompt`,
+    /// `max_new_tokens`, … text parts).
     static func parseMultipart(body: Data, contentType: String) throws -> GenerateRequest {
         guard let boundary = parameter("boundary", in: contentType), !boundary.isEmpty else {
             throw APIError.badRequest("invalid_multipart", "multipart/form-data without a boundary parameter")
@@ -125,11 +146,15 @@ struct GenerateRequest: Sendable {
         guard boundary.utf8.count <= 70 else {
             throw APIError.badRequest("invalid_multipart", "the multipart boundary is longer than the 70 characters RFC 2046 allows")
         }
-        let parts = try multipartParts(body: body, boundary: boundary)
-        try refuseUnknown(Array(parts.keys))
-        guard let image = parts["image"], !image.isEmpty else {
+        let all = try multipartParts(body: body, boundary: boundary)
+        try refuseUnknown(Array(Set(all.map(\.name))))
+        let images = all.filter { $0.name == "image" }.map(\.data)
+        guard !images.isEmpty, images.allSatisfy({ !$0.isEmpty }) else {
             throw APIError.badRequest("missing_field", "the form has no \"image\" file part")
         }
+        try checkImageCount(images.count)
+        var parts: [String: Data] = [:]
+        for part in all where parts[part.name] == nil { parts[part.name] = part.data }
         func text(_ name: String) -> String? {
             parts[name].map { String(decoding: $0, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) }
         }
@@ -145,7 +170,7 @@ struct GenerateRequest: Sendable {
         if let v: Int = try number("top_k", "an integer") { options.topK = v }
         if let v: Float = try number("top_p", "a number") { options.topP = v }
         options.seed = try number("seed", "a non-negative integer") ?? UInt64.random(in: 0...UInt64.max)
-        return GenerateRequest(image: image, prompt: prompt, options: options)
+        return GenerateRequest(images: images, prompt: prompt, options: options)
     }
 
     /// `name=value` or `name="value"` from a header value such as a Content-Type.
@@ -163,15 +188,15 @@ struct GenerateRequest: Sendable {
     /// Most parts a form may have: the API's fields, with room for a client's extras.
     static let maxParts = 32
 
-    /// The parts of a multipart body by their Content-Disposition name (first one wins). One pass
+    /// The parts of a multipart body with their Content-Disposition names, in order. One pass
     /// over the bytes (each search starts where the last ended), and at most `maxParts` parts.
-    static func multipartParts(body: Data, boundary: String) throws -> [String: Data] {
+    static func multipartParts(body: Data, boundary: String) throws -> [(name: String, data: Data)] {
         let invalid = APIError.badRequest("invalid_multipart", "the multipart/form-data body is malformed")
         // Prepending CRLF makes the first delimiter look like every other one.
         let bytes = [UInt8]("\r\n".utf8) + [UInt8](body)
         let delimiter = [UInt8]("\r\n--\(boundary)".utf8)
         let headerEnd = [UInt8]("\r\n\r\n".utf8)
-        var parts: [String: Data] = [:]
+        var parts: [(name: String, data: Data)] = []
         var count = 0
         guard var cursor = find(delimiter, in: bytes, from: 0).map({ $0 + delimiter.count }) else { throw invalid }
         while true {
@@ -189,7 +214,7 @@ struct GenerateRequest: Sendable {
             where line.lowercased().hasPrefix("content-disposition:") {
                 name = parameter("name", in: String(line))
             }
-            if let name, parts[name] == nil { parts[name] = Data(bytes[(headersEnd + headerEnd.count)..<next]) }
+            if let name { parts.append((name, Data(bytes[(headersEnd + headerEnd.count)..<next]))) }
             cursor = next + delimiter.count
         }
         return parts

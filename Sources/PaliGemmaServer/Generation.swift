@@ -22,13 +22,15 @@ struct TokenEvent: Encodable {
 
 func monotonicSeconds() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
 
-/// Encodes the image, generates and parses the answer by task, calling `onToken` per token.
-/// Blocking: call it on the inference queue while holding the gate. Stops when `cancel` is set.
-/// An image seen again (a follow-up question, a second task on one picture) reuses its encoding.
-func runGeneration(pipeline: PaliGemmaPipeline, image: RGBImage, prompt: String, options: GenerationOptions,
+/// Encodes the images (several go into one prompt, in order), generates and parses the answer by
+/// task, calling `onToken` per token. Blocking: call it on the inference queue while holding the
+/// gate. Stops when `cancel` is set. An image seen again (a follow-up question, a second task on
+/// one picture) reuses its encoding.
+func runGeneration(pipeline: PaliGemmaPipeline, images: [RGBImage], prompt: String, options: GenerationOptions,
                    segmenter: Segmenter?, cache: EncodedImageCache? = nil, cancel: CancellationFlag?,
                    onToken: ((TokenEvent) -> Void)?) throws -> TaskResult {
-    let encoded = try cache?.encoded(image, by: pipeline) ?? pipeline.encode(image: image)
+    let parts = try images.map { try cache?.encoded($0, by: pipeline) ?? pipeline.encode(image: $0) }
+    let encoded = EncodedImage(concatenating: parts)
     return try pipeline.perform(prompt, on: encoded, options: options, segmenter: segmenter) { token in
         onToken?(TokenEvent(id: token.id, text: token.text, logProb: token.logProb))
         return !(cancel?.isCancelled ?? false)

@@ -10,7 +10,7 @@ import PaliGemma
 /// `detect cat` pass through unchanged).
 struct ChatRequest: Sendable {
     var model: String?
-    var image: Data
+    var images: [Data]
     var prompt: String
     var options: GenerationOptions
     var stream: Bool
@@ -95,23 +95,24 @@ struct ChatRequest: Sendable {
             }
             includeUsage = (o["include_usage"] as? Bool) ?? false
         }
-        let (image, prompt) = try content(of: fields["messages"])
-        return ChatRequest(model: fields["model"] as? String, image: image, prompt: prompt, options: options,
+        let (images, prompt) = try content(of: fields["messages"])
+        return ChatRequest(model: fields["model"] as? String, images: images, prompt: prompt, options: options,
                            stream: try flag("stream"), includeUsage: includeUsage, logprobs: try flag("logprobs"), stop: stop)
     }
 
-    /// The image (the last one sent) and the prompt (the last user message's text).
-    static func content(of messages: Any?) throws -> (Data, String) {
+    /// The images (those of the last message that has any, in order: several go into one
+    /// prompt) and the prompt (the last user message's text).
+    static func content(of messages: Any?) throws -> ([Data], String) {
         guard let list = messages as? [Any], !list.isEmpty else {
             throw APIError(.badRequest, code: "missing_field", message: "'messages' must be a non-empty list of messages", param: "messages")
         }
-        var imageURL: String?
+        var imageURLs: [String] = []
         var prompt: String?
         for (i, item) in list.enumerated() {
             guard let message = item as? [String: Any], let role = message["role"] as? String else {
                 throw APIError(.badRequest, code: "invalid_message", message: "messages[\(i)] must be an object with a 'role'", param: "messages")
             }
-            var texts: [String] = []
+            var texts: [String] = [], urls: [String] = []
             switch message["content"] {
             case let s as String: texts = [s]
             case let parts as [Any]:
@@ -135,7 +136,7 @@ struct ChatRequest: Sendable {
                                            message: "image_url must be a data: URL (data:image/jpeg;base64,…); this server fetches nothing from the network",
                                            param: "messages")
                         }
-                        imageURL = url
+                        urls.append(url)
                     default:
                         throw APIError(.badRequest, code: "invalid_message", message: "content part type '\(type)' is not supported (text, image_url)", param: "messages")
                     }
@@ -147,14 +148,16 @@ struct ChatRequest: Sendable {
             // PaliGemma answers one prompt: the last user message's text; system and assistant
             // turns carry nothing it was trained to use.
             if role == "user" { prompt = texts.joined(separator: " ") }
+            if !urls.isEmpty { imageURLs = urls }
         }
-        guard let imageURL else {
+        guard !imageURLs.isEmpty else {
             throw APIError(.badRequest, code: "missing_image", message: "no image: add a content part {\"type\": \"image_url\", \"image_url\": {\"url\": \"data:image/jpeg;base64,…\"}}", param: "messages")
         }
         guard let prompt, !prompt.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
             throw APIError(.badRequest, code: "invalid_prompt", message: "the last user message has no text; PaliGemma needs a prompt such as \"caption en\" or \"answer en what is this?\"", param: "messages")
         }
-        return (try GenerateRequest.decodeBase64(imageURL), prompt)
+        try GenerateRequest.checkImageCount(imageURLs.count)
+        return (try imageURLs.map { try GenerateRequest.decodeBase64($0) }, prompt)
     }
 }
 
@@ -278,12 +281,12 @@ extension PaliGemmaService {
         let ticket = try admission.admit()
         if await gate.isFull { throw APIError.busy(waiting: await gate.waiting) }
         let chat = try await offload { try ChatRequest.parse(body: body) }
-        try validate(GenerateRequest(image: chat.image, prompt: chat.prompt, options: chat.options))
-        let (image, lease) = try await decode(chat.image, name: "image_url")
+        try validate(GenerateRequest(images: chat.images, prompt: chat.prompt, options: chat.options))
+        let (images, lease) = try await decode(chat.images, name: "image_url")
         let id = "chatcmpl-" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
         let created = Int(Date().timeIntervalSince1970)
         if chat.stream {
-            return chatStream(chat, image: image, lease: lease, ticket: ticket, id: id, created: created, start: start, cancel: clientGone)
+            return chatStream(chat, images: images, lease: lease, ticket: ticket, id: id, created: created, start: start, cancel: clientGone)
         }
         defer { lease.release(); ticket.release() }
         let waitStart = monotonicSeconds()
@@ -291,7 +294,7 @@ extension PaliGemmaService {
         try await gate.acquire(unless: clientGone)
         let result: (TaskResult, String, Bool) = try await gate.executeThenRelease {
             var matcher = StopMatcher(chat.stop)
-            let r = try runGeneration(pipeline: pipeline, image: image, prompt: chat.prompt, options: chat.options,
+            let r = try runGeneration(pipeline: pipeline, images: images, prompt: chat.prompt, options: chat.options,
                                       segmenter: segmenter, cache: imageCache, cancel: clientGone) { _ in }
             // Stops are applied to the finished text here; the stream applies them as it goes.
             _ = matcher.add(r.text)
@@ -332,7 +335,7 @@ extension PaliGemmaService {
     }
 
     /// The answer as `chat.completion.chunk` events, then `data: [DONE]`.
-    func chatStream(_ chat: ChatRequest, image: RGBImage, lease: DecodeSlots.Lease, ticket: Admission.Ticket, id: String,
+    func chatStream(_ chat: ChatRequest, images: [RGBImage], lease: DecodeSlots.Lease, ticket: Admission.Ticket, id: String,
                     created: Int, start: Double, cancel: CancellationFlag) -> Response {
         let headers: HTTPFields = [.contentType: "text/event-stream; charset=utf-8", .cacheControl: "no-store"]
         let model = chat.model ?? modelName
@@ -360,7 +363,7 @@ extension PaliGemmaService {
                 return await gate.executeThenRelease { () -> (TaskResult, Bool) in
                     var matcher = StopMatcher(chat.stop)
                     let eos = Set(pipeline.model.config.text.eosTokenIDs)
-                    let task = try runGeneration(pipeline: pipeline, image: image, prompt: chat.prompt, options: chat.options,
+                    let task = try runGeneration(pipeline: pipeline, images: images, prompt: chat.prompt, options: chat.options,
                                                  segmenter: segmenter, cache: imageCache, cancel: cancel) { token in
                         let released = matcher.add(token.text)
                         var lp: OpenAIShapes.LogProbs?

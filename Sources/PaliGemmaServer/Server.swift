@@ -173,9 +173,9 @@ public final class PaliGemmaService: Sendable {
         let contentType = request.headers[.contentType]
         let parsed = try await offload { try GenerateRequest.parse(body: body, contentType: contentType) }
         try validate(parsed)
-        let (image, lease) = try await decode(parsed.image, name: "image")
+        let (images, lease) = try await decode(parsed.images, name: "image")
         if stream {
-            return streamingResponse(parsed, image: image, lease: lease, ticket: ticket, start: start, cancel: clientGone)
+            return streamingResponse(parsed, images: images, lease: lease, ticket: ticket, start: start, cancel: clientGone)
         }
         defer { lease.release(); ticket.release() }
         let (pipeline, prompt, options) = (self.pipeline, parsed.prompt, parsed.options)
@@ -184,7 +184,7 @@ public final class PaliGemmaService: Sendable {
         let queued = monotonicSeconds() - waitStart
         let (segmenter, imageCache) = (self.segmenter, self.imageCache)
         let result = try await gate.executeThenRelease {
-            try runGeneration(pipeline: pipeline, image: image, prompt: prompt, options: options, segmenter: segmenter, cache: imageCache,
+            try runGeneration(pipeline: pipeline, images: images, prompt: prompt, options: options, segmenter: segmenter, cache: imageCache,
                               cancel: clientGone, onToken: nil)
         }.get()
         if clientGone.isCancelled { throw APIError.clientGone }
@@ -192,7 +192,7 @@ public final class PaliGemmaService: Sendable {
     }
 
     /// Server-Sent Events: `token` per token, then `done` with the full result (or `error`).
-    func streamingResponse(_ parsed: GenerateRequest, image: RGBImage, lease: DecodeSlots.Lease, ticket: Admission.Ticket,
+    func streamingResponse(_ parsed: GenerateRequest, images: [RGBImage], lease: DecodeSlots.Lease, ticket: Admission.Ticket,
                            start: Double, cancel: CancellationFlag) -> Response {
         let headers: HTTPFields = [.contentType: "text/event-stream; charset=utf-8", .cacheControl: "no-store"]
         return Response(status: .ok, headers: headers, body: ResponseBody { [self] writer in
@@ -211,7 +211,7 @@ public final class PaliGemmaService: Sendable {
             let generation = Task { () -> Result<TaskResult, Error> in
                 defer { continuation.finish() }
                 return await gate.executeThenRelease {
-                    try runGeneration(pipeline: pipeline, image: image, prompt: prompt, options: options, segmenter: segmenter, cache: imageCache,
+                    try runGeneration(pipeline: pipeline, images: images, prompt: prompt, options: options, segmenter: segmenter, cache: imageCache,
                                       cancel: cancel) { token in
                         if let data = try? encoder().encode(token) {
                             continuation.yield(sse("token", String(decoding: data, as: UTF8.self)))
@@ -269,13 +269,16 @@ public final class PaliGemmaService: Sendable {
         }
     }
 
-    /// Decodes an image once a decode slot is free; the lease is held until the generation that
-    /// uses the image ends.
-    func decode(_ data: Data, name: String) async throws -> (RGBImage, DecodeSlots.Lease) {
+    /// Decodes a request's images once a decode slot is free; the lease is held until the
+    /// generation that uses them ends.
+    func decode(_ files: [Data], name: String) async throws -> ([RGBImage], DecodeSlots.Lease) {
         let lease = await decodeSlots.take()
         let loader = imageLoader
         do {
-            return (try await offload { try loader.decode(data, name: name) }, lease)
+            let images = try await offload {
+                try files.enumerated().map { i, data in try loader.decode(data, name: files.count == 1 ? name : "\(name) \(i + 1)") }
+            }
+            return (images, lease)
         } catch {
             lease.release()
             throw error

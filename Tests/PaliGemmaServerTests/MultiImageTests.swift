@@ -1,0 +1,64 @@
+import Foundation
+import PaliGemma
+@testable import PaliGemmaServer
+import XCTest
+
+extension ServerTests {
+    /// Several images in one request, in every request shape (JSON `images`, repeated form parts,
+    /// OpenAI image_url parts of one message): the ids transformers' processor + generate gave for
+    /// the same files and prompt (tools/reference/fixtures_model.py, reference_multi.json).
+    func testSeveralImagesInOneRequestMatchTransformers() async throws {
+        struct Multi: Decodable {
+            struct Case: Decodable { let images: [String], prompt: String, generated_ids: [Int] }
+            let cases: [Case]
+        }
+        let reference = try JSONDecoder().decode(Multi.self, from: Data(contentsOf:
+            Self.modelDirectory.appendingPathComponent("reference_multi.json")))
+        try await withServer { port, _ in
+            for c in reference.cases {
+                let files = try c.images.map { try imageData($0) }
+                let n = c.generated_ids.count
+
+                let json = try await HTTPClient.postJSON(port: port, ["images": files.map { $0.base64EncodedString() },
+                                                                       "prompt": c.prompt, "max_new_tokens": n, "temperature": 0])
+                XCTAssertEqual(json.status, 200, json.text)
+                XCTAssertEqual(json.json["token_ids"] as? [Int], c.generated_ids, "JSON, \(c.images.count) images")
+
+                let boundary = "----several-images"
+                var body = Data()
+                for (name, value) in [("prompt", c.prompt), ("max_new_tokens", String(n)), ("temperature", "0")] {
+                    body += Data("--\(boundary)\r\nContent-Disposition: form-data; name=\"\(name)\"\r\n\r\n\(value)\r\n".utf8)
+                }
+                for (i, file) in files.enumerated() {
+                    body += Data("--\(boundary)\r\nContent-Disposition: form-data; name=\"image\"; filename=\"\(i).img\"\r\n\r\n".utf8)
+                    body += file + Data("\r\n".utf8)
+                }
+                body += Data("--\(boundary)--\r\n".utf8)
+                let form = try await HTTPClient.request(port: port, method: "POST", path: "/v1/generate",
+                                                        headers: ["Content-Type": "multipart/form-data; boundary=\(boundary)"], body: body)
+                XCTAssertEqual(form.status, 200, form.text)
+                XCTAssertEqual(form.json["token_ids"] as? [Int], c.generated_ids, "form, \(c.images.count) images")
+
+                // An earlier message's image is not part of the prompt: the last message with images gives them.
+                let parts: [[String: Any]] = [["type": "text", "text": c.prompt]]
+                    + files.map { ["type": "image_url", "image_url": ["url": "data:image/png;base64," + $0.base64EncodedString()]] }
+                let earlier: [String: Any] = ["role": "user", "content": [["type": "image_url", "image_url": ["url": "data:image/png;base64," + files[0].base64EncodedString()]],
+                                                                          ["type": "text", "text": "caption en"]]]
+                let chat = try await HTTPClient.postJSON(port: port, path: "/v1/chat/completions", [
+                    "model": "paligemma", "messages": [earlier, ["role": "user", "content": parts]], "max_tokens": n, "temperature": 0,
+                ])
+                XCTAssertEqual(chat.status, 200, chat.text)
+                XCTAssertEqual((chat.json["paligemma"] as? [String: Any])?["token_ids"] as? [Int], c.generated_ids, "chat, \(c.images.count) images")
+            }
+
+            let one = try imageData(reference.cases[0].images[0]).base64EncodedString()
+            let tooMany = try await HTTPClient.postJSON(port: port, ["images": Array(repeating: one, count: GenerateRequest.maxImages + 1), "prompt": "caption en"])
+            XCTAssertEqual(tooMany.status, 400, tooMany.text)
+            XCTAssertEqual(tooMany.errorCode, "too_many_images")
+            let both = try await HTTPClient.postJSON(port: port, ["image": one, "images": [one], "prompt": "caption en"])
+            XCTAssertEqual(both.status, 400, both.text)
+            let none = try await HTTPClient.postJSON(port: port, ["images": [String](), "prompt": "caption en"])
+            XCTAssertEqual(none.errorCode, "missing_image", none.text)
+        }
+    }
+}
