@@ -48,7 +48,11 @@ from pathlib import Path
 
 # The server announces itself with this line on stdout once it listens.
 READY_PREFIX = "PaliGemma server on http://"
-REQUEST_FIELDS = ("id", "image", "prompt", "max_new_tokens")
+
+
+def dump(answer):
+    """One answer line as the CLI writes them: sorted keys, compact, UTF-8 kept."""
+    return json.dumps(answer, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -278,24 +282,27 @@ class PaliGemmaActor:
             if response.status == 503:  # queue full: only when --in-flight exceeds --max-waiting
                 time.sleep(float(response.getheader("Retry-After") or 1))
                 continue
-            return response.status, json.loads(payload)
+            try:
+                return response.status, json.loads(payload)
+            except ValueError:
+                return response.status, {"error": {"message": payload[:200].decode("utf-8", "replace")}}
 
     def _answer(self, row):
-        answer_head = {"id": row["id"], "image": row["image"]}
+        answer_head = {"id": str(row["id"]), "image": str(row["image"])}
         try:
             with open(row["path"], "rb") as f:
                 image = base64.b64encode(f.read()).decode("ascii")
         except OSError as error:
-            return json.dumps({**answer_head, "error": f"cannot read {row['image']}: {error.strerror}"}, ensure_ascii=False)
+            return dump({**answer_head, "error": f"cannot read {row['image']}: {error.strerror or error}"})
         request = {"image": image, "prompt": row["prompt"], **self.options}
         if row["max_new_tokens"] >= 0:
-            request["max_new_tokens"] = row["max_new_tokens"]
+            request["max_new_tokens"] = int(row["max_new_tokens"])
         status, answer = self._post(json.dumps(request).encode("utf-8"))
         if status != 200:
             message = answer.get("error", {}).get("message", "") if isinstance(answer, dict) else ""
-            return json.dumps({**answer_head, "error": f"HTTP {status}: {message}"}, ensure_ascii=False)
+            return dump({**answer_head, "error": f"HTTP {status}: {message}"})
         answer.update(answer_head)
-        return json.dumps(answer, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+        return dump(answer)
 
     def __call__(self, batch):
         rows = [dict(zip(batch.keys(), values)) for values in zip(*(batch[k] for k in batch.keys()))]
@@ -334,16 +341,16 @@ def parse_args(argv=None):
     engine.add_argument("--threads", type=int, help="engine threads per actor (default: --cpus-per-actor)")
     engine.add_argument("--serve-arg", action="append", default=[], metavar="ARG",
                         help="one more argument for `paligemma serve`, repeatable (e.g. --serve-arg=--products --serve-arg=bf16)")
-    engine.add_argument("--max-tokens", type=int, help="max_new_tokens for rows without one (default: the server's, 64)")
+    engine.add_argument("--max-tokens", type=int, help="max_new_tokens for rows without one, at most 1024 (default: 64, as the CLI)")
     engine.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (default 0)")
-    engine.add_argument("--top-k", type=int, default=0)
-    engine.add_argument("--top-p", type=float, default=1.0)
+    engine.add_argument("--top-k", type=int, default=0, help="sample among the K most likely tokens (default 0: all)")
+    engine.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1.0)")
     engine.add_argument("--seed", type=int, default=0, help="sampling seed, the same for every request as in the CLI's batch mode (default 0)")
     cluster = parser.add_argument_group("the cluster")
     cluster.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else a running local one, else a new local instance)")
     cluster.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance started here, when there is no cluster")
-    cluster.add_argument("--actors", type=int, help="actors, each with one paligemma process (default: one per alive node with CPUs)")
-    cluster.add_argument("--cpus-per-actor", type=float, help="Ray CPUs each actor reserves (default: the CPUs of the smallest node, so one actor per node)")
+    cluster.add_argument("--actors", type=int, help="actors, each with one paligemma process (default: as many as the nodes' CPUs hold, so one per node when nodes are alike and --cpus-per-actor is not given)")
+    cluster.add_argument("--cpus-per-actor", type=float, help="Ray CPUs each actor reserves (default: the CPUs of the smallest node with CPUs); less gives several engines per node, which helps where decoding is limited by memory bandwidth")
     cluster.add_argument("--batch-size", type=int, default=16, help="rows per Ray task; a retried task redoes at most this many (default 16)")
     cluster.add_argument("--in-flight", type=int, default=2, help="requests each actor keeps queued at its server (default 2)")
     cluster.add_argument("--max-restarts", type=int, default=4, help="times an actor is restarted after its process dies before the job fails (default 4)")
@@ -378,7 +385,7 @@ def main(argv=None):
     done = set(output.answered)
     if done:
         print(f"resuming: {len(done)} ids already answered in {args.output}", file=sys.stderr)
-    output.write([json.dumps(e, ensure_ascii=False, sort_keys=True, separators=(",", ":")) for e in errors if e["id"] not in done])
+    output.write([dump(e) for e in errors if e["id"] not in done])
     done.update(e["id"] for e in errors)
     pending = [r for r in requests if r["id"] not in done]
     if not pending:
@@ -394,7 +401,7 @@ def main(argv=None):
     if not nodes:
         sys.exit("error: the Ray cluster has no node with CPUs")
     cpus = args.cpus_per_actor or min(nodes)
-    actors = args.actors or sum(1 for c in nodes if c >= cpus)
+    actors = args.actors or sum(int(c // cpus) for c in nodes) or 1
     threads = args.threads or max(1, int(cpus))
     options = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "seed": args.seed}
     if args.max_tokens is not None:
