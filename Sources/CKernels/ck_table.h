@@ -47,6 +47,10 @@ typedef struct ck_kernels {
     void (*quantize_input)(const float *x, int64_t K, ck_qinput *out);
     void (*gemv_q_int8)(const ck_qinput *in, int64_t K, const void *W, const uint16_t *scales, int format,
                         const float *bias, float *y, int64_t n0, int64_t n1);
+    /* gemv_q_int8 for M inputs at once (decode of several sequences): row m of y (stride ldy) must
+     * equal gemv_q_int8(&in[m], …) bit for bit; a level may read each weight row once for all M */
+    void (*gemv_q_int8_rows)(const ck_qinput *in, int64_t M, int64_t K, const void *W, const uint16_t *scales,
+                             int format, const float *bias, float *y, int64_t ldy, int64_t n0, int64_t n1);
     void (*quantize_rows_u8)(const float *x, int64_t M, int64_t K, int64_t ldx, uint8_t *xq, float *xs);
     void (*gemm_q_int8)(const uint8_t *xq, const float *xs, int64_t M, int64_t K, const void *W,
                         const uint16_t *scales, int format, const float *bias, float *y, int64_t ldy, int64_t n0,

@@ -207,6 +207,11 @@ void ck_gemv_q_int8(const ck_qinput *in, int64_t K, const void *W, const uint16_
     ck_active()->gemv_q_int8(in, K, W, scales, format, bias, y, n0, n1);
 }
 
+void ck_gemv_q_int8_rows(const ck_qinput *in, int64_t M, int64_t K, const void *W, const uint16_t *scales, int format,
+                         const float *bias, float *y, int64_t ldy, int64_t n0, int64_t n1) {
+    ck_active()->gemv_q_int8_rows(in, M, K, W, scales, format, bias, y, ldy, n0, n1);
+}
+
 void ck_quantize_rows_u8(const float *x, int64_t M, int64_t K, int64_t ldx, uint8_t *xq, float *xs) {
     ck_active()->quantize_rows_u8(x, M, K, ldx, xq, xs);
 }

@@ -77,6 +77,11 @@ public protocol ComputeBackend: Sendable {
     /// `out[r] = x[r] · Wᵀ + bias` for each active row r of x. x: [rows, W.columns], out: [rows, W.rows].
     func linear(_ x: Matrix, _ weight: WeightMatrix, bias: [Float]?, into out: Matrix)
 
+    /// `out = x · Wᵀ` with every row computed bit for bit as `linear` computes that row alone,
+    /// in one pass over the weights (decode of several sequences at once). Returns false, having
+    /// done nothing, when this backend has no such kernel for these weights.
+    func linearEachRow(_ x: Matrix, _ weight: WeightMatrix, into out: Matrix) -> Bool
+
     /// LayerNorm of each row: `(x − mean) / sqrt(var + eps) · gamma + beta` (statistics in float32).
     func layerNorm(_ x: Matrix, gamma: [Float], beta: [Float], eps: Float, into out: Matrix)
 
@@ -104,4 +109,8 @@ public protocol ComputeBackend: Sendable {
 
     /// `out[r] = table[ids[r]] · scale` for each id, filling rows 0..<ids.count of out.
     func embed(_ ids: [Int], table: WeightMatrix, scale: Float, into out: Matrix)
+}
+
+extension ComputeBackend {
+    public func linearEachRow(_ x: Matrix, _ weight: WeightMatrix, into out: Matrix) -> Bool { false }
 }

@@ -135,6 +135,51 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
         if let bias { bias.withUnsafeBufferPointer { run($0.baseAddress) } } else { run(nil) }
     }
 
+    /// Quantized weights with int8 inputs: each row quantized as the one-row GEMV quantizes it,
+    /// and one pass over the weights computing every row as that GEMV would (`ck_gemv_q_int8_rows`,
+    /// same 64-row chunks). Other formats: false (the caller runs a product per row).
+    public func linearEachRow(_ x: Matrix, _ weight: WeightMatrix, into out: Matrix) -> Bool {
+        precondition(x.columns == weight.columns && out.columns == weight.rows, "linear shape mismatch")
+        guard weight.format.isQuantized, !weight.hasShortLastGroup, int8Activations, ck_has_int8_products() != 0 else {
+            return false
+        }
+        if x.rows == 1 {
+            linear(x, weight, bias: nil, into: out)
+            return true
+        }
+        withWorkspace { ws in
+            out.setRows(x.rows)
+            let k = weight.columns, n = weight.rows, m = x.rows
+            // Per row, the one-row path's layout (64-byte aligned parts): value, magnitude,
+            // value_q4 (k bytes each), negative, sum4, offset_q4, scale.
+            func up(_ v: Int) -> Int { (v + 63) & ~63 }
+            let groups = k / 32, kb = up(k)
+            let negativeAt = 3 * kb, sum4At = negativeAt + up(max(1, (groups + 1) / 2) * 8)
+            let offsetQ4At = sum4At + kb, scaleAt = offsetQ4At + kb, rowBytes = scaleAt + up(groups * 4)
+            let inputsAt = up(m * rowBytes)
+            let base = ws.shared(bytes: inputsAt + m * MemoryLayout<ck_qinput>.stride)
+            let inputs = (base + inputsAt).bindMemory(to: ck_qinput.self, capacity: m)
+            for r in 0..<m {
+                let b = base + r * rowBytes
+                inputs[r] = ck_qinput(
+                    value: b.assumingMemoryBound(to: Int8.self),
+                    magnitude: (b + kb).assumingMemoryBound(to: UInt8.self),
+                    negative: (b + negativeAt).assumingMemoryBound(to: UInt64.self),
+                    sum4: (b + sum4At).assumingMemoryBound(to: Int32.self),
+                    scale: (b + scaleAt).assumingMemoryBound(to: Float.self),
+                    value_q4: (b + 2 * kb).assumingMemoryBound(to: Int8.self),
+                    offset_q4: (b + offsetQ4At).assumingMemoryBound(to: Int32.self))
+                ck_quantize_input(x.rowPointer(r), Int64(k), inputs + r)
+            }
+            let yp = out.storage, ldy = Int64(out.columns), format = weight.format.rawValue
+            parallel((n + 63) / 64, minChunk: 1) { g0, g1, _ in
+                ck_gemv_q_int8_rows(inputs, Int64(m), Int64(k), weight.data, weight.scales, format, nil, yp, ldy,
+                                    Int64(g0 * 64), Int64(min(n, g1 * 64)))
+            }
+        }
+        return true
+    }
+
     /// Whether bf16 dot products beat float32 FMAs on this CPU, measured once on a small product.
     /// (AMD Zen 4 runs bf16 dot products at twice its FMA rate; Intel Sapphire Rapids the reverse.)
     public var prefersBF16DotProducts: Bool {

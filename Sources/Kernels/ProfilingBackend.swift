@@ -39,6 +39,11 @@ public final class ProfilingBackend: ComputeBackend, @unchecked Sendable {
     public func linear(_ x: Matrix, _ weight: WeightMatrix, bias: [Float]?, into out: Matrix) {
         timed(x.rows == 1 ? "linear (1 row)" : "linear (many rows)") { inner.linear(x, weight, bias: bias, into: out) }
     }
+    public func linearEachRow(_ x: Matrix, _ weight: WeightMatrix, into out: Matrix) -> Bool {
+        var done = false
+        timed("linear (rows of several sequences)") { done = inner.linearEachRow(x, weight, into: out) }
+        return done
+    }
     public func layerNorm(_ x: Matrix, gamma: [Float], beta: [Float], eps: Float, into out: Matrix) {
         timed("layerNorm") { inner.layerNorm(x, gamma: gamma, beta: beta, eps: eps, into: out) }
     }

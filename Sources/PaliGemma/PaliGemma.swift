@@ -80,6 +80,7 @@ public final class PaliGemmaModel: Sendable {
     let projectorBias: [Float]      // multi_modal_projector.linear.bias  [H]
     let decoder: Gemma2Decoder
     private let checkpoint: SafeTensorsCheckpoint
+    private let batchingBox = BatchingBox()
     /// The big_vision `.npz` tree the weights were read from; nil for a Hugging Face checkpoint.
     public let bigVisionTree: URL?
 
@@ -129,15 +130,46 @@ public final class PaliGemmaModel: Sendable {
         guard pixels.count == expected else {
             throw InputError.pixelCount(found: pixels.count, expected: expected, imageSize: s)
         }
-        return vision.encode(pixels: pixels, backend: backend, adapter: decoder.adapter)
+        return alone { vision.encode(pixels: pixels, backend: backend, adapter: decoder.adapter) }
     }
 
     /// Vision tower + projector: the rows that replace the `<image>` tokens.
     public func encodeImage(pixels: [Float]) throws -> ImageEmbedding {
-        let features = try visionFeatures(pixels: pixels)
-        let out = Matrix(rows: features.rows, columns: config.text.hiddenSize)
-        backend.linear(features, projector, bias: projectorBias, into: out)
-        return ImageEmbedding(rows: out)
+        try alone {
+            let features = try visionFeatures(pixels: pixels)
+            let out = Matrix(rows: features.rows, columns: config.text.hiddenSize)
+            backend.linear(features, projector, bias: projectorBias, into: out)
+            return ImageEmbedding(rows: out)
+        }
+    }
+
+    // MARK: Concurrent generations
+
+    /// Lets generations running at the same time on this model (one per thread, each with its
+    /// own session) share every decode step: one read of the weights serves all the sequences
+    /// ready for a token, up to `maxSequences` (see ``BatchedDecoding``). Image encoding and
+    /// prefill then take the model in turn. Call once, before the concurrent work starts; later
+    /// calls return the first coordinator. Not available with a LoRA adapter (nil is returned).
+    @discardableResult
+    public func enableBatchedDecoding(maxSequences: Int) -> BatchedDecoding? {
+        guard decoder.adapter == nil else { return nil }
+        batchingBox.lock.lock()
+        defer { batchingBox.lock.unlock() }
+        if batchingBox.value == nil { batchingBox.value = BatchedDecoding(model: self, maxSequences: maxSequences) }
+        return batchingBox.value
+    }
+
+    /// The coordinator of concurrent generations, once enabled.
+    public var batchedDecoding: BatchedDecoding? {
+        batchingBox.lock.lock()
+        defer { batchingBox.lock.unlock() }
+        return batchingBox.value
+    }
+
+    /// Model work outside a shared decode step, run alone when concurrent generations are on.
+    func alone<T>(_ body: () throws -> T) rethrows -> T {
+        if let batching = batchedDecoding { return try batching.exclusive(body) }
+        return try body()
     }
 
     /// The decoder's input rows for `prompt`: `embed_tokens[id] · embed_scale` for text, the
@@ -199,6 +231,13 @@ public final class PaliGemmaModel: Sendable {
     }
 }
 
+/// Holds the model's coordinator of concurrent generations once it is made.
+// @unchecked Sendable: `value` is only touched under `lock`.
+final class BatchingBox: @unchecked Sendable {
+    let lock = NSLock()
+    var value: BatchedDecoding?
+}
+
 /// What generation produced.
 public struct GenerationResult: Sendable {
     /// Generated ids, including the stop token when one ended generation.
@@ -222,10 +261,13 @@ public final class InferenceSession {
     private let lastHidden: Matrix   // [1, H]
     private let lastNormed: Matrix   // [1, H]
     /// The one id a decode step embeds, reused so a step allocates nothing.
-    private var stepToken = [0]
+    var stepToken = [0]
+    /// Shares decode steps with the model's other sessions (``PaliGemmaModel/enableBatchedDecoding(maxSequences:)``).
+    let batching: BatchedDecoding?
 
     init(model: PaliGemmaModel, capacity: Int) {
         self.model = model
+        batching = model.batchedDecoding
         state = Gemma2State(config: model.config.text, capacity: max(1, capacity), loraRank: model.decoder.adapter?.config.rank)
         lastHidden = Matrix(rows: 1, columns: model.config.text.hiddenSize)
         lastNormed = Matrix(rows: 1, columns: model.config.text.hiddenSize)
@@ -251,6 +293,10 @@ public final class InferenceSession {
     @discardableResult
     public func prefill(prompt: [Int], tokenTypes: [Int]? = nil, image: ImageEmbedding?,
                         logits rows: LogitsRows = .last) throws -> Matrix {
+        try model.alone { try prefillAlone(prompt: prompt, tokenTypes: tokenTypes, image: image, logits: rows) }
+    }
+
+    private func prefillAlone(prompt: [Int], tokenTypes: [Int]?, image: ImageEmbedding?, logits rows: LogitsRows) throws -> Matrix {
         let c = model.config
         guard !prompt.isEmpty else { throw InputError.empty }
         let types = tokenTypes ?? [Int](repeating: 0, count: prompt.count)
@@ -291,6 +337,7 @@ public final class InferenceSession {
             throw InputError.tooLong(tokens: state.length + 1, capacity: state.capacity)
         }
         stepToken[0] = token
+        if let batching { return try batching.step(self) }
         model.backend.embed(stepToken, table: model.decoder.embedTokens, scale: model.decoder.embedScale, into: state.x)
         model.decoder.replaceTokenRows(stepToken, in: state.x)
         model.decoder.forward(state, backend: model.backend)
@@ -307,6 +354,8 @@ public final class InferenceSession {
         try options.validate()
         reset()
         var logits = try prefill(prompt: prompt, tokenTypes: tokenTypes, image: image, logits: .last)
+        batching?.enter()
+        defer { batching?.leave() }
         var sampler = Sampler(options: options, vocabularySize: logits.columns)
         var result = GenerationResult(tokens: [], logProbs: [], logits: [], finishReason: .maxTokens)
         result.tokens.reserveCapacity(options.maxNewTokens)

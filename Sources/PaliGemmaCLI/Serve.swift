@@ -9,7 +9,7 @@ struct Serve: AsyncParsableCommand {
         discussion: """
         GET / is a page to try the model in a browser: image, task, streamed text, boxes and masks. GET /health describes the model. POST /v1/generate takes {"image": base64, "prompt": …} (or a multipart form) and answers JSON; with ?stream=true, Server-Sent Events. OpenAI's protocol is served too: POST /v1/chat/completions (an image_url data URL and the prompt as text; plain or streamed) and GET /v1/models, so OpenAI clients work with base_url http://HOST:PORT/v1.
 
-        One generation runs at a time; up to --max-waiting requests queue behind it and more are refused with 503. Masks for segment prompts use vae-oid.npz from --vae-oid, else the one in the model directory; without one, segment answers carry boxes only (and a note saying so).
+        Up to --max-sequences generations run at once and share each decode step (one pass over the weights serves them all); up to --max-waiting requests queue behind them, streams hear their place in the queue, and more are refused with 503. Masks for segment prompts use vae-oid.npz from --vae-oid, else the one in the model directory; without one, segment answers carry boxes only (and a note saying so).
 
         Example: paligemma serve --model google/paligemma2-3b-mix-448 --port 8080
         """)
@@ -17,7 +17,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Address to listen on (0.0.0.0 for every interface).") var host = "127.0.0.1"
     @Option(parsing: .unconditional, help: "Port to listen on, 0…65535 (0 picks a free one).") var port = 8080
     @Option(name: .customLong("vae-oid"), help: "big_vision's vae-oid.npz (mask decoder weights).") var vaeOID: String?
-    @Option(name: .customLong("max-waiting"), parsing: .unconditional, help: "Requests that may wait while one generates (0…1024).") var maxWaiting = 8
+    @Option(name: .customLong("max-waiting"), parsing: .unconditional, help: "Requests that may wait for a generation slot (0…1024).") var maxWaiting = 8
+    @Option(name: .customLong("max-sequences"), parsing: .unconditional, help: "Generations that run at once, sharing decode steps (1…8; 1 runs one at a time).") var maxSequences = 4
     @Option(name: .customLong("max-body-mb"), parsing: .unconditional, help: "Largest request body, in MB (1…1024).") var maxBodyMB = 32
 
     @Option(name: .customLong("max-connections"), parsing: .unconditional, help: "Open connections at most (1…65536); more are closed on arrival.") var maxConnections = 256
@@ -31,6 +32,7 @@ struct Serve: AsyncParsableCommand {
         guard (1...3600).contains(idleTimeout) else { throw ValidationError("--idle-timeout must be in 1…3600 seconds, got \(idleTimeout)") }
         guard (0...65535).contains(port) else { throw ValidationError("--port must be in 0…65535, got \(port)") }
         guard (1...1024).contains(maxBodyMB) else { throw ValidationError("--max-body-mb must be in 1…1024, got \(maxBodyMB)") }
+        guard (1...8).contains(maxSequences) else { throw ValidationError("--max-sequences must be in 1…8, got \(maxSequences)") }
         guard (0...1024).contains(maxWaiting) else { throw ValidationError("--max-waiting must be in 0…1024, got \(maxWaiting)") }
     }
 
@@ -52,6 +54,7 @@ struct Serve: AsyncParsableCommand {
         var config = ServerConfiguration(host: host, port: port, modelName: model.requestedModel().name,
                                          maxBodyBytes: maxBodyMB << 20, maxWaiting: maxWaiting)
         config.maxConnections = maxConnections
+        config.maxSequences = maxSequences
         config.corsOrigin = corsOrigin
         let key = apiKey ?? ProcessInfo.processInfo.environment["PALIGEMMA_API_KEY"].flatMap { $0.isEmpty ? nil : $0 }
         config.apiKey = key

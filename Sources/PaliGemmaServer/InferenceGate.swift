@@ -1,73 +1,89 @@
 import Dispatch
 import Foundation
 
-/// Lets one generation use the model at a time (the compute backend has shared scratch buffers);
-/// others wait in arrival order. When `maxWaiting` requests are already waiting, a new one is refused
-/// with `APIError.busy` (503) instead of queueing without bound.
+/// Lets up to `slots` generations run at once (they share decode steps: ``BatchedDecoding``);
+/// others wait in arrival order. When `maxWaiting` requests are already waiting, a new one is
+/// refused with `APIError.busy` (503) instead of queueing without bound.
 ///
-/// The model work itself runs on a dedicated serial queue, not on Swift's cooperative thread pool,
-/// so the HTTP side stays responsive while a generation computes.
+/// Each generation runs on a thread of its own, not on Swift's cooperative thread pool: its loop
+/// blocks while the step it joined runs, and the HTTP side stays responsive meanwhile.
 actor InferenceGate {
     let maxWaiting: Int
-    private(set) var running = false
-    private var waiters: [CheckedContinuation<Void, Never>] = []
-    private static let queue = DispatchQueue(label: "paligemma.server.inference", qos: .userInitiated)
-    /// How many model jobs ran at once, at most (1 unless serialisation is broken; for tests).
+    let slots: Int
+    /// Generations holding a slot.
+    private(set) var active = 0
+    private var waiters: [Waiter] = []
+    /// How many model jobs ran at once, at most, and how many ran (for tests).
     nonisolated let activity = ActivityCounter()
 
-    init(maxWaiting: Int) {
-        self.maxWaiting = max(0, maxWaiting)
+    private struct Waiter {
+        let resume: CheckedContinuation<Void, Never>
+        /// Told the requests ahead of it whenever that changes.
+        let onPosition: (@Sendable (Int) -> Void)?
     }
 
-    /// Requests waiting for their turn (not counting the one running).
+    init(maxWaiting: Int, slots: Int = 1) {
+        self.maxWaiting = max(0, maxWaiting)
+        self.slots = max(1, slots)
+    }
+
+    /// Whether a generation is running.
+    var running: Bool { active > 0 }
+
+    /// Requests waiting for a slot.
     var waiting: Int { waiters.count }
 
     /// Whether a new request would be refused now.
-    var isFull: Bool { running && waiters.count >= maxWaiting }
+    var isFull: Bool { active >= slots && waiters.count >= maxWaiting }
 
-    /// Waits for the model; throws `busy` when the queue is full.
-    func acquire() async throws {
-        if !running {
-            running = true
+    /// Waits for a slot; throws `busy` when the queue is full. `onPosition` hears how many
+    /// requests are ahead while it waits (not called when a slot is free at once).
+    func acquire(onPosition: (@Sendable (Int) -> Void)? = nil) async throws {
+        if active < slots {
+            active += 1
             return
         }
         guard waiters.count < maxWaiting else { throw APIError.busy(waiting: waiters.count) }
-        await withCheckedContinuation { waiters.append($0) }
-        // `release` handed the model over: `running` stayed true.
+        onPosition?(waiters.count)
+        await withCheckedContinuation { waiters.append(Waiter(resume: $0, onPosition: onPosition)) }
+        // `release` handed its slot over: `active` stayed the same.
     }
 
-    /// Waits for the model as `acquire`; a request whose client left while it waited gives its
-    /// turn straight to the next one and throws `clientGone`.
-    func acquire(unless clientGone: CancellationFlag) async throws {
-        try await acquire()
+    /// Waits for a slot as `acquire`; a request whose client left while it waited gives its
+    /// slot straight to the next one and throws `clientGone`.
+    func acquire(unless clientGone: CancellationFlag, onPosition: (@Sendable (Int) -> Void)? = nil) async throws {
+        try await acquire(onPosition: onPosition)
         if clientGone.isCancelled {
             release()
             throw APIError.clientGone
         }
     }
 
-    /// Hands the model to the next waiter, or marks it free.
+    /// Hands the slot to the next waiter (telling the rest their new place), or frees it.
     func release() {
         if waiters.isEmpty {
-            running = false
+            active -= 1
         } else {
-            waiters.removeFirst().resume()
+            waiters.removeFirst().resume.resume()
+            for (i, w) in waiters.enumerated() { w.onPosition?(i) }
         }
     }
 
-    /// Runs blocking model work on the inference queue. The caller must hold the gate.
+    /// Runs blocking model work on a thread of its own. The caller must hold a slot.
     nonisolated func execute<T>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, Error>) in
-            Self.queue.async { [activity] in
+            let thread = Thread { [activity] in
                 activity.enter()
                 let result = Result { try work() }
                 activity.leave()
                 continuation.resume(with: result)
             }
+            thread.stackSize = 8 << 20
+            thread.start()
         }
     }
 
-    /// Runs `work` on the inference queue, then releases the gate (held by the caller) whatever
+    /// Runs `work` on a thread of its own, then releases the slot (held by the caller) whatever
     /// the outcome, which it returns.
     nonisolated func executeThenRelease<T>(_ work: @escaping @Sendable () throws -> T) async -> Result<T, Error> {
         let result: Result<T, Error>
@@ -75,7 +91,6 @@ actor InferenceGate {
         await release()
         return result
     }
-
 }
 
 /// Set from the HTTP side (client gone), read by the generation loop between tokens.

@@ -15,7 +15,10 @@ public struct ServerConfiguration: Sendable {
     public var modelName: String?
     /// Larger request bodies are refused with 413.
     public var maxBodyBytes: Int
-    /// Requests that may wait for the model while one runs; more are refused with 503.
+    /// Generations that run at once, sharing each decode step (continuous batching); 1 runs one
+    /// at a time. More wait in the queue.
+    public var maxSequences: Int = 4
+    /// Requests that may wait for a generation slot; more are refused with 503.
     public var maxWaiting: Int
     /// Largest `max_new_tokens` accepted (bounds the KV cache a request can allocate).
     public var maxNewTokensLimit: Int
@@ -74,7 +77,10 @@ public final class PaliGemmaService: Sendable {
         self.pipeline = pipeline
         self.segmenter = segmenter
         self.configuration = configuration
-        gate = InferenceGate(maxWaiting: configuration.maxWaiting)
+        // Several generations share decode steps only without an adapter (its low-rank terms
+        // are computed per sequence); with one they take turns.
+        let shared = configuration.maxSequences > 1 && pipeline.model.enableBatchedDecoding(maxSequences: configuration.maxSequences) != nil
+        gate = InferenceGate(maxWaiting: configuration.maxWaiting, slots: shared ? configuration.maxSequences : 1)
         decodeSlots = DecodeSlots(count: configuration.maxDecodedImages)
         admission = Admission(maxWaiting: configuration.maxWaiting)
         imageCache = EncodedImageCache(capacity: configuration.cachedImages)
@@ -141,7 +147,7 @@ public final class PaliGemmaService: Sendable {
     }
 
     /// Requests admitted but not generating: parsing, decoding or queued.
-    func waitingCount() async -> Int { max(0, admission.count - (await gate.running ? 1 : 0)) }
+    func waitingCount() async -> Int { max(0, admission.count - (await gate.active)) }
 
     func healthResponse() async throws -> Response {
         let health = Health(status: "ok", model: modelName, imageSize: pipeline.model.imageSize,
@@ -197,20 +203,22 @@ public final class PaliGemmaService: Sendable {
         let headers: HTTPFields = [.contentType: "text/event-stream; charset=utf-8", .cacheControl: "no-store"]
         return Response(status: .ok, headers: headers, body: ResponseBody { [self] writer in
             defer { lease.release(); ticket.release() }
-            let waitStart = monotonicSeconds()
-            do {
-                try await gate.acquire(unless: cancel)
-            } catch {
-                try await writer.write(ByteBuffer(string: sse("error", APIError.from(error).json)))
-                try await writer.finish(nil)
-                return
-            }
-            let queued = monotonicSeconds() - waitStart
+            // Waiting (with `queued` events while other generations hold every slot), then the
+            // tokens, all through one stream of events.
             let (events, continuation) = AsyncStream.makeStream(of: String.self)
             let (pipeline, prompt, options, segmenter, imageCache) = (self.pipeline, parsed.prompt, parsed.options, self.segmenter, self.imageCache)
-            let generation = Task { () -> Result<TaskResult, Error> in
+            let generation = Task { () -> (Result<TaskResult, Error>, Double) in
                 defer { continuation.finish() }
-                return await gate.executeThenRelease {
+                let waitStart = monotonicSeconds()
+                do {
+                    try await gate.acquire(unless: cancel) { ahead in
+                        continuation.yield(sse("queued", "{\"position\":\(ahead)}"))
+                    }
+                } catch {
+                    return (.failure(error), 0)
+                }
+                let queued = monotonicSeconds() - waitStart
+                let outcome = await gate.executeThenRelease {
                     try runGeneration(pipeline: pipeline, images: images, prompt: prompt, options: options, segmenter: segmenter, cache: imageCache,
                                       cancel: cancel) { token in
                         if let data = try? encoder().encode(token) {
@@ -218,9 +226,10 @@ public final class PaliGemmaService: Sendable {
                         }
                     }
                 }
+                return (outcome, queued)
             }
             let clientGone = await relay(events, to: &writer, cancel: cancel)
-            let outcome = await generation.value
+            let (outcome, queued) = await generation.value
             if clientGone { return }
             let final: String
             switch outcome {

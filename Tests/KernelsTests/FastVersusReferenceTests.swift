@@ -435,3 +435,38 @@ final class QuantizedKernelTests: XCTestCase {
 
     func gammaBound(_ n: Int) -> Float { Float(n) * 0x1p-24 / (1 - Float(n) * 0x1p-24) }
 }
+
+extension QuantizedKernelTests {
+    /// Decode of several sequences at once: every row `linearEachRow` writes equals, bit for bit,
+    /// the one-row product of that row alone, at every level, for 1…11 rows (past the batched
+    /// kernel's 8), odd and even output counts, and q8 and q4.
+    func testEachRowEqualsItsOneRowProductBitForBit() {
+        let backend = FastBackend(threads: 2)
+        for level in KernelLevel.available {
+            let previous = KernelLevel.activate(level)
+            defer { KernelLevel.activate(previous) }
+            for format in [WeightFormat.q8, .q4] {
+                for (n, k) in [(130, 256), (67, 96)] {
+                    let (w, _, release) = quantized(n, k, format)
+                    defer { release() }
+                    for m in [1, 2, 3, 8, 11] {
+                        let x = Matrix(rows: m, columns: k, values: (0..<(m * k)).map { _ in Float.random(in: -2...2) })
+                        let out = Matrix(rows: m, columns: n)
+                        let batched = backend.linearEachRow(x, w, into: out)
+                        guard batched else {
+                            XCTAssertEqual(ck_has_int8_products(), 0, "\(level.name): no batched product although int8 products exist")
+                            continue
+                        }
+                        let one = Matrix(rows: 1, columns: k), alone = Matrix(rows: 1, columns: n)
+                        for r in 0..<m {
+                            one.setRow(0, x.row(r))
+                            backend.linear(one, w, bias: nil, into: alone)
+                            XCTAssertEqual(out.row(r).map(\.bitPattern), alone.row(0).map(\.bitPattern),
+                                           "\(level.name) \(format) \(n)×\(k), \(m) rows: row \(r) differs from its one-row product")
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -113,6 +113,7 @@ extension ServerTests {
         // A long answer (most of the model's 8192 positions), so that stopping early shows.
         var config = ServerConfiguration()
         config.maxNewTokensLimit = 8192
+        config.maxSequences = 1
         try await withServer(config) { port, service in
             var body = try generateBody(Self.reference.cases[0])
             body["max_new_tokens"] = 7000

@@ -62,3 +62,53 @@ extension ServerTests {
         }
     }
 }
+
+extension ServerTests {
+    /// A stream that must wait for a slot hears its place in the queue (`event: queued`), then
+    /// gets its tokens once the slot is free.
+    func testAStreamWaitingForASlotHearsItsPlace() async throws {
+        var config = ServerConfiguration()
+        config.maxSequences = 1
+        try await withServer(config) { port, service in
+            try await service.gate.acquire()   // every slot taken
+            let c = Self.reference.cases[0]
+            let body = try JSONSerialization.data(withJSONObject: try generateBody(c))
+            let waiting = Task {
+                try await HTTPClient.request(port: port, method: "POST", path: "/v1/generate?stream=true",
+                                             headers: ["Content-Type": "application/json"], body: body)
+            }
+            let deadline = Date().addingTimeInterval(10)
+            while await service.gate.waiting < 1, Date() < deadline { try await Task.sleep(nanoseconds: 5_000_000) }
+            await service.gate.release()
+            let reply = try await waiting.value
+            XCTAssertEqual(reply.events.first?.event, "queued", reply.text)
+            XCTAssertEqual(reply.events.first?.data, "{\"position\":0}")
+            XCTAssertEqual(reply.events.last?.event, "done", reply.text)
+            let done = (try? JSONSerialization.jsonObject(with: Data((reply.events.last?.data ?? "").utf8))) as? [String: Any]
+            XCTAssertEqual(done?["token_ids"] as? [Int], c.generated_ids)
+        }
+    }
+
+    /// Requests sent together run together (sharing decode steps) and each answers as alone.
+    func testConcurrentRequestsShareDecodeStepsAndAnswerAsAlone() async throws {
+        try await withServer { port, service in
+            let cases = Self.reference.cases
+            let bodies = try cases.map { try JSONSerialization.data(withJSONObject: try generateBody($0)) }
+            let replies = try await withThrowingTaskGroup(of: (Int, HTTPReply).self) { group in
+                for (i, body) in bodies.enumerated() {
+                    group.addTask {
+                        (i, try await HTTPClient.request(port: port, method: "POST", path: "/v1/generate",
+                                                         headers: ["Content-Type": "application/json"], body: body))
+                    }
+                }
+                var out: [Int: HTTPReply] = [:]
+                for try await (i, r) in group { out[i] = r }
+                return out
+            }
+            for (i, c) in cases.enumerated() {
+                XCTAssertEqual(replies[i]?.json["token_ids"] as? [Int], c.generated_ids, "request \(i)")
+            }
+            XCTAssertNotNil(service.pipeline.model.batchedDecoding, "--max-sequences 4 turns batched decoding on")
+        }
+    }
+}

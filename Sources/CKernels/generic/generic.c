@@ -153,6 +153,13 @@ static void quantize_input(const float *x, int64_t K, ck_qinput *out) {
     ck_quantize_input_q4_order(G, out);
 }
 
+/* The plain twin of a batched int8 GEMV: each input through the active level's own GEMV, so the
+ * rows are that kernel's bit for bit (the weights are read M times). */
+static void gemv_q_int8_rows(const ck_qinput *in, int64_t M, int64_t K, const void *W, const uint16_t *scales,
+                             int format, const float *bias, float *y, int64_t ldy, int64_t n0, int64_t n1) {
+    for (int64_t m = 0; m < M; m++) ck_active()->gemv_q_int8(&in[m], K, W, scales, format, bias, y + m * ldy, n0, n1);
+}
+
 static void gemv_q_int8(const ck_qinput *in, int64_t K, const void *W, const uint16_t *scales, int format,
                         const float *bias, float *y, int64_t n0, int64_t n1) {
     const int64_t G = K / CK_GROUP;
@@ -279,6 +286,7 @@ void ck_fill_generic(ck_kernels *t) {
     t->gemv_q = gemv_q;
     t->quantize_input = quantize_input;
     t->gemv_q_int8 = gemv_q_int8;
+    t->gemv_q_int8_rows = gemv_q_int8_rows;
     t->quantize_rows_u8 = quantize_rows_u8;
     t->gemm_q_int8 = gemm_q_int8;
     t->attention_block = ck_attention_rows;

@@ -114,6 +114,12 @@ void ck_quantize_input(const float *x, int64_t K, ck_qinput *out);
 void ck_gemv_q_int8(const ck_qinput *in, int64_t K, const void *W, const uint16_t *scales, int format,
                     const float *bias, float *y, int64_t n0, int64_t n1);
 
+/// ck_gemv_q_int8 for M quantized inputs (`in[0..<M]`) at once, as when several sequences decode
+/// together: row m of y (stride ldy) is bit for bit what ck_gemv_q_int8(&in[m], …) writes, while
+/// levels with a batched kernel read each weight row once for all M.
+void ck_gemv_q_int8_rows(const ck_qinput *in, int64_t M, int64_t K, const void *W, const uint16_t *scales, int format,
+                         const float *bias, float *y, int64_t ldy, int64_t n0, int64_t n1);
+
 /// Rows of activations for ck_gemm_q_int8: per row and group of 32, xs = max|x|/127 and
 /// q = round(x/xs) in [-127, 127], stored offset as u8 q + 128. x: M×K (row stride ldx);
 /// xq: M rows of Kp = 32·ck_groups(K) bytes (past K: 128, i.e. x = 0); xs: M×ck_groups(K) floats.

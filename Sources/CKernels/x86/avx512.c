@@ -570,6 +570,161 @@ AVX512VNNI static void gemv_q4_vnni(const ck_qinput *in, int64_t K, const uint8_
     if (n < n1) gemv_q_vnni(in, K, W, scales, CK_Q4, bias, y, n, n1);
 }
 
+/* gemv_q4_vnni and gemv_q8_vnni for M inputs (decode of M sequences at once): the same pairs of
+ * weight rows, groups and instruction order per input as the one-input kernels, so every row of
+ * y is theirs bit for bit, but each 64-byte weight load (and the nibble unpacking) serves all M
+ * inputs. M is a compile-time constant in each specialisation, so the 2·M accumulators stay in
+ * registers. */
+#define CK_ROWS_MAX 8
+AVX512VNNI static inline __attribute__((always_inline)) void
+gemv_q4_rows_body(const ck_qinput *in, const int M, int64_t K, const uint8_t *W, const uint16_t *scales,
+                  const float *bias, float *y, int64_t ldy, int64_t n0, int64_t n1) {
+    const int64_t G = K / CK_GROUP, G4 = G & ~(int64_t)3;
+    const __m512i nib = _mm512_set1_epi8(0x0F);
+    const int64_t pf = K > 4096 ? K : 4096;
+    __m512i spread[4];
+    for (int j = 0; j < 4; j++)
+        spread[j] = _mm512_set_epi32(4 * j + 3, 4 * j + 3, 4 * j + 3, 4 * j + 3, 4 * j + 2, 4 * j + 2, 4 * j + 2,
+                                     4 * j + 2, 4 * j + 1, 4 * j + 1, 4 * j + 1, 4 * j + 1, 4 * j, 4 * j, 4 * j, 4 * j);
+    int64_t n = n0;
+    for (; n + 1 < n1; n += 2) {
+        __m512 acc0[CK_ROWS_MAX], acc1[CK_ROWS_MAX];
+        for (int m = 0; m < M; m++) acc0[m] = acc1[m] = _mm512_setzero_ps();
+        const uint8_t *w0 = W + n * (K / 2), *w1 = w0 + K / 2;
+        const uint16_t *sc0 = scales + n * G, *sc1 = sc0 + G;
+        for (int64_t g0 = 0; g0 < G4; g0 += 16) {
+            int64_t gn = G4 - g0 < 16 ? G4 - g0 : 16;
+            __mmask16 gm = (__mmask16)((1u << gn) - 1);
+            __m512 ws0 = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(gm, sc0 + g0));
+            __m512 ws1 = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(gm, sc1 + g0));
+            __m512 cs0[CK_ROWS_MAX], cs1[CK_ROWS_MAX];
+            for (int m = 0; m < M; m++) {
+                __m512 xsv = _mm512_maskz_loadu_ps(gm, in[m].scale + g0);
+                cs0[m] = _mm512_mul_ps(ws0, xsv);
+                cs1[m] = _mm512_mul_ps(ws1, xsv);
+            }
+            for (int i = 0; i < 4; i++) {
+                _mm_prefetch((const char *)(w0 + g0 * 16) + pf + 64 * i, _MM_HINT_T1);
+                _mm_prefetch((const char *)(w1 + g0 * 16) + pf + 64 * i, _MM_HINT_T1);
+            }
+            for (int64_t j = 0; j < gn / 4; j++) {
+                int64_t g = g0 + 4 * j;
+                __m512i v0 = _mm512_loadu_si512((const void *)(w0 + g * 16));
+                __m512i v1 = _mm512_loadu_si512((const void *)(w1 + g * 16));
+                __m512i lo0 = _mm512_and_si512(v0, nib), lo1 = _mm512_and_si512(v1, nib);
+                __m512i hi0 = _mm512_and_si512(_mm512_srli_epi16(v0, 4), nib);
+                __m512i hi1 = _mm512_and_si512(_mm512_srli_epi16(v1, 4), nib);
+                for (int m = 0; m < M; m++) {
+                    __m512i xlo = _mm512_loadu_si512((const void *)(in[m].value_q4 + g * 32));
+                    __m512i xhi = _mm512_loadu_si512((const void *)(in[m].value_q4 + g * 32 + 64));
+                    __m512i off = _mm512_loadu_si512((const void *)(in[m].offset_q4 + g * 4));
+                    __m512i d0 = _mm512_dpbusd_epi32(off, lo0, xlo);
+                    __m512i d1 = _mm512_dpbusd_epi32(off, lo1, xlo);
+                    d0 = _mm512_dpbusd_epi32(d0, hi0, xhi);
+                    d1 = _mm512_dpbusd_epi32(d1, hi1, xhi);
+                    acc0[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d0), _mm512_permutexvar_ps(spread[j], cs0[m]), acc0[m]);
+                    acc1[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d1), _mm512_permutexvar_ps(spread[j], cs1[m]), acc1[m]);
+                }
+            }
+        }
+        for (int m = 0; m < M; m++) {
+            float r0 = _mm512_reduce_add_ps(acc0[m]), r1 = _mm512_reduce_add_ps(acc1[m]);
+            for (int64_t g = G4; g < G; g++) {
+                r0 += ck_q_group_dot(&in[m], W, CK_Q4, K, n, g, ck_f16_value(sc0[g]));
+                r1 += ck_q_group_dot(&in[m], W, CK_Q4, K, n + 1, g, ck_f16_value(sc1[g]));
+            }
+            y[m * ldy + n] = r0 + (bias ? bias[n] : 0.0f);
+            y[m * ldy + n + 1] = r1 + (bias ? bias[n + 1] : 0.0f);
+        }
+    }
+    if (n < n1)
+        for (int m = 0; m < M; m++) gemv_q_vnni(&in[m], K, W, scales, CK_Q4, bias, y + m * ldy, n, n1);
+}
+
+AVX512VNNI static inline __attribute__((always_inline)) void
+gemv_q8_rows_body(const ck_qinput *in, const int M, int64_t K, const int8_t *W, const uint16_t *scales,
+                  const float *bias, float *y, int64_t ldy, int64_t n0, int64_t n1) {
+    const int64_t G = K / CK_GROUP, G2 = G & ~(int64_t)1;
+    const int64_t pf = 2 * K > 4096 ? 2 * K : 4096;
+    __m512i spread[8];
+    for (int j = 0; j < 8; j++)
+        spread[j] = _mm512_set_epi32(2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1,
+                                     2 * j + 1, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j);
+    const __m512i zero = _mm512_setzero_si512();
+    int64_t n = n0;
+    for (; n + 1 < n1; n += 2) {
+        __m512 acc0[CK_ROWS_MAX], acc1[CK_ROWS_MAX];
+        for (int m = 0; m < M; m++) acc0[m] = acc1[m] = _mm512_setzero_ps();
+        const int8_t *w0 = W + n * K, *w1 = w0 + K;
+        const uint16_t *sc0 = scales + n * G, *sc1 = sc0 + G;
+        for (int64_t g0 = 0; g0 < G2; g0 += 16) {
+            int64_t gn = G2 - g0 < 16 ? G2 - g0 : 16;
+            __mmask16 gm = (__mmask16)((1u << gn) - 1);
+            __m512 ws0 = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(gm, sc0 + g0));
+            __m512 ws1 = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(gm, sc1 + g0));
+            __m512 cs0[CK_ROWS_MAX], cs1[CK_ROWS_MAX];
+            for (int m = 0; m < M; m++) {
+                __m512 xsv = _mm512_maskz_loadu_ps(gm, in[m].scale + g0);
+                cs0[m] = _mm512_mul_ps(ws0, xsv);
+                cs1[m] = _mm512_mul_ps(ws1, xsv);
+            }
+            for (int i = 0; i < 8; i++) {
+                _mm_prefetch((const char *)(w0 + g0 * 32) + pf + 64 * i, _MM_HINT_T1);
+                _mm_prefetch((const char *)(w1 + g0 * 32) + pf + 64 * i, _MM_HINT_T1);
+            }
+            for (int64_t j = 0; j < gn / 2; j++) {
+                int64_t g = g0 + 2 * j;
+                __m512i v0 = _mm512_loadu_si512((const void *)(w0 + g * 32));
+                __m512i v1 = _mm512_loadu_si512((const void *)(w1 + g * 32));
+                for (int m = 0; m < M; m++) {
+                    __m512i mag = _mm512_loadu_si512((const void *)(in[m].magnitude + g * 32));
+                    __mmask64 neg = in[m].negative[g / 2];
+                    __m512i d0 = _mm512_dpbusd_epi32(zero, mag, _mm512_mask_sub_epi8(v0, neg, zero, v0));
+                    __m512i d1 = _mm512_dpbusd_epi32(zero, mag, _mm512_mask_sub_epi8(v1, neg, zero, v1));
+                    acc0[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d0), _mm512_permutexvar_ps(spread[j], cs0[m]), acc0[m]);
+                    acc1[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d1), _mm512_permutexvar_ps(spread[j], cs1[m]), acc1[m]);
+                }
+            }
+        }
+        for (int m = 0; m < M; m++) {
+            float r0 = _mm512_reduce_add_ps(acc0[m]), r1 = _mm512_reduce_add_ps(acc1[m]);
+            if (G2 < G) {
+                r0 += ck_q_group_dot(&in[m], W, CK_Q8, K, n, G2, ck_f16_value(sc0[G2]));
+                r1 += ck_q_group_dot(&in[m], W, CK_Q8, K, n + 1, G2, ck_f16_value(sc1[G2]));
+            }
+            y[m * ldy + n] = r0 + (bias ? bias[n] : 0.0f);
+            y[m * ldy + n + 1] = r1 + (bias ? bias[n + 1] : 0.0f);
+        }
+    }
+    if (n < n1)
+        for (int m = 0; m < M; m++) gemv_q_vnni(&in[m], K, W, scales, CK_Q8, bias, y + m * ldy, n, n1);
+}
+
+#define CK_ROWS_CASE(body, T, k) \
+    case k: body(in, k, K, (const T *)W, scales, bias, y, ldy, n0, n1); break;
+AVX512VNNI static void gemv_q_int8_rows_vnni(const ck_qinput *in, int64_t M, int64_t K, const void *W,
+                                             const uint16_t *scales, int format, const float *bias, float *y,
+                                             int64_t ldy, int64_t n0, int64_t n1) {
+    for (; M > 0; M -= CK_ROWS_MAX, in += CK_ROWS_MAX, y += CK_ROWS_MAX * ldy) {
+        const int64_t m = M < CK_ROWS_MAX ? M : CK_ROWS_MAX;
+        if (format == CK_Q4) {
+            switch (m) {
+                CK_ROWS_CASE(gemv_q4_rows_body, uint8_t, 1) CK_ROWS_CASE(gemv_q4_rows_body, uint8_t, 2)
+                CK_ROWS_CASE(gemv_q4_rows_body, uint8_t, 3) CK_ROWS_CASE(gemv_q4_rows_body, uint8_t, 4)
+                CK_ROWS_CASE(gemv_q4_rows_body, uint8_t, 5) CK_ROWS_CASE(gemv_q4_rows_body, uint8_t, 6)
+                CK_ROWS_CASE(gemv_q4_rows_body, uint8_t, 7) CK_ROWS_CASE(gemv_q4_rows_body, uint8_t, 8)
+            }
+        } else {
+            switch (m) {
+                CK_ROWS_CASE(gemv_q8_rows_body, int8_t, 1) CK_ROWS_CASE(gemv_q8_rows_body, int8_t, 2)
+                CK_ROWS_CASE(gemv_q8_rows_body, int8_t, 3) CK_ROWS_CASE(gemv_q8_rows_body, int8_t, 4)
+                CK_ROWS_CASE(gemv_q8_rows_body, int8_t, 5) CK_ROWS_CASE(gemv_q8_rows_body, int8_t, 6)
+                CK_ROWS_CASE(gemv_q8_rows_body, int8_t, 7) CK_ROWS_CASE(gemv_q8_rows_body, int8_t, 8)
+            }
+        }
+    }
+}
+
 /* exp(x) for float32 lanes: 2^n · p(r) with x = n·ln2 + r, |r| ≤ ln2/2, a degree-6 polynomial
  * (relative error about 2e-7, below float32's rounding of the reference's own exp). */
 AVX512 static inline __m512 exp_avx512(__m512 x) {
@@ -1175,6 +1330,7 @@ void ck_fill_avx512(ck_kernels *t, const ck_cpu *cpu) {
     if (cpu->avx512vnni) {
         t->int8_products = 1;
         t->gemv_q_int8 = gemv_q_int8_vnni;
+        t->gemv_q_int8_rows = gemv_q_int8_rows_vnni;
         t->gemm_q_int8 = gemm_q_int8_vnni;
         t->int8_probe = int8_probe_vnni;
     }

@@ -1,0 +1,238 @@
+import Foundation
+import Kernels
+
+/// Several sequences decoding at once share each decode step: one pass over the weights serves
+/// every sequence that is ready for its next token (continuous batching at token boundaries).
+///
+/// Turned on with ``PaliGemmaModel/enableBatchedDecoding(maxSequences:)``. Each generation still
+/// runs its own loop (sampling, stop tokens, streaming text) on its own thread; its
+/// ``InferenceSession/step(token:)`` joins the step the other sequences are about to take, and
+/// the last sequence to arrive (or the first to wait 5 ms) runs it for all of them. Image encoding
+/// and prefill take the model alone, between steps.
+///
+/// Each sequence's logits are bit for bit those of its own unbatched step: the products use
+/// ``ComputeBackend/linearEachRow(_:_:into:)`` (one weight read for all rows, each row computed
+/// as alone) or, where the backend has no such kernel, one product per sequence; attention runs
+/// per sequence on its own cache.
+public final class BatchedDecoding: @unchecked Sendable {
+    // @unchecked: `pending`, `decoding`, `running` and the entries' fields are only touched while
+    // `condition` is locked; the model's buffers only while `compute` is held.
+    public let maxSequences: Int
+    unowned let model: PaliGemmaModel
+    private let condition = NSCondition()
+    private let compute = NSRecursiveLock()
+    private var pending: [Entry] = []
+    private var decoding = 0
+    private var running = false
+    /// When the first waiting sequence could have started its step.
+    private var windowStart = Date()
+    private let scratch: DecodeBatchScratch
+    /// Steps taken and sequences they served, for `meanBatch`.
+    private(set) var steps = 0, sequenceSteps = 0
+
+    private final class Entry {
+        let session: InferenceSession
+        var done = false
+        var error: Error?
+        init(_ session: InferenceSession) { self.session = session }
+    }
+
+    init(model: PaliGemmaModel, maxSequences: Int) {
+        precondition(model.decoder.adapter == nil, "batched decoding computes no LoRA terms")
+        self.model = model
+        self.maxSequences = max(1, maxSequences)
+        scratch = DecodeBatchScratch(config: model.config.text, capacity: self.maxSequences)
+    }
+
+    /// Sequences per decode step so far, on average (1 when nothing was batched).
+    public var meanBatch: Double {
+        condition.lock(); defer { condition.unlock() }
+        return steps == 0 ? 1 : Double(sequenceSteps) / Double(steps)
+    }
+
+    /// Runs model work that needs the model alone (image encoding, prefill) between steps.
+    func exclusive<T>(_ body: () throws -> T) rethrows -> T {
+        compute.lock()
+        defer { compute.unlock() }
+        return try body()
+    }
+
+    /// A sequence starts (`enter`) or stops (`leave`) decoding: steps wait for the sequences
+    /// that are decoding, at most a moment.
+    func enter() {
+        condition.lock()
+        decoding += 1
+        condition.unlock()
+    }
+
+    func leave() {
+        condition.lock()
+        decoding -= 1
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Feeds `session`'s token (already in `session.stepToken`) with the next batch and returns
+    /// its logits. The first sequence waiting leads: it runs the step once every decoding sequence
+    /// has arrived, or 5 ms after it could have started; the others sleep until it is done.
+    func step(_ session: InferenceSession) throws -> Matrix {
+        let entry = Entry(session)
+        condition.lock()
+        if pending.isEmpty && !running { windowStart = Date() }
+        pending.append(entry)
+        condition.broadcast()
+        while !entry.done {
+            guard !running, pending.first === entry else {
+                condition.wait()
+                continue
+            }
+            let until = windowStart.addingTimeInterval(0.005)
+            guard pending.count >= min(decoding, maxSequences) || Date() >= until else {
+                condition.wait(until: until)
+                continue
+            }
+            let batch = Array(pending.prefix(maxSequences))
+            pending.removeFirst(batch.count)
+            running = true
+            condition.unlock()
+            var failure: Error?
+            compute.lock()
+            do { try run(batch.map(\.session)) } catch { failure = error }
+            compute.unlock()
+            condition.lock()
+            running = false
+            windowStart = Date()
+            steps += 1
+            sequenceSteps += batch.count
+            for e in batch {
+                e.done = true
+                e.error = failure
+            }
+            condition.broadcast()
+        }
+        condition.unlock()
+        if let error = entry.error { throw error }
+        return session.state.lastLogits
+    }
+
+    /// One decode step for every session of the batch; each session's logits land in its own
+    /// `lastLogits`.
+    private func run(_ sessions: [InferenceSession]) throws {
+        let s = scratch
+        let n = sessions.count
+        s.ids.removeAll(keepingCapacity: true)
+        for session in sessions { s.ids.append(session.stepToken[0]) }
+        s.x.setRows(n)
+        model.backend.embed(s.ids, table: model.decoder.embedTokens, scale: model.decoder.embedScale, into: s.x)
+        let states = sessions.map(\.state)
+        model.decoder.forwardBatch(states, s, backend: model.backend)
+        model.decoder.batchLogits(states, s, backend: model.backend)
+        for (i, session) in sessions.enumerated() {
+            session.state.lastLogits.copyRows(from: s.logits, sourceRow: i, count: 1, to: 0)
+        }
+    }
+}
+
+/// The batch's activations, for up to `capacity` sequences, allocated once.
+final class DecodeBatchScratch {
+    let x, normed, attnOut, sublayerOut: Matrix   // [·, H]
+    let q, attended: Matrix                       // [·, heads·hd]
+    let k, v: Matrix                              // [·, kv·hd]
+    let gate, up: Matrix                          // [·, I]
+    let logits: Matrix                            // [·, vocab]
+    var ids: [Int]
+
+    init(config: TextConfig, capacity: Int) {
+        let h = config.hiddenSize, qd = config.numAttentionHeads * config.headDim
+        let kvd = config.numKeyValueHeads * config.headDim, i = config.intermediateSize
+        func m(_ columns: Int) -> Matrix { Matrix(rows: 0, columns: columns, rowCapacity: capacity) }
+        (x, normed, attnOut, sublayerOut) = (m(h), m(h), m(h), m(h))
+        (q, attended, k, v) = (m(qd), m(qd), m(kvd), m(kvd))
+        (gate, up, logits) = (m(i), m(i), m(config.vocabSize))
+        ids = []
+        ids.reserveCapacity(capacity)
+    }
+}
+
+extension Gemma2Decoder {
+    /// `forward` for one new token of each of `states`, their embeddings in `s.x` (row i for
+    /// state i): the products over all rows at once, attention per sequence on its own cache.
+    func forwardBatch(_ states: [Gemma2State], _ s: DecodeBatchScratch, backend: ComputeBackend) {
+        let c = config
+        let n = states.count
+        for state in states { precondition(state.length + 1 <= state.capacity, "sequence exceeds the state's capacity") }
+        for (l, layer) in layers.enumerated() {
+            backend.rmsNorm(s.x, weight: layer.inputNorm, weightOffset: 1, eps: c.rmsNormEps, into: s.normed)
+            eachRow(s.normed, layer.q, into: s.q, states, via: (\.normed, \.q), backend)
+            eachRow(s.normed, layer.k, into: s.k, states, via: (\.normed, \.k), backend)
+            eachRow(s.normed, layer.v, into: s.v, states, via: (\.normed, \.v), backend)
+            for (i, state) in states.enumerated() {
+                // The single-sequence step's own operations, on this sequence's one row.
+                let start = state.length
+                state.q.setRows(1)
+                state.k.setRows(1)
+                state.v.setRows(1)
+                state.q.copyRows(from: s.q, sourceRow: i, count: 1, to: 0)
+                state.k.copyRows(from: s.k, sourceRow: i, count: 1, to: 0)
+                state.v.copyRows(from: s.v, sourceRow: i, count: 1, to: 0)
+                backend.rope(state.q, headDim: c.headDim, firstPosition: start + 1, theta: c.ropeTheta)
+                backend.rope(state.k, headDim: c.headDim, firstPosition: start + 1, theta: c.ropeTheta)
+                state.keys[l].setRows(start + 1)
+                state.values[l].setRows(start + 1)
+                state.keys[l].copyRows(from: state.k, count: 1, to: start)
+                state.values[l].copyRows(from: state.v, count: 1, to: start)
+                let shape = AttentionShape(heads: c.numAttentionHeads, kvHeads: c.numKeyValueHeads, headDim: c.headDim,
+                                           scale: 1 / c.queryPreAttnScalar.squareRoot(), softcap: c.attnLogitSoftcapping,
+                                           queryStart: start, keyCount: start + 1)
+                let mask = AttentionMask.prefixLM(prefixLength: state.prefixLength, window: layer.sliding ? c.slidingWindow : nil)
+                backend.attention(queries: state.q, keys: state.keys[l], values: state.values[l], shape: shape,
+                                  mask: mask, into: state.attended)
+                s.attended.setRows(n)
+                s.attended.copyRows(from: state.attended, count: 1, to: i)
+            }
+            eachRow(s.attended, layer.o, into: s.attnOut, states, via: (\.attended, \.attnOut), backend)
+            if let norm = layer.postAttentionNorm {
+                backend.rmsNorm(s.attnOut, weight: norm, weightOffset: 1, eps: c.rmsNormEps, into: s.sublayerOut)
+                backend.add(s.sublayerOut, into: s.x)
+            } else {
+                backend.add(s.attnOut, into: s.x)
+            }
+            backend.rmsNorm(s.x, weight: layer.preFeedforwardNorm, weightOffset: 1, eps: c.rmsNormEps, into: s.normed)
+            eachRow(s.normed, layer.gate, into: s.gate, states, via: (\.normed, \.gate), backend)
+            eachRow(s.normed, layer.up, into: s.up, states, via: (\.normed, \.up), backend)
+            backend.geluTanh(s.gate, times: s.up, into: s.gate)
+            eachRow(s.gate, layer.down, into: s.attnOut, states, via: (\.gate, \.attnOut), backend)
+            if let norm = layer.postFeedforwardNorm {
+                backend.rmsNorm(s.attnOut, weight: norm, weightOffset: 1, eps: c.rmsNormEps, into: s.sublayerOut)
+                backend.add(s.sublayerOut, into: s.x)
+            } else {
+                backend.add(s.attnOut, into: s.x)
+            }
+        }
+        for state in states { state.length += 1 }
+    }
+
+    /// `logits` for each row of the batch's final hidden states, into `s.logits`.
+    func batchLogits(_ states: [Gemma2State], _ s: DecodeBatchScratch, backend: ComputeBackend) {
+        backend.rmsNorm(s.x, weight: finalNorm, weightOffset: 1, eps: config.rmsNormEps, into: s.normed)
+        eachRow(s.normed, lmHead, into: s.logits, states, via: (\.normed, \.lastLogits), backend)
+        patchTokenLogits(normed: s.normed, logits: s.logits)
+        if let cap = config.finalLogitSoftcapping { backend.softcap(s.logits, cap: cap) }
+    }
+
+    /// `out = x·Wᵀ` with each row computed as it would be alone: by the backend in one pass when
+    /// it can, else one product per sequence through that sequence's own one-row buffers.
+    private func eachRow(_ x: Matrix, _ w: WeightMatrix, into out: Matrix, _ states: [Gemma2State],
+                         via buffers: (KeyPath<Gemma2State, Matrix>, KeyPath<Gemma2State, Matrix>),
+                         _ backend: ComputeBackend) {
+        if backend.linearEachRow(x, w, into: out) { return }
+        out.setRows(x.rows)
+        for (i, state) in states.enumerated() {
+            let input = state[keyPath: buffers.0], output = state[keyPath: buffers.1]
+            input.setRows(1)
+            input.copyRows(from: x, sourceRow: i, count: 1, to: 0)
+            backend.linear(input, w, bias: nil, into: output)
+            out.copyRows(from: output, count: 1, to: i)
+        }
+    }
+}
