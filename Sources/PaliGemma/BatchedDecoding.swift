@@ -27,6 +27,8 @@ public final class BatchedDecoding: @unchecked Sendable {
     /// When the first waiting sequence could have started its step.
     private var windowStart = Date()
     private let scratch: DecodeBatchScratch
+    /// Recent prefills, reused by requests with the same image and prompt.
+    let prefills = PrefillCache(capacity: 2)
     /// Steps taken and sequences they served, for `meanBatch`.
     private(set) var steps = 0, sequenceSteps = 0
 
@@ -234,5 +236,59 @@ extension Gemma2Decoder {
             backend.linear(input, w, bias: nil, into: output)
             out.copyRows(from: output, count: 1, to: i)
         }
+    }
+}
+
+/// Prefilled prompts kept for reuse while generations run concurrently: a request with the same
+/// image encoding (the same object, as an encoded-image cache hands out) and the same prompt
+/// starts from a copy of the stored KV cache and logits instead of running prefill again, which
+/// is exact (the computation is deterministic). A few entries, least recently used dropped; used
+/// only under the model's compute lock.
+final class PrefillCache {
+    struct Entry {
+        let image: Matrix
+        let ids: [Int], types: [Int]
+        let prefixLength: Int
+        let keys: [Matrix], values: [Matrix]
+        let logits: [Float]
+    }
+
+    let capacity: Int
+    private var entries: [Entry] = []
+    /// Prefills restored rather than run.
+    private(set) var hits = 0
+
+    init(capacity: Int) { self.capacity = capacity }
+
+    /// Restores a stored prefill into `state`; false when there is none for these inputs.
+    func restore(image: Matrix, ids: [Int], types: [Int], into state: Gemma2State) -> Bool {
+        guard let i = entries.firstIndex(where: { $0.image === image && $0.ids == ids && $0.types == types }),
+              ids.count <= state.capacity else { return false }
+        let e = entries.remove(at: i)
+        entries.append(e)
+        hits += 1
+        for l in 0..<e.keys.count {
+            state.keys[l].setRows(ids.count)
+            state.values[l].setRows(ids.count)
+            state.keys[l].copyRows(from: e.keys[l], count: ids.count, to: 0)
+            state.values[l].copyRows(from: e.values[l], count: ids.count, to: 0)
+        }
+        state.length = ids.count
+        state.prefixLength = e.prefixLength
+        state.lastLogits.setRow(0, e.logits)
+        return true
+    }
+
+    /// Stores `state` right after its prefill.
+    func store(image: Matrix, ids: [Int], types: [Int], from state: Gemma2State) {
+        guard capacity > 0 else { return }
+        func copy(_ m: Matrix) -> Matrix {
+            let c = Matrix(rows: ids.count, columns: m.columns)
+            c.copyRows(from: m, count: ids.count, to: 0)
+            return c
+        }
+        entries.append(Entry(image: image, ids: ids, types: types, prefixLength: state.prefixLength,
+                             keys: state.keys.map(copy), values: state.values.map(copy), logits: state.lastLogits.row(0)))
+        if entries.count > capacity { entries.removeFirst(entries.count - capacity) }
     }
 }

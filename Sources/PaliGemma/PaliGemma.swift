@@ -293,7 +293,18 @@ public final class InferenceSession {
     @discardableResult
     public func prefill(prompt: [Int], tokenTypes: [Int]? = nil, image: ImageEmbedding?,
                         logits rows: LogitsRows = .last) throws -> Matrix {
-        try model.alone { try prefillAlone(prompt: prompt, tokenTypes: tokenTypes, image: image, logits: rows) }
+        try model.alone {
+            // Concurrent generations reuse a prefill of the same image encoding and prompt.
+            guard let batching, let image, rows == .last else {
+                return try prefillAlone(prompt: prompt, tokenTypes: tokenTypes, image: image, logits: rows)
+            }
+            let types = tokenTypes ?? [Int](repeating: 0, count: prompt.count)
+            guard state.length == 0 else { throw InputError.tokenTypes("prefill must start a sequence; call reset() first") }
+            if batching.prefills.restore(image: image.rows, ids: prompt, types: types, into: state) { return state.lastLogits }
+            let logits = try prefillAlone(prompt: prompt, tokenTypes: tokenTypes, image: image, logits: rows)
+            batching.prefills.store(image: image.rows, ids: prompt, types: types, from: state)
+            return logits
+        }
     }
 
     private func prefillAlone(prompt: [Int], tokenTypes: [Int]?, image: ImageEmbedding?, logits rows: LogitsRows) throws -> Matrix {

@@ -67,6 +67,33 @@ final class BatchedDecodingTests: XCTestCase {
         try runTogether(dir, label: "q4")
     }
 
+    /// The same image encoding with the same prompt, sent together: later ones start from the
+    /// first one's prefill, and every answer is still the one it gives alone.
+    func testRepeatedPromptOnOneImageReusesItsPrefill() throws {
+        let e2e = fixturesDirectory("model").appendingPathComponent("e2e")
+        let c = try JSONDecoder().decode(Reference.self, from: Data(contentsOf: e2e.appendingPathComponent("reference.json"))).cases[0]
+        let url = fixturesDirectory("image").appendingPathComponent(c.image)
+        let alone = try PaliGemmaPipeline(directory: e2e)
+        let options = GenerationOptions(maxNewTokens: 30)
+        let want = try alone.generate(prompt: c.prompt, image: try alone.encode(image: try alone.loadImage(url)), options: options)
+
+        let shared = try PaliGemmaPipeline(directory: e2e)
+        let batching = try XCTUnwrap(shared.model.enableBatchedDecoding(maxSequences: 4))
+        let image = try shared.encode(image: try shared.loadImage(url))
+        let results = Results(count: 3)
+        let group = DispatchGroup()
+        for i in 0..<3 {
+            group.enter()
+            Thread {
+                results.set(i, Result { try shared.generate(prompt: c.prompt, image: image, options: options) })
+                group.leave()
+            }.start()
+        }
+        group.wait()
+        for i in 0..<3 { XCTAssertEqual(try results.get(i).tokenIDs, want.tokenIDs, "request \(i)") }
+        XCTAssertEqual(batching.prefills.hits, 2, "two of the three prefills were reused")
+    }
+
     // @unchecked Sendable: `values` is only touched under `lock`.
     final class Results: @unchecked Sendable {
         private let lock = NSLock()
