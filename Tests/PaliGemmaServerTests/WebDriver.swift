@@ -21,7 +21,7 @@ final class Browser {
         let env = ProcessInfo.processInfo.environment
         func find(_ variable: String, _ names: [String]) -> String? {
             if let path = env[variable], FileManager.default.isExecutableFile(atPath: path) { return path }
-            let dirs = (env["PATH"] ?? "/usr/bin:/bin").split(separator: ":").map(String.init) + ["/usr/bin", "/usr/lib/chromium"]
+            let dirs = (env["PATH"] ?? "/usr/bin:/bin").split(separator: ":").map(String.init)
             for name in names {
                 for dir in dirs where FileManager.default.isExecutableFile(atPath: dir + "/" + name) { return dir + "/" + name }
             }
