@@ -56,7 +56,7 @@ def write_padded_tokenizer(model_dir):
 
 
 def post_stream(url, image, prompt, tokens, timeout):
-    """One streamed request; returns (start, first_token_time, finish_time, token_ids)."""
+    """One streamed request; returns (start, first_token_time, finish_time, token_ids, token_times)."""
     body = json.dumps({"image": base64.b64encode(image).decode(), "prompt": prompt, "max_new_tokens": tokens,
                        "temperature": 0}).encode()
     request = urllib.request.Request(url + "/v1/generate?stream=true", data=body,
@@ -64,14 +64,17 @@ def post_stream(url, image, prompt, tokens, timeout):
     start = time.monotonic()
     first, done = None, None
     event = None
+    times = []
     with urllib.request.urlopen(request, timeout=timeout) as reply:
         for raw in reply:
             line = raw.decode().rstrip("\n")
             if line.startswith("event: "):
                 event = line[7:]
             elif line.startswith("data: "):
-                if event == "token" and first is None:
-                    first = time.monotonic()
+                if event == "token":
+                    times.append(time.monotonic())
+                    if first is None:
+                        first = times[0]
                 elif event == "done":
                     done = json.loads(line[6:])
                 elif event == "error":
@@ -79,11 +82,11 @@ def post_stream(url, image, prompt, tokens, timeout):
     finish = time.monotonic()
     if done is None:
         raise RuntimeError("the stream ended without a done event")
-    return start, first or finish, finish, done["token_ids"]
+    return start, first or finish, finish, done["token_ids"], times
 
 
 def run_together(url, jobs, tokens, timeout):
-    """Sends every (image, prompt) of `jobs` at once; returns their results in order."""
+    """Sends every (image, prompt) of `jobs` at once; returns the start time and their results."""
     results = [None] * len(jobs)
 
     def one(i):
@@ -113,10 +116,15 @@ def summarise(name, t0, results, reference):
     rate = decoded / (last - first) if last > first else float("nan")
     same = all(r[3] == ref for r, ref in zip(results, reference))
     ttft = [r[1] - t0 for r in results]
+    # While every stream decodes (after the last first token, before the first finish): the
+    # rate of the shared steps alone, without the prefills that interrupt them.
+    w0, w1 = max(r[1] for r in results), min(r[2] for r in results)
+    inside = sum(1 for r in results for t in r[4] if w0 < t <= w1)
+    steady = inside / (w1 - w0) if w1 - w0 > 0.2 else float("nan")
     print(f"{name}: finished after {', '.join(f'{f:.2f}' for f in sorted(finishes))} s; "
-          f"first token {min(ttft):.2f}–{max(ttft):.2f} s; aggregate decode {rate:.2f} tok/s; "
-          f"answers identical to alone: {'yes' if same else 'NO'}")
-    return max(finishes), rate, same
+          f"first token {min(ttft):.2f}–{max(ttft):.2f} s; aggregate decode {rate:.2f} tok/s overall, "
+          f"{steady:.2f} tok/s while all {len(results)} decode; answers identical to alone: {'yes' if same else 'NO'}")
+    return max(finishes), rate, same, steady
 
 
 def main():
@@ -189,13 +197,15 @@ def main():
             reference = alone(image)[3]
             s = summarise(f"together ×{n} (one image)", t0, results, [reference] * n)
             if s:
-                print(f"  → slowest {s[0] / one_time:.2f}× one alone; aggregate decode {s[1] / one_rate:.2f}× one stream")
+                print(f"  → slowest {s[0] / one_time:.2f}× one alone; aggregate decode {s[1] / one_rate:.2f}× one stream "
+                      f"overall, {s[3] / one_rate:.2f}× while all decode")
             distinct = [next(pool) for _ in range(n)]
             t0, results = run_together(url, [(img, args.prompt) for img in distinct], args.tokens, args.timeout)
             references = [alone(img)[3] for img in distinct]
             s = summarise(f"distinct ×{n} (one image each)", t0, results, references)
             if s:
-                print(f"  → slowest {s[0] / one_time:.2f}× one alone; aggregate decode {s[1] / one_rate:.2f}× one stream")
+                print(f"  → slowest {s[0] / one_time:.2f}× one alone; aggregate decode {s[1] / one_rate:.2f}× one stream "
+                      f"overall, {s[3] / one_rate:.2f}× while all decode")
     finally:
         if server:
             server.terminate()

@@ -25,6 +25,11 @@ extension EncodedImage {
     /// places them; the size is the first image's (boxes in the answer refer to it).
     public init(concatenating parts: [EncodedImage]) {
         precondition(!parts.isEmpty, "at least one image")
+        // One image stays the same encoding (caches of prefills recognise it by identity).
+        if parts.count == 1 {
+            self = parts[0]
+            return
+        }
         self.init(embedding: ImageEmbedding(concatenating: parts.map(\.embedding)), width: parts[0].width,
                   height: parts[0].height, seconds: parts.reduce(0) { $0 + $1.seconds })
     }

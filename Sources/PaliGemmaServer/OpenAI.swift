@@ -282,13 +282,13 @@ extension PaliGemmaService {
         if await gate.isFull { throw APIError.busy(waiting: await gate.waiting) }
         let chat = try await offload { try ChatRequest.parse(body: body) }
         try validate(GenerateRequest(images: chat.images, prompt: chat.prompt, options: chat.options))
-        let (images, lease) = try await decode(chat.images, name: "image_url")
+        let images = try await decode(chat.images, name: "image_url")
         let id = "chatcmpl-" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
         let created = Int(Date().timeIntervalSince1970)
         if chat.stream {
-            return chatStream(chat, images: images, lease: lease, ticket: ticket, id: id, created: created, start: start, cancel: clientGone)
+            return chatStream(chat, images: images, ticket: ticket, id: id, created: created, start: start, cancel: clientGone)
         }
-        defer { lease.release(); ticket.release() }
+        defer { images.release(); ticket.release() }
         let waitStart = monotonicSeconds()
         let (pipeline, segmenter, imageCache) = (self.pipeline, self.segmenter, self.imageCache)
         try await gate.acquire(unless: clientGone)
@@ -335,7 +335,7 @@ extension PaliGemmaService {
     }
 
     /// The answer as `chat.completion.chunk` events, then `data: [DONE]`.
-    func chatStream(_ chat: ChatRequest, images: [RGBImage], lease: DecodeSlots.Lease, ticket: Admission.Ticket, id: String,
+    func chatStream(_ chat: ChatRequest, images: DecodedImages, ticket: Admission.Ticket, id: String,
                     created: Int, start: Double, cancel: CancellationFlag) -> Response {
         let headers: HTTPFields = [.contentType: "text/event-stream; charset=utf-8", .cacheControl: "no-store"]
         let model = chat.model ?? modelName
@@ -347,7 +347,7 @@ extension PaliGemmaService {
                                     choices: [.init(delta: delta, logprobs: logprobs, finish_reason: finish)], usage: nil))
         }
         return Response(status: .ok, headers: headers, body: ResponseBody { [self] writer in
-            defer { lease.release(); ticket.release() }
+            defer { images.release(); ticket.release() }
             do {
                 try await gate.acquire(unless: cancel)
             } catch {

@@ -102,7 +102,7 @@ public final class PaliGemmaService: Sendable {
         }
         router.add(middleware: JSONErrorMiddleware())
         router.add(middleware: MethodNotAllowedMiddleware(routes: [
-            "/": [.get, .head], "/health": [.get, .head], "/metrics": [.get, .head], "/v1/models": [.get, .head],
+            "/": [.get, .head], "/health": [.get, .head], "/examples": [.get], "/metrics": [.get, .head], "/v1/models": [.get, .head],
             "/v1/generate": [.post], "/v1/stream": [.post], "/v1/chat/completions": [.post],
         ]))
         if let key = configuration.apiKey { router.add(middleware: APIKeyMiddleware(key: key)) }
@@ -143,6 +143,8 @@ public final class PaliGemmaService: Sendable {
         router.post("/v1/chat/completions") { [self] request, context in
             try await chatCompletions(request, clientGone: context.clientGoneFlag())
         }
+        // The page's example images and model-fitting defaults (PageResources.swift).
+        addPageRoutes(to: router)
         return router
     }
 
@@ -179,11 +181,11 @@ public final class PaliGemmaService: Sendable {
         let contentType = request.headers[.contentType]
         let parsed = try await offload { try GenerateRequest.parse(body: body, contentType: contentType) }
         try validate(parsed)
-        let (images, lease) = try await decode(parsed.images, name: "image")
+        let images = try await decode(parsed.images, name: "image")
         if stream {
-            return streamingResponse(parsed, images: images, lease: lease, ticket: ticket, start: start, cancel: clientGone)
+            return streamingResponse(parsed, images: images, ticket: ticket, start: start, cancel: clientGone)
         }
-        defer { lease.release(); ticket.release() }
+        defer { images.release(); ticket.release() }
         let (pipeline, prompt, options) = (self.pipeline, parsed.prompt, parsed.options)
         let waitStart = monotonicSeconds()
         try await gate.acquire(unless: clientGone)
@@ -198,11 +200,11 @@ public final class PaliGemmaService: Sendable {
     }
 
     /// Server-Sent Events: `token` per token, then `done` with the full result (or `error`).
-    func streamingResponse(_ parsed: GenerateRequest, images: [RGBImage], lease: DecodeSlots.Lease, ticket: Admission.Ticket,
+    func streamingResponse(_ parsed: GenerateRequest, images: DecodedImages, ticket: Admission.Ticket,
                            start: Double, cancel: CancellationFlag) -> Response {
         let headers: HTTPFields = [.contentType: "text/event-stream; charset=utf-8", .cacheControl: "no-store"]
         return Response(status: .ok, headers: headers, body: ResponseBody { [self] writer in
-            defer { lease.release(); ticket.release() }
+            defer { images.release(); ticket.release() }
             // Waiting (with `queued` events while other generations hold every slot), then the
             // tokens, all through one stream of events.
             let (events, continuation) = AsyncStream.makeStream(of: String.self)
@@ -278,16 +280,16 @@ public final class PaliGemmaService: Sendable {
         }
     }
 
-    /// Decodes a request's images once a decode slot is free; the lease is held until the
-    /// generation that uses them ends.
-    func decode(_ files: [Data], name: String) async throws -> ([RGBImage], DecodeSlots.Lease) {
+    /// Decodes a request's images once a decode slot is free; the slot is held until they are
+    /// encoded (or the request ends).
+    func decode(_ files: [Data], name: String) async throws -> DecodedImages {
         let lease = await decodeSlots.take()
         let loader = imageLoader
         do {
             let images = try await offload {
                 try files.enumerated().map { i, data in try loader.decode(data, name: files.count == 1 ? name : "\(name) \(i + 1)") }
             }
-            return (images, lease)
+            return DecodedImages(images, lease: lease)
         } catch {
             lease.release()
             throw error
