@@ -31,6 +31,7 @@ let package = Package(
         .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.19"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.65.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.0.0"),
     ],
     targets: [
         // C kernels: each fast routine carries its own target attribute and is picked at run
@@ -64,7 +65,8 @@ let package = Package(
         .target(
             name: "PaliGemmaServer",
             dependencies: ["PaliGemma", "Imaging", "MaskDecoder", .product(name: "Hummingbird", package: "hummingbird"),
-                           .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio")],
+                           .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
+                           .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
             plugins: ["EmbedText"]),
         // Build-time only: turns a text file into a Swift string constant, so the served page
         // needs no resource bundle beside the binary.

@@ -18,6 +18,7 @@ struct Serve: AsyncParsableCommand {
     @Option(parsing: .unconditional, help: "Port to listen on, 0…65535 (0 picks a free one).") var port = 8080
     @Option(name: .customLong("vae-oid"), help: "big_vision's vae-oid.npz (mask decoder weights).") var vaeOID: String?
     @Option(name: .customLong("max-waiting"), parsing: .unconditional, help: "Requests that may wait for a generation slot (0…1024).") var maxWaiting = 8
+    @Option(name: .customLong("shutdown-timeout"), parsing: .unconditional, help: "Seconds running requests may take to finish after SIGINT/SIGTERM (0…3600).") var shutdownTimeout = 30
     @Option(name: .customLong("max-sequences"), parsing: .unconditional, help: "Generations that run at once, sharing decode steps (1…8; 1 runs one at a time).") var maxSequences = 4
     @Option(name: .customLong("max-body-mb"), parsing: .unconditional, help: "Largest request body, in MB (1…1024).") var maxBodyMB = 32
 
@@ -32,6 +33,7 @@ struct Serve: AsyncParsableCommand {
         guard (1...3600).contains(idleTimeout) else { throw ValidationError("--idle-timeout must be in 1…3600 seconds, got \(idleTimeout)") }
         guard (0...65535).contains(port) else { throw ValidationError("--port must be in 0…65535, got \(port)") }
         guard (1...1024).contains(maxBodyMB) else { throw ValidationError("--max-body-mb must be in 1…1024, got \(maxBodyMB)") }
+        guard (0...3600).contains(shutdownTimeout) else { throw ValidationError("--shutdown-timeout must be in 0…3600, got \(shutdownTimeout)") }
         guard (1...8).contains(maxSequences) else { throw ValidationError("--max-sequences must be in 1…8, got \(maxSequences)") }
         guard (0...1024).contains(maxWaiting) else { throw ValidationError("--max-waiting must be in 0…1024, got \(maxWaiting)") }
     }
@@ -55,6 +57,7 @@ struct Serve: AsyncParsableCommand {
                                          maxBodyBytes: maxBodyMB << 20, maxWaiting: maxWaiting)
         config.maxConnections = maxConnections
         config.maxSequences = maxSequences
+        config.shutdownTimeoutSeconds = shutdownTimeout
         config.corsOrigin = corsOrigin
         let key = apiKey ?? ProcessInfo.processInfo.environment["PALIGEMMA_API_KEY"].flatMap { $0.isEmpty ? nil : $0 }
         config.apiKey = key
@@ -64,11 +67,10 @@ struct Serve: AsyncParsableCommand {
         config.idleTimeoutSeconds = idleTimeout
         let service = PaliGemmaService(pipeline: pipeline, segmenter: segmenter, configuration: config)
         let host = self.host
-        let app = makeServerApplication(service: service) { port in
+        try await runServer(service: service) { port in
             let shown = host.contains(":") ? "[\(host)]" : host
             print("PaliGemma server on http://\(shown):\(port)/  (Ctrl-C stops)")
             flushStandardOutput()
         }
-        try await app.runService()
     }
 }

@@ -1,10 +1,12 @@
 import Dispatch
 import Foundation
 import Hummingbird
+import Logging
 import Imaging
 import MaskDecoder
 import NIOCore
 import PaliGemma
+import ServiceLifecycle
 
 /// Limits and addresses of the server.
 public struct ServerConfiguration: Sendable {
@@ -40,6 +42,9 @@ public struct ServerConfiguration: Sendable {
     /// A connection that sends nothing for this long (between requests, or in the middle of a
     /// body) is closed.
     public var idleTimeoutSeconds: Int = 30
+    /// On SIGINT or SIGTERM, running requests (streams included) may finish for this long before
+    /// they are cut (``runServer(service:onServerRunning:)``).
+    public var shutdownTimeoutSeconds: Int = 30
 
     public init(host: String = "127.0.0.1", port: Int = 8080, modelName: String? = nil, maxBodyBytes: Int = 32 << 20,
                 maxWaiting: Int = 8, maxNewTokensLimit: Int = 1024, maxPromptCharacters: Int = 4096,
@@ -399,4 +404,15 @@ public func makeServerApplication(service: PaliGemmaService,
                 configuration: .init(address: .hostname(service.configuration.host, port: service.configuration.port),
                                      serverName: "paligemma"),
                 onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? service.configuration.port) })
+}
+
+/// Serves `service` until SIGINT or SIGTERM, then stops taking connections, lets the requests
+/// already running (streams included) finish for up to `shutdownTimeoutSeconds`, cancels what is
+/// left, and returns.
+public func runServer(service: PaliGemmaService, onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
+    let app = makeServerApplication(service: service, onServerRunning: onServerRunning)
+    var config = ServiceGroupConfiguration(services: [app], gracefulShutdownSignals: [.sigterm, .sigint],
+                                           logger: Logger(label: "paligemma"))
+    config.maximumGracefulShutdownDuration = .seconds(max(0, service.configuration.shutdownTimeoutSeconds))
+    try await ServiceGroup(configuration: config).run()
 }

@@ -39,6 +39,7 @@ let package = Package(
         fuzzer("FuzzTokenizerModel", ["GemmaTokenizer"], extra: ["TokenizerExercise"]),
         fuzzer("FuzzNpy", ["MaskDecoder"]),
         fuzzer("FuzzNpz", ["MaskDecoder"]),
+        fuzzer("FuzzBigVision", ["PaliGemma", "SafeTensors"]),
         fuzzer("FuzzImage", ["Imaging"]),
         fuzzer("FuzzLocation", ["PaliGemma", "GemmaTokenizer"]),
         fuzzer("FuzzServerJSON", ["PaliGemmaServer"]),

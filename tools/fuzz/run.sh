@@ -19,7 +19,7 @@ WORK="${FUZZ_WORK:-$HERE/.build/work}"
 JOBS="${FUZZ_JOBS:-1}"
 
 # target name → SwiftPM product (or "clang" for the C harness), in run order.
-TARGETS=(safetensors config tokenizer-json tokenizer-model npy npz image image-shims location server-json server-multipart)
+TARGETS=(safetensors config tokenizer-json tokenizer-model npy npz bigvision image image-shims location server-json server-multipart)
 product() {
     case "$1" in
         safetensors) echo FuzzSafeTensors ;;
@@ -28,6 +28,7 @@ product() {
         tokenizer-model) echo FuzzTokenizerModel ;;
         npy) echo FuzzNpy ;;
         npz) echo FuzzNpz ;;
+        bigvision) echo FuzzBigVision ;;
         image) echo FuzzImage ;;
         image-shims) echo clang ;;
         location) echo FuzzLocation ;;
