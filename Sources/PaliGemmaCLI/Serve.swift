@@ -19,6 +19,7 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("vae-oid"), help: "big_vision's vae-oid.npz (mask decoder weights).") var vaeOID: String?
     @Option(name: .customLong("max-waiting"), parsing: .unconditional, help: "Requests that may wait for a generation slot (0…1024).") var maxWaiting = 8
     @Option(name: .customLong("shutdown-timeout"), parsing: .unconditional, help: "Seconds running requests may take to finish after SIGINT/SIGTERM (0…3600).") var shutdownTimeout = 30
+    @Option(name: .customLong("max-kv-mb"), parsing: .unconditional, help: "KV cache the running generations may reserve together, in MB (16…1048576); a request reserves its prompt plus max_new_tokens positions.") var maxKVMB = 8192
     @Option(name: .customLong("max-sequences"), parsing: .unconditional, help: "Generations that run at once, sharing decode steps (1…8; 1 runs one at a time).") var maxSequences = 4
     @Option(name: .customLong("max-body-mb"), parsing: .unconditional, help: "Largest request body, in MB (1…1024).") var maxBodyMB = 32
 
@@ -34,6 +35,7 @@ struct Serve: AsyncParsableCommand {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be in 0…65535, got \(port)") }
         guard (1...1024).contains(maxBodyMB) else { throw ValidationError("--max-body-mb must be in 1…1024, got \(maxBodyMB)") }
         guard (0...3600).contains(shutdownTimeout) else { throw ValidationError("--shutdown-timeout must be in 0…3600, got \(shutdownTimeout)") }
+        guard (16...1_048_576).contains(maxKVMB) else { throw ValidationError("--max-kv-mb must be in 16…1048576, got \(maxKVMB)") }
         guard (1...8).contains(maxSequences) else { throw ValidationError("--max-sequences must be in 1…8, got \(maxSequences)") }
         guard (0...1024).contains(maxWaiting) else { throw ValidationError("--max-waiting must be in 0…1024, got \(maxWaiting)") }
     }
@@ -58,6 +60,7 @@ struct Serve: AsyncParsableCommand {
         config.maxConnections = maxConnections
         config.maxSequences = maxSequences
         config.shutdownTimeoutSeconds = shutdownTimeout
+        config.maxKVMegabytes = maxKVMB
         config.corsOrigin = corsOrigin
         let key = apiKey ?? ProcessInfo.processInfo.environment["PALIGEMMA_API_KEY"].flatMap { $0.isEmpty ? nil : $0 }
         config.apiKey = key

@@ -10,21 +10,34 @@ import Foundation
 actor InferenceGate {
     let maxWaiting: Int
     let slots: Int
+    /// Bytes of KV cache the running generations may reserve together (Int.max: no bound).
+    let kvBudget: Int
     /// Generations holding a slot.
     private(set) var active = 0
+    /// KV cache bytes the running generations reserved.
+    private(set) var reserved = 0
     private var waiters: [Waiter] = []
     /// How many model jobs ran at once, at most, and how many ran (for tests).
     nonisolated let activity = ActivityCounter()
 
     private struct Waiter {
+        let cost: Int
         let resume: CheckedContinuation<Void, Never>
         /// Told the requests ahead of it whenever that changes.
         let onPosition: (@Sendable (Int) -> Void)?
     }
 
-    init(maxWaiting: Int, slots: Int = 1) {
+    init(maxWaiting: Int, slots: Int = 1, kvBudget: Int = .max) {
         self.maxWaiting = max(0, maxWaiting)
         self.slots = max(1, slots)
+        self.kvBudget = max(0, kvBudget)
+    }
+
+    /// Whether a generation reserving `cost` bytes of KV cache may start now: a free slot and
+    /// room in the budget (a generation alone always may; requests larger than the budget are
+    /// refused before they get here).
+    private func fits(_ cost: Int) -> Bool {
+        active < slots && (active == 0 || reserved + cost <= kvBudget)
     }
 
     /// Whether a generation is running.
@@ -38,35 +51,42 @@ actor InferenceGate {
 
     /// Waits for a slot; throws `busy` when the queue is full. `onPosition` hears how many
     /// requests are ahead while it waits (not called when a slot is free at once).
-    func acquire(onPosition: (@Sendable (Int) -> Void)? = nil) async throws {
-        if active < slots {
+    func acquire(cost: Int = 0, onPosition: (@Sendable (Int) -> Void)? = nil) async throws {
+        if waiters.isEmpty && fits(cost) {
             active += 1
+            reserved += cost
             return
         }
         guard waiters.count < maxWaiting else { throw APIError.busy(waiting: waiters.count) }
         onPosition?(waiters.count)
-        await withCheckedContinuation { waiters.append(Waiter(resume: $0, onPosition: onPosition)) }
-        // `release` handed its slot over: `active` stayed the same.
+        await withCheckedContinuation { waiters.append(Waiter(cost: cost, resume: $0, onPosition: onPosition)) }
+        // `release` admitted it: `active` and `reserved` count it already.
     }
 
     /// Waits for a slot as `acquire`; a request whose client left while it waited gives its
     /// slot straight to the next one and throws `clientGone`.
-    func acquire(unless clientGone: CancellationFlag, onPosition: (@Sendable (Int) -> Void)? = nil) async throws {
-        try await acquire(onPosition: onPosition)
+    func acquire(unless clientGone: CancellationFlag, cost: Int = 0, onPosition: (@Sendable (Int) -> Void)? = nil) async throws {
+        try await acquire(cost: cost, onPosition: onPosition)
         if clientGone.isCancelled {
-            release()
+            release(cost: cost)
             throw APIError.clientGone
         }
     }
 
-    /// Hands the slot to the next waiter (telling the rest their new place), or frees it.
-    func release() {
-        if waiters.isEmpty {
-            active -= 1
-        } else {
-            waiters.removeFirst().resume.resume()
-            for (i, w) in waiters.enumerated() { w.onPosition?(i) }
+    /// Frees a slot and its KV reservation, then starts waiters in arrival order while they fit
+    /// (telling the rest their new place).
+    func release(cost: Int = 0) {
+        active -= 1
+        reserved -= cost
+        var moved = false
+        while let first = waiters.first, fits(first.cost) {
+            waiters.removeFirst()
+            active += 1
+            reserved += first.cost
+            first.resume.resume()
+            moved = true
         }
+        if moved { for (i, w) in waiters.enumerated() { w.onPosition?(i) } }
     }
 
     /// Runs blocking model work on a thread of its own. The caller must hold a slot.
@@ -85,10 +105,10 @@ actor InferenceGate {
 
     /// Runs `work` on a thread of its own, then releases the slot (held by the caller) whatever
     /// the outcome, which it returns.
-    nonisolated func executeThenRelease<T>(_ work: @escaping @Sendable () throws -> T) async -> Result<T, Error> {
+    nonisolated func executeThenRelease<T>(cost: Int = 0, _ work: @escaping @Sendable () throws -> T) async -> Result<T, Error> {
         let result: Result<T, Error>
         do { result = .success(try await execute(work)) } catch { result = .failure(error) }
-        await release()
+        await release(cost: cost)
         return result
     }
 }

@@ -282,17 +282,18 @@ extension PaliGemmaService {
         if await gate.isFull { throw APIError.busy(waiting: await gate.waiting) }
         let chat = try await offload { try ChatRequest.parse(body: body) }
         try validate(GenerateRequest(images: chat.images, prompt: chat.prompt, options: chat.options))
+        let cost = try kvCost(GenerateRequest(images: chat.images, prompt: chat.prompt, options: chat.options))
         let images = try await decode(chat.images, name: "image_url")
         let id = "chatcmpl-" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
         let created = Int(Date().timeIntervalSince1970)
         if chat.stream {
-            return chatStream(chat, images: images, ticket: ticket, id: id, created: created, start: start, cancel: clientGone)
+            return chatStream(chat, images: images, ticket: ticket, cost: cost, id: id, created: created, start: start, cancel: clientGone)
         }
         defer { images.release(); ticket.release() }
         let waitStart = monotonicSeconds()
         let (pipeline, segmenter, imageCache) = (self.pipeline, self.segmenter, self.imageCache)
-        try await gate.acquire(unless: clientGone)
-        let result: (TaskResult, String, Bool) = try await gate.executeThenRelease {
+        try await gate.acquire(unless: clientGone, cost: cost)
+        let result: (TaskResult, String, Bool) = try await gate.executeThenRelease(cost: cost) {
             var matcher = StopMatcher(chat.stop)
             let r = try runGeneration(pipeline: pipeline, images: images, prompt: chat.prompt, options: chat.options,
                                       segmenter: segmenter, cache: imageCache, cancel: clientGone) { _ in }
@@ -335,7 +336,7 @@ extension PaliGemmaService {
     }
 
     /// The answer as `chat.completion.chunk` events, then `data: [DONE]`.
-    func chatStream(_ chat: ChatRequest, images: DecodedImages, ticket: Admission.Ticket, id: String,
+    func chatStream(_ chat: ChatRequest, images: DecodedImages, ticket: Admission.Ticket, cost: Int, id: String,
                     created: Int, start: Double, cancel: CancellationFlag) -> Response {
         let headers: HTTPFields = [.contentType: "text/event-stream; charset=utf-8", .cacheControl: "no-store"]
         let model = chat.model ?? modelName
@@ -349,7 +350,7 @@ extension PaliGemmaService {
         return Response(status: .ok, headers: headers, body: ResponseBody { [self] writer in
             defer { images.release(); ticket.release() }
             do {
-                try await gate.acquire(unless: cancel)
+                try await gate.acquire(unless: cancel, cost: cost)
             } catch {
                 try await writer.write(ByteBuffer(string: "data: " + APIError.from(error).json + "\n\n"))
                 try await writer.finish(nil)
@@ -360,7 +361,7 @@ extension PaliGemmaService {
             continuation.yield(chunk(.init(role: "assistant", content: "")))
             let generation = Task { () -> Result<(TaskResult, Bool), Error> in
                 defer { continuation.finish() }
-                return await gate.executeThenRelease { () -> (TaskResult, Bool) in
+                return await gate.executeThenRelease(cost: cost) { () -> (TaskResult, Bool) in
                     var matcher = StopMatcher(chat.stop)
                     let eos = Set(pipeline.model.config.text.eosTokenIDs)
                     let task = try runGeneration(pipeline: pipeline, images: images, prompt: chat.prompt, options: chat.options,

@@ -42,6 +42,10 @@ public struct ServerConfiguration: Sendable {
     /// A connection that sends nothing for this long (between requests, or in the middle of a
     /// body) is closed.
     public var idleTimeoutSeconds: Int = 30
+    /// KV cache the running generations may reserve together, in MB: a request reserves its
+    /// prompt plus `max_new_tokens` positions; one that does not fit waits, one larger than the
+    /// whole budget is refused.
+    public var maxKVMegabytes: Int = 8192
     /// On SIGINT or SIGTERM, running requests (streams included) may finish for this long before
     /// they are cut (``runServer(service:onServerRunning:)``).
     public var shutdownTimeoutSeconds: Int = 30
@@ -85,7 +89,9 @@ public final class PaliGemmaService: Sendable {
         // Several generations share decode steps only without an adapter (its low-rank terms
         // are computed per sequence); with one they take turns.
         let shared = configuration.maxSequences > 1 && pipeline.model.enableBatchedDecoding(maxSequences: configuration.maxSequences) != nil
-        gate = InferenceGate(maxWaiting: configuration.maxWaiting, slots: shared ? configuration.maxSequences : 1)
+        gate = InferenceGate(maxWaiting: configuration.maxWaiting, slots: shared ? configuration.maxSequences : 1,
+                             kvBudget: configuration.maxKVMegabytes.multipliedReportingOverflow(by: 1 << 20).overflow
+                                ? .max : configuration.maxKVMegabytes << 20)
         decodeSlots = DecodeSlots(count: configuration.maxDecodedImages)
         admission = Admission(maxWaiting: configuration.maxWaiting)
         imageCache = EncodedImageCache(capacity: configuration.cachedImages)
@@ -186,17 +192,18 @@ public final class PaliGemmaService: Sendable {
         let contentType = request.headers[.contentType]
         let parsed = try await offload { try GenerateRequest.parse(body: body, contentType: contentType) }
         try validate(parsed)
+        let cost = try kvCost(parsed)
         let images = try await decode(parsed.images, name: "image")
         if stream {
-            return streamingResponse(parsed, images: images, ticket: ticket, start: start, cancel: clientGone)
+            return streamingResponse(parsed, images: images, ticket: ticket, cost: cost, start: start, cancel: clientGone)
         }
         defer { images.release(); ticket.release() }
         let (pipeline, prompt, options) = (self.pipeline, parsed.prompt, parsed.options)
         let waitStart = monotonicSeconds()
-        try await gate.acquire(unless: clientGone)
+        try await gate.acquire(unless: clientGone, cost: cost)
         let queued = monotonicSeconds() - waitStart
         let (segmenter, imageCache) = (self.segmenter, self.imageCache)
-        let result = try await gate.executeThenRelease {
+        let result = try await gate.executeThenRelease(cost: cost) {
             try runGeneration(pipeline: pipeline, images: images, prompt: prompt, options: options, segmenter: segmenter, cache: imageCache,
                               cancel: clientGone, onToken: nil)
         }.get()
@@ -205,7 +212,7 @@ public final class PaliGemmaService: Sendable {
     }
 
     /// Server-Sent Events: `token` per token, then `done` with the full result (or `error`).
-    func streamingResponse(_ parsed: GenerateRequest, images: DecodedImages, ticket: Admission.Ticket,
+    func streamingResponse(_ parsed: GenerateRequest, images: DecodedImages, ticket: Admission.Ticket, cost: Int,
                            start: Double, cancel: CancellationFlag) -> Response {
         let headers: HTTPFields = [.contentType: "text/event-stream; charset=utf-8", .cacheControl: "no-store"]
         return Response(status: .ok, headers: headers, body: ResponseBody { [self] writer in
@@ -218,14 +225,14 @@ public final class PaliGemmaService: Sendable {
                 defer { continuation.finish() }
                 let waitStart = monotonicSeconds()
                 do {
-                    try await gate.acquire(unless: cancel) { ahead in
+                    try await gate.acquire(unless: cancel, cost: cost) { ahead in
                         continuation.yield(sse("queued", "{\"position\":\(ahead)}"))
                     }
                 } catch {
                     return (.failure(error), 0)
                 }
                 let queued = monotonicSeconds() - waitStart
-                let outcome = await gate.executeThenRelease {
+                let outcome = await gate.executeThenRelease(cost: cost) {
                     try runGeneration(pipeline: pipeline, images: images, prompt: prompt, options: options, segmenter: segmenter, cache: imageCache,
                                       cancel: cancel) { token in
                         if let data = try? encoder().encode(token) {
@@ -263,6 +270,19 @@ public final class PaliGemmaService: Sendable {
         r.timings.queueSeconds = queued
         r.timings.totalSeconds = monotonicSeconds() - start
         return r
+    }
+
+    /// Bytes of KV cache a request reserves: its prompt plus `max_new_tokens` positions, float32
+    /// keys and values in every layer. Refused when the whole budget would not hold it.
+    func kvCost(_ request: GenerateRequest) throws -> Int {
+        let t = pipeline.model.config.text
+        let positions = pipeline.promptTokens(request.prompt, images: request.images.count).ids.count + request.options.maxNewTokens
+        let bytes = positions * t.numHiddenLayers * 2 * t.numKeyValueHeads * t.headDim * 4
+        let budget = configuration.maxKVMegabytes
+        guard bytes <= budget << 20 else {
+            throw APIError.badRequest("invalid_option", "the prompt and max_new_tokens need \(bytes >> 20) MB of KV cache; this server allows \(budget) MB at once (--max-kv-mb); ask for fewer tokens")
+        }
+        return bytes
     }
 
     /// Refuses prompts and options that make no sense before any model work.

@@ -112,3 +112,34 @@ extension ServerTests {
         }
     }
 }
+
+extension ServerTests {
+    /// The KV budget: generations start only while their reservations fit together (in arrival
+    /// order, even with free slots), a finished one lets the next in, and a request larger than
+    /// the whole budget is refused with a 400 naming --max-kv-mb.
+    func testKVBudgetBoundsWhatRunsTogether() async throws {
+        let gate = InferenceGate(maxWaiting: 4, slots: 4, kvBudget: 100)
+        try await gate.acquire(cost: 60)
+        let second = Task { try await gate.acquire(cost: 60) }
+        while await gate.waiting < 1 { await Task.yield() }
+        let third = Task { try await gate.acquire(cost: 10) }   // would fit, but waits its turn
+        while await gate.waiting < 2 { await Task.yield() }
+        var (active, reserved) = (await gate.active, await gate.reserved)
+        XCTAssertEqual(active, 1)
+        XCTAssertEqual(reserved, 60)
+        await gate.release(cost: 60)
+        try await second.value
+        try await third.value
+        (active, reserved) = (await gate.active, await gate.reserved)
+        XCTAssertEqual(active, 2)
+        XCTAssertEqual(reserved, 70)
+
+        var config = ServerConfiguration()
+        config.maxKVMegabytes = 0
+        try await withServer(config) { port, _ in
+            let reply = try await HTTPClient.postJSON(port: port, try generateBody(Self.reference.cases[0]))
+            XCTAssertEqual(reply.status, 400, reply.text)
+            XCTAssertTrue(reply.text.contains("--max-kv-mb"), reply.text)
+        }
+    }
+}
