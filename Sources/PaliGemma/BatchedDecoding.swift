@@ -169,47 +169,25 @@ extension Gemma2Decoder {
             eachRow(s.normed, layer.k, into: s.k, states, via: (\.normed, \.k), backend)
             eachRow(s.normed, layer.v, into: s.v, states, via: (\.normed, \.v), backend)
             for (i, state) in states.enumerated() {
-                // The single-sequence step's own operations, on this sequence's one row.
-                let start = state.length
+                // The single-sequence step's own attention, on this sequence's one row.
                 state.q.setRows(1)
                 state.k.setRows(1)
                 state.v.setRows(1)
                 state.q.copyRows(from: s.q, sourceRow: i, count: 1, to: 0)
                 state.k.copyRows(from: s.k, sourceRow: i, count: 1, to: 0)
                 state.v.copyRows(from: s.v, sourceRow: i, count: 1, to: 0)
-                backend.rope(state.q, headDim: c.headDim, firstPosition: start + 1, theta: c.ropeTheta)
-                backend.rope(state.k, headDim: c.headDim, firstPosition: start + 1, theta: c.ropeTheta)
-                state.keys[l].setRows(start + 1)
-                state.values[l].setRows(start + 1)
-                state.keys[l].copyRows(from: state.k, count: 1, to: start)
-                state.values[l].copyRows(from: state.v, count: 1, to: start)
-                let shape = AttentionShape(heads: c.numAttentionHeads, kvHeads: c.numKeyValueHeads, headDim: c.headDim,
-                                           scale: 1 / c.queryPreAttnScalar.squareRoot(), softcap: c.attnLogitSoftcapping,
-                                           queryStart: start, keyCount: start + 1)
-                let mask = AttentionMask.prefixLM(prefixLength: state.prefixLength, window: layer.sliding ? c.slidingWindow : nil)
-                backend.attention(queries: state.q, keys: state.keys[l], values: state.values[l], shape: shape,
-                                  mask: mask, into: state.attended)
+                attend(state, layer: l, start: state.length, rows: 1, backend: backend)
                 s.attended.setRows(n)
                 s.attended.copyRows(from: state.attended, count: 1, to: i)
             }
             eachRow(s.attended, layer.o, into: s.attnOut, states, via: (\.attended, \.attnOut), backend)
-            if let norm = layer.postAttentionNorm {
-                backend.rmsNorm(s.attnOut, weight: norm, weightOffset: 1, eps: c.rmsNormEps, into: s.sublayerOut)
-                backend.add(s.sublayerOut, into: s.x)
-            } else {
-                backend.add(s.attnOut, into: s.x)
-            }
+            addSublayer(s.attnOut, norm: layer.postAttentionNorm, scratch: s.sublayerOut, into: s.x, backend)
             backend.rmsNorm(s.x, weight: layer.preFeedforwardNorm, weightOffset: 1, eps: c.rmsNormEps, into: s.normed)
             eachRow(s.normed, layer.gate, into: s.gate, states, via: (\.normed, \.gate), backend)
             eachRow(s.normed, layer.up, into: s.up, states, via: (\.normed, \.up), backend)
             backend.geluTanh(s.gate, times: s.up, into: s.gate)
             eachRow(s.gate, layer.down, into: s.attnOut, states, via: (\.gate, \.attnOut), backend)
-            if let norm = layer.postFeedforwardNorm {
-                backend.rmsNorm(s.attnOut, weight: norm, weightOffset: 1, eps: c.rmsNormEps, into: s.sublayerOut)
-                backend.add(s.sublayerOut, into: s.x)
-            } else {
-                backend.add(s.attnOut, into: s.x)
-            }
+            addSublayer(s.attnOut, norm: layer.postFeedforwardNorm, scratch: s.sublayerOut, into: s.x, backend)
         }
         for state in states { state.length += 1 }
     }

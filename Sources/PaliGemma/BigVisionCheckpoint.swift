@@ -107,10 +107,9 @@ struct BigVisionTree {
     /// Layers, heads and head size of the decoder's query kernel (`q_einsum`, or the fused
     /// `qkv_einsum` of trees whose keys and values have as many heads as the queries).
     private static func queryShape(_ arrays: [String: TensorInfo], file: String) throws -> (Int, Int, Int) {
-        if let q = arrays["llm/layers/attn/q_einsum/w"], q.shape.count == 4 { return (q.shape[0], q.shape[1], q.shape[3]) }
-        if let qkv = arrays["llm/layers/attn/qkv_einsum/w"], qkv.shape.count == 5 { return (qkv.shape[0], qkv.shape[2], qkv.shape[4]) }
-        _ = try need(arrays, "llm/layers/attn/q_einsum/w", file: file, rank: 4)
-        return (0, 0, 0)
+        if arrays["llm/layers/attn/q_einsum/w"] == nil, let qkv = arrays["llm/layers/attn/qkv_einsum/w"], qkv.shape.count == 5 { return (qkv.shape[0], qkv.shape[2], qkv.shape[4]) }
+        let q = try need(arrays, "llm/layers/attn/q_einsum/w", file: file, rank: 4)
+        return (q.shape[0], q.shape[1], q.shape[3])
     }
 
     // MARK: - The mapping

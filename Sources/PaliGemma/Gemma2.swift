@@ -128,27 +128,9 @@ struct Gemma2Decoder {
             project(state.normed, l, .q, layer.q, into: state.q, state, backend)
             project(state.normed, l, .k, layer.k, into: state.k, state, backend)
             project(state.normed, l, .v, layer.v, into: state.v, state, backend)
-            // transformers' PaliGemma positions are 1-based: position = index + 1.
-            backend.rope(state.q, headDim: c.headDim, firstPosition: start + 1, theta: c.ropeTheta)
-            backend.rope(state.k, headDim: c.headDim, firstPosition: start + 1, theta: c.ropeTheta)
-            state.keys[l].setRows(start + rows)
-            state.values[l].setRows(start + rows)
-            state.keys[l].copyRows(from: state.k, count: rows, to: start)
-            state.values[l].copyRows(from: state.v, count: rows, to: start)
-            let shape = AttentionShape(heads: c.numAttentionHeads, kvHeads: c.numKeyValueHeads, headDim: c.headDim,
-                                       scale: 1 / c.queryPreAttnScalar.squareRoot(), softcap: c.attnLogitSoftcapping,
-                                       queryStart: start, keyCount: start + rows)
-            let mask = AttentionMask.prefixLM(prefixLength: state.prefixLength,
-                                              window: layer.sliding ? c.slidingWindow : nil)
-            backend.attention(queries: state.q, keys: state.keys[l], values: state.values[l], shape: shape,
-                              mask: mask, into: state.attended)
+            attend(state, layer: l, start: start, rows: rows, backend: backend)
             project(state.attended, l, .o, layer.o, into: state.attnOut, state, backend)
-            if let norm = layer.postAttentionNorm {
-                backend.rmsNorm(state.attnOut, weight: norm, weightOffset: 1, eps: c.rmsNormEps, into: state.sublayerOut)
-                backend.add(state.sublayerOut, into: state.x)
-            } else {
-                backend.add(state.attnOut, into: state.x)
-            }
+            addSublayer(state.attnOut, norm: layer.postAttentionNorm, scratch: state.sublayerOut, into: state.x, backend)
             // out = h + post_feedforward_layernorm(down(gelu_tanh(gate(n)) · up(n))), n = pre_feedforward_layernorm(h)
             // (Gemma 1: no post_feedforward_layernorm)
             backend.rmsNorm(state.x, weight: layer.preFeedforwardNorm, weightOffset: 1, eps: c.rmsNormEps, into: state.normed)
@@ -156,14 +138,38 @@ struct Gemma2Decoder {
             project(state.normed, l, .up, layer.up, into: state.up, state, backend)
             backend.geluTanh(state.gate, times: state.up, into: state.gate)
             project(state.gate, l, .down, layer.down, into: state.attnOut, state, backend)
-            if let norm = layer.postFeedforwardNorm {
-                backend.rmsNorm(state.attnOut, weight: norm, weightOffset: 1, eps: c.rmsNormEps, into: state.sublayerOut)
-                backend.add(state.sublayerOut, into: state.x)
-            } else {
-                backend.add(state.attnOut, into: state.x)
-            }
+            addSublayer(state.attnOut, norm: layer.postFeedforwardNorm, scratch: state.sublayerOut, into: state.x, backend)
         }
         state.length = start + rows
+    }
+
+    /// Layer `l`'s attention for the `rows` new tokens in `state.q/k/v` (positions `start`…):
+    /// RoPE, their keys and values appended to the cache, attention into `state.attended`.
+    func attend(_ state: Gemma2State, layer l: Int, start: Int, rows: Int, backend: ComputeBackend) {
+        let c = config
+        // transformers' PaliGemma positions are 1-based: position = index + 1.
+        backend.rope(state.q, headDim: c.headDim, firstPosition: start + 1, theta: c.ropeTheta)
+        backend.rope(state.k, headDim: c.headDim, firstPosition: start + 1, theta: c.ropeTheta)
+        state.keys[l].setRows(start + rows)
+        state.values[l].setRows(start + rows)
+        state.keys[l].copyRows(from: state.k, count: rows, to: start)
+        state.values[l].copyRows(from: state.v, count: rows, to: start)
+        let shape = AttentionShape(heads: c.numAttentionHeads, kvHeads: c.numKeyValueHeads, headDim: c.headDim,
+                                   scale: 1 / c.queryPreAttnScalar.squareRoot(), softcap: c.attnLogitSoftcapping,
+                                   queryStart: start, keyCount: start + rows)
+        let mask = AttentionMask.prefixLM(prefixLength: state.prefixLength, window: layers[l].sliding ? c.slidingWindow : nil)
+        backend.attention(queries: state.q, keys: state.keys[l], values: state.values[l], shape: shape,
+                          mask: mask, into: state.attended)
+    }
+
+    /// `x += norm(out)` (Gemma 2's post-norms), or `x += out` without one (Gemma 1).
+    func addSublayer(_ out: Matrix, norm: [Float]?, scratch: Matrix, into x: Matrix, _ backend: ComputeBackend) {
+        if let norm {
+            backend.rmsNorm(out, weight: norm, weightOffset: 1, eps: config.rmsNormEps, into: scratch)
+            backend.add(scratch, into: x)
+        } else {
+            backend.add(out, into: x)
+        }
     }
 
     /// `out = x·Wᵀ`, plus the adapter's low-rank term for this layer and target when there is one.

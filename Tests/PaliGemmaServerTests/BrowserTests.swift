@@ -477,22 +477,6 @@ final class BrowserTests: XCTestCase {
     func withServer(pipeline: PaliGemmaPipeline, segmenter: Segmenter, _ body: (Int) async throws -> Void) async throws {
         let service = PaliGemmaService(pipeline: pipeline, segmenter: segmenter,
                                        configuration: ServerConfiguration(host: "127.0.0.1", port: 0))
-        let (ports, portSink) = AsyncStream.makeStream(of: Int.self)
-        let app = makeServerApplication(service: service) { port in portSink.yield(port) }
-        var logger = Logger(label: "BrowserTests")
-        logger.logLevel = .warning
-        let group = ServiceGroup(configuration: .init(services: [app], logger: logger))
-        let server = Task { try await group.run() }
-        var iterator = ports.makeAsyncIterator()
-        guard let port = await iterator.next() else { return XCTFail("the server did not start") }
-        do {
-            try await body(port)
-        } catch {
-            await group.triggerGracefulShutdown()
-            _ = await server.result
-            throw error
-        }
-        await group.triggerGracefulShutdown()
-        try await server.value
+        try await runTestServer(service, body)
     }
 }

@@ -35,23 +35,7 @@ final class ServerTests: XCTestCase {
         config.host = "127.0.0.1"
         config.port = 0
         let service = PaliGemmaService(pipeline: Self.pipeline, segmenter: segmenter, configuration: config)
-        let (ports, portSink) = AsyncStream.makeStream(of: Int.self)
-        let app = makeServerApplication(service: service) { port in portSink.yield(port) }
-        var logger = Logger(label: "ServerTests")
-        logger.logLevel = .warning
-        let group = ServiceGroup(configuration: .init(services: [app], logger: logger))
-        let server = Task { try await group.run() }
-        var iterator = ports.makeAsyncIterator()
-        guard let port = await iterator.next() else { return XCTFail("the server did not start") }
-        do {
-            try await body(port, service)
-        } catch {
-            await group.triggerGracefulShutdown()
-            _ = await server.result
-            throw error
-        }
-        await group.triggerGracefulShutdown()
-        try await server.value
+        try await runTestServer(service) { port in try await body(port, service) }
     }
 
     func generateBody(_ c: Case) throws -> [String: Any] {
@@ -631,4 +615,25 @@ extension ServerTests {
             XCTAssertEqual(service.admission.count, 0, "answered requests leave")
         }
     }
+}
+
+/// Runs `service` on a free loopback port for `body`, then stops it (also when `body` throws).
+func runTestServer(_ service: PaliGemmaService, _ body: (Int) async throws -> Void) async throws {
+    let (ports, portSink) = AsyncStream.makeStream(of: Int.self)
+    let app = makeServerApplication(service: service) { port in portSink.yield(port) }
+    var logger = Logger(label: "ServerTests")
+    logger.logLevel = .warning
+    let group = ServiceGroup(configuration: .init(services: [app], logger: logger))
+    let server = Task { try await group.run() }
+    var iterator = ports.makeAsyncIterator()
+    guard let port = await iterator.next() else { return XCTFail("the server did not start") }
+    do {
+        try await body(port)
+    } catch {
+        await group.triggerGracefulShutdown()
+        _ = await server.result
+        throw error
+    }
+    await group.triggerGracefulShutdown()
+    try await server.value
 }
