@@ -8,6 +8,9 @@ profits from an earlier one's caches:
   together   N identical requests sent at once (the same image and prompt: they share the image
              encoding and the prefill, then every decode step)
   distinct   N requests on N different images at once (each prefills; decode steps shared)
+  arrival    (--arrival N) N streams decoding when one more request arrives: how long the
+             running streams wait between tokens while the newcomer's image is encoded and its
+             prompt prefilled, and the newcomer's time to first token
 
 and reports, per scenario, when each request finished, the time to first token, and the
 aggregate decode rate (tokens generated after each stream's first token, over the time from the
@@ -55,8 +58,9 @@ def write_padded_tokenizer(model_dir):
     (model_dir / "tokenizer.json").write_text(json.dumps(tok))
 
 
-def post_stream(url, image, prompt, tokens, timeout):
-    """One streamed request; returns (start, first_token_time, finish_time, token_ids, token_times)."""
+def post_stream(url, image, prompt, tokens, timeout, on_token=None):
+    """One streamed request; returns (start, first_token_time, finish_time, token_ids, token_times).
+    `on_token(count)` is called as each token arrives."""
     body = json.dumps({"image": base64.b64encode(image).decode(), "prompt": prompt, "max_new_tokens": tokens,
                        "temperature": 0}).encode()
     request = urllib.request.Request(url + "/v1/generate?stream=true", data=body,
@@ -75,6 +79,8 @@ def post_stream(url, image, prompt, tokens, timeout):
                     times.append(time.monotonic())
                     if first is None:
                         first = times[0]
+                    if on_token:
+                        on_token(len(times))
                 elif event == "done":
                     done = json.loads(line[6:])
                 elif event == "error":
@@ -127,6 +133,56 @@ def summarise(name, t0, results, reference):
     return max(finishes), rate, same, steady
 
 
+def run_arrival(url, running_images, newcomer, prompt, tokens, timeout):
+    """Starts one stream per image of `running_images`; once each has 4 tokens, sends `newcomer`.
+    Returns the running streams' results, the newcomer's, and when the newcomer was sent."""
+    n = len(running_images)
+    results = [None] * n
+    counts = [0] * n
+    ready = threading.Event()
+    lock = threading.Lock()
+
+    def progress(i, count):
+        with lock:
+            counts[i] = count
+            if min(counts) >= 4:
+                ready.set()
+
+    def one(i):
+        try:
+            results[i] = post_stream(url, running_images[i], prompt, tokens, timeout,
+                                     on_token=lambda c: progress(i, c))
+        except Exception as e:  # reported below, the run goes on
+            results[i] = e
+            ready.set()
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    ready.wait(timeout)
+    sent = time.monotonic()
+    late = post_stream(url, newcomer, prompt, 8, timeout)
+    for t in threads:
+        t.join()
+    return results, late, sent
+
+
+def summarise_arrival(n, results, late, sent, alone_gap, alone_ttft):
+    bad = [r for r in results if isinstance(r, Exception)]
+    if bad:
+        print(f"arrival ×{n}: {len(bad)} failed: {bad[0]}")
+        return
+    arrived = late[1]
+    # Each running stream's gaps between consecutive tokens that touch the newcomer's wait.
+    gaps = [b - a for r in results for a, b in zip(r[4], r[4][1:]) if b > sent and a < arrived]
+    during = sum(1 for r in results for t in r[4] if sent < t <= arrived)
+    finished_early = sum(1 for r in results if r[2] < arrived)
+    print(f"arrival ×{n}: newcomer's first token after {arrived - sent:.2f} s ({(arrived - sent) / alone_ttft:.2f}× alone); "
+          f"running streams meanwhile: {during} tokens, longest gap {max(gaps) if gaps else float('nan'):.2f} s "
+          f"({(max(gaps) if gaps else float('nan')) / alone_gap:.1f}× a step alone)"
+          + (f"; {finished_early} had finished before" if finished_early else ""))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--paligemma", help="the paligemma binary (starts `serve` on 127.0.0.1, a free port)")
@@ -136,10 +192,14 @@ def main():
                         help="image files; each scenario takes images of its own (needs 2 + max(streams) + ...)")
     parser.add_argument("--prompt", default="caption en")
     parser.add_argument("--tokens", type=int, default=32, help="max_new_tokens per request (default 32)")
-    parser.add_argument("--streams", default="4,8", help="concurrent requests per scenario, comma-separated (≤ 16)")
+    parser.add_argument("--streams", default="4,8", help="concurrent requests per scenario, comma-separated (≤ 16; empty: none)")
     parser.add_argument("--max-sequences", type=int, default=8, help="the started server's --max-sequences")
     parser.add_argument("--threads", type=int, help="the started server's --threads")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per request")
+    parser.add_argument("--arrival", type=int, default=0,
+                        help="streams running when one more request arrives (0: skip the arrival scenario)")
+    parser.add_argument("--arrival-tokens", type=int, default=128,
+                        help="max_new_tokens of the running streams in the arrival scenario (default 128)")
     parser.add_argument("--pad-tokenizer", action="store_true",
                         help="first write a tokenizer.json into --model (a random-weight checkpoint has none)")
     args = parser.parse_args()
@@ -147,9 +207,11 @@ def main():
         if not args.model:
             sys.exit("--pad-tokenizer needs --model")
         write_padded_tokenizer(args.model)
-    streams = [int(s) for s in args.streams.split(",")]
+    streams = [int(s) for s in args.streams.split(",") if s]
     if any(s < 1 or s > 16 for s in streams):
         sys.exit("--streams: 1…16 each")
+    if not 0 <= args.arrival <= 15:
+        sys.exit("--arrival: 0…15")
 
     server = None
     url = args.url
@@ -178,7 +240,7 @@ def main():
             sys.exit("the server did not start")
     try:
         images = [pathlib.Path(p).read_bytes() for p in args.images]
-        needed = 1 + sum(1 + s for s in streams)
+        needed = 1 + sum(1 + s for s in streams) + (args.arrival + 1 if args.arrival else 0)
         if len(images) < needed:
             sys.exit(f"give at least {needed} images for --streams {args.streams}")
         pool = iter(images)
@@ -190,6 +252,10 @@ def main():
         one_time = a[2] - a[0]
         one_rate = (len(a[3]) - 1) / (a[2] - a[1])
         print(f"alone: finished after {one_time:.2f} s; first token {a[1] - a[0]:.2f} s; decode {one_rate:.2f} tok/s")
+        if args.arrival:
+            running = [next(pool) for _ in range(args.arrival)]
+            results, late, sent = run_arrival(url, running, next(pool), args.prompt, args.arrival_tokens, args.timeout)
+            summarise_arrival(args.arrival, results, late, sent, 1 / one_rate, a[1] - a[0])
         for n in streams:
             # The answers alone are taken afterwards, so that the scenario starts with cold caches.
             image = next(pool)

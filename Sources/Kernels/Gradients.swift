@@ -56,7 +56,16 @@ extension Matrix {
     /// `self += scale · other` over the active rows.
     public func add(_ other: Matrix, scale: Float = 1) {
         precondition(other.rows == rows && other.columns == columns, "add shape mismatch")
-        let n = rows * columns, d = storage, s = other.storage
+        Matrix.addScaled(other.storage, scale: scale, into: storage, count: rows * columns)
+    }
+
+    /// Row `row` `+= scale ·` `other`'s one row: per element what `add(_:scale:)` computes.
+    public func addRow(_ row: Int, _ other: Matrix, scale: Float) {
+        precondition(row >= 0 && row < rows && other.rows == 1 && other.columns == columns, "addRow shape mismatch")
+        Matrix.addScaled(other.storage, scale: scale, into: rowPointer(row), count: columns)
+    }
+
+    private static func addScaled(_ s: UnsafeMutablePointer<Float>, scale: Float, into d: UnsafeMutablePointer<Float>, count n: Int) {
         for i in 0..<n { d[i] += scale * s[i] }
     }
 }

@@ -8,15 +8,18 @@ import Kernels
 /// runs its own loop (sampling, stop tokens, streaming text) on its own thread; its
 /// ``InferenceSession/step(token:)`` joins the step the other sequences are about to take, and
 /// the last sequence to arrive (or the first to wait 5 ms) runs it for all of them. Image encoding
-/// and prefill take the model alone, between steps.
+/// and prefill take the model alone, and between their layers they run the steps the decoding
+/// sequences wait for, so running streams slow down during a newcomer's prefill instead of
+/// stopping.
 ///
 /// Each sequence's logits are bit for bit those of its own unbatched step: the products use
 /// ``ComputeBackend/linearEachRow(_:_:into:)`` (one weight read for all rows, each row computed
 /// as alone) or, where the backend has no such kernel, one product per sequence; attention runs
 /// per sequence on its own cache.
 public final class BatchedDecoding: @unchecked Sendable {
-    // @unchecked: `pending`, `decoding`, `running` and the entries' fields are only touched while
-    // `condition` is locked; the model's buffers only while `compute` is held.
+    // @unchecked: `pending`, `decoding`, `running`, `exclusiveWork`, the timings and the entries'
+    // fields are only touched while `condition` is locked; the model's buffers only while
+    // `compute` is held.
     public let maxSequences: Int
     unowned let model: PaliGemmaModel
     private let condition = NSCondition()
@@ -24,13 +27,22 @@ public final class BatchedDecoding: @unchecked Sendable {
     private var pending: [Entry] = []
     private var decoding = 0
     private var running = false
+    /// Threads in `exclusive` (waiting for the model or holding it): while there are any, steps
+    /// run only from their layer boundaries (`interleave`).
+    private var exclusiveWork = 0
     /// When the first waiting sequence could have started its step.
     private var windowStart = Date()
+    /// When the last step ended and how long it took.
+    private var lastStepEnd = Date.distantPast
+    private var lastStepDuration: TimeInterval = 0
+    /// The share of time steps may take while exclusive work runs: 0.5 gives equal turns.
+    var decodeShareBetweenLayers = 0.5
     private let scratch: DecodeBatchScratch
     /// Recent prefills, reused by requests with the same image and prompt.
     let prefills = PrefillCache(capacity: 2)
-    /// Steps taken and sequences they served, for `meanBatch`.
-    private(set) var steps = 0, sequenceSteps = 0
+    /// Steps taken, sequences they served (for `meanBatch`), and steps run between the layers of
+    /// an image encoding or prefill.
+    private var steps = 0, sequenceSteps = 0, stepsBetweenLayers = 0
 
     private final class Entry {
         let session: InferenceSession
@@ -40,7 +52,6 @@ public final class BatchedDecoding: @unchecked Sendable {
     }
 
     init(model: PaliGemmaModel, maxSequences: Int) {
-        precondition(model.decoder.adapter == nil, "batched decoding computes no LoRA terms")
         self.model = model
         self.maxSequences = max(1, maxSequences)
         scratch = DecodeBatchScratch(config: model.config.text, capacity: self.maxSequences)
@@ -52,11 +63,50 @@ public final class BatchedDecoding: @unchecked Sendable {
         return steps == 0 ? 1 : Double(sequenceSteps) / Double(steps)
     }
 
-    /// Runs model work that needs the model alone (image encoding, prefill) between steps.
+    /// Decode steps run between the layers of an image encoding or a prefill so far.
+    public var interleavedSteps: Int {
+        condition.lock(); defer { condition.unlock() }
+        return stepsBetweenLayers
+    }
+
+    /// Runs model work that needs the model alone (image encoding, prefill) between steps: it
+    /// waits for a running step to end, and no step starts on its own until it is done.
     func exclusive<T>(_ body: () throws -> T) rethrows -> T {
+        condition.lock()
+        exclusiveWork += 1
+        while running { condition.wait() }
+        condition.unlock()
         compute.lock()
-        defer { compute.unlock() }
+        defer {
+            compute.unlock()
+            condition.lock()
+            exclusiveWork -= 1
+            condition.broadcast()
+            condition.unlock()
+        }
         return try body()
+    }
+
+    /// Called from `exclusive` work between its layers: runs one step for the sequences waiting
+    /// for theirs. Decoding gets at most `decodeShareBetweenLayers` of the time: with 0.5, a step
+    /// runs only once the time since the last one ended is at least what that one took.
+    func interleave() {
+        condition.lock()
+        while true {
+            let share = decodeShareBetweenLayers
+            guard !running, !pending.isEmpty,
+                  Date().timeIntervalSince(lastStepEnd) * share >= lastStepDuration * (1 - share) else {
+                condition.unlock()
+                return
+            }
+            // Sequences between two steps (sampling, streaming) get the usual moment to join.
+            let until = windowStart.addingTimeInterval(0.005)
+            if pending.count >= min(decoding, maxSequences) || Date() >= until { break }
+            _ = condition.wait(until: until)
+        }
+        let batch = takeBatch()
+        condition.unlock()
+        execute(batch, betweenLayers: true)
     }
 
     /// A sequence starts (`enter`) or stops (`leave`) decoding: steps wait for the sequences
@@ -84,37 +134,54 @@ public final class BatchedDecoding: @unchecked Sendable {
         pending.append(entry)
         condition.broadcast()
         while !entry.done {
-            guard !running, pending.first === entry else {
+            guard !running, exclusiveWork == 0, pending.first === entry else {
                 condition.wait()
                 continue
             }
             let until = windowStart.addingTimeInterval(0.005)
             guard pending.count >= min(decoding, maxSequences) || Date() >= until else {
-                condition.wait(until: until)
+                _ = condition.wait(until: until)
                 continue
             }
-            let batch = Array(pending.prefix(maxSequences))
-            pending.removeFirst(batch.count)
-            running = true
+            let batch = takeBatch()
             condition.unlock()
-            var failure: Error?
-            compute.lock()
-            do { try run(batch.map(\.session)) } catch { failure = error }
-            compute.unlock()
+            execute(batch, betweenLayers: false)
             condition.lock()
-            running = false
-            windowStart = Date()
-            steps += 1
-            sequenceSteps += batch.count
-            for e in batch {
-                e.done = true
-                e.error = failure
-            }
-            condition.broadcast()
         }
         condition.unlock()
         if let error = entry.error { throw error }
         return session.state.lastLogits
+    }
+
+    /// The next batch, taken off the queue; `condition` must be locked.
+    private func takeBatch() -> [Entry] {
+        let batch = Array(pending.prefix(maxSequences))
+        pending.removeFirst(batch.count)
+        running = true
+        return batch
+    }
+
+    /// Runs `batch`'s step and wakes its sequences.
+    private func execute(_ batch: [Entry], betweenLayers: Bool) {
+        let began = Date()
+        var failure: Error?
+        compute.lock()
+        do { try run(batch.map(\.session)) } catch { failure = error }
+        compute.unlock()
+        condition.lock()
+        running = false
+        lastStepEnd = Date()
+        lastStepDuration = lastStepEnd.timeIntervalSince(began)
+        windowStart = lastStepEnd
+        steps += 1
+        sequenceSteps += batch.count
+        if betweenLayers { stepsBetweenLayers += 1 }
+        for e in batch {
+            e.done = true
+            e.error = failure
+        }
+        condition.broadcast()
+        condition.unlock()
     }
 
     /// One decode step for every session of the batch; each session's logits land in its own
@@ -126,6 +193,7 @@ public final class BatchedDecoding: @unchecked Sendable {
         for session in sessions { s.ids.append(session.stepToken[0]) }
         s.x.setRows(n)
         model.backend.embed(s.ids, table: model.decoder.embedTokens, scale: model.decoder.embedScale, into: s.x)
+        model.decoder.replaceTokenRows(s.ids, in: s.x)
         let states = sessions.map(\.state)
         model.decoder.forwardBatch(states, s, backend: model.backend)
         model.decoder.batchLogits(states, s, backend: model.backend)
@@ -165,9 +233,9 @@ extension Gemma2Decoder {
         for state in states { precondition(state.length + 1 <= state.capacity, "sequence exceeds the state's capacity") }
         for (l, layer) in layers.enumerated() {
             backend.rmsNorm(s.x, weight: layer.inputNorm, weightOffset: 1, eps: c.rmsNormEps, into: s.normed)
-            eachRow(s.normed, layer.q, into: s.q, states, via: (\.normed, \.q), backend)
-            eachRow(s.normed, layer.k, into: s.k, states, via: (\.normed, \.k), backend)
-            eachRow(s.normed, layer.v, into: s.v, states, via: (\.normed, \.v), backend)
+            eachRow(s.normed, l, .q, layer.q, into: s.q, states, via: (\.normed, \.q), backend)
+            eachRow(s.normed, l, .k, layer.k, into: s.k, states, via: (\.normed, \.k), backend)
+            eachRow(s.normed, l, .v, layer.v, into: s.v, states, via: (\.normed, \.v), backend)
             for (i, state) in states.enumerated() {
                 // The single-sequence step's own attention, on this sequence's one row.
                 state.q.setRows(1)
@@ -180,13 +248,13 @@ extension Gemma2Decoder {
                 s.attended.setRows(n)
                 s.attended.copyRows(from: state.attended, count: 1, to: i)
             }
-            eachRow(s.attended, layer.o, into: s.attnOut, states, via: (\.attended, \.attnOut), backend)
+            eachRow(s.attended, l, .o, layer.o, into: s.attnOut, states, via: (\.attended, \.attnOut), backend)
             addSublayer(s.attnOut, norm: layer.postAttentionNorm, scratch: s.sublayerOut, into: s.x, backend)
             backend.rmsNorm(s.x, weight: layer.preFeedforwardNorm, weightOffset: 1, eps: c.rmsNormEps, into: s.normed)
-            eachRow(s.normed, layer.gate, into: s.gate, states, via: (\.normed, \.gate), backend)
-            eachRow(s.normed, layer.up, into: s.up, states, via: (\.normed, \.up), backend)
+            eachRow(s.normed, l, .gate, layer.gate, into: s.gate, states, via: (\.normed, \.gate), backend)
+            eachRow(s.normed, l, .up, layer.up, into: s.up, states, via: (\.normed, \.up), backend)
             backend.geluTanh(s.gate, times: s.up, into: s.gate)
-            eachRow(s.gate, layer.down, into: s.attnOut, states, via: (\.gate, \.attnOut), backend)
+            eachRow(s.gate, l, .down, layer.down, into: s.attnOut, states, via: (\.gate, \.attnOut), backend)
             addSublayer(s.attnOut, norm: layer.postFeedforwardNorm, scratch: s.sublayerOut, into: s.x, backend)
         }
         for state in states { state.length += 1 }
@@ -195,24 +263,36 @@ extension Gemma2Decoder {
     /// `logits` for each row of the batch's final hidden states, into `s.logits`.
     func batchLogits(_ states: [Gemma2State], _ s: DecodeBatchScratch, backend: ComputeBackend) {
         backend.rmsNorm(s.x, weight: finalNorm, weightOffset: 1, eps: config.rmsNormEps, into: s.normed)
-        eachRow(s.normed, lmHead, into: s.logits, states, via: (\.normed, \.lastLogits), backend)
+        eachRow(s.normed, nil, nil, lmHead, into: s.logits, states, via: (\.normed, \.lastLogits), backend)
         patchTokenLogits(normed: s.normed, logits: s.logits)
         if let cap = config.finalLogitSoftcapping { backend.softcap(s.logits, cap: cap) }
     }
 
     /// `out = x·Wᵀ` with each row computed as it would be alone: by the backend in one pass when
-    /// it can, else one product per sequence through that sequence's own one-row buffers.
-    private func eachRow(_ x: Matrix, _ w: WeightMatrix, into out: Matrix, _ states: [Gemma2State],
+    /// it can, else one product per sequence through that sequence's own one-row buffers; then
+    /// the adapter's low-rank term of layer `l`'s `target`, per sequence as `project` adds it.
+    private func eachRow(_ x: Matrix, _ l: Int?, _ target: LoRATarget?, _ w: WeightMatrix, into out: Matrix,
+                         _ states: [Gemma2State],
                          via buffers: (KeyPath<Gemma2State, Matrix>, KeyPath<Gemma2State, Matrix>),
                          _ backend: ComputeBackend) {
-        if backend.linearEachRow(x, w, into: out) { return }
-        out.setRows(x.rows)
+        let own = backend.linearEachRow(x, w, into: out)
+        if !own { out.setRows(x.rows) }
+        let pair = l.flatMap { l in target.flatMap { adapter?.pairs[l][$0] } }
+        guard !own || pair != nil else { return }
         for (i, state) in states.enumerated() {
             let input = state[keyPath: buffers.0], output = state[keyPath: buffers.1]
             input.setRows(1)
             input.copyRows(from: x, sourceRow: i, count: 1, to: 0)
-            backend.linear(input, w, bias: nil, into: output)
-            out.copyRows(from: output, count: 1, to: i)
+            if !own {
+                backend.linear(input, w, bias: nil, into: output)
+                out.copyRows(from: output, count: 1, to: i)
+            }
+            if let pair, let adapter, let target, let low = state.loraLow, let high = state.loraOut[target] {
+                let products = Gradients(backend: backend)
+                products.product(input, pair.a, into: low)
+                products.product(low, pair.b, into: high)
+                out.addRow(i, high, scale: adapter.config.scale)
+            }
         }
     }
 }

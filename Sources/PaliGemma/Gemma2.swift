@@ -117,7 +117,9 @@ struct Gemma2Decoder {
 
     /// Runs the layers over `state.x` (the embeddings of the next `state.x.rows` tokens), appending
     /// their keys and values to the cache. Leaves the final hidden states (pre-norm) in `state.x`.
-    func forward(_ state: Gemma2State, backend: ComputeBackend) {
+    /// `betweenLayers` runs after each layer but the last (other sequences' decode steps, while
+    /// this prefill is under way; it must not touch `state`).
+    func forward(_ state: Gemma2State, backend: ComputeBackend, betweenLayers: () -> Void = {}) {
         let rows = state.x.rows
         let start = state.length
         precondition(start + rows <= state.capacity, "sequence exceeds the state's capacity")
@@ -139,6 +141,7 @@ struct Gemma2Decoder {
             backend.geluTanh(state.gate, times: state.up, into: state.gate)
             project(state.gate, l, .down, layer.down, into: state.attnOut, state, backend)
             addSublayer(state.attnOut, norm: layer.postFeedforwardNorm, scratch: state.sublayerOut, into: state.x, backend)
+            if l + 1 < layers.count { betweenLayers() }
         }
         state.length = start + rows
     }

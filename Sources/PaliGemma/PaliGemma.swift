@@ -130,7 +130,11 @@ public final class PaliGemmaModel: Sendable {
         guard pixels.count == expected else {
             throw InputError.pixelCount(found: pixels.count, expected: expected, imageSize: s)
         }
-        return alone { vision.encode(pixels: pixels, backend: backend, adapter: decoder.adapter) }
+        let batching = batchedDecoding
+        return alone {
+            vision.encode(pixels: pixels, backend: backend, adapter: decoder.adapter,
+                          betweenLayers: { batching?.interleave() })
+        }
     }
 
     /// Vision tower + projector: the rows that replace the `<image>` tokens.
@@ -149,14 +153,16 @@ public final class PaliGemmaModel: Sendable {
     /// own session) share every decode step: one read of the weights serves all the sequences
     /// ready for a token, up to `maxSequences` (see ``BatchedDecoding``). Image encoding and
     /// prefill then take the model in turn. Call once, before the concurrent work starts; later
-    /// calls return the first coordinator. Not available with a LoRA adapter (nil is returned).
+    /// calls return the first coordinator. With a LoRA adapter, its low-rank terms are computed
+    /// per sequence inside each shared step.
     @discardableResult
-    public func enableBatchedDecoding(maxSequences: Int) -> BatchedDecoding? {
-        guard decoder.adapter == nil else { return nil }
+    public func enableBatchedDecoding(maxSequences: Int) -> BatchedDecoding {
         batchingBox.lock.lock()
         defer { batchingBox.lock.unlock() }
-        if batchingBox.value == nil { batchingBox.value = BatchedDecoding(model: self, maxSequences: maxSequences) }
-        return batchingBox.value
+        if let existing = batchingBox.value { return existing }
+        let made = BatchedDecoding(model: self, maxSequences: maxSequences)
+        batchingBox.value = made
+        return made
     }
 
     /// The coordinator of concurrent generations, once enabled.
@@ -325,7 +331,7 @@ public final class InferenceSession {
         guard prompt.count <= state.capacity else { throw InputError.tooLong(tokens: prompt.count, capacity: state.capacity) }
         try model.embedPrompt(prompt, image: image, into: state.x)
         state.prefixLength = prefixLength
-        model.decoder.forward(state, backend: model.backend)
+        model.decoder.forward(state, backend: model.backend, betweenLayers: { [batching] in batching?.interleave() })
         switch rows {
         case .last:
             lastHidden.copyRows(from: state.x, sourceRow: prompt.count - 1, count: 1, to: 0)

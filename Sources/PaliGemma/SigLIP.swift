@@ -57,7 +57,9 @@ struct SigLIPVisionTower {
     /// Encodes one preprocessed image (CHW floats, `imageSize`² per channel) into one row per
     /// patch: [numPatches, hiddenSize].
     /// With an adapter that adapts the tower, its LoRA pairs apply (`adapter.visionPairs`).
-    func encode(pixels: [Float], backend: ComputeBackend, adapter: LoRAAdapter? = nil) -> Matrix {
+    /// `betweenLayers` runs after each layer but the last (see `Gemma2Decoder.forward`).
+    func encode(pixels: [Float], backend: ComputeBackend, adapter: LoRAAdapter? = nil,
+                betweenLayers: () -> Void = {}) -> Matrix {
         let lora = adapter.flatMap { $0.adaptsVision ? $0 : nil }
         func project(_ x: Matrix, _ l: Int, _ t: VisionTarget, _ w: WeightMatrix, _ bias: [Float], into y: Matrix) {
             if let lora {
@@ -102,6 +104,7 @@ struct SigLIPVisionTower {
             backend.geluTanh(hidden, times: nil, into: hidden)
             project(hidden, l, .fc2, layer.fc2, layer.fc2Bias, into: projected)
             backend.add(projected, into: x)
+            if l + 1 < layers.count { betweenLayers() }
         }
         backend.layerNorm(x, gamma: postLayerNormWeight, beta: postLayerNormBias, eps: config.layerNormEps, into: normed)
         return normed

@@ -86,9 +86,8 @@ public final class PaliGemmaService: Sendable {
         self.pipeline = pipeline
         self.segmenter = segmenter
         self.configuration = configuration
-        // Several generations share decode steps only without an adapter (its low-rank terms
-        // are computed per sequence); with one they take turns.
-        let shared = configuration.maxSequences > 1 && pipeline.model.enableBatchedDecoding(maxSequences: configuration.maxSequences) != nil
+        let shared = configuration.maxSequences > 1
+        if shared { pipeline.model.enableBatchedDecoding(maxSequences: configuration.maxSequences) }
         gate = InferenceGate(maxWaiting: configuration.maxWaiting, slots: shared ? configuration.maxSequences : 1,
                              kvBudget: configuration.maxKVMegabytes.multipliedReportingOverflow(by: 1 << 20).overflow
                                 ? .max : configuration.maxKVMegabytes << 20)

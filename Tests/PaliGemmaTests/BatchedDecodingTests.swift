@@ -1,6 +1,7 @@
 import Foundation
 import Imaging
 import Kernels
+import SafeTensors
 @testable import PaliGemma
 import XCTest
 
@@ -28,7 +29,7 @@ final class BatchedDecodingTests: XCTestCase {
         }
 
         let shared = try PaliGemmaPipeline(directory: directory, imageLoader: loader)
-        let batching = try XCTUnwrap(shared.model.enableBatchedDecoding(maxSequences: 8))
+        let batching = shared.model.enableBatchedDecoding(maxSequences: 8)
         let all = requests
         let results = Results(count: all.count)
         // One thread per request, as the server runs them (more than the cores, so they overlap).
@@ -67,6 +68,65 @@ final class BatchedDecodingTests: XCTestCase {
         try runTogether(dir, label: "q4")
     }
 
+    /// With a LoRA adapter (unmerged; trainable token rows in tiny16_tokens, vision LoRA in
+    /// gqa2_vision): shared steps add each sequence's low-rank terms as its own step does, so
+    /// every answer equals its run alone, and the greedy one PEFT's ids.
+    func testConcurrentGenerationsWithAnAdapterEqualTheirRunsAlone() throws {
+        struct PEFTReference: Decodable {
+            let greedy_ids_adapter: [Int]
+            let greedy_max_new_tokens: Int
+            let base_model_dir: String?
+        }
+        for name in ["tiny16_tokens", "gqa2_window", "gqa2_vision"] {
+            let dir = fixturesDirectory("lora").appendingPathComponent(name)
+            let reference = try JSONDecoder().decode(PEFTReference.self, from: Data(contentsOf: dir.appendingPathComponent("reference.json")))
+            let base = fixturesDirectory("model").appendingPathComponent(reference.base_model_dir ?? name)
+            let config = try PaliGemmaConfig.load(from: base.appendingPathComponent("config.json"))
+            let examples = try SafeTensorsFile(path: dir.appendingPathComponent("examples.safetensors").path)
+            func load() throws -> PaliGemmaModel {
+                let adapter = try LoRAAdapter.load(from: dir.appendingPathComponent("adapter_step1"), text: config.text, vision: config.vision)
+                return try PaliGemmaModel(directory: base, adapter: adapter)
+            }
+            // Each example's prompt, greedy, and the first again sampled with a seed.
+            var requests: [(prompt: [Int], pixels: [Float], options: GenerationOptions)] = []
+            for e in 0..<2 {
+                guard let ids = examples.tensors["ids_\(e)"], let types = examples.tensors["types_\(e)"],
+                      let pixels = examples.tensors["pixels_\(e)"] else { continue }
+                let t = try types.integers()
+                requests.append((Array(try ids.integers()[..<t.firstIndex(of: 1)!]), try pixels.floats(), GenerationOptions(maxNewTokens: 40)))
+            }
+            var sampled = GenerationOptions(maxNewTokens: 40)
+            sampled.temperature = 1
+            sampled.seed = 3
+            requests.append((requests[0].prompt, requests[0].pixels, sampled))
+
+            let alone = try load()
+            let expected = try requests.map { r in
+                try alone.generate(prompt: r.prompt, image: try alone.encodeImage(pixels: r.pixels), options: r.options, stopTokens: [])
+            }
+            XCTAssertEqual(Array(expected[0].tokens.prefix(reference.greedy_max_new_tokens)), reference.greedy_ids_adapter, "\(name): PEFT's ids")
+
+            let shared = try load()
+            let batching = shared.enableBatchedDecoding(maxSequences: 4)
+            let all = requests
+            let results = Results(count: all.count)
+            let group = DispatchGroup()
+            for i in all.indices {
+                group.enter()
+                Thread {
+                    results.setTokens(i, Result {
+                        try shared.generate(prompt: all[i].prompt, image: try shared.encodeImage(pixels: all[i].pixels),
+                                            options: all[i].options, stopTokens: []).tokens
+                    })
+                    group.leave()
+                }.start()
+            }
+            group.wait()
+            for i in all.indices { XCTAssertEqual(try results.tokens(i), expected[i].tokens, "\(name): request \(i) differs from its run alone") }
+            XCTAssertGreaterThan(batching.meanBatch, 1.2, "\(name): the generations did not share steps")
+        }
+    }
+
     /// The same image encoding with the same prompt, sent together: later ones start from the
     /// first one's prefill, and every answer is still the one it gives alone.
     func testRepeatedPromptOnOneImageReusesItsPrefill() throws {
@@ -78,7 +138,7 @@ final class BatchedDecodingTests: XCTestCase {
         let want = try alone.generate(prompt: c.prompt, image: try alone.encode(image: try alone.loadImage(url)), options: options)
 
         let shared = try PaliGemmaPipeline(directory: e2e)
-        let batching = try XCTUnwrap(shared.model.enableBatchedDecoding(maxSequences: 4))
+        let batching = shared.model.enableBatchedDecoding(maxSequences: 4)
         let image = try shared.encode(image: try shared.loadImage(url))
         let results = Results(count: 3)
         let group = DispatchGroup()
@@ -94,6 +154,69 @@ final class BatchedDecodingTests: XCTestCase {
         XCTAssertEqual(batching.prefills.hits, 2, "two of the three prefills were reused")
     }
 
+    /// A newcomer's image encoding and prefill take the model alone; a stream already decoding
+    /// takes its steps between their layers instead of stopping, and both answers are still the
+    /// ones they give alone.
+    func testRunningStreamStepsBetweenTheLayersOfANewcomersPrefill() throws {
+        let e2e = fixturesDirectory("model").appendingPathComponent("e2e")
+        let cases = try JSONDecoder().decode(Reference.self, from: Data(contentsOf: e2e.appendingPathComponent("reference.json"))).cases
+        let (a, b) = (cases[0], cases[2])
+        func url(_ c: Case) -> URL { fixturesDirectory("image").appendingPathComponent(c.image) }
+        // The running stream ignores stop tokens and is stopped once the newcomer has its first
+        // token, so it decodes through the whole of the newcomer's work.
+        let longRun = GenerationOptions(maxNewTokens: 2000)
+        let alone = try PaliGemmaPipeline(directory: e2e)
+        let idsA = alone.promptTokens(a.prompt)
+        let wantA = try alone.model.makeSession(maxTokens: idsA.ids.count + longRun.maxNewTokens).generate(
+            prompt: idsA.ids.map(Int.init), tokenTypes: idsA.tokenTypes.map(Int.init),
+            image: try alone.encode(image: try alone.loadImage(url(a))).embedding, options: longRun, stopTokens: [])
+        let wantB = try alone.generate(prompt: b.prompt, image: try alone.encode(image: try alone.loadImage(url(b))),
+                                       options: GenerationOptions(maxNewTokens: 12))
+
+        let shared = try PaliGemmaPipeline(directory: e2e)
+        let batching = shared.model.enableBatchedDecoding(maxSequences: 4)
+        batching.decodeShareBetweenLayers = 1  // a step at every layer boundary, however short the layers
+        let imageA = try shared.encode(image: try shared.loadImage(url(a)))
+        let decoding = DispatchSemaphore(value: 0), newcomerAnswered = Flag()
+        let resultA = Results(count: 1)
+        let group = DispatchGroup()
+        group.enter()
+        Thread {
+            let session = shared.model.makeSession(maxTokens: idsA.ids.count + longRun.maxNewTokens)
+            var count = 0
+            let r = Result {
+                try session.generate(prompt: idsA.ids.map(Int.init), tokenTypes: idsA.tokenTypes.map(Int.init),
+                                     image: imageA.embedding, options: longRun, stopTokens: []) { _, _ in
+                    count += 1
+                    if count == 3 { decoding.signal() }
+                    return !newcomerAnswered.isSet
+                }
+            }
+            resultA.setTokens(0, r.map(\.tokens))
+            group.leave()
+        }.start()
+        decoding.wait()
+        let gotB = try shared.generate(prompt: b.prompt, image: try shared.encode(image: try shared.loadImage(url(b))),
+                                       options: GenerationOptions(maxNewTokens: 12)) { _, _ in
+            newcomerAnswered.set()
+            return true
+        }
+        group.wait()
+        let gotA = try resultA.tokens(0)
+        XCTAssertEqual(gotB.tokenIDs, wantB.tokenIDs, "the newcomer's answer differs from its run alone")
+        XCTAssertLessThan(gotA.count, wantA.tokens.count, "the running stream ended before the newcomer's prefill")
+        XCTAssertEqual(gotA, Array(wantA.tokens.prefix(gotA.count)), "the running stream differs from its run alone")
+        XCTAssertGreaterThanOrEqual(batching.interleavedSteps, 1, "no step ran between the newcomer's layers")
+    }
+
+    // @unchecked Sendable: `value` is only touched under `lock`.
+    final class Flag: @unchecked Sendable {
+        private let lock = NSLock()
+        private var value = false
+        var isSet: Bool { lock.lock(); defer { lock.unlock() }; return value }
+        func set() { lock.lock(); value = true; lock.unlock() }
+    }
+
     // @unchecked Sendable: `values` is only touched under `lock`.
     final class Results: @unchecked Sendable {
         private let lock = NSLock()
@@ -101,5 +224,8 @@ final class BatchedDecodingTests: XCTestCase {
         init(count: Int) { values = Array(repeating: nil, count: count) }
         func set(_ i: Int, _ r: Result<Generation, Error>) { lock.lock(); values[i] = r; lock.unlock() }
         func get(_ i: Int) throws -> Generation { lock.lock(); defer { lock.unlock() }; return try values[i]!.get() }
+        private var tokenLists: [Int: Result<[Int], Error>] = [:]
+        func setTokens(_ i: Int, _ r: Result<[Int], Error>) { lock.lock(); tokenLists[i] = r; lock.unlock() }
+        func tokens(_ i: Int) throws -> [Int] { lock.lock(); defer { lock.unlock() }; return try tokenLists[i]!.get() }
     }
 }
