@@ -4,7 +4,9 @@ import Kernels
 /// This machine's memory-read and compute ceilings, measured in the run that reports against
 /// them (the machine may be shared, so a figure measured elsewhere may not hold now).
 public enum MachineCeilings {
-    /// GB/s: 256 MiB read with `threads` workers, best of three.
+    /// GB/s: 256 MiB read with `threads` workers, each reading its share as many times as makes
+    /// about 0.15 s, best of three. One pass of 256 MiB lasts a few milliseconds, about as long
+    /// as the workers take to start, so a single pass could time them one after the other.
     public static func readBandwidth(threads: Int) -> Double {
         let count = 1 << 26  // 256 MiB: far beyond the caches
         // nonisolated(unsafe): the workers only read the buffer, and concurrentPerform returns
@@ -12,16 +14,18 @@ public enum MachineCeilings {
         nonisolated(unsafe) let buffer = UnsafeMutablePointer<Float>.allocate(capacity: count)
         defer { buffer.deallocate() }
         buffer.initialize(repeating: 1, count: count)
-        var best = Double.infinity
-        for _ in 0..<3 {
+        func seconds(passes: Int) -> Double {
             var clock = Stopwatch()
             DispatchQueue.concurrentPerform(iterations: threads) { w in
                 let start = count * w / threads, end = count * (w + 1) / threads
-                _ = KernelProbes.readAll(buffer + start, count: end - start)
+                for _ in 0..<passes { _ = KernelProbes.readAll(buffer + start, count: end - start) }
             }
-            best = min(best, clock.lap())
+            return clock.lap()
         }
-        return Double(count * 4) / best / 1e9
+        let passes = max(1, min(64, Int((0.15 / max(seconds(passes: 1), 1e-4)).rounded(.up))))
+        var best = Double.infinity
+        for _ in 0..<3 { best = min(best, seconds(passes: passes)) }
+        return Double(count * 4 * passes) / best / 1e9
     }
 
     /// GFLOP/s (GOPS for int8) of the active kernel level's product instructions with every
