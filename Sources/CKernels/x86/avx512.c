@@ -180,6 +180,61 @@ AVX512 static void gemv_bf16_avx512(const float *xeo, int64_t K, const void *Wv,
     }
 }
 
+/* gemv_bf16_avx512 for M inputs (decode of M sequences at once, input m at xeo + m·ldx): per
+ * weight row and input the same two chains (even and odd elements) over the same 32-chunks, the
+ * same reduction and tail as the one-input kernel, whose result for a row does not depend on
+ * whether it runs in a pass of four, so every row of y is its bit for bit; but each weight row is
+ * read and widened once for all M inputs. One row per pass, at most 8 inputs per call: 2·M
+ * accumulators and the two widened vectors in registers, inputs read by the FMAs from memory;
+ * larger M runs in chunks. M is a compile-time constant in each specialisation. */
+#define BF16_ROWS_MAX 8
+AVX512 static inline __attribute__((always_inline)) void
+gemv_bf16_batch(const float *xeo, const int M, int64_t K, int64_t ldx, const uint16_t *W, const float *bias, float *y,
+                int64_t ldy, int64_t n0, int64_t n1) {
+    const __m512i hi_mask = _mm512_set1_epi32((int)0xFFFF0000u);
+    const int64_t K32 = K & ~(int64_t)31;
+    /* as gemv_bf16_avx512: 2 KB ahead in the row, or the next rows' same place for short rows */
+    const int64_t ahead = 8 * K <= 32768 ? 4 * K : 1024;
+    for (int64_t n = n0; n < n1; n++) {
+        const uint16_t *w0 = W + n * K;
+        __m512 a[BF16_ROWS_MAX], b[BF16_ROWS_MAX];
+        for (int m = 0; m < M; m++) a[m] = b[m] = _mm512_setzero_ps();
+        for (int64_t k = 0; k < K32; k += 32) {
+            _mm_prefetch((const char *)(w0 + k + ahead), _MM_HINT_T1);
+            __m512i v0 = _mm512_loadu_si512((const void *)(w0 + k));
+            const __m512 we = _mm512_castsi512_ps(_mm512_slli_epi32(v0, 16));
+            const __m512 wo = _mm512_castsi512_ps(_mm512_and_si512(v0, hi_mask));
+            for (int m = 0; m < M; m++) {
+                a[m] = _mm512_fmadd_ps(_mm512_loadu_ps(xeo + m * ldx + k), we, a[m]);
+                b[m] = _mm512_fmadd_ps(_mm512_loadu_ps(xeo + m * ldx + k + 16), wo, b[m]);
+            }
+        }
+        for (int m = 0; m < M; m++) {
+            const float *x = xeo + m * ldx;
+            float r = _mm512_reduce_add_ps(_mm512_add_ps(a[m], b[m]));
+            /* tail: xeo holds the plain x there (see ck_split_even_odd) */
+            for (int64_t k = K32; k < K; k++) r += x[k] * ck_bf16_value(w0[k]);
+            y[m * ldy + n] = r + (bias ? bias[n] : 0.0f);
+        }
+    }
+}
+
+AVX512 static void gemv_bf16_rows_avx512(const float *xeo, int64_t M, int64_t K, int64_t ldx, const void *W,
+                                         const float *bias, float *y, int64_t ldy, int64_t n0, int64_t n1) {
+    for (; M > 0; M -= BF16_ROWS_MAX, xeo += BF16_ROWS_MAX * ldx, y += BF16_ROWS_MAX * ldy) {
+        switch (M < BF16_ROWS_MAX ? M : BF16_ROWS_MAX) {
+        case 1: gemv_bf16_batch(xeo, 1, K, ldx, W, bias, y, ldy, n0, n1); break;
+        case 2: gemv_bf16_batch(xeo, 2, K, ldx, W, bias, y, ldy, n0, n1); break;
+        case 3: gemv_bf16_batch(xeo, 3, K, ldx, W, bias, y, ldy, n0, n1); break;
+        case 4: gemv_bf16_batch(xeo, 4, K, ldx, W, bias, y, ldy, n0, n1); break;
+        case 5: gemv_bf16_batch(xeo, 5, K, ldx, W, bias, y, ldy, n0, n1); break;
+        case 6: gemv_bf16_batch(xeo, 6, K, ldx, W, bias, y, ldy, n0, n1); break;
+        case 7: gemv_bf16_batch(xeo, 7, K, ldx, W, bias, y, ldy, n0, n1); break;
+        default: gemv_bf16_batch(xeo, 8, K, ldx, W, bias, y, ldy, n0, n1); break;
+        }
+    }
+}
+
 #define AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,fma")))
 
 /* bf16 weights, many input rows (prefill): x rounded to bf16 once, 4×4 tiles of
@@ -1316,6 +1371,7 @@ void ck_fill_avx512(ck_kernels *t, const ck_cpu *cpu) {
     t->scale = scale_avx512;
     t->linear = linear_avx512;
     t->gemv_bf16 = gemv_bf16_avx512;
+    t->gemv_bf16_rows = gemv_bf16_rows_avx512;
     t->gemm_f32_packed = gemm_f32_packed_avx512;
     t->gemv_q = gemv_q_avx512;
     t->quantize_input = quantize_input_avx512;

@@ -536,6 +536,59 @@ AVX2 static void gemv_bf16_avx2(const float *xeo, int64_t K, const void *Wv, con
     }
 }
 
+/* gemv_bf16_avx2 for M inputs (decode of M sequences at once, input m at xeo + m·ldx): per weight
+ * row and input the same two chains (even and odd elements) over the same 32-chunks, the same
+ * reduction and tail as the one-input kernel, whose result for a row does not depend on how many
+ * rows share a pass, so every row of y is its bit for bit; but each weight row is read and widened
+ * once for all M inputs. One row per pass and at most BF16_ROWS_MAX inputs per call: the four
+ * widened vectors and 2·M accumulators stay in the 16 registers (inputs are read from memory by
+ * the FMAs); larger M runs in chunks. M is a compile-time constant in each specialisation. */
+#define BF16_ROWS_MAX 4
+AVX2_INLINE void gemv_bf16_batch(const float *xeo, const int M, int64_t K, int64_t ldx, const uint16_t *W,
+                                 const float *bias, float *y, int64_t ldy, int64_t n0, int64_t n1) {
+    const __m256i hi = _mm256_set1_epi32((int)0xFFFF0000u);
+    const int64_t K32 = K & ~(int64_t)31;
+    for (int64_t n = n0; n < n1; n++) {
+        const uint16_t *w0 = W + n * K;
+        __m256 a[BF16_ROWS_MAX], b[BF16_ROWS_MAX];
+        for (int m = 0; m < M; m++) a[m] = b[m] = _mm256_setzero_ps();
+        for (int64_t k = 0; k < K32; k += 32) {
+            /* long rows: the next row at the same place (short ones stream well without) */
+            if (K > GEMV_SHORT) _mm_prefetch((const char *)(w0 + k + K), _MM_HINT_T1);
+            __m256i v0 = _mm256_loadu_si256((const __m256i *)(w0 + k));
+            __m256i v1 = _mm256_loadu_si256((const __m256i *)(w0 + k + 16));
+            const __m256 we0 = _mm256_castsi256_ps(_mm256_slli_epi32(v0, 16)), wo0 = _mm256_castsi256_ps(_mm256_and_si256(v0, hi));
+            const __m256 we1 = _mm256_castsi256_ps(_mm256_slli_epi32(v1, 16)), wo1 = _mm256_castsi256_ps(_mm256_and_si256(v1, hi));
+            for (int m = 0; m < M; m++) {
+                const float *x = xeo + m * ldx + k;
+                a[m] = _mm256_fmadd_ps(_mm256_loadu_ps(x), we0, a[m]);
+                b[m] = _mm256_fmadd_ps(_mm256_loadu_ps(x + 16), wo0, b[m]);
+                a[m] = _mm256_fmadd_ps(_mm256_loadu_ps(x + 8), we1, a[m]);
+                b[m] = _mm256_fmadd_ps(_mm256_loadu_ps(x + 24), wo1, b[m]);
+            }
+        }
+        for (int m = 0; m < M; m++) {
+            const float *x = xeo + m * ldx;
+            float r = hsum(_mm256_add_ps(a[m], b[m]));
+            /* past the last 32-chunk xeo holds x unsplit */
+            for (int64_t k = K32; k < K; k++) r += x[k] * ck_bf16_value(w0[k]);
+            y[m * ldy + n] = r + (bias ? bias[n] : 0.0f);
+        }
+    }
+}
+
+AVX2 static void gemv_bf16_rows_avx2(const float *xeo, int64_t M, int64_t K, int64_t ldx, const void *W,
+                                     const float *bias, float *y, int64_t ldy, int64_t n0, int64_t n1) {
+    for (; M > 0; M -= BF16_ROWS_MAX, xeo += BF16_ROWS_MAX * ldx, y += BF16_ROWS_MAX * ldy) {
+        switch (M < BF16_ROWS_MAX ? M : BF16_ROWS_MAX) {
+        case 1: gemv_bf16_batch(xeo, 1, K, ldx, W, bias, y, ldy, n0, n1); break;
+        case 2: gemv_bf16_batch(xeo, 2, K, ldx, W, bias, y, ldy, n0, n1); break;
+        case 3: gemv_bf16_batch(xeo, 3, K, ldx, W, bias, y, ldy, n0, n1); break;
+        default: gemv_bf16_batch(xeo, 4, K, ldx, W, bias, y, ldy, n0, n1); break;
+        }
+    }
+}
+
 /* Quantized weights against a float32 input, whole groups (K % 32 == 0). Per row and group:
  * part = Σ_i x_i·q_i over four 8-lane vectors, then acc += part · scale (generic's order within a
  * group). Four rows per pass share the input loads, short rows too (the widening work, not the
@@ -659,6 +712,7 @@ void ck_fill_avx2_products(ck_kernels *t, const ck_cpu *cpu) {
     t->scale = scale_avx2;
     t->linear = linear_avx2;
     t->gemv_bf16 = gemv_bf16_avx2;
+    t->gemv_bf16_rows = gemv_bf16_rows_avx2;
     t->gemm_f32_packed = gemm_f32_packed_avx2;
     t->gemv_q = gemv_q_avx2;
     t->read_all = read_all_avx2;
