@@ -184,17 +184,23 @@ AVX512 static void gemv_bf16_avx512(const float *xeo, int64_t K, const void *Wv,
  * weight row and input the same two chains (even and odd elements) over the same 32-chunks, the
  * same reduction and tail as the one-input kernel, whose result for a row does not depend on
  * whether it runs in a pass of four, so every row of y is its bit for bit; but each weight row is
- * read and widened once for all M inputs. One row per pass, at most 8 inputs per call: 2·M
- * accumulators and the two widened vectors in registers, inputs read by the FMAs from memory;
- * larger M runs in chunks. M is a compile-time constant in each specialisation. */
+ * read and widened once for several inputs.
+ *
+ * The inputs' loads are M times the weights', so they had better come from L1: the inputs go in
+ * chunks of at most BF16_L1_BYTES of floats (and BF16_ROWS_MAX, for 2·M accumulators and the two
+ * widened vectors in registers), over a block of BF16_NB rows at a time, so that the chunks after
+ * the first find the block's weights in L2. One row per pass keeps a single weight stream (rows
+ * follow each other in memory). M is a compile-time constant in each specialisation. */
 #define BF16_ROWS_MAX 8
+#define BF16_L1_BYTES (24 << 10)
+#define BF16_NB 16
 AVX512 static inline __attribute__((always_inline)) void
 gemv_bf16_batch(const float *xeo, const int M, int64_t K, int64_t ldx, const uint16_t *W, const float *bias, float *y,
                 int64_t ldy, int64_t n0, int64_t n1) {
     const __m512i hi_mask = _mm512_set1_epi32((int)0xFFFF0000u);
     const int64_t K32 = K & ~(int64_t)31;
-    /* as gemv_bf16_avx512: 2 KB ahead in the row, or the next rows' same place for short rows */
-    const int64_t ahead = 8 * K <= 32768 ? 4 * K : 1024;
+    /* the row two on at the same place: one pass per row keeps the prefetches on the stream */
+    const int64_t ahead = 2 * K;
     for (int64_t n = n0; n < n1; n++) {
         const uint16_t *w0 = W + n * K;
         __m512 a[BF16_ROWS_MAX], b[BF16_ROWS_MAX];
@@ -221,16 +227,25 @@ gemv_bf16_batch(const float *xeo, const int M, int64_t K, int64_t ldx, const uin
 
 AVX512 static void gemv_bf16_rows_avx512(const float *xeo, int64_t M, int64_t K, int64_t ldx, const void *W,
                                          const float *bias, float *y, int64_t ldy, int64_t n0, int64_t n1) {
-    for (; M > 0; M -= BF16_ROWS_MAX, xeo += BF16_ROWS_MAX * ldx, y += BF16_ROWS_MAX * ldy) {
-        switch (M < BF16_ROWS_MAX ? M : BF16_ROWS_MAX) {
-        case 1: gemv_bf16_batch(xeo, 1, K, ldx, W, bias, y, ldy, n0, n1); break;
-        case 2: gemv_bf16_batch(xeo, 2, K, ldx, W, bias, y, ldy, n0, n1); break;
-        case 3: gemv_bf16_batch(xeo, 3, K, ldx, W, bias, y, ldy, n0, n1); break;
-        case 4: gemv_bf16_batch(xeo, 4, K, ldx, W, bias, y, ldy, n0, n1); break;
-        case 5: gemv_bf16_batch(xeo, 5, K, ldx, W, bias, y, ldy, n0, n1); break;
-        case 6: gemv_bf16_batch(xeo, 6, K, ldx, W, bias, y, ldy, n0, n1); break;
-        case 7: gemv_bf16_batch(xeo, 7, K, ldx, W, bias, y, ldy, n0, n1); break;
-        default: gemv_bf16_batch(xeo, 8, K, ldx, W, bias, y, ldy, n0, n1); break;
+    /* as many inputs as L1 holds; where not even two fit, they come from L2 whatever the chunk,
+     * and the largest chunk reads the weights fewest times */
+    int64_t chunk = BF16_L1_BYTES / (4 * K);
+    chunk = chunk < 2 || chunk > BF16_ROWS_MAX ? BF16_ROWS_MAX : chunk;
+    for (int64_t nb = n0; nb < n1; nb += BF16_NB) {
+        const int64_t ne = n1 - nb < BF16_NB ? n1 : nb + BF16_NB;
+        for (int64_t m = 0; m < M; m += chunk) {
+            const float *x = xeo + m * ldx;
+            float *ym = y + m * ldy;
+            switch (M - m < chunk ? M - m : chunk) {
+            case 1: gemv_bf16_batch(x, 1, K, ldx, W, bias, ym, ldy, nb, ne); break;
+            case 2: gemv_bf16_batch(x, 2, K, ldx, W, bias, ym, ldy, nb, ne); break;
+            case 3: gemv_bf16_batch(x, 3, K, ldx, W, bias, ym, ldy, nb, ne); break;
+            case 4: gemv_bf16_batch(x, 4, K, ldx, W, bias, ym, ldy, nb, ne); break;
+            case 5: gemv_bf16_batch(x, 5, K, ldx, W, bias, ym, ldy, nb, ne); break;
+            case 6: gemv_bf16_batch(x, 6, K, ldx, W, bias, ym, ldy, nb, ne); break;
+            case 7: gemv_bf16_batch(x, 7, K, ldx, W, bias, ym, ldy, nb, ne); break;
+            default: gemv_bf16_batch(x, 8, K, ldx, W, bias, ym, ldy, nb, ne); break;
+            }
         }
     }
 }

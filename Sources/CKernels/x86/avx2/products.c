@@ -537,13 +537,20 @@ AVX2 static void gemv_bf16_avx2(const float *xeo, int64_t K, const void *Wv, con
 }
 
 /* gemv_bf16_avx2 for M inputs (decode of M sequences at once, input m at xeo + m·ldx): per weight
- * row and input the same two chains (even and odd elements) over the same 32-chunks, the same
- * reduction and tail as the one-input kernel, whose result for a row does not depend on how many
- * rows share a pass, so every row of y is its bit for bit; but each weight row is read and widened
- * once for all M inputs. One row per pass and at most BF16_ROWS_MAX inputs per call: the four
- * widened vectors and 2·M accumulators stay in the 16 registers (inputs are read from memory by
- * the FMAs); larger M runs in chunks. M is a compile-time constant in each specialisation. */
+ * row and input the same two chains (even and odd elements) over the same 32-chunks, in the same
+ * order, with the same reduction and tail as the one-input kernel, whose result for a row does not
+ * depend on how many rows share a pass, so every row of y is its bit for bit; but each weight row
+ * is read and widened once for several inputs.
+ *
+ * The inputs' loads are M times the weights', so they had better come from L1: the inputs go in
+ * chunks of at most BF16_L1_BYTES of floats (and BF16_ROWS_MAX, for the 2·M accumulators and four
+ * widened vectors in 16 registers), and over a block of BF16_NB rows at a time, so that the
+ * chunks after the first find the block's weights in L2. Weight rows follow each other in memory:
+ * one row per pass keeps a single stream, prefetched four rows ahead. M is a compile-time
+ * constant in each specialisation. */
 #define BF16_ROWS_MAX 4
+#define BF16_L1_BYTES (24 << 10)
+#define BF16_NB 16
 AVX2_INLINE void gemv_bf16_batch(const float *xeo, const int M, int64_t K, int64_t ldx, const uint16_t *W,
                                  const float *bias, float *y, int64_t ldy, int64_t n0, int64_t n1) {
     const __m256i hi = _mm256_set1_epi32((int)0xFFFF0000u);
@@ -553,12 +560,12 @@ AVX2_INLINE void gemv_bf16_batch(const float *xeo, const int M, int64_t K, int64
         __m256 a[BF16_ROWS_MAX], b[BF16_ROWS_MAX];
         for (int m = 0; m < M; m++) a[m] = b[m] = _mm256_setzero_ps();
         for (int64_t k = 0; k < K32; k += 32) {
-            /* long rows: the next row at the same place (short ones stream well without) */
-            if (K > GEMV_SHORT) _mm_prefetch((const char *)(w0 + k + K), _MM_HINT_T1);
+            _mm_prefetch((const char *)(w0 + k + 4 * K), _MM_HINT_T1);
             __m256i v0 = _mm256_loadu_si256((const __m256i *)(w0 + k));
             __m256i v1 = _mm256_loadu_si256((const __m256i *)(w0 + k + 16));
             const __m256 we0 = _mm256_castsi256_ps(_mm256_slli_epi32(v0, 16)), wo0 = _mm256_castsi256_ps(_mm256_and_si256(v0, hi));
             const __m256 we1 = _mm256_castsi256_ps(_mm256_slli_epi32(v1, 16)), wo1 = _mm256_castsi256_ps(_mm256_and_si256(v1, hi));
+            /* the one-input kernel's order: xe0·we0, xo0·wo0, xe1·we1, xo1·wo1 */
             for (int m = 0; m < M; m++) {
                 const float *x = xeo + m * ldx + k;
                 a[m] = _mm256_fmadd_ps(_mm256_loadu_ps(x), we0, a[m]);
@@ -579,12 +586,21 @@ AVX2_INLINE void gemv_bf16_batch(const float *xeo, const int M, int64_t K, int64
 
 AVX2 static void gemv_bf16_rows_avx2(const float *xeo, int64_t M, int64_t K, int64_t ldx, const void *W,
                                      const float *bias, float *y, int64_t ldy, int64_t n0, int64_t n1) {
-    for (; M > 0; M -= BF16_ROWS_MAX, xeo += BF16_ROWS_MAX * ldx, y += BF16_ROWS_MAX * ldy) {
-        switch (M < BF16_ROWS_MAX ? M : BF16_ROWS_MAX) {
-        case 1: gemv_bf16_batch(xeo, 1, K, ldx, W, bias, y, ldy, n0, n1); break;
-        case 2: gemv_bf16_batch(xeo, 2, K, ldx, W, bias, y, ldy, n0, n1); break;
-        case 3: gemv_bf16_batch(xeo, 3, K, ldx, W, bias, y, ldy, n0, n1); break;
-        default: gemv_bf16_batch(xeo, 4, K, ldx, W, bias, y, ldy, n0, n1); break;
+    /* as many inputs as L1 holds; where not even two fit, they come from L2 whatever the chunk,
+     * and the largest chunk reads the weights fewest times */
+    int64_t chunk = BF16_L1_BYTES / (4 * K);
+    chunk = chunk < 2 || chunk > BF16_ROWS_MAX ? BF16_ROWS_MAX : chunk;
+    for (int64_t nb = n0; nb < n1; nb += BF16_NB) {
+        const int64_t ne = n1 - nb < BF16_NB ? n1 : nb + BF16_NB;
+        for (int64_t m = 0; m < M; m += chunk) {
+            const float *x = xeo + m * ldx;
+            float *ym = y + m * ldy;
+            switch (M - m < chunk ? M - m : chunk) {
+            case 1: gemv_bf16_batch(x, 1, K, ldx, W, bias, ym, ldy, nb, ne); break;
+            case 2: gemv_bf16_batch(x, 2, K, ldx, W, bias, ym, ldy, nb, ne); break;
+            case 3: gemv_bf16_batch(x, 3, K, ldx, W, bias, ym, ldy, nb, ne); break;
+            default: gemv_bf16_batch(x, 4, K, ldx, W, bias, ym, ldy, nb, ne); break;
+            }
         }
     }
 }
