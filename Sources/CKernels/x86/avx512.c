@@ -187,48 +187,59 @@ AVX512 static void gemv_bf16_avx512(const float *xeo, int64_t K, const void *Wv,
  * read and widened once for several inputs.
  *
  * The inputs' loads are M times the weights', so they had better come from L1: the inputs go in
- * chunks of at most BF16_L1_BYTES of floats (and BF16_ROWS_MAX, for 2·M accumulators and the two
- * widened vectors in registers), over a block of BF16_NB rows at a time, so that the chunks after
- * the first find the block's weights in L2. One row per pass keeps a single weight stream (rows
- * follow each other in memory). M is a compile-time constant in each specialisation. */
-#define BF16_ROWS_MAX 8
+ * chunks of at most BF16_L1_BYTES of floats (where not even two fit, they come from L2 whatever
+ * the chunk, and the largest chunk reads the weights fewest times), over a block of BF16_NB rows
+ * at a time, so that the chunks after the first find the block's weights in L2. Two weight rows
+ * per pass share each input load; with at most BF16_ROWS_MAX inputs per chunk their 4·M
+ * accumulators and four widened vectors stay in registers. R and M are compile-time constants in
+ * each specialisation. */
+#define BF16_ROWS_MAX 4
 #define BF16_L1_BYTES (24 << 10)
 #define BF16_NB 16
 AVX512 static inline __attribute__((always_inline)) void
-gemv_bf16_batch(const float *xeo, const int M, int64_t K, int64_t ldx, const uint16_t *W, const float *bias, float *y,
-                int64_t ldy, int64_t n0, int64_t n1) {
+gemv_bf16_batch(const float *xeo, const int M, const int R, int64_t K, int64_t ldx, const uint16_t *W,
+                const float *bias, float *y, int64_t ldy, int64_t n0, int64_t n1) {
     const __m512i hi_mask = _mm512_set1_epi32((int)0xFFFF0000u);
     const int64_t K32 = K & ~(int64_t)31;
-    /* the row two on at the same place: one pass per row keeps the prefetches on the stream */
-    const int64_t ahead = 2 * K;
-    for (int64_t n = n0; n < n1; n++) {
-        const uint16_t *w0 = W + n * K;
-        __m512 a[BF16_ROWS_MAX], b[BF16_ROWS_MAX];
-        for (int m = 0; m < M; m++) a[m] = b[m] = _mm512_setzero_ps();
+    /* the rows two passes on at the same place: the prefetches follow the stream */
+    const int64_t ahead = 2 * R * K;
+    for (int64_t n = n0; n < n1; n += R) {
+        const int nr = n1 - n < R ? 1 : R;
+        const uint16_t *w[2] = {W + n * K, W + (n + nr - 1) * K};
+        __m512 a[2][BF16_ROWS_MAX], b[2][BF16_ROWS_MAX];
+        for (int i = 0; i < R; i++)
+            for (int m = 0; m < M; m++) a[i][m] = b[i][m] = _mm512_setzero_ps();
         for (int64_t k = 0; k < K32; k += 32) {
-            _mm_prefetch((const char *)(w0 + k + ahead), _MM_HINT_T1);
-            __m512i v0 = _mm512_loadu_si512((const void *)(w0 + k));
-            const __m512 we = _mm512_castsi512_ps(_mm512_slli_epi32(v0, 16));
-            const __m512 wo = _mm512_castsi512_ps(_mm512_and_si512(v0, hi_mask));
+            __m512 we[2], wo[2];
+            for (int i = 0; i < R; i++) {
+                _mm_prefetch((const char *)(w[i] + k + ahead), _MM_HINT_T1);
+                __m512i v = _mm512_loadu_si512((const void *)(w[i] + k));
+                we[i] = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+                wo[i] = _mm512_castsi512_ps(_mm512_and_si512(v, hi_mask));
+            }
             for (int m = 0; m < M; m++) {
-                a[m] = _mm512_fmadd_ps(_mm512_loadu_ps(xeo + m * ldx + k), we, a[m]);
-                b[m] = _mm512_fmadd_ps(_mm512_loadu_ps(xeo + m * ldx + k + 16), wo, b[m]);
+                const __m512 xe = _mm512_loadu_ps(xeo + m * ldx + k), xo = _mm512_loadu_ps(xeo + m * ldx + k + 16);
+                for (int i = 0; i < R; i++) {
+                    a[i][m] = _mm512_fmadd_ps(xe, we[i], a[i][m]);
+                    b[i][m] = _mm512_fmadd_ps(xo, wo[i], b[i][m]);
+                }
             }
         }
-        for (int m = 0; m < M; m++) {
-            const float *x = xeo + m * ldx;
-            float r = _mm512_reduce_add_ps(_mm512_add_ps(a[m], b[m]));
-            /* tail: xeo holds the plain x there (see ck_split_even_odd) */
-            for (int64_t k = K32; k < K; k++) r += x[k] * ck_bf16_value(w0[k]);
-            y[m * ldy + n] = r + (bias ? bias[n] : 0.0f);
-        }
+        for (int i = 0; i < nr; i++)
+            for (int m = 0; m < M; m++) {
+                const float *x = xeo + m * ldx;
+                float r = _mm512_reduce_add_ps(_mm512_add_ps(a[i][m], b[i][m]));
+                /* tail: xeo holds the plain x there (see ck_split_even_odd) */
+                for (int64_t k = K32; k < K; k++) r += x[k] * ck_bf16_value(w[i][k]);
+                y[m * ldy + n + i] = r + (bias ? bias[n + i] : 0.0f);
+            }
     }
 }
 
+#define BF16_CASE(M) \
+    case M: gemv_bf16_batch(x, M, 2, K, ldx, W, bias, ym, ldy, nb, ne); break;
 AVX512 static void gemv_bf16_rows_avx512(const float *xeo, int64_t M, int64_t K, int64_t ldx, const void *W,
                                          const float *bias, float *y, int64_t ldy, int64_t n0, int64_t n1) {
-    /* as many inputs as L1 holds; where not even two fit, they come from L2 whatever the chunk,
-     * and the largest chunk reads the weights fewest times */
     int64_t chunk = BF16_L1_BYTES / (4 * K);
     chunk = chunk < 2 || chunk > BF16_ROWS_MAX ? BF16_ROWS_MAX : chunk;
     for (int64_t nb = n0; nb < n1; nb += BF16_NB) {
@@ -236,19 +247,11 @@ AVX512 static void gemv_bf16_rows_avx512(const float *xeo, int64_t M, int64_t K,
         for (int64_t m = 0; m < M; m += chunk) {
             const float *x = xeo + m * ldx;
             float *ym = y + m * ldy;
-            switch (M - m < chunk ? M - m : chunk) {
-            case 1: gemv_bf16_batch(x, 1, K, ldx, W, bias, ym, ldy, nb, ne); break;
-            case 2: gemv_bf16_batch(x, 2, K, ldx, W, bias, ym, ldy, nb, ne); break;
-            case 3: gemv_bf16_batch(x, 3, K, ldx, W, bias, ym, ldy, nb, ne); break;
-            case 4: gemv_bf16_batch(x, 4, K, ldx, W, bias, ym, ldy, nb, ne); break;
-            case 5: gemv_bf16_batch(x, 5, K, ldx, W, bias, ym, ldy, nb, ne); break;
-            case 6: gemv_bf16_batch(x, 6, K, ldx, W, bias, ym, ldy, nb, ne); break;
-            case 7: gemv_bf16_batch(x, 7, K, ldx, W, bias, ym, ldy, nb, ne); break;
-            default: gemv_bf16_batch(x, 8, K, ldx, W, bias, ym, ldy, nb, ne); break;
-            }
+            switch (M - m < chunk ? M - m : chunk) { BF16_CASE(1) BF16_CASE(2) BF16_CASE(3) default: BF16_CASE(4) }
         }
     }
 }
+#undef BF16_CASE
 
 #define AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,fma")))
 

@@ -542,66 +542,59 @@ AVX2 static void gemv_bf16_avx2(const float *xeo, int64_t K, const void *Wv, con
  * depend on how many rows share a pass, so every row of y is its bit for bit; but each weight row
  * is read and widened once for several inputs.
  *
- * The inputs' loads are M times the weights', so they had better come from L1: the inputs go in
- * chunks of at most BF16_L1_BYTES of floats (and BF16_ROWS_MAX, for the 2·M accumulators and four
- * widened vectors in 16 registers), and over a block of BF16_NB rows at a time, so that the
- * chunks after the first find the block's weights in L2. Weight rows follow each other in memory:
- * one row per pass keeps a single stream, prefetched four rows ahead. M is a compile-time
- * constant in each specialisation. */
-#define BF16_ROWS_MAX 4
-#define BF16_L1_BYTES (24 << 10)
+ * The inputs' loads are M times the weights': two weight rows per pass share each input load,
+ * and the inputs go in pairs (4·2 accumulators and a row's four widened vectors fill the 16
+ * registers; two inputs of K ≤ 3072 also fit in L1 beside the weight stream), over a block of
+ * BF16_NB rows at a time, so that the pairs after the first find the block's weights in L2. M is
+ * a compile-time constant in each specialisation. */
+#define BF16_ROWS_MAX 2
 #define BF16_NB 16
 AVX2_INLINE void gemv_bf16_batch(const float *xeo, const int M, int64_t K, int64_t ldx, const uint16_t *W,
                                  const float *bias, float *y, int64_t ldy, int64_t n0, int64_t n1) {
     const __m256i hi = _mm256_set1_epi32((int)0xFFFF0000u);
     const int64_t K32 = K & ~(int64_t)31;
-    for (int64_t n = n0; n < n1; n++) {
-        const uint16_t *w0 = W + n * K;
-        __m256 a[BF16_ROWS_MAX], b[BF16_ROWS_MAX];
-        for (int m = 0; m < M; m++) a[m] = b[m] = _mm256_setzero_ps();
+    for (int64_t n = n0; n < n1; n += 2) {
+        const int nr = n1 - n < 2 ? 1 : 2;
+        const uint16_t *w[2] = {W + n * K, W + (n + nr - 1) * K};
+        __m256 a[2][BF16_ROWS_MAX], b[2][BF16_ROWS_MAX];
+        for (int i = 0; i < 2; i++)
+            for (int m = 0; m < M; m++) a[i][m] = b[i][m] = _mm256_setzero_ps();
         for (int64_t k = 0; k < K32; k += 32) {
-            _mm_prefetch((const char *)(w0 + k + 4 * K), _MM_HINT_T1);
-            __m256i v0 = _mm256_loadu_si256((const __m256i *)(w0 + k));
-            __m256i v1 = _mm256_loadu_si256((const __m256i *)(w0 + k + 16));
-            const __m256 we0 = _mm256_castsi256_ps(_mm256_slli_epi32(v0, 16)), wo0 = _mm256_castsi256_ps(_mm256_and_si256(v0, hi));
-            const __m256 we1 = _mm256_castsi256_ps(_mm256_slli_epi32(v1, 16)), wo1 = _mm256_castsi256_ps(_mm256_and_si256(v1, hi));
-            /* the one-input kernel's order: xe0·we0, xo0·wo0, xe1·we1, xo1·wo1 */
-            for (int m = 0; m < M; m++) {
-                const float *x = xeo + m * ldx + k;
-                a[m] = _mm256_fmadd_ps(_mm256_loadu_ps(x), we0, a[m]);
-                b[m] = _mm256_fmadd_ps(_mm256_loadu_ps(x + 16), wo0, b[m]);
-                a[m] = _mm256_fmadd_ps(_mm256_loadu_ps(x + 8), we1, a[m]);
-                b[m] = _mm256_fmadd_ps(_mm256_loadu_ps(x + 24), wo1, b[m]);
+            for (int i = 0; i < 2; i++) {
+                /* the rows two passes on at the same place: the prefetches follow the stream */
+                _mm_prefetch((const char *)(w[i] + k + 4 * K), _MM_HINT_T1);
+                __m256i v0 = _mm256_loadu_si256((const __m256i *)(w[i] + k));
+                __m256i v1 = _mm256_loadu_si256((const __m256i *)(w[i] + k + 16));
+                const __m256 we0 = _mm256_castsi256_ps(_mm256_slli_epi32(v0, 16)), wo0 = _mm256_castsi256_ps(_mm256_and_si256(v0, hi));
+                const __m256 we1 = _mm256_castsi256_ps(_mm256_slli_epi32(v1, 16)), wo1 = _mm256_castsi256_ps(_mm256_and_si256(v1, hi));
+                /* the one-input kernel's order: xe0·we0, xo0·wo0, xe1·we1, xo1·wo1 */
+                for (int m = 0; m < M; m++) {
+                    const float *x = xeo + m * ldx + k;
+                    a[i][m] = _mm256_fmadd_ps(_mm256_loadu_ps(x), we0, a[i][m]);
+                    b[i][m] = _mm256_fmadd_ps(_mm256_loadu_ps(x + 16), wo0, b[i][m]);
+                    a[i][m] = _mm256_fmadd_ps(_mm256_loadu_ps(x + 8), we1, a[i][m]);
+                    b[i][m] = _mm256_fmadd_ps(_mm256_loadu_ps(x + 24), wo1, b[i][m]);
+                }
             }
         }
-        for (int m = 0; m < M; m++) {
-            const float *x = xeo + m * ldx;
-            float r = hsum(_mm256_add_ps(a[m], b[m]));
-            /* past the last 32-chunk xeo holds x unsplit */
-            for (int64_t k = K32; k < K; k++) r += x[k] * ck_bf16_value(w0[k]);
-            y[m * ldy + n] = r + (bias ? bias[n] : 0.0f);
-        }
+        for (int i = 0; i < nr; i++)
+            for (int m = 0; m < M; m++) {
+                const float *x = xeo + m * ldx;
+                float r = hsum(_mm256_add_ps(a[i][m], b[i][m]));
+                /* past the last 32-chunk xeo holds x unsplit */
+                for (int64_t k = K32; k < K; k++) r += x[k] * ck_bf16_value(w[i][k]);
+                y[m * ldy + n + i] = r + (bias ? bias[n + i] : 0.0f);
+            }
     }
 }
 
 AVX2 static void gemv_bf16_rows_avx2(const float *xeo, int64_t M, int64_t K, int64_t ldx, const void *W,
                                      const float *bias, float *y, int64_t ldy, int64_t n0, int64_t n1) {
-    /* as many inputs as L1 holds; where not even two fit, they come from L2 whatever the chunk,
-     * and the largest chunk reads the weights fewest times */
-    int64_t chunk = BF16_L1_BYTES / (4 * K);
-    chunk = chunk < 2 || chunk > BF16_ROWS_MAX ? BF16_ROWS_MAX : chunk;
     for (int64_t nb = n0; nb < n1; nb += BF16_NB) {
         const int64_t ne = n1 - nb < BF16_NB ? n1 : nb + BF16_NB;
-        for (int64_t m = 0; m < M; m += chunk) {
-            const float *x = xeo + m * ldx;
-            float *ym = y + m * ldy;
-            switch (M - m < chunk ? M - m : chunk) {
-            case 1: gemv_bf16_batch(x, 1, K, ldx, W, bias, ym, ldy, nb, ne); break;
-            case 2: gemv_bf16_batch(x, 2, K, ldx, W, bias, ym, ldy, nb, ne); break;
-            case 3: gemv_bf16_batch(x, 3, K, ldx, W, bias, ym, ldy, nb, ne); break;
-            default: gemv_bf16_batch(x, 4, K, ldx, W, bias, ym, ldy, nb, ne); break;
-            }
-        }
+        int64_t m = 0;
+        for (; m + 2 <= M; m += 2) gemv_bf16_batch(xeo + m * ldx, 2, K, ldx, W, bias, y + m * ldy, ldy, nb, ne);
+        if (m < M) gemv_bf16_batch(xeo + m * ldx, 1, K, ldx, W, bias, y + m * ldy, ldy, nb, ne);
     }
 }
 
