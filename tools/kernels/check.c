@@ -321,8 +321,8 @@ static void check_quantized_products(void) {
 
 /* The batched decode GEMVs (several inputs at once) against the same level's one-input GEMV on
  * each input: every row must be the same floats bit for bit, for 1…9 inputs (past the batched
- * kernels' chunks of 4 and 8), whole and short-tailed K, odd row ranges that start inside a
- * row pair, and columns outside the range left alone. */
+ * kernels' chunks), whole and short-tailed K, odd row ranges that start inside a row pair,
+ * columns outside the range left alone, and bf16 inputs at a stride past K. */
 static void check_each_row(void) {
     static const int64_t qshapes[][2] = {{32, 5}, {96, 9}, {224, 11}, {544, 7}, {640, 6}, {2304, 13}, {4128, 5}, {9216, 3}};
     static const int64_t bshapes[][2] = {{7, 5}, {33, 9}, {64, 11}, {300, 7}, {2304, 13}, {4500, 9}, {4128, 6}, {9216, 3}};
@@ -341,10 +341,12 @@ static void check_each_row(void) {
                 const float *b = M % 2 ? bias : NULL;
                 ck_set_level(level_under_test);
                 if (f == CK_BF16) {
-                    float *xeo = malloc(M * K * 4);
-                    for (int64_t m = 0; m < M; m++) ck_split_even_odd(x + m * K, K, xeo + m * K);
-                    ck_gemv_bf16_rows(xeo, M, K, K, w.data, b, ya, N, n0, n1);
-                    for (int64_t m = 0; m < M; m++) ck_gemv_bf16(xeo + m * K, K, w.data, b, yb + m * N, n0, n1);
+                    /* inputs at a stride past K for half the cases */
+                    const int64_t ldx = M % 2 ? K : K + 5;
+                    float *xeo = malloc(M * ldx * 4);
+                    for (int64_t m = 0; m < M; m++) ck_split_even_odd(x + m * K, K, xeo + m * ldx);
+                    ck_gemv_bf16_rows(xeo, M, K, ldx, w.data, b, ya, N, n0, n1);
+                    for (int64_t m = 0; m < M; m++) ck_gemv_bf16(xeo + m * ldx, K, w.data, b, yb + m * N, n0, n1);
                     free(xeo);
                     case_name = "gemv_bf16_rows";
                 } else {
