@@ -36,6 +36,10 @@ typedef struct ck_kernels {
     void (*linear)(const float *x, int64_t M, int64_t K, int64_t ldx, const void *W, int format, const float *bias,
                    float *y, int64_t ldy, int64_t n0, int64_t n1, float *scratch);
     void (*gemv_bf16)(const float *xeo, int64_t K, const void *W, const float *bias, float *y, int64_t n0, int64_t n1);
+    /* gemv_bf16 for M split inputs (row stride ldx) at once: row m of y (stride ldy) must equal
+     * gemv_bf16(xeo + m·ldx, …) bit for bit; a level may read each weight row once for all M */
+    void (*gemv_bf16_rows)(const float *xeo, int64_t M, int64_t K, int64_t ldx, const void *W, const float *bias,
+                           float *y, int64_t ldy, int64_t n0, int64_t n1);
     void (*to_bf16_rows)(const float *x, int64_t M, int64_t K, int64_t ldx, uint16_t *out);
     void (*gemm_bf16)(const uint16_t *xb, int64_t M, int64_t K, const void *W, const float *bias, float *y,
                       int64_t ldy, int64_t n0, int64_t n1);

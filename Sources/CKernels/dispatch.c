@@ -65,13 +65,20 @@ static void detect(ck_cpu *cpu) {
 #endif
 }
 
-/* Adds a level on top of the last one: a copy of it, then the level's own entries. */
-#define ADD_LEVEL(fill)                                       \
-    do {                                                      \
-        if (!fill) break;                                     \
-        tables[level_count] = tables[level_count - 1];        \
-        fill(&tables[level_count], &cpu);                     \
-        level_count++;                                        \
+/* Adds a level on top of the last one: a copy of it, then the level's own entries. A level that
+ * replaces a one-input GEMV but not its batched form gets the plain batched twin (which calls the
+ * active level's GEMV per input), so that the batched rows stay that GEMV's bit for bit. */
+#define ADD_LEVEL(fill)                                                              \
+    do {                                                                             \
+        if (!fill) break;                                                            \
+        ck_kernels *below = &tables[level_count - 1], *t = &tables[level_count];     \
+        *t = *below;                                                                 \
+        fill(t, &cpu);                                                               \
+        if (t->gemv_q_int8 != below->gemv_q_int8 && t->gemv_q_int8_rows == below->gemv_q_int8_rows) \
+            t->gemv_q_int8_rows = tables[0].gemv_q_int8_rows;                        \
+        if (t->gemv_bf16 != below->gemv_bf16 && t->gemv_bf16_rows == below->gemv_bf16_rows) \
+            t->gemv_bf16_rows = tables[0].gemv_bf16_rows;                            \
+        level_count++;                                                               \
     } while (0)
 
 static void setup(void) {
@@ -179,6 +186,11 @@ void ck_convert_row(const void *W, int format, int64_t K, int64_t row, float *ou
 
 void ck_gemv_bf16(const float *xeo, int64_t K, const void *W, const float *bias, float *y, int64_t n0, int64_t n1) {
     ck_active()->gemv_bf16(xeo, K, W, bias, y, n0, n1);
+}
+
+void ck_gemv_bf16_rows(const float *xeo, int64_t M, int64_t K, int64_t ldx, const void *W, const float *bias,
+                       float *y, int64_t ldy, int64_t n0, int64_t n1) {
+    ck_active()->gemv_bf16_rows(xeo, M, K, ldx, W, bias, y, ldy, n0, n1);
 }
 
 void ck_to_bf16_rows(const float *x, int64_t M, int64_t K, int64_t ldx, uint16_t *out) {

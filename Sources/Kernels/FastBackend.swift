@@ -137,9 +137,15 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
 
     /// Quantized weights with int8 inputs: each row quantized as the one-row GEMV quantizes it,
     /// and one pass over the weights computing every row as that GEMV would (`ck_gemv_q_int8_rows`,
-    /// same 64-row chunks). Other formats: false (the caller runs a product per row).
+    /// same 64-row chunks). bf16 weights (whose one-row product is always `ck_gemv_bf16`): each
+    /// row split as that GEMV takes it, one pass computing every row as it would
+    /// (`ck_gemv_bf16_rows`). Other formats: false (the caller runs a product per row).
     public func linearEachRow(_ x: Matrix, _ weight: WeightMatrix, into out: Matrix) -> Bool {
         precondition(x.columns == weight.columns && out.columns == weight.rows, "linear shape mismatch")
+        if weight.format == .bf16 {
+            linearEachRowBF16(x, weight, into: out)
+            return true
+        }
         guard weight.format.isQuantized, !weight.hasShortLastGroup, int8Activations, ck_has_int8_products() != 0 else {
             return false
         }
@@ -178,6 +184,28 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
             }
         }
         return true
+    }
+
+    /// `linearEachRow` for bf16 weights: `linear` takes one row of bf16 weights through
+    /// `linearBF16`'s GEMV whatever the level and options, so the rows here are split the same way
+    /// and go through its batched form.
+    private func linearEachRowBF16(_ x: Matrix, _ weight: WeightMatrix, into out: Matrix) {
+        if x.rows == 1 {
+            linear(x, weight, bias: nil, into: out)
+            return
+        }
+        withWorkspace { ws in
+            out.setRows(x.rows)
+            let k = weight.columns, n = weight.rows, m = x.rows
+            let xeo = ws.shared(bytes: m * k * 4).assumingMemoryBound(to: Float.self)
+            for r in 0..<m { ck_split_even_odd(x.rowPointer(r), Int64(k), xeo + r * k) }
+            let yp = out.storage, ldy = Int64(out.columns)
+            // The one-row path's chunks of 64 rows.
+            parallel((n + 63) / 64, minChunk: 1) { g0, g1, _ in
+                ck_gemv_bf16_rows(xeo, Int64(m), Int64(k), Int64(k), weight.data, nil, yp, ldy, Int64(g0 * 64),
+                                  Int64(min(n, g1 * 64)))
+            }
+        }
     }
 
     /// Whether bf16 dot products beat float32 FMAs on this CPU, measured once on a small product.

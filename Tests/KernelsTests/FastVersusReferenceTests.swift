@@ -439,21 +439,24 @@ final class QuantizedKernelTests: XCTestCase {
 extension QuantizedKernelTests {
     /// Decode of several sequences at once: every row `linearEachRow` writes equals, bit for bit,
     /// the one-row product of that row alone, at every level, for 1…11 rows (past the batched
-    /// kernel's 8), odd and even output counts, and q8 and q4.
+    /// kernels' chunks of 4 and 8), odd and even output counts, q8 and q4, and bf16 (also with K
+    /// not a multiple of 32).
     func testEachRowEqualsItsOneRowProductBitForBit() {
         let backend = FastBackend(threads: 2)
         for level in KernelLevel.available {
             let previous = KernelLevel.activate(level)
             defer { KernelLevel.activate(previous) }
-            for format in [WeightFormat.q8, .q4] {
-                for (n, k) in [(130, 256), (67, 96)] {
-                    let (w, _, release) = quantized(n, k, format)
+            for format in [WeightFormat.q8, .q4, .bf16] {
+                let shapes = format == .bf16 ? [(130, 256), (67, 100), (9, 4500)] : [(130, 256), (67, 96)]
+                for (n, k) in shapes {
+                    let (w, _, release) = format == .bf16 ? bf16Weights(n, k) : quantized(n, k, format)
                     defer { release() }
                     for m in [1, 2, 3, 8, 11] {
                         let x = Matrix(rows: m, columns: k, values: (0..<(m * k)).map { _ in Float.random(in: -2...2) })
                         let out = Matrix(rows: m, columns: n)
                         let batched = backend.linearEachRow(x, w, into: out)
                         guard batched else {
+                            XCTAssertNotEqual(format, .bf16, "\(level.name): no batched product for bf16 weights")
                             XCTAssertEqual(ck_has_int8_products(), 0, "\(level.name): no batched product although int8 products exist")
                             continue
                         }
@@ -468,5 +471,18 @@ extension QuantizedKernelTests {
                 }
             }
         }
+    }
+
+    /// bf16 weights of random values, and their exact float32 values.
+    func bf16Weights(_ rows: Int, _ cols: Int) -> (WeightMatrix, [Float], () -> Void) {
+        let data = UnsafeMutablePointer<UInt16>.allocate(capacity: rows * cols)
+        var exact = [Float](repeating: 0, count: rows * cols)
+        var g = SystemRandomNumberGenerator()
+        for i in exact.indices {
+            data[i] = UInt16(Float.random(in: -1...1, using: &g).roundedToBFloat16.bitPattern >> 16)
+            exact[i] = Float(bitPattern: UInt32(data[i]) << 16)
+        }
+        let w = WeightMatrix(format: .bf16, rows: rows, columns: cols, data: UnsafeRawPointer(data))
+        return (w, exact, { data.deallocate() })
     }
 }

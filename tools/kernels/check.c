@@ -319,6 +319,68 @@ static void check_quantized_products(void) {
     }
 }
 
+/* The batched decode GEMVs (several inputs at once) against the same level's one-input GEMV on
+ * each input: every row must be the same floats bit for bit, for 1…9 inputs (past the batched
+ * kernels' chunks), whole and short-tailed K, odd row ranges that start inside a row pair,
+ * columns outside the range left alone, and bf16 inputs at a stride past K. */
+static void check_each_row(void) {
+    static const int64_t qshapes[][2] = {{32, 5}, {96, 9}, {224, 11}, {544, 7}, {640, 6}, {2304, 13}, {4128, 5}, {9216, 3}};
+    static const int64_t bshapes[][2] = {{7, 5}, {33, 9}, {64, 11}, {300, 7}, {2304, 13}, {4500, 9}, {4128, 6}, {9216, 3}};
+    for (int f = CK_BF16; f <= CK_Q4; f++) {
+        if (f == CK_F16) continue;
+        const int64_t (*shapes)[2] = f == CK_BF16 ? bshapes : qshapes;
+        for (int s = 0; s < 8; s++) {
+            const int64_t K = shapes[s][0], N = shapes[s][1];
+            weights w = make_weights(N, K, f);
+            float *bias = frandom(N, 1);
+            for (int64_t M = 1; M <= 9; M++) {
+                float *x = frandom(M * K, 2);
+                float *ya = malloc(M * N * 4), *yb = malloc(M * N * 4);
+                for (int64_t i = 0; i < M * N; i++) ya[i] = yb[i] = 7;
+                const int64_t n0 = N > 4 ? 1 : 0, n1 = N > 4 ? N - 1 : N;
+                const float *b = M % 2 ? bias : NULL;
+                ck_set_level(level_under_test);
+                if (f == CK_BF16) {
+                    /* inputs at a stride past K for half the cases */
+                    const int64_t ldx = M % 2 ? K : K + 5;
+                    float *xeo = malloc(M * ldx * 4);
+                    for (int64_t m = 0; m < M; m++) ck_split_even_odd(x + m * K, K, xeo + m * ldx);
+                    ck_gemv_bf16_rows(xeo, M, K, ldx, w.data, b, ya, N, n0, n1);
+                    for (int64_t m = 0; m < M; m++) ck_gemv_bf16(xeo + m * ldx, K, w.data, b, yb + m * N, n0, n1);
+                    free(xeo);
+                    case_name = "gemv_bf16_rows";
+                } else {
+                    qinput_box *q = malloc(M * sizeof *q);
+                    ck_qinput *in = malloc(M * sizeof *in);
+                    for (int64_t m = 0; m < M; m++) {
+                        q[m] = make_qinput(K);
+                        ck_quantize_input(x + m * K, K, &q[m].in);
+                        in[m] = q[m].in;
+                    }
+                    ck_gemv_q_int8_rows(in, M, K, w.data, w.scales, f, b, ya, N, n0, n1);
+                    for (int64_t m = 0; m < M; m++) ck_gemv_q_int8(&in[m], K, w.data, w.scales, f, b, yb + m * N, n0, n1);
+                    for (int64_t m = 0; m < M; m++) free(q[m].base);
+                    free(q); free(in);
+                    case_name = "gemv_q_int8_rows";
+                }
+                snprintf(case_detail, sizeof case_detail, "%s M%lld K%lld N%lld", format_name(f), (long long)M,
+                         (long long)K, (long long)N);
+                int same = memcmp(ya, yb, M * N * 4) == 0;
+                if (!same) {
+                    int64_t i = 0;
+                    while (memcmp(ya + i, yb + i, 4) == 0) i++;
+                    printf("FAIL %s %s %s: row %lld column %lld is %.9g, its one-input GEMV %.9g\n",
+                           ck_level_name(level_under_test), case_name, case_detail, (long long)(i / N),
+                           (long long)(i % N), ya[i], yb[i]);
+                }
+                result(same);
+                free(x); free(ya); free(yb);
+            }
+            free(bias); free_weights(w);
+        }
+    }
+}
+
 static void check_attention(void) {
     static const int64_t cases[][3] = {{1, 256, 150}, {2, 72, 300}, {4, 20, 70}, {3, 8, 5},  {5, 16, 23},
                                        {16, 72, 140}, {20, 8, 150}, {32, 20, 45}, {32, 64, 256}, {12, 256, 40}};
@@ -432,6 +494,7 @@ int main(int argc, char **argv) {
         check_dot_axpy();
         check_dense_products();
         check_quantized_products();
+        check_each_row();
         check_attention();
         check_elementwise();
         check_probes();

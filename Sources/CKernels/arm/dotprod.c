@@ -210,6 +210,156 @@ DOTPROD static void gemv_q_int8_dotprod(const ck_qinput *in, int64_t K, const vo
     }
 }
 
+/* gemv_q8_rows and gemv_q4_rows for M inputs (decode of M sequences at once). Per weight row and
+ * input the same steps of four groups, the same chains, SDOTs and by-element FMAs in the same
+ * order, and the same reduction and last groups as the one-input kernels, whose result for a row
+ * does not depend on how many rows share a pass, so every row of y is theirs bit for bit; but
+ * each weight load (and the nibble unpacking) serves several inputs. Two weight rows per pass and
+ * at most ROWS_MAX inputs per chunk keep the accumulators and the rows' w_scale·x_scale vectors
+ * in the 32 registers; larger M runs in chunks over blocks of ROWS_NB rows, whose weights the
+ * later chunks find in L2. R and M are compile-time constants in each specialisation. */
+#define ROWS_MAX 4
+#define ROWS_NB 16
+
+DOTPROD INLINE void gemv_q8_batch(const ck_qinput *in, const int M, int64_t K, const int8_t *W,
+                                  const uint16_t *scales, const float *bias, float *y, int64_t ldy, int64_t n,
+                                  const int R) {
+    const int64_t G = K / CK_GROUP, G4 = G & ~(int64_t)3;
+    const int32x4_t zero = vdupq_n_s32(0);
+    float32x4_t acc[ROWS_MAX][2][2];
+    for (int m = 0; m < M; m++)
+        for (int r = 0; r < R; r++) acc[m][r][0] = acc[m][r][1] = vdupq_n_f32(0);
+#define Q8_GROUP(q)                                                                                 \
+    do {                                                                                            \
+        int8x16_t w0[2], w1[2];                                                                     \
+        for (int r = 0; r < R; r++) {                                                               \
+            const int8_t *w = W + (n + r) * K + (g + q) * 32;                                       \
+            w0[r] = vld1q_s8(w), w1[r] = vld1q_s8(w + 16);                                          \
+        }                                                                                           \
+        for (int m = 0; m < M; m++) {                                                               \
+            int8x16_t x0 = vld1q_s8(in[m].value + (g + q) * 32), x1 = vld1q_s8(in[m].value + (g + q) * 32 + 16); \
+            for (int r = 0; r < R; r++) {                                                           \
+                int32x4_t d = vdotq_s32(vdotq_s32(zero, w0[r], x0), w1[r], x1);                     \
+                GROUP_FMA(acc[m][r][q & 1], d, s[m][r], q);                                         \
+            }                                                                                       \
+        }                                                                                           \
+    } while (0)
+    for (int64_t g = 0; g < G4; g += 4) {
+        float32x4_t ws[2], s[ROWS_MAX][2];
+        for (int r = 0; r < R; r++) ws[r] = f16x4(scales + (n + r) * G + g);
+        for (int m = 0; m < M; m++) {
+            const float32x4_t sx = vld1q_f32(in[m].scale + g);
+            for (int r = 0; r < R; r++) s[m][r] = vmulq_f32(ws[r], sx);
+        }
+        Q8_GROUP(0);
+        Q8_GROUP(1);
+        Q8_GROUP(2);
+        Q8_GROUP(3);
+    }
+#undef Q8_GROUP
+    for (int m = 0; m < M; m++) {
+        const ck_qinput *x = &in[m];
+        for (int r = 0; r < R; r++) {
+            float t = vaddvq_f32(vaddq_f32(acc[m][r][0], acc[m][r][1]));
+            for (int64_t g = G4; g < G; g++) { /* up to three last groups */
+                const int8_t *w = W + (n + r) * K + g * 32;
+                int32x4_t d = vdotq_s32(vdotq_s32(zero, vld1q_s8(w), vld1q_s8(x->value + g * 32)), vld1q_s8(w + 16),
+                                        vld1q_s8(x->value + g * 32 + 16));
+                t += (float)vaddvq_s32(d) * (ck_f16_value(scales[(n + r) * G + g]) * x->scale[g]);
+            }
+            y[m * ldy + n + r] = t + (bias ? bias[n + r] : 0.0f);
+        }
+    }
+}
+
+DOTPROD INLINE void gemv_q4_batch(const ck_qinput *in, const int M, int64_t K, const uint8_t *W,
+                                  const uint16_t *scales, const float *bias, float *y, int64_t ldy, int64_t n,
+                                  const int R) {
+    const int64_t G = K / CK_GROUP, G4 = G & ~(int64_t)3;
+    const uint8x16_t low = vdupq_n_u8(0x0F);
+    float32x4_t acc[ROWS_MAX][2];
+    for (int m = 0; m < M; m++)
+        for (int r = 0; r < R; r++) acc[m][r] = vdupq_n_f32(0);
+#define Q4_GROUP(q)                                                                                 \
+    do {                                                                                            \
+        int8x16_t lo[2], hi[2];                                                                     \
+        for (int r = 0; r < R; r++) {                                                               \
+            uint8x16_t w = vld1q_u8(W + (n + r) * (K / 2) + (g + q) * 16);                          \
+            lo[r] = vreinterpretq_s8_u8(vandq_u8(w, low));                                          \
+            hi[r] = vreinterpretq_s8_u8(vshrq_n_u8(w, 4));                                          \
+        }                                                                                           \
+        for (int m = 0; m < M; m++) {                                                               \
+            int8x16_t x0 = vld1q_s8(in[m].value + (g + q) * 32), x1 = vld1q_s8(in[m].value + (g + q) * 32 + 16); \
+            int32x4_t off = vld1q_s32(in[m].offset_q4 + (g + q) * 4);                               \
+            for (int r = 0; r < R; r++) {                                                           \
+                int32x4_t d = vdotq_s32(vdotq_s32(off, lo[r], x0), hi[r], x1);                      \
+                GROUP_FMA(acc[m][r], d, s[m][r], q);                                                \
+            }                                                                                       \
+        }                                                                                           \
+    } while (0)
+    for (int64_t g = 0; g < G4; g += 4) {
+        float32x4_t ws[2], s[ROWS_MAX][2];
+        for (int r = 0; r < R; r++) ws[r] = f16x4(scales + (n + r) * G + g);
+        for (int m = 0; m < M; m++) {
+            const float32x4_t sx = vld1q_f32(in[m].scale + g);
+            for (int r = 0; r < R; r++) s[m][r] = vmulq_f32(ws[r], sx);
+        }
+        Q4_GROUP(0);
+        Q4_GROUP(1);
+        Q4_GROUP(2);
+        Q4_GROUP(3);
+    }
+#undef Q4_GROUP
+    const int8x16_t eight = vdupq_n_s8(8);
+    for (int m = 0; m < M; m++) {
+        const ck_qinput *x = &in[m];
+        for (int r = 0; r < R; r++) {
+            float t = vaddvq_f32(acc[m][r]);
+            for (int64_t g = G4; g < G; g++) { /* up to three last groups: nibbles − 8 as s8 */
+                uint8x16_t w = vld1q_u8(W + (n + r) * (K / 2) + g * 16);
+                int8x16_t lo = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(w, low)), eight);
+                int8x16_t hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(w, 4)), eight);
+                int32x4_t d = vdotq_s32(vdotq_s32(vdupq_n_s32(0), lo, vld1q_s8(x->value + g * 32)), hi,
+                                        vld1q_s8(x->value + g * 32 + 16));
+                t += (float)vaddvq_s32(d) * (ck_f16_value(scales[(n + r) * G + g]) * x->scale[g]);
+            }
+            y[m * ldy + n + r] = t + (bias ? bias[n + r] : 0.0f);
+        }
+    }
+}
+
+/* rows nb ..< ne for M (≤ ROWS_MAX) inputs: pairs of rows, then a last single one */
+#define ROWS_CASE(batch, T, M)                                                                      \
+    case M: {                                                                                       \
+        int64_t n = nb;                                                                             \
+        for (; n + 2 <= ne; n += 2) batch(in + m, M, K, (const T *)W, scales, bias, ym, ldy, n, 2); \
+        if (n < ne) batch(in + m, M, K, (const T *)W, scales, bias, ym, ldy, n, 1);                 \
+        break;                                                                                      \
+    }
+
+DOTPROD static void gemv_q_int8_rows_dotprod(const ck_qinput *in, int64_t M, int64_t K, const void *W,
+                                             const uint16_t *scales, int format, const float *bias, float *y,
+                                             int64_t ldy, int64_t n0, int64_t n1) {
+    for (int64_t nb = n0; nb < n1; nb += ROWS_NB) {
+        const int64_t ne = n1 - nb < ROWS_NB ? n1 : nb + ROWS_NB;
+        for (int64_t m = 0; m < M; m += ROWS_MAX) {
+            float *ym = y + m * ldy;
+            if (format == CK_Q4) {
+                switch (M - m < ROWS_MAX ? M - m : ROWS_MAX) {
+                    ROWS_CASE(gemv_q4_batch, uint8_t, 1) ROWS_CASE(gemv_q4_batch, uint8_t, 2)
+                    ROWS_CASE(gemv_q4_batch, uint8_t, 3) ROWS_CASE(gemv_q4_batch, uint8_t, 4)
+                }
+            } else {
+                switch (M - m < ROWS_MAX ? M - m : ROWS_MAX) {
+                    ROWS_CASE(gemv_q8_batch, int8_t, 1) ROWS_CASE(gemv_q8_batch, int8_t, 2)
+                    ROWS_CASE(gemv_q8_batch, int8_t, 3) ROWS_CASE(gemv_q8_batch, int8_t, 4)
+                }
+            }
+        }
+    }
+}
+#undef ROWS_CASE
+
 /* ---------------- prefill: many input rows ---------------- */
 
 /* Blocking: weights are packed 32 columns per call-panel as four sub-panels of 8 (one register
@@ -392,6 +542,7 @@ void ck_fill_dotprod(ck_kernels *t, const ck_cpu *cpu) {
     t->quantize_input = quantize_input_dotprod;
     t->quantize_rows_u8 = quantize_rows_u8_dotprod;
     t->gemv_q_int8 = gemv_q_int8_dotprod;
+    t->gemv_q_int8_rows = gemv_q_int8_rows_dotprod;
     t->gemm_q_int8 = gemm_q_int8_dotprod;
     t->int8_probe = int8_probe_dotprod;
 }

@@ -83,6 +83,13 @@ static void gemv_bf16(const float *xeo, int64_t K, const void *W, const float *b
     }
 }
 
+/* The plain twin of a batched bf16 GEMV: each input through the active level's own GEMV, so the
+ * rows are that kernel's bit for bit (the weights are read M times). */
+static void gemv_bf16_rows(const float *xeo, int64_t M, int64_t K, int64_t ldx, const void *W, const float *bias,
+                           float *y, int64_t ldy, int64_t n0, int64_t n1) {
+    for (int64_t m = 0; m < M; m++) ck_active()->gemv_bf16(xeo + m * ldx, K, W, bias, y + m * ldy, n0, n1);
+}
+
 static void to_bf16_rows(const float *x, int64_t M, int64_t K, int64_t ldx, uint16_t *out) {
     const int64_t Kp = (K + 31) & ~(int64_t)31;
     for (int64_t m = 0; m < M; m++)
@@ -280,6 +287,7 @@ void ck_fill_generic(ck_kernels *t) {
     t->scale = scale;
     t->linear = linear;
     t->gemv_bf16 = gemv_bf16;
+    t->gemv_bf16_rows = gemv_bf16_rows;
     t->to_bf16_rows = to_bf16_rows;
     t->gemm_bf16 = gemm_bf16;
     t->gemm_f32_packed = gemm_f32_packed;

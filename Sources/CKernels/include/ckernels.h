@@ -71,6 +71,12 @@ void ck_split_even_odd(const float *x, int64_t K, float *out);
 /// y[n] = x · W[n] (+ bias[n]) for n0 <= n < n1, W: N×K bf16, x given split by ck_split_even_odd.
 /// Float32 arithmetic on exactly widened weights; each weight byte is read once.
 void ck_gemv_bf16(const float *xeo, int64_t K, const void *W, const float *bias, float *y, int64_t n0, int64_t n1);
+/// ck_gemv_bf16 for M inputs at once (row m at xeo + m·ldx, each split by ck_split_even_odd), as
+/// when several sequences decode together: row m of y (stride ldy) is bit for bit what
+/// ck_gemv_bf16(xeo + m·ldx, …) writes, while levels with a batched kernel read each weight row
+/// once for all M.
+void ck_gemv_bf16_rows(const float *xeo, int64_t M, int64_t K, int64_t ldx, const void *W, const float *bias,
+                       float *y, int64_t ldy, int64_t n0, int64_t n1);
 
 /// Rounds x (M×K, row stride ldx) to bf16 rows padded with zeros to a multiple of 32.
 void ck_to_bf16_rows(const float *x, int64_t M, int64_t K, int64_t ldx, uint16_t *out);

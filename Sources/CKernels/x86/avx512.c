@@ -180,6 +180,79 @@ AVX512 static void gemv_bf16_avx512(const float *xeo, int64_t K, const void *Wv,
     }
 }
 
+/* gemv_bf16_avx512 for M inputs (decode of M sequences at once, input m at xeo + m·ldx): per
+ * weight row and input the same two chains (even and odd elements) over the same 32-chunks, the
+ * same reduction and tail as the one-input kernel, whose result for a row does not depend on
+ * whether it runs in a pass of four, so every row of y is its bit for bit; but each weight row is
+ * read and widened once for several inputs.
+ *
+ * The inputs' loads are M times the weights', so they had better come from L1: the inputs go in
+ * chunks of at most BF16_L1_BYTES of floats (where not even two fit, they come from L2 whatever
+ * the chunk, and the largest chunk reads the weights fewest times), over a block of BF16_NB rows
+ * at a time, so that the chunks after the first find the block's weights in L2. Two weight rows
+ * per pass share each input load; with at most BF16_ROWS_MAX inputs per chunk their 4·M
+ * accumulators and four widened vectors stay in registers. R and M are compile-time constants in
+ * each specialisation. */
+#define BF16_ROWS_MAX 4
+#define BF16_L1_BYTES (24 << 10)
+#define BF16_NB 16
+AVX512 static inline __attribute__((always_inline)) void
+gemv_bf16_batch(const float *xeo, const int M, const int R, int64_t K, int64_t ldx, const uint16_t *W,
+                const float *bias, float *y, int64_t ldy, int64_t n0, int64_t n1) {
+    const __m512i hi_mask = _mm512_set1_epi32((int)0xFFFF0000u);
+    const int64_t K32 = K & ~(int64_t)31;
+    /* the rows two passes on at the same place: the prefetches follow the stream */
+    const int64_t ahead = 2 * R * K;
+    for (int64_t n = n0; n < n1; n += R) {
+        const int nr = n1 - n < R ? 1 : R;
+        const uint16_t *w[2] = {W + n * K, W + (n + nr - 1) * K};
+        __m512 a[2][BF16_ROWS_MAX], b[2][BF16_ROWS_MAX];
+        for (int i = 0; i < R; i++)
+            for (int m = 0; m < M; m++) a[i][m] = b[i][m] = _mm512_setzero_ps();
+        for (int64_t k = 0; k < K32; k += 32) {
+            __m512 we[2], wo[2];
+            for (int i = 0; i < R; i++) {
+                _mm_prefetch((const char *)(w[i] + k + ahead), _MM_HINT_T1);
+                __m512i v = _mm512_loadu_si512((const void *)(w[i] + k));
+                we[i] = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+                wo[i] = _mm512_castsi512_ps(_mm512_and_si512(v, hi_mask));
+            }
+            for (int m = 0; m < M; m++) {
+                const __m512 xe = _mm512_loadu_ps(xeo + m * ldx + k), xo = _mm512_loadu_ps(xeo + m * ldx + k + 16);
+                for (int i = 0; i < R; i++) {
+                    a[i][m] = _mm512_fmadd_ps(xe, we[i], a[i][m]);
+                    b[i][m] = _mm512_fmadd_ps(xo, wo[i], b[i][m]);
+                }
+            }
+        }
+        for (int i = 0; i < nr; i++)
+            for (int m = 0; m < M; m++) {
+                const float *x = xeo + m * ldx;
+                float r = _mm512_reduce_add_ps(_mm512_add_ps(a[i][m], b[i][m]));
+                /* tail: xeo holds the plain x there (see ck_split_even_odd) */
+                for (int64_t k = K32; k < K; k++) r += x[k] * ck_bf16_value(w[i][k]);
+                y[m * ldy + n + i] = r + (bias ? bias[n + i] : 0.0f);
+            }
+    }
+}
+
+#define BF16_CASE(M) \
+    case M: gemv_bf16_batch(x, M, 2, K, ldx, W, bias, ym, ldy, nb, ne); break;
+AVX512 static void gemv_bf16_rows_avx512(const float *xeo, int64_t M, int64_t K, int64_t ldx, const void *W,
+                                         const float *bias, float *y, int64_t ldy, int64_t n0, int64_t n1) {
+    int64_t chunk = BF16_L1_BYTES / (4 * K);
+    chunk = chunk < 2 || chunk > BF16_ROWS_MAX ? BF16_ROWS_MAX : chunk;
+    for (int64_t nb = n0; nb < n1; nb += BF16_NB) {
+        const int64_t ne = n1 - nb < BF16_NB ? n1 : nb + BF16_NB;
+        for (int64_t m = 0; m < M; m += chunk) {
+            const float *x = xeo + m * ldx;
+            float *ym = y + m * ldy;
+            switch (M - m < chunk ? M - m : chunk) { BF16_CASE(1) BF16_CASE(2) BF16_CASE(3) default: BF16_CASE(4) }
+        }
+    }
+}
+#undef BF16_CASE
+
 #define AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,fma")))
 
 /* bf16 weights, many input rows (prefill): x rounded to bf16 once, 4×4 tiles of
@@ -1316,6 +1389,7 @@ void ck_fill_avx512(ck_kernels *t, const ck_cpu *cpu) {
     t->scale = scale_avx512;
     t->linear = linear_avx512;
     t->gemv_bf16 = gemv_bf16_avx512;
+    t->gemv_bf16_rows = gemv_bf16_rows_avx512;
     t->gemm_f32_packed = gemm_f32_packed_avx512;
     t->gemv_q = gemv_q_avx512;
     t->quantize_input = quantize_input_avx512;

@@ -26,6 +26,12 @@
 #define VC 3
 #define VN (VC * 8)
 
+/* The batched decode GEMVs (gemv_q_int8_rows) take up to ROWS_MAX inputs per chunk, two weight
+ * rows per pass: 2·ROWS_MAX accumulators, two rows' weights and the constants fit in 16 registers.
+ * Larger M runs in chunks over blocks of ROWS_NB rows. */
+#define ROWS_MAX 4
+#define ROWS_NB 16
+
 /* Packs weight rows n ..< n + cols (≤ VN; the rest zero) in the layout above. Each 8 rows of a
  * group are loaded as 32 s8 in element order (q4 unpacked, a short q8 last group zero-filled),
  * transposed so vector ch holds chunk ch of every row, and summed (1·w pairs, then pairs of
@@ -94,10 +100,12 @@ void ck_fill_avxvnni(ck_kernels *t, const ck_cpu *cpu) {
     t->int8_products = 1;
     if (cpu->avxvnni) {
         t->gemv_q_int8 = gemv_q_int8_vex;
+        t->gemv_q_int8_rows = gemv_q_int8_rows_vex;
         t->gemm_q_int8 = gemm_q_int8_vex;
         t->int8_probe = int8_probe_vex;
     } else {
         t->gemv_q_int8 = gemv_q_int8_evex;
+        t->gemv_q_int8_rows = gemv_q_int8_rows_evex;
         t->gemm_q_int8 = gemm_q_int8_evex;
         t->int8_probe = int8_probe_evex;
     }
@@ -207,6 +215,130 @@ VNNI static void V(gemv_q_int8)(const ck_qinput *in, int64_t K, const void *W, c
     if (format == CK_Q4) V(gemv_q4)(in, K, (const uint8_t *)W, scales, bias, y, n0, n1);
     else V(gemv_q8)(in, K, (const int8_t *)W, scales, bias, y, n0, n1);
 }
+
+/* V(gemv_q8) and V(gemv_q4) for M inputs (decode of M sequences at once). Per weight row and input
+ * the same groups, steps and instructions as the one-input kernels, whose result for a row does
+ * not depend on how many rows share a pass (store_rows reduces each row alike), so every row of y
+ * is theirs bit for bit; but each weight load (and the nibble unpacking) serves all M inputs. R
+ * (rows per pass, ≤ 2) and M (≤ ROWS_MAX) are compile-time constants in each specialisation. */
+VNNI static INLINE void V(gemv_q8_batch)(const ck_qinput *in, const int M, int64_t K, const int8_t *W,
+                                         const uint16_t *scales, const float *bias, float *y, int64_t ldy, int64_t n,
+                                         const int R) {
+    const int64_t G = K / CK_GROUP;
+    const __m256i zero = _mm256_setzero_si256(), one = _mm256_set1_epi32(1);
+    const int8_t *w = W + n * K;
+    const uint16_t *sc = scales + n * G;
+    __m256 acc[ROWS_MAX][2];
+    for (int m = 0; m < M; m++)
+        for (int r = 0; r < R; r++) acc[m][r] = _mm256_setzero_ps();
+    for (int64_t g0 = 0; g0 < G; g0 += 8) {
+        const int64_t gn = G - g0 < 8 ? G - g0 : 8;
+        __m256 c[ROWS_MAX][2];
+        for (int m = 0; m < M; m++)
+            for (int r = 0; r < R; r++) c[m][r] = row_scales(sc + r * G + g0, in[m].scale + g0, gn);
+        /* the rows two passes on (4·K bytes), as the one-input kernel's next four */
+        for (int r = 0; r < R; r++)
+            for (int i = 0; i < 4; i++) _mm_prefetch((const char *)(w + r * K + g0 * 32) + 4 * K + 64 * i, _MM_HINT_T1);
+        __m256i sel = zero;
+        for (int64_t j = 0; j < gn; j++, sel = _mm256_add_epi32(sel, one)) {
+            const int64_t g = g0 + j;
+            __m256i wv[2];
+            for (int r = 0; r < R; r++) wv[r] = _mm256_loadu_si256((const __m256i *)(w + r * K + g * 32));
+            for (int m = 0; m < M; m++) {
+                const __m256i v = _mm256_loadu_si256((const __m256i *)(in[m].value + g * 32));
+                const __m256i mg = _mm256_loadu_si256((const __m256i *)(in[m].magnitude + g * 32));
+                for (int r = 0; r < R; r++) {
+                    __m256i d = DPBUSD(zero, mg, _mm256_sign_epi8(wv[r], v));
+                    acc[m][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_permutevar8x32_ps(c[m][r], sel), acc[m][r]);
+                }
+            }
+        }
+    }
+    for (int m = 0; m < M; m++) store_rows(acc[m], R, bias, y + m * ldy, n);
+}
+
+VNNI static INLINE void V(gemv_q4_batch)(const ck_qinput *in, const int M, int64_t K, const uint8_t *W,
+                                         const uint16_t *scales, const float *bias, float *y, int64_t ldy, int64_t n,
+                                         const int R) {
+    const int64_t G = K / CK_GROUP, G4 = G & ~(int64_t)3, rb = K / 2;
+    const __m256i nib = _mm256_set1_epi8(0x0F);
+    const __m256i spread0 = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1), step = _mm256_set1_epi32(2);
+    const uint8_t *w = W + n * rb;
+    const uint16_t *sc = scales + n * G;
+    __m256 acc[ROWS_MAX][2];
+    for (int m = 0; m < M; m++)
+        for (int r = 0; r < R; r++) acc[m][r] = _mm256_setzero_ps();
+    for (int64_t g0 = 0; g0 < G4; g0 += 8) {
+        const int64_t gn = G4 - g0 < 8 ? G4 - g0 : 8;
+        __m256 c[ROWS_MAX][2];
+        for (int m = 0; m < M; m++)
+            for (int r = 0; r < R; r++) c[m][r] = row_scales(sc + r * G + g0, in[m].scale + g0, gn);
+        for (int r = 0; r < R; r++)
+            for (int i = 0; i < 2; i++) _mm_prefetch((const char *)(w + r * rb + g0 * 16) + 2 * K + 64 * i, _MM_HINT_T1);
+        __m256i sel = spread0;
+        for (int64_t j = 0; j < gn; j += 2, sel = _mm256_add_epi32(sel, step)) {
+            const int64_t g = g0 + j;
+            __m256i lo[2], hi[2];
+            for (int r = 0; r < R; r++) {
+                const __m256i v = _mm256_loadu_si256((const __m256i *)(w + r * rb + g * 16));
+                lo[r] = _mm256_and_si256(v, nib), hi[r] = _mm256_and_si256(_mm256_srli_epi16(v, 4), nib);
+            }
+            for (int m = 0; m < M; m++) {
+                const int8_t *xb = in[m].value_q4 + (g & ~(int64_t)3) * 32 + (g & 2) * 16;
+                const __m256i xlo = _mm256_loadu_si256((const __m256i *)xb);
+                const __m256i xhi = _mm256_loadu_si256((const __m256i *)(xb + 64));
+                const __m256i off = _mm256_loadu_si256((const __m256i *)(in[m].offset_q4 + g * 4));
+                for (int r = 0; r < R; r++) {
+                    __m256i d = DPBUSD(off, lo[r], xlo);
+                    d = DPBUSD(d, hi[r], xhi);
+                    acc[m][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_permutevar8x32_ps(c[m][r], sel), acc[m][r]);
+                }
+            }
+        }
+    }
+    for (int m = 0; m < M; m++) {
+        float t[2] = {0, 0};
+        for (int64_t g = G4; g < G; g++)  /* up to three last groups outside a block of four */
+            for (int r = 0; r < R; r++) t[r] += ck_q_group_dot(&in[m], W, CK_Q4, K, n + r, g, ck_f16_value(sc[r * G + g]));
+        if (G4 < G)
+            for (int r = 0; r < R; r++) acc[m][r] = _mm256_add_ps(acc[m][r], _mm256_setr_ps(t[r], 0, 0, 0, 0, 0, 0, 0));
+        store_rows(acc[m], R, bias, y + m * ldy, n);
+    }
+}
+
+/* rows nb ..< ne for M (≤ ROWS_MAX) inputs: pairs of rows, then a last single one */
+#define ROWS_CASE(batch, T, M)                                                                         \
+    case M: {                                                                                          \
+        int64_t n = nb;                                                                                \
+        for (; n + 2 <= ne; n += 2) batch(in + m, M, K, (const T *)W, scales, bias, ym, ldy, n, 2);    \
+        if (n < ne) batch(in + m, M, K, (const T *)W, scales, bias, ym, ldy, n, 1);                    \
+        break;                                                                                         \
+    }
+
+/* Blocks of ROWS_NB weight rows, each for every chunk of inputs in turn: the chunks after the
+ * first find the block's weights in L2. */
+VNNI static void V(gemv_q_int8_rows)(const ck_qinput *in, int64_t M, int64_t K, const void *W,
+                                     const uint16_t *scales, int format, const float *bias, float *y, int64_t ldy,
+                                     int64_t n0, int64_t n1) {
+    for (int64_t nb = n0; nb < n1; nb += ROWS_NB) {
+        const int64_t ne = n1 - nb < ROWS_NB ? n1 : nb + ROWS_NB;
+        for (int64_t m = 0; m < M; m += ROWS_MAX) {
+            float *ym = y + m * ldy;
+            if (format == CK_Q4) {
+                switch (M - m < ROWS_MAX ? M - m : ROWS_MAX) {
+                    ROWS_CASE(V(gemv_q4_batch), uint8_t, 1) ROWS_CASE(V(gemv_q4_batch), uint8_t, 2)
+                    ROWS_CASE(V(gemv_q4_batch), uint8_t, 3) ROWS_CASE(V(gemv_q4_batch), uint8_t, 4)
+                }
+            } else {
+                switch (M - m < ROWS_MAX ? M - m : ROWS_MAX) {
+                    ROWS_CASE(V(gemv_q8_batch), int8_t, 1) ROWS_CASE(V(gemv_q8_batch), int8_t, 2)
+                    ROWS_CASE(V(gemv_q8_batch), int8_t, 3) ROWS_CASE(V(gemv_q8_batch), int8_t, 4)
+                }
+            }
+        }
+    }
+}
+#undef ROWS_CASE
 
 /* One register tile: mr (≤ VR) rows × VN columns over all of K. Per group the int32 sums start at
  * the compensation −128·Σw, take 8 vpdpbusd per accumulator (a broadcast 4-byte chunk of u8

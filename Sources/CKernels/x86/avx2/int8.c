@@ -218,6 +218,140 @@ AVX2 static void gemv_q_int8_avx2(const ck_qinput *in, int64_t K, const void *W,
     else gemv_q8_avx2(in, K, (const int8_t *)W, scales, bias, y, n0, n1);
 }
 
+/* gemv_q8_avx2 and gemv_q4_avx2 for M inputs (decode of M sequences at once). Per weight row and
+ * input the same groups, steps and instructions as the one-input kernels, whose result for a row
+ * does not depend on how many rows share a pass (store_rows reduces each row alike), so every
+ * row of y is theirs bit for bit; but each weight load (and, for q4, the nibble unpacking) serves
+ * several inputs. Two weight rows per pass and at most ROWS_MAX inputs per chunk keep the 2·M
+ * accumulators, two rows' weights and the constants in the 16 registers; larger M runs in chunks
+ * over blocks of ROWS_NB rows. R and M are compile-time constants in each specialisation. */
+#define ROWS_MAX 4
+#define ROWS_NB 16
+
+AVX2 static INLINE void gemv_q8_batch(const ck_qinput *in, const int M, int64_t K, const int8_t *W,
+                                      const uint16_t *scales, const float *bias, float *y, int64_t ldy, int64_t n,
+                                      const int R) {
+    const int64_t G = K / CK_GROUP;
+    const __m256i ones = _mm256_set1_epi16(1), one = _mm256_set1_epi32(1);
+    const int8_t *w = W + n * K;
+    const uint16_t *sc = scales + n * G;
+    __m256 acc[ROWS_MAX][2];
+    for (int m = 0; m < M; m++)
+        for (int r = 0; r < R; r++) acc[m][r] = _mm256_setzero_ps();
+    for (int64_t g0 = 0; g0 < G; g0 += 8) {
+        const int64_t gn = G - g0 < 8 ? G - g0 : 8;
+        __m256 c[ROWS_MAX][2];
+        for (int m = 0; m < M; m++)
+            for (int r = 0; r < R; r++) c[m][r] = row_scales(sc + r * G + g0, in[m].scale + g0, gn);
+        /* the rows two passes on (4·K bytes), as the one-input kernel's next four */
+        for (int r = 0; r < R; r++)
+            for (int i = 0; i < 4; i++) _mm_prefetch((const char *)(w + r * K + g0 * 32) + 4 * K + 64 * i, _MM_HINT_T1);
+        __m256i sel = _mm256_setzero_si256();
+        for (int64_t j = 0; j < gn; j++, sel = _mm256_add_epi32(sel, one)) {
+            const int64_t g = g0 + j;
+            __m256i wv[2];
+            for (int r = 0; r < R; r++) wv[r] = _mm256_loadu_si256((const __m256i *)(w + r * K + g * 32));
+            for (int m = 0; m < M; m++) {
+                const __m256i v = _mm256_loadu_si256((const __m256i *)(in[m].value + g * 32));
+                const __m256i mg = _mm256_loadu_si256((const __m256i *)(in[m].magnitude + g * 32));
+                for (int r = 0; r < R; r++) {
+                    /* q8_group on a loaded row */
+                    __m256i d = _mm256_madd_epi16(_mm256_maddubs_epi16(mg, _mm256_sign_epi8(wv[r], v)), ones);
+                    acc[m][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_permutevar8x32_ps(c[m][r], sel), acc[m][r]);
+                }
+            }
+        }
+    }
+    for (int m = 0; m < M; m++) store_rows(acc[m], R, bias, y + m * ldy, n);
+}
+
+AVX2 static INLINE void gemv_q4_batch(const ck_qinput *in, const int M, int64_t K, const uint8_t *W,
+                                      const uint16_t *scales, const float *bias, float *y, int64_t ldy, int64_t n,
+                                      const int R) {
+    const int64_t G = K / CK_GROUP, G4 = G & ~(int64_t)3, rb = K / 2;
+    const __m256i ones = _mm256_set1_epi16(1), nib = _mm256_set1_epi8(0x0F);
+    const __m256i spread0 = _mm256_setr_epi32(0, 0, 2, 2, 1, 1, 3, 3), step = _mm256_set1_epi32(4);
+    const uint8_t *w = W + n * rb;
+    const uint16_t *sc = scales + n * G;
+    __m256 acc[ROWS_MAX][2];
+    for (int m = 0; m < M; m++)
+        for (int r = 0; r < R; r++) acc[m][r] = _mm256_setzero_ps();
+    for (int64_t g0 = 0; g0 < G4; g0 += 8) {
+        const int64_t gn = G4 - g0 < 8 ? G4 - g0 : 8;
+        __m256 c[ROWS_MAX][2];
+        for (int m = 0; m < M; m++)
+            for (int r = 0; r < R; r++) c[m][r] = row_scales(sc + r * G + g0, in[m].scale + g0, gn);
+        for (int r = 0; r < R; r++)
+            for (int i = 0; i < 2; i++) _mm_prefetch((const char *)(w + r * rb + g0 * 16) + 2 * K + 64 * i, _MM_HINT_T1);
+        __m256i sel = spread0;
+        for (int64_t j = 0; j < gn; j += 4, sel = _mm256_add_epi32(sel, step)) {
+            const int64_t g = g0 + j;
+            /* per row: low and high nibbles of both 32-byte loads */
+            __m256i lo0[2], hi0[2], lo1[2], hi1[2];
+            for (int r = 0; r < R; r++) {
+                const __m256i v0 = _mm256_loadu_si256((const __m256i *)(w + r * rb + g * 16));
+                const __m256i v1 = _mm256_loadu_si256((const __m256i *)(w + r * rb + g * 16 + 32));
+                lo0[r] = _mm256_and_si256(v0, nib), hi0[r] = _mm256_and_si256(_mm256_srli_epi16(v0, 4), nib);
+                lo1[r] = _mm256_and_si256(v1, nib), hi1[r] = _mm256_and_si256(_mm256_srli_epi16(v1, 4), nib);
+            }
+            for (int m = 0; m < M; m++) {
+                const int8_t *xb = in[m].value_q4 + g * 32;
+                const __m256i xlo0 = _mm256_loadu_si256((const __m256i *)xb), xlo1 = _mm256_loadu_si256((const __m256i *)(xb + 32));
+                const __m256i xhi0 = _mm256_loadu_si256((const __m256i *)(xb + 64)), xhi1 = _mm256_loadu_si256((const __m256i *)(xb + 96));
+                const __m256i off = _mm256_hadd_epi32(_mm256_loadu_si256((const __m256i *)(in[m].offset_q4 + g * 4)),
+                                                      _mm256_loadu_si256((const __m256i *)(in[m].offset_q4 + g * 4 + 8)));
+                for (int r = 0; r < R; r++) {
+                    __m256i s0 = _mm256_add_epi16(_mm256_maddubs_epi16(lo0[r], xlo0), _mm256_maddubs_epi16(hi0[r], xhi0));
+                    __m256i s1 = _mm256_add_epi16(_mm256_maddubs_epi16(lo1[r], xlo1), _mm256_maddubs_epi16(hi1[r], xhi1));
+                    __m256i d = _mm256_add_epi32(_mm256_madd_epi16(_mm256_hadd_epi16(s0, s1), ones), off);
+                    acc[m][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_permutevar8x32_ps(c[m][r], sel), acc[m][r]);
+                }
+            }
+        }
+    }
+    for (int m = 0; m < M; m++) {
+        float t[2] = {0, 0};
+        for (int64_t g = G4; g < G; g++)  /* up to three last groups outside a block of four */
+            for (int r = 0; r < R; r++) t[r] += ck_q_group_dot(&in[m], W, CK_Q4, K, n + r, g, ck_f16_value(sc[r * G + g]));
+        if (G4 < G)
+            for (int r = 0; r < R; r++) acc[m][r] = _mm256_add_ps(acc[m][r], _mm256_setr_ps(t[r], 0, 0, 0, 0, 0, 0, 0));
+        store_rows(acc[m], R, bias, y + m * ldy, n);
+    }
+}
+
+/* rows nb ..< ne for M (≤ ROWS_MAX) inputs: pairs of rows, then a last single one */
+#define ROWS_CASE(batch, T, M)                                                                         \
+    case M: {                                                                                          \
+        int64_t n = nb;                                                                                \
+        for (; n + 2 <= ne; n += 2) batch(in + m, M, K, (const T *)W, scales, bias, ym, ldy, n, 2);    \
+        if (n < ne) batch(in + m, M, K, (const T *)W, scales, bias, ym, ldy, n, 1);                    \
+        break;                                                                                         \
+    }
+
+/* Blocks of ROWS_NB weight rows, each for every chunk of inputs in turn: the chunks after the
+ * first find the block's weights in L2. */
+AVX2 static void gemv_q_int8_rows_avx2(const ck_qinput *in, int64_t M, int64_t K, const void *W, const uint16_t *scales,
+                                       int format, const float *bias, float *y, int64_t ldy, int64_t n0, int64_t n1) {
+    for (int64_t nb = n0; nb < n1; nb += ROWS_NB) {
+        const int64_t ne = n1 - nb < ROWS_NB ? n1 : nb + ROWS_NB;
+        for (int64_t m = 0; m < M; m += ROWS_MAX) {
+            float *ym = y + m * ldy;
+            if (format == CK_Q4) {
+                switch (M - m < ROWS_MAX ? M - m : ROWS_MAX) {
+                    ROWS_CASE(gemv_q4_batch, uint8_t, 1) ROWS_CASE(gemv_q4_batch, uint8_t, 2)
+                    ROWS_CASE(gemv_q4_batch, uint8_t, 3) ROWS_CASE(gemv_q4_batch, uint8_t, 4)
+                }
+            } else {
+                switch (M - m < ROWS_MAX ? M - m : ROWS_MAX) {
+                    ROWS_CASE(gemv_q8_batch, int8_t, 1) ROWS_CASE(gemv_q8_batch, int8_t, 2)
+                    ROWS_CASE(gemv_q8_batch, int8_t, 3) ROWS_CASE(gemv_q8_batch, int8_t, 4)
+                }
+            }
+        }
+    }
+}
+#undef ROWS_CASE
+
 /* 12 independent chains of the q8 prefill tile's step (vpmaddwd of int16 pairs, vpaddd into
  * int32): 16 multiply-adds per vpmaddwd, counted 2 operations each. */
 AVX2 static double int8_probe_avx2(int64_t n, float *sink) {
@@ -238,6 +372,7 @@ void ck_fill_avx2_int8(ck_kernels *t, const ck_cpu *cpu) {
     t->int8_products = 1;
     t->quantize_input = quantize_input_avx2;
     t->gemv_q_int8 = gemv_q_int8_avx2;
+    t->gemv_q_int8_rows = gemv_q_int8_rows_avx2;
     t->quantize_rows_u8 = quantize_rows_u8_avx2;
     t->int8_probe = int8_probe_avx2;
 }

@@ -536,6 +536,68 @@ AVX2 static void gemv_bf16_avx2(const float *xeo, int64_t K, const void *Wv, con
     }
 }
 
+/* gemv_bf16_avx2 for M inputs (decode of M sequences at once, input m at xeo + m·ldx): per weight
+ * row and input the same two chains (even and odd elements) over the same 32-chunks, in the same
+ * order, with the same reduction and tail as the one-input kernel, whose result for a row does not
+ * depend on how many rows share a pass, so every row of y is its bit for bit; but each weight row
+ * is read and widened once for several inputs.
+ *
+ * The inputs' loads are M times the weights': two weight rows per pass share each input load,
+ * and the inputs go in pairs (4·2 accumulators and a row's four widened vectors fill the 16
+ * registers; two inputs of K ≤ 3072 also fit in L1 beside the weight stream), over a block of
+ * BF16_NB rows at a time, so that the pairs after the first find the block's weights in L2. M is
+ * a compile-time constant in each specialisation. */
+#define BF16_ROWS_MAX 2
+#define BF16_NB 16
+AVX2_INLINE void gemv_bf16_batch(const float *xeo, const int M, int64_t K, int64_t ldx, const uint16_t *W,
+                                 const float *bias, float *y, int64_t ldy, int64_t n0, int64_t n1) {
+    const __m256i hi = _mm256_set1_epi32((int)0xFFFF0000u);
+    const int64_t K32 = K & ~(int64_t)31;
+    for (int64_t n = n0; n < n1; n += 2) {
+        const int nr = n1 - n < 2 ? 1 : 2;
+        const uint16_t *w[2] = {W + n * K, W + (n + nr - 1) * K};
+        __m256 a[2][BF16_ROWS_MAX], b[2][BF16_ROWS_MAX];
+        for (int i = 0; i < 2; i++)
+            for (int m = 0; m < M; m++) a[i][m] = b[i][m] = _mm256_setzero_ps();
+        for (int64_t k = 0; k < K32; k += 32) {
+            for (int i = 0; i < 2; i++) {
+                /* the rows two passes on at the same place: the prefetches follow the stream */
+                _mm_prefetch((const char *)(w[i] + k + 4 * K), _MM_HINT_T1);
+                __m256i v0 = _mm256_loadu_si256((const __m256i *)(w[i] + k));
+                __m256i v1 = _mm256_loadu_si256((const __m256i *)(w[i] + k + 16));
+                const __m256 we0 = _mm256_castsi256_ps(_mm256_slli_epi32(v0, 16)), wo0 = _mm256_castsi256_ps(_mm256_and_si256(v0, hi));
+                const __m256 we1 = _mm256_castsi256_ps(_mm256_slli_epi32(v1, 16)), wo1 = _mm256_castsi256_ps(_mm256_and_si256(v1, hi));
+                /* the one-input kernel's order: xe0·we0, xo0·wo0, xe1·we1, xo1·wo1 */
+                for (int m = 0; m < M; m++) {
+                    const float *x = xeo + m * ldx + k;
+                    a[i][m] = _mm256_fmadd_ps(_mm256_loadu_ps(x), we0, a[i][m]);
+                    b[i][m] = _mm256_fmadd_ps(_mm256_loadu_ps(x + 16), wo0, b[i][m]);
+                    a[i][m] = _mm256_fmadd_ps(_mm256_loadu_ps(x + 8), we1, a[i][m]);
+                    b[i][m] = _mm256_fmadd_ps(_mm256_loadu_ps(x + 24), wo1, b[i][m]);
+                }
+            }
+        }
+        for (int i = 0; i < nr; i++)
+            for (int m = 0; m < M; m++) {
+                const float *x = xeo + m * ldx;
+                float r = hsum(_mm256_add_ps(a[i][m], b[i][m]));
+                /* past the last 32-chunk xeo holds x unsplit */
+                for (int64_t k = K32; k < K; k++) r += x[k] * ck_bf16_value(w[i][k]);
+                y[m * ldy + n + i] = r + (bias ? bias[n + i] : 0.0f);
+            }
+    }
+}
+
+AVX2 static void gemv_bf16_rows_avx2(const float *xeo, int64_t M, int64_t K, int64_t ldx, const void *W,
+                                     const float *bias, float *y, int64_t ldy, int64_t n0, int64_t n1) {
+    for (int64_t nb = n0; nb < n1; nb += BF16_NB) {
+        const int64_t ne = n1 - nb < BF16_NB ? n1 : nb + BF16_NB;
+        int64_t m = 0;
+        for (; m + 2 <= M; m += 2) gemv_bf16_batch(xeo + m * ldx, 2, K, ldx, W, bias, y + m * ldy, ldy, nb, ne);
+        if (m < M) gemv_bf16_batch(xeo + m * ldx, 1, K, ldx, W, bias, y + m * ldy, ldy, nb, ne);
+    }
+}
+
 /* Quantized weights against a float32 input, whole groups (K % 32 == 0). Per row and group:
  * part = Σ_i x_i·q_i over four 8-lane vectors, then acc += part · scale (generic's order within a
  * group). Four rows per pass share the input loads, short rows too (the widening work, not the
@@ -659,6 +721,7 @@ void ck_fill_avx2_products(ck_kernels *t, const ck_cpu *cpu) {
     t->scale = scale_avx2;
     t->linear = linear_avx2;
     t->gemv_bf16 = gemv_bf16_avx2;
+    t->gemv_bf16_rows = gemv_bf16_rows_avx2;
     t->gemm_f32_packed = gemm_f32_packed_avx2;
     t->gemv_q = gemv_q_avx2;
     t->read_all = read_all_avx2;
