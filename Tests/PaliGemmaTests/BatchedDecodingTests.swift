@@ -68,6 +68,48 @@ final class BatchedDecodingTests: XCTestCase {
         try runTogether(dir, label: "q4")
     }
 
+    /// bf16 weights: one pass over the weights for all sequences (`ck_gemv_bf16_rows`); the
+    /// greedy sequence is also transformers' (Tests/Fixtures/model/bf16).
+    func testConcurrentGenerationsEqualTheirRunsAloneBF16() throws {
+        let dir = fixturesDirectory("model").appendingPathComponent("bf16")
+        let ref = try ModelReference("bf16")
+        let ids = try ref.ints("input_ids"), types = try ref.ints("token_type_ids"), pixels = try ref.floats("pixel_values")
+        let greedyIDs = try ref.ints("greedy_ids")
+        var options = [GenerationOptions(maxNewTokens: 40)]
+        for seed in [1, 2, 3] as [UInt64] {
+            var sampled = GenerationOptions(maxNewTokens: 40)
+            sampled.temperature = 1
+            sampled.seed = seed
+            options.append(sampled)
+        }
+        let alone = try PaliGemmaModel(directory: dir)
+        let image = try alone.encodeImage(pixels: pixels)
+        let expected = try options.map {
+            try alone.makeSession(maxTokens: ids.count + 40).generate(prompt: ids, tokenTypes: types, image: image, options: $0, stopTokens: []).tokens
+        }
+        XCTAssertEqual(Array(expected[0].prefix(greedyIDs.count)), greedyIDs, "transformers' greedy ids")
+
+        let shared = try PaliGemmaModel(directory: dir)
+        let batching = shared.enableBatchedDecoding(maxSequences: 4)
+        let sharedImage = try shared.encodeImage(pixels: pixels)
+        let all = options
+        let results = Results(count: all.count)
+        let group = DispatchGroup()
+        for i in all.indices {
+            group.enter()
+            Thread {
+                results.setTokens(i, Result {
+                    try shared.makeSession(maxTokens: ids.count + 40).generate(prompt: ids, tokenTypes: types, image: sharedImage,
+                                                                               options: all[i], stopTokens: []).tokens
+                })
+                group.leave()
+            }.start()
+        }
+        group.wait()
+        for i in all.indices { XCTAssertEqual(try results.tokens(i), expected[i], "request \(i) differs from its run alone") }
+        XCTAssertGreaterThan(batching.meanBatch, 1.5, "the generations did not share steps")
+    }
+
     /// With a LoRA adapter (unmerged; trainable token rows in tiny16_tokens, vision LoRA in
     /// gqa2_vision): shared steps add each sequence's low-rank terms as its own step does, so
     /// every answer equals its run alone, and the greedy one PEFT's ids.
