@@ -195,6 +195,7 @@ def main():
     parser.add_argument("--streams", default="4,8", help="concurrent requests per scenario, comma-separated (≤ 16; empty: none)")
     parser.add_argument("--max-sequences", type=int, default=8, help="the started server's --max-sequences")
     parser.add_argument("--threads", type=int, help="the started server's --threads")
+    parser.add_argument("--decode-share", type=float, help="the started server's --decode-share")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per request")
     parser.add_argument("--arrival", type=int, default=0,
                         help="streams running when one more request arrives (0: skip the arrival scenario)")
@@ -226,6 +227,8 @@ def main():
                    "--max-sequences", str(args.max_sequences), "--max-waiting", "32"]
         if args.threads:
             command += ["--threads", str(args.threads)]
+        if args.decode_share is not None:
+            command += ["--decode-share", str(args.decode_share)]
         server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         deadline = time.monotonic() + 300
         for line in server.stdout:

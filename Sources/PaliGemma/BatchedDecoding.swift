@@ -35,8 +35,7 @@ public final class BatchedDecoding: @unchecked Sendable {
     /// When the last step ended and how long it took.
     private var lastStepEnd = Date.distantPast
     private var lastStepDuration: TimeInterval = 0
-    /// The share of time steps may take while exclusive work runs: 0.5 gives equal turns.
-    var decodeShareBetweenLayers = 0.5
+    private var decodeShare = 0.25
     private let scratch: DecodeBatchScratch
     /// Recent prefills, reused by requests with the same image and prompt.
     let prefills = PrefillCache(capacity: 2)
@@ -61,6 +60,16 @@ public final class BatchedDecoding: @unchecked Sendable {
     public var meanBatch: Double {
         condition.lock(); defer { condition.unlock() }
         return steps == 0 ? 1 : Double(sequenceSteps) / Double(steps)
+    }
+
+    /// The share of time the waiting sequences' steps may take while an image encoding or a
+    /// prefill runs (0…1). With 0.25 (the default) a step runs once the time since the last one
+    /// ended is three times what that one took; 0.5 gives equal turns; 0 runs none until it is
+    /// done (newcomers start sooner, running streams stop meanwhile); 1 runs one between every
+    /// two layers.
+    public var decodeShareBetweenLayers: Double {
+        get { condition.lock(); defer { condition.unlock() }; return decodeShare }
+        set { condition.lock(); decodeShare = min(1, max(0, newValue)); condition.unlock() }
     }
 
     /// Decode steps run between the layers of an image encoding or a prefill so far.
@@ -88,21 +97,23 @@ public final class BatchedDecoding: @unchecked Sendable {
     }
 
     /// Called from `exclusive` work between its layers: runs one step for the sequences waiting
-    /// for theirs. Decoding gets at most `decodeShareBetweenLayers` of the time: with 0.5, a step
-    /// runs only once the time since the last one ended is at least what that one took.
+    /// for theirs, taking at most `decodeShareBetweenLayers` of the time.
     func interleave() {
         condition.lock()
-        while true {
-            let share = decodeShareBetweenLayers
-            guard !running, !pending.isEmpty,
-                  Date().timeIntervalSince(lastStepEnd) * share >= lastStepDuration * (1 - share) else {
-                condition.unlock()
-                return
-            }
-            // Sequences between two steps (sampling, streaming) get the usual moment to join.
-            let until = windowStart.addingTimeInterval(0.005)
-            if pending.count >= min(decoding, maxSequences) || Date() >= until { break }
+        let share = decodeShare
+        guard share > 0, !running, decoding > 0 || !pending.isEmpty,
+              Date().timeIntervalSince(lastStepEnd) * share >= lastStepDuration * (1 - share) else {
+            condition.unlock()
+            return
+        }
+        // Sequences between two steps (sampling, streaming) get the usual moment to join.
+        let until = (pending.isEmpty ? Date() : windowStart).addingTimeInterval(0.005)
+        while pending.count < min(decoding, maxSequences) && Date() < until {
             _ = condition.wait(until: until)
+        }
+        guard !pending.isEmpty else {
+            condition.unlock()
+            return
         }
         let batch = takeBatch()
         condition.unlock()

@@ -21,6 +21,7 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("shutdown-timeout"), parsing: .unconditional, help: "Seconds running requests may take to finish after SIGINT/SIGTERM (0…3600).") var shutdownTimeout = 30
     @Option(name: .customLong("max-kv-mb"), parsing: .unconditional, help: "KV cache the running generations may reserve together, in MB (16…1048576); a request reserves its prompt plus max_new_tokens positions.") var maxKVMB = 8192
     @Option(name: .customLong("max-sequences"), parsing: .unconditional, help: "Generations that run at once, sharing decode steps (1…8; 1 runs one at a time).") var maxSequences = 4
+    @Option(name: .customLong("decode-share"), parsing: .unconditional, help: "While a newcomer's image is encoded and its prompt prefilled, the share of time the running generations keep (0…1): 0 prefills first (newcomers start sooner, running streams pause meanwhile), 0.5 takes equal turns, 1 steps between every two layers.") var decodeShare = 0.25
     @Option(name: .customLong("max-body-mb"), parsing: .unconditional, help: "Largest request body, in MB (1…1024).") var maxBodyMB = 32
 
     @Option(name: .customLong("max-connections"), parsing: .unconditional, help: "Open connections at most (1…65536); more are closed on arrival.") var maxConnections = 256
@@ -37,6 +38,7 @@ struct Serve: AsyncParsableCommand {
         guard (0...3600).contains(shutdownTimeout) else { throw ValidationError("--shutdown-timeout must be in 0…3600, got \(shutdownTimeout)") }
         guard (16...1_048_576).contains(maxKVMB) else { throw ValidationError("--max-kv-mb must be in 16…1048576, got \(maxKVMB)") }
         guard (1...8).contains(maxSequences) else { throw ValidationError("--max-sequences must be in 1…8, got \(maxSequences)") }
+        guard (0...1).contains(decodeShare) else { throw ValidationError("--decode-share must be in 0…1, got \(decodeShare)") }
         guard (0...1024).contains(maxWaiting) else { throw ValidationError("--max-waiting must be in 0…1024, got \(maxWaiting)") }
     }
 
@@ -59,6 +61,7 @@ struct Serve: AsyncParsableCommand {
                                          maxBodyBytes: maxBodyMB << 20, maxWaiting: maxWaiting)
         config.maxConnections = maxConnections
         config.maxSequences = maxSequences
+        config.decodeShare = decodeShare
         config.shutdownTimeoutSeconds = shutdownTimeout
         config.maxKVMegabytes = maxKVMB
         config.corsOrigin = corsOrigin

@@ -20,6 +20,9 @@ public struct ServerConfiguration: Sendable {
     /// Generations that run at once, sharing each decode step (continuous batching); 1 runs one
     /// at a time. More wait in the queue.
     public var maxSequences: Int = 4
+    /// While a request's image is encoded and its prompt prefilled, the share of time the running
+    /// generations' decode steps may take (``BatchedDecoding/decodeShareBetweenLayers``).
+    public var decodeShare: Double = 0.25
     /// Requests that may wait for a generation slot; more are refused with 503.
     public var maxWaiting: Int
     /// Largest `max_new_tokens` accepted (bounds the KV cache a request can allocate).
@@ -87,7 +90,9 @@ public final class PaliGemmaService: Sendable {
         self.segmenter = segmenter
         self.configuration = configuration
         let shared = configuration.maxSequences > 1
-        if shared { pipeline.model.enableBatchedDecoding(maxSequences: configuration.maxSequences) }
+        if shared {
+            pipeline.model.enableBatchedDecoding(maxSequences: configuration.maxSequences).decodeShareBetweenLayers = configuration.decodeShare
+        }
         gate = InferenceGate(maxWaiting: configuration.maxWaiting, slots: shared ? configuration.maxSequences : 1,
                              kvBudget: configuration.maxKVMegabytes.multipliedReportingOverflow(by: 1 << 20).overflow
                                 ? .max : configuration.maxKVMegabytes << 20)

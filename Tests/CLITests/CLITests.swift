@@ -401,6 +401,7 @@ final class CLITests: XCTestCase {
             (["caption", image, "--model", model, "--top-p", "-1"], 64, "--top-p must be in (0, 1]"),
             (["serve", "--model", model, "--port", "70000"], 64, "--port must be in 0…65535"),
             (["serve", "--model", model, "--max-body-mb", "17592186044416"], 64, "--max-body-mb must be in 1…1024"),
+            (["serve", "--model", model, "--decode-share", "1.5"], 64, "--decode-share must be in 0…1"),
             (["segment", image, "--object", "cat", "--model", model, "--vae-oid", "/nonexistent.npz"], 3, "/nonexistent.npz does not exist"),
             (["caption", tmp.path, "--model", model], 4, "it is a directory, not an image file"),
         ]
