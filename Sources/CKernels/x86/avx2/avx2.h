@@ -70,6 +70,19 @@ CK_AVX2_SHARED void store_rows(const __m256 *acc, const int R, const float *bias
     _mm_storeu_ps(r, t);
     for (int i = 0; i < R; i++) y[n + i] = r[i] + (bias ? bias[n + i] : 0.0f);
 }
+
+/* 4-bit GEMVs: the up to three groups past the last block of four, in scalar code, added to lane
+ * 0 of each of R (≤ 4) rows' accumulators, then store_rows. */
+CK_AVX2_SHARED void store_q4_rows(const ck_qinput *in, const void *W, int64_t K, const uint16_t *sc, __m256 *acc,
+                                  const int R, const float *bias, float *y, int64_t n) {
+    const int64_t G = K / CK_GROUP, G4 = G & ~(int64_t)3;
+    float t[4] = {0, 0, 0, 0};
+    for (int64_t g = G4; g < G; g++)
+        for (int r = 0; r < R; r++) t[r] += ck_q_group_dot(in, W, CK_Q4, K, n + r, g, ck_f16_value(sc[r * G + g]));
+    if (G4 < G)
+        for (int r = 0; r < R; r++) acc[r] = _mm256_add_ps(acc[r], _mm256_setr_ps(t[r], 0, 0, 0, 0, 0, 0, 0));
+    store_rows(acc, R, bias, y, n);
+}
 #endif
 
 /* float32 products: GEMM, GEMVs, conversions, dot/axpy, read and FMA probes (products.c) */

@@ -194,12 +194,7 @@ AVX2 static INLINE void gemv_q4_rows(const ck_qinput *in, int64_t K, const uint8
             }
         }
     }
-    float t[4] = {0, 0, 0, 0};
-    for (int64_t g = G4; g < G; g++)  /* up to three last groups outside a block of four */
-        for (int r = 0; r < R; r++) t[r] += ck_q_group_dot(in, W, CK_Q4, K, n + r, g, ck_f16_value(sc[r * G + g]));
-    if (G4 < G)
-        for (int r = 0; r < R; r++) acc[r] = _mm256_add_ps(acc[r], _mm256_setr_ps(t[r], 0, 0, 0, 0, 0, 0, 0));
-    store_rows(acc, R, bias, y, n);
+    store_q4_rows(in, W, K, sc, acc, R, bias, y, n);
 }
 
 AVX2 static void gemv_q4_avx2(const ck_qinput *in, int64_t K, const uint8_t *W, const uint16_t *scales,
@@ -309,14 +304,7 @@ AVX2 static INLINE void gemv_q4_batch(const ck_qinput *in, const int M, int64_t 
             }
         }
     }
-    for (int m = 0; m < M; m++) {
-        float t[2] = {0, 0};
-        for (int64_t g = G4; g < G; g++)  /* up to three last groups outside a block of four */
-            for (int r = 0; r < R; r++) t[r] += ck_q_group_dot(&in[m], W, CK_Q4, K, n + r, g, ck_f16_value(sc[r * G + g]));
-        if (G4 < G)
-            for (int r = 0; r < R; r++) acc[m][r] = _mm256_add_ps(acc[m][r], _mm256_setr_ps(t[r], 0, 0, 0, 0, 0, 0, 0));
-        store_rows(acc[m], R, bias, y + m * ldy, n);
-    }
+    for (int m = 0; m < M; m++) store_q4_rows(&in[m], W, K, sc, acc[m], R, bias, y + m * ldy, n);
 }
 
 /* rows nb ..< ne for M (≤ ROWS_MAX) inputs: pairs of rows, then a last single one */
