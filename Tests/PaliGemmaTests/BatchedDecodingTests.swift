@@ -93,20 +93,11 @@ final class BatchedDecodingTests: XCTestCase {
         let batching = shared.enableBatchedDecoding(maxSequences: 4)
         let sharedImage = try shared.encodeImage(pixels: pixels)
         let all = options
-        let results = Results(count: all.count)
-        let group = DispatchGroup()
-        for i in all.indices {
-            group.enter()
-            Thread {
-                results.setTokens(i, Result {
-                    try shared.makeSession(maxTokens: ids.count + 40).generate(prompt: ids, tokenTypes: types, image: sharedImage,
-                                                                               options: all[i], stopTokens: []).tokens
-                })
-                group.leave()
-            }.start()
+        let got = try tokensTogether(all.count) { i in
+            try shared.makeSession(maxTokens: ids.count + 40).generate(prompt: ids, tokenTypes: types, image: sharedImage,
+                                                                       options: all[i], stopTokens: []).tokens
         }
-        group.wait()
-        for i in all.indices { XCTAssertEqual(try results.tokens(i), expected[i], "request \(i) differs from its run alone") }
+        for i in all.indices { XCTAssertEqual(got[i], expected[i], "request \(i) differs from its run alone") }
         XCTAssertGreaterThan(batching.meanBatch, 1.5, "the generations did not share steps")
     }
 
@@ -151,20 +142,11 @@ final class BatchedDecodingTests: XCTestCase {
             let shared = try load()
             let batching = shared.enableBatchedDecoding(maxSequences: 4)
             let all = requests
-            let results = Results(count: all.count)
-            let group = DispatchGroup()
-            for i in all.indices {
-                group.enter()
-                Thread {
-                    results.setTokens(i, Result {
-                        try shared.generate(prompt: all[i].prompt, image: try shared.encodeImage(pixels: all[i].pixels),
-                                            options: all[i].options, stopTokens: []).tokens
-                    })
-                    group.leave()
-                }.start()
+            let got = try tokensTogether(all.count) { i in
+                try shared.generate(prompt: all[i].prompt, image: try shared.encodeImage(pixels: all[i].pixels),
+                                    options: all[i].options, stopTokens: []).tokens
             }
-            group.wait()
-            for i in all.indices { XCTAssertEqual(try results.tokens(i), expected[i].tokens, "\(name): request \(i) differs from its run alone") }
+            for i in all.indices { XCTAssertEqual(got[i], expected[i].tokens, "\(name): request \(i) differs from its run alone") }
             XCTAssertGreaterThan(batching.meanBatch, 1.2, "\(name): the generations did not share steps")
         }
     }
@@ -249,6 +231,22 @@ final class BatchedDecodingTests: XCTestCase {
         XCTAssertLessThan(gotA.count, wantA.tokens.count, "the running stream ended before the newcomers' prefills")
         XCTAssertEqual(gotA, Array(wantA.tokens.prefix(gotA.count)), "the running stream differs from its run alone")
         XCTAssertGreaterThanOrEqual(batching.interleavedSteps, 1, "no step ran between the newcomers' layers")
+    }
+
+    /// Runs `work(i)` for i in 0..<count, each on a thread of its own and all at once (as the
+    /// server runs generations), and returns their token lists in order.
+    func tokensTogether(_ count: Int, _ work: @escaping @Sendable (Int) throws -> [Int]) throws -> [[Int]] {
+        let results = Results(count: count)
+        let group = DispatchGroup()
+        for i in 0..<count {
+            group.enter()
+            Thread {
+                results.setTokens(i, Result { try work(i) })
+                group.leave()
+            }.start()
+        }
+        group.wait()
+        return try (0..<count).map { try results.tokens($0) }
     }
 
     // @unchecked Sendable: `value` is only touched under `lock`.
