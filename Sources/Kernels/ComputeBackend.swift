@@ -107,33 +107,10 @@ public protocol ComputeBackend: Sendable {
     func attention(queries: Matrix, keys: Matrix, values: Matrix, shape: AttentionShape,
                    mask: AttentionMask, into out: Matrix)
 
-    /// Several independent attentions (one per decoding sequence, each on its own cache): each
-    /// call's `out` exactly as `attention(queries:keys:values:shape:mask:into:)` writes it alone.
-    /// A backend may spread all of them over its workers at once.
-    func attention(each calls: [AttentionCall])
-
     /// `out[r] = table[ids[r]] · scale` for each id, filling rows 0..<ids.count of out.
     func embed(_ ids: [Int], table: WeightMatrix, scale: Float, into out: Matrix)
 }
 
 extension ComputeBackend {
     public func linearEachRow(_ x: Matrix, _ weight: WeightMatrix, into out: Matrix) -> Bool { false }
-
-    public func attention(each calls: [AttentionCall]) {
-        for c in calls {
-            attention(queries: c.queries, keys: c.keys, values: c.values, shape: c.shape, mask: c.mask, into: c.out)
-        }
-    }
-}
-
-/// One attention of ``ComputeBackend/attention(each:)``.
-public struct AttentionCall {
-    public var queries, keys, values: Matrix
-    public var shape: AttentionShape
-    public var mask: AttentionMask
-    public var out: Matrix
-
-    public init(queries: Matrix, keys: Matrix, values: Matrix, shape: AttentionShape, mask: AttentionMask, out: Matrix) {
-        (self.queries, self.keys, self.values, self.shape, self.mask, self.out) = (queries, keys, values, shape, mask, out)
-    }
 }

@@ -505,10 +505,23 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
         let blocks = (rows + block - 1) / block
         let buffers = ws.perWorker(floats: Int(ck_attention_scratch_floats(Int64(block), Int64(d))))
         if rows == 1 && group <= 4 {
+            // Decode: the query heads of one GQA group read each cached key and value row once,
+            // as one block of `group` queries (adjacent in the row, so the row stride is d).
+            let range = mask.keyRange(query: shape.queryStart, keyCount: shape.keyCount)
             parallel(shape.kvHeads) { h0, h1, w in
-                for kvh in h0..<h1 {
-                    decodeAttention(queries: queries, keys: keys, values: values, shape: shape, mask: mask, into: out,
-                                    kvHead: kvh, scratch: buffers[w])
+                withUnsafeTemporaryAllocation(of: Int64.self, capacity: 8) { bounds in
+                    let lo = bounds.baseAddress!, hi = lo + 4
+                    for i in 0..<group {
+                        lo[i] = Int64(range.lowerBound)
+                        hi[i] = Int64(range.upperBound)
+                    }
+                    for kvh in h0..<h1 {
+                        ck_attention_block(queries.rowPointer(0) + kvh * group * d, Int64(d), Int64(group),
+                                           keys.storage + kvh * d, Int64(keys.columns),
+                                           values.storage + kvh * d, Int64(values.columns), Int64(d),
+                                           shape.scale, shape.softcap ?? 0, lo, hi,
+                                           out.rowPointer(0) + kvh * group * d, Int64(d), buffers[w])
+                    }
                 }
             }
             return
@@ -531,53 +544,6 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
                                        values.storage + kvh * d, Int64(values.columns), Int64(d),
                                        shape.scale, shape.softcap ?? 0, lo, hi,
                                        out.rowPointer(r0) + h * d, Int64(out.columns), buffers[w])
-                }
-            }
-        }
-    }
-
-    /// Decode attention of one kv head: its `group` query heads read each cached key and value
-    /// row once, as one block of queries (adjacent in the row, so the row stride is headDim).
-    private func decodeAttention(queries: Matrix, keys: Matrix, values: Matrix, shape: AttentionShape,
-                                 mask: AttentionMask, into out: Matrix, kvHead kvh: Int, scratch: UnsafeMutablePointer<Float>) {
-        let d = shape.headDim, group = shape.heads / shape.kvHeads
-        let range = mask.keyRange(query: shape.queryStart, keyCount: shape.keyCount)
-        withUnsafeTemporaryAllocation(of: Int64.self, capacity: 8) { bounds in
-            let lo = bounds.baseAddress!, hi = lo + 4
-            for i in 0..<group {
-                lo[i] = Int64(range.lowerBound)
-                hi[i] = Int64(range.upperBound)
-            }
-            ck_attention_block(queries.rowPointer(0) + kvh * group * d, Int64(d), Int64(group),
-                               keys.storage + kvh * d, Int64(keys.columns),
-                               values.storage + kvh * d, Int64(values.columns), Int64(d),
-                               shape.scale, shape.softcap ?? 0, lo, hi,
-                               out.rowPointer(0) + kvh * group * d, Int64(d), scratch)
-        }
-    }
-
-    /// One query row per call (decode of several sequences): every call's kv heads spread over
-    /// the workers at once, each computed as `attention` computes it for that call alone.
-    public func attention(each calls: [AttentionCall]) {
-        guard let first = calls.first, calls.allSatisfy({
-            $0.queries.rows == 1 && $0.shape.heads / $0.shape.kvHeads <= 4
-                && $0.shape.kvHeads == first.shape.kvHeads && $0.shape.headDim == first.shape.headDim
-        }) else {
-            for c in calls { attention(queries: c.queries, keys: c.keys, values: c.values, shape: c.shape, mask: c.mask, into: c.out) }
-            return
-        }
-        let kvHeads = first.shape.kvHeads
-        for c in calls {
-            c.shape.check(queries: c.queries, keys: c.keys, values: c.values, out: c.out)
-            c.out.setRows(1)
-        }
-        withWorkspace { ws in
-            let buffers = ws.perWorker(floats: Int(ck_attention_scratch_floats(32, Int64(first.shape.headDim))))
-            parallel(calls.count * kvHeads) { i0, i1, w in
-                for item in i0..<i1 {
-                    let c = calls[item / kvHeads]
-                    decodeAttention(queries: c.queries, keys: c.keys, values: c.values, shape: c.shape, mask: c.mask,
-                                    into: c.out, kvHead: item % kvHeads, scratch: buffers[w])
                 }
             }
         }

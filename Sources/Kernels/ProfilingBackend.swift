@@ -58,9 +58,6 @@ public final class ProfilingBackend: ComputeBackend, @unchecked Sendable {
     public func rope(_ x: Matrix, headDim: Int, firstPosition: Int, theta: Float) {
         timed("rope") { inner.rope(x, headDim: headDim, firstPosition: firstPosition, theta: theta) }
     }
-    public func attention(each calls: [AttentionCall]) {
-        timed("attention (several sequences)") { inner.attention(each: calls) }
-    }
     public func attention(queries: Matrix, keys: Matrix, values: Matrix, shape: AttentionShape,
                           mask: AttentionMask, into out: Matrix) {
         timed("attention") { inner.attention(queries: queries, keys: keys, values: values, shape: shape, mask: mask, into: out) }

@@ -222,7 +222,6 @@ final class DecodeBatchScratch {
     let gate, up: Matrix                          // [·, I]
     let logits: Matrix                            // [·, vocab]
     var ids: [Int]
-    var attentions: [AttentionCall]
 
     init(config: TextConfig, capacity: Int) {
         let h = config.hiddenSize, qd = config.numAttentionHeads * config.headDim
@@ -233,8 +232,6 @@ final class DecodeBatchScratch {
         (gate, up, logits) = (m(i), m(i), m(config.vocabSize))
         ids = []
         ids.reserveCapacity(capacity)
-        attentions = []
-        attentions.reserveCapacity(capacity)
     }
 }
 
@@ -250,21 +247,18 @@ extension Gemma2Decoder {
             eachRow(s.normed, l, .q, layer.q, into: s.q, states, via: (\.normed, \.q), backend)
             eachRow(s.normed, l, .k, layer.k, into: s.k, states, via: (\.normed, \.k), backend)
             eachRow(s.normed, l, .v, layer.v, into: s.v, states, via: (\.normed, \.v), backend)
-            // The single-sequence step's own attention, on each sequence's one row; the
-            // attentions themselves run together.
-            s.attentions.removeAll(keepingCapacity: true)
             for (i, state) in states.enumerated() {
+                // The single-sequence step's own attention, on this sequence's one row.
                 state.q.setRows(1)
                 state.k.setRows(1)
                 state.v.setRows(1)
                 state.q.copyRows(from: s.q, sourceRow: i, count: 1, to: 0)
                 state.k.copyRows(from: s.k, sourceRow: i, count: 1, to: 0)
                 state.v.copyRows(from: s.v, sourceRow: i, count: 1, to: 0)
-                s.attentions.append(attention(state, layer: l, start: state.length, rows: 1, backend: backend))
+                attend(state, layer: l, start: state.length, rows: 1, backend: backend)
+                s.attended.setRows(n)
+                s.attended.copyRows(from: state.attended, count: 1, to: i)
             }
-            backend.attention(each: s.attentions)
-            s.attended.setRows(n)
-            for (i, state) in states.enumerated() { s.attended.copyRows(from: state.attended, count: 1, to: i) }
             eachRow(s.attended, l, .o, layer.o, into: s.attnOut, states, via: (\.attended, \.attnOut), backend)
             addSublayer(s.attnOut, norm: layer.postAttentionNorm, scratch: s.sublayerOut, into: s.x, backend)
             backend.rmsNorm(s.x, weight: layer.preFeedforwardNorm, weightOffset: 1, eps: c.rmsNormEps, into: s.normed)

@@ -149,12 +149,6 @@ struct Gemma2Decoder {
     /// Layer `l`'s attention for the `rows` new tokens in `state.q/k/v` (positions `start`…):
     /// RoPE, their keys and values appended to the cache, attention into `state.attended`.
     func attend(_ state: Gemma2State, layer l: Int, start: Int, rows: Int, backend: ComputeBackend) {
-        let a = attention(state, layer: l, start: start, rows: rows, backend: backend)
-        backend.attention(queries: a.queries, keys: a.keys, values: a.values, shape: a.shape, mask: a.mask, into: a.out)
-    }
-
-    /// `attend` up to the attention itself, which it returns (into `state.attended`).
-    func attention(_ state: Gemma2State, layer l: Int, start: Int, rows: Int, backend: ComputeBackend) -> AttentionCall {
         let c = config
         // transformers' PaliGemma positions are 1-based: position = index + 1.
         backend.rope(state.q, headDim: c.headDim, firstPosition: start + 1, theta: c.ropeTheta)
@@ -167,8 +161,8 @@ struct Gemma2Decoder {
                                    scale: 1 / c.queryPreAttnScalar.squareRoot(), softcap: c.attnLogitSoftcapping,
                                    queryStart: start, keyCount: start + rows)
         let mask = AttentionMask.prefixLM(prefixLength: state.prefixLength, window: layers[l].sliding ? c.slidingWindow : nil)
-        return AttentionCall(queries: state.q, keys: state.keys[l], values: state.values[l], shape: shape, mask: mask,
-                             out: state.attended)
+        backend.attention(queries: state.q, keys: state.keys[l], values: state.values[l], shape: shape,
+                          mask: mask, into: state.attended)
     }
 
     /// `x += norm(out)` (Gemma 2's post-norms), or `x += out` without one (Gemma 1).

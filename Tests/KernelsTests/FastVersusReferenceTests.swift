@@ -136,38 +136,6 @@ final class FastVersusReferenceTests: XCTestCase {
         }
     }
 
-    /// Decode of several sequences: `attention(each:)` writes every call's output bit for bit as
-    /// that call alone does (sequences of different lengths, masks and windows), and with the
-    /// reference's accuracy.
-    func testAttentionOfSeveralSequencesEqualsEachAloneBitForBit() {
-        eachKernelLevel { level in
-            let fast = FastBackend(threads: 2), reference = ReferenceBackend()
-            let heads = 8, kv = 4, d = 32
-            let setups: [(keys: Int, mask: AttentionMask)] = [(40, .prefixLM(prefixLength: 30, window: nil)),
-                                                              (7, .bidirectional), (300, .prefixLM(prefixLength: 260, window: 64))]
-            var calls: [AttentionCall] = [], alone: [Matrix] = [], expected: [Matrix] = []
-            for (keys, mask) in setups {
-                let k = randomMatrix(keys, kv * d, scale: 2), v = randomMatrix(keys, kv * d)
-                let q = randomMatrix(1, heads * d, scale: 2)
-                let shape = AttentionShape(heads: heads, kvHeads: kv, headDim: d, scale: 0.2, softcap: 50,
-                                           queryStart: keys - 1, keyCount: keys)
-                calls.append(AttentionCall(queries: q, keys: k, values: v, shape: shape, mask: mask, out: Matrix(rows: 1, columns: heads * d)))
-                let a = Matrix(rows: 1, columns: heads * d), b = Matrix(rows: 1, columns: heads * d)
-                fast.attention(queries: q, keys: k, values: v, shape: shape, mask: mask, into: a)
-                reference.attention(queries: q, keys: k, values: v, shape: shape, mask: mask, into: b)
-                alone.append(a)
-                expected.append(b)
-            }
-            fast.attention(each: calls)
-            for (i, c) in calls.enumerated() {
-                XCTAssertEqual(c.out.values.map(\.bitPattern), alone[i].values.map(\.bitPattern), "\(level) sequence \(i)")
-                for j in 0..<(heads * d) {
-                    XCTAssertEqual(c.out.storage[j], expected[i].storage[j], accuracy: 8 * gamma(setups[i].keys + d), "\(level) sequence \(i)")
-                }
-            }
-        }
-    }
-
     func testArgmaxAndSumOfExponentialsOverAVocabulary() {
         // The sampler's per-token work over 256k logits: the first largest value (NaNs never
         // win, ties go to the lower index, as torch.argmax) and Σ exp(x − max), against plain
