@@ -72,10 +72,21 @@ public final class BatchedDecoding: @unchecked Sendable {
         set { condition.lock(); decodeShare = min(1, max(0, newValue)); condition.unlock() }
     }
 
-    /// Decode steps run between the layers of an image encoding or a prefill so far.
-    public var interleavedSteps: Int {
+    /// Decode steps so far: how many ran, the sequences they served together, and how many ran
+    /// between the layers of an image encoding or a prefill.
+    public struct Counts: Sendable, Equatable {
+        public let steps: Int, sequences: Int, betweenLayers: Int
+
+        /// What was counted after `start` (an earlier reading).
+        public func since(_ start: Counts) -> Counts {
+            Counts(steps: steps - start.steps, sequences: sequences - start.sequences,
+                   betweenLayers: betweenLayers - start.betweenLayers)
+        }
+    }
+
+    public var counts: Counts {
         condition.lock(); defer { condition.unlock() }
-        return stepsBetweenLayers
+        return Counts(steps: steps, sequences: sequenceSteps, betweenLayers: stepsBetweenLayers)
     }
 
     /// Runs model work that needs the model alone (image encoding, prefill) between steps: it

@@ -9,7 +9,7 @@ struct Serve: AsyncParsableCommand {
         discussion: """
         GET / is a page to try the model in a browser: image, task, streamed text, boxes and masks. GET /health describes the model. POST /v1/generate takes {"image": base64, "prompt": …} (or a multipart form) and answers JSON; with ?stream=true, Server-Sent Events. OpenAI's protocol is served too: POST /v1/chat/completions (an image_url data URL and the prompt as text; plain or streamed) and GET /v1/models, so OpenAI clients work with base_url http://HOST:PORT/v1.
 
-        Up to --max-sequences generations run at once and share each decode step (one pass over the weights serves them all); up to --max-waiting requests queue behind them, streams hear their place in the queue, and more are refused with 503. Masks for segment prompts use vae-oid.npz from --vae-oid, else the one in the model directory; without one, segment answers carry boxes only (and a note saying so).
+        Up to --max-sequences generations run at once and share each decode step (one pass over the weights serves them all), and keep stepping while a newcomer's image is encoded and its prompt prefilled (--decode-share); up to --max-waiting requests queue behind them, streams hear their place in the queue, and more are refused with 503. Masks for segment prompts use vae-oid.npz from --vae-oid, else the one in the model directory; without one, segment answers carry boxes only (and a note saying so).
 
         Example: paligemma serve --model google/paligemma2-3b-mix-448 --port 8080
         """)

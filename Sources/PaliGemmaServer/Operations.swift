@@ -1,4 +1,5 @@
 import Foundation
+import PaliGemma
 import Hummingbird
 import Logging
 import NIOCore
@@ -35,8 +36,8 @@ final class ServerMetrics: @unchecked Sendable {
         lock.unlock()
     }
 
-    /// The exposition text, with the queue's state read by the caller.
-    func text(busy: Bool, waiting: Int) -> String {
+    /// The exposition text, with the queue's and the shared decode steps' state read by the caller.
+    func text(busy: Bool, waiting: Int, steps: BatchedDecoding.Counts?) -> String {
         lock.lock()
         defer { lock.unlock() }
         var out = ""
@@ -60,6 +61,14 @@ final class ServerMetrics: @unchecked Sendable {
                ["paligemma_decode_tokens_per_second \(lastTokensPerSecond)"])
         metric("paligemma_busy", "gauge", "1 while a generation runs.", ["paligemma_busy \(busy ? 1 : 0)"])
         metric("paligemma_queue_waiting", "gauge", "Requests waiting for the model.", ["paligemma_queue_waiting \(waiting)"])
+        if let steps {
+            metric("paligemma_decode_steps_total", "counter", "Decode steps run (each serves every sequence ready for a token).",
+                   ["paligemma_decode_steps_total \(steps.steps)"])
+            metric("paligemma_decode_step_sequences_total", "counter", "Sequences the decode steps served, summed (over steps: the mean batch).",
+                   ["paligemma_decode_step_sequences_total \(steps.sequences)"])
+            metric("paligemma_decode_steps_between_layers_total", "counter", "Decode steps run between the layers of a newcomer's image encoding or prefill.",
+                   ["paligemma_decode_steps_between_layers_total \(steps.betweenLayers)"])
+        }
         return out
     }
 }

@@ -80,10 +80,18 @@ public final class PaliGemmaService: Sendable {
     let imageCache: EncodedImageCache
     /// What `/metrics` reports.
     let metrics = ServerMetrics()
+    /// The shared decode steps' counts when the service was made (the model may have run before).
+    private let stepsAtStart: BatchedDecoding.Counts?
     let imageLoader: ImageLoader
 
     /// When the service started (Unix seconds), for `/v1/models`.
     let startedAt = Int(Date().timeIntervalSince1970)
+
+    /// The shared decode steps counted since the service was made (nil without shared steps).
+    var stepsSinceStart: BatchedDecoding.Counts? {
+        guard let start = stepsAtStart, let now = pipeline.model.batchedDecoding?.counts else { return nil }
+        return now.since(start)
+    }
 
     public init(pipeline: PaliGemmaPipeline, segmenter: Segmenter?, configuration: ServerConfiguration = ServerConfiguration()) {
         self.pipeline = pipeline
@@ -91,7 +99,11 @@ public final class PaliGemmaService: Sendable {
         self.configuration = configuration
         let shared = configuration.maxSequences > 1
         if shared {
-            pipeline.model.enableBatchedDecoding(maxSequences: configuration.maxSequences).decodeShareBetweenLayers = configuration.decodeShare
+            let batching = pipeline.model.enableBatchedDecoding(maxSequences: configuration.maxSequences)
+            batching.decodeShareBetweenLayers = configuration.decodeShare
+            stepsAtStart = batching.counts
+        } else {
+            stepsAtStart = nil
         }
         gate = InferenceGate(maxWaiting: configuration.maxWaiting, slots: shared ? configuration.maxSequences : 1,
                              kvBudget: configuration.maxKVMegabytes.multipliedReportingOverflow(by: 1 << 20).overflow
@@ -132,7 +144,8 @@ public final class PaliGemmaService: Sendable {
         router.get("/health") { [self] _, _ in try await healthResponse() }
         router.get("/metrics") { [self] _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                     body: .init(byteBuffer: ByteBuffer(string: metrics.text(busy: await gate.running, waiting: await waitingCount()))))
+                     body: .init(byteBuffer: ByteBuffer(string: metrics.text(busy: await gate.running, waiting: await waitingCount(),
+                                                                                steps: stepsSinceStart))))
         }
         // HEAD: the GET answer's status and headers, no body.
         for path in ["/", "/health", "/metrics", "/v1/models"] {

@@ -546,7 +546,11 @@ extension ServerTests {
             for line in ["paligemma_requests_total{route=\"/v1/generate\",status=\"200\"} 1",
                          "paligemma_requests_total{route=\"/v1/generate\",status=\"405\"} 1",
                          "paligemma_generations_total 1", "paligemma_generated_tokens_total \(c.generated_ids.count)",
-                         "paligemma_queue_waiting 0", "# TYPE paligemma_request_seconds summary"] {
+                         "paligemma_queue_waiting 0", "# TYPE paligemma_request_seconds summary",
+                         // One sequence: each token after the first is one step serving it alone.
+                         "paligemma_decode_steps_total \(c.generated_ids.count - 1)",
+                         "paligemma_decode_step_sequences_total \(c.generated_ids.count - 1)",
+                         "paligemma_decode_steps_between_layers_total 0"] {
                 XCTAssertTrue(metrics.text.contains(line), "metrics lack \(line):\n\(metrics.text)")
             }
         }

@@ -230,7 +230,7 @@ final class BatchedDecodingTests: XCTestCase {
         XCTAssertEqual(got.map(\.tokenIDs), wantNewcomers.map(\.tokenIDs), "the newcomers' answers differ from their runs alone")
         XCTAssertLessThan(gotA.count, wantA.tokens.count, "the running stream ended before the newcomers' prefills")
         XCTAssertEqual(gotA, Array(wantA.tokens.prefix(gotA.count)), "the running stream differs from its run alone")
-        XCTAssertGreaterThanOrEqual(batching.interleavedSteps, 1, "no step ran between the newcomers' layers")
+        XCTAssertGreaterThanOrEqual(batching.counts.betweenLayers, 1, "no step ran between the newcomers' layers")
     }
 
     /// Runs `work(i)` for i in 0..<count, each on a thread of its own and all at once (as the
