@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds tools/kernels/DRIVER.c with this machine's compiler and every kernel source of its
 # architecture, then runs it with ARGS: tools/kernels/run-native.sh DRIVER [ARGS ...]
-# (check.sh and bench-rows.sh are its two uses).
+# (check.sh, bench-rows.sh and bench-gemm.sh use it).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 driver="$1"; shift
