@@ -176,9 +176,9 @@ VNNI static INLINE void V(gemv_q4_rows)(const ck_qinput *in, int64_t K, const ui
         const int64_t gn = G4 - g0 < 8 ? G4 - g0 : 8;
         __m256 c[4];
         for (int r = 0; r < R; r++) c[r] = row_scales(sc + r * G + g0, in->scale + g0, gn);
-        /* 8 groups of a row are 128 bytes; the next four rows are 4·K/2 bytes on */
+        /* 8 groups of a row are 128 bytes; the rows two passes on are 8·K/2 bytes on (as on avx2) */
         for (int r = 0; r < R; r++)
-            for (int i = 0; i < 2; i++) _mm_prefetch((const char *)(w + r * rb + g0 * 16) + 2 * K + 64 * i, _MM_HINT_T1);
+            for (int i = 0; i < 2; i++) _mm_prefetch((const char *)(w + r * rb + g0 * 16) + 4 * K + 64 * i, _MM_HINT_T1);
         __m256i sel = spread0;
         for (int64_t j = 0; j < gn; j += 2, sel = _mm256_add_epi32(sel, step)) {
             const int64_t g = g0 + j;
@@ -269,7 +269,7 @@ VNNI static INLINE void V(gemv_q4_batch)(const ck_qinput *in, const int M, int64
         for (int m = 0; m < M; m++)
             for (int r = 0; r < R; r++) c[m][r] = row_scales(sc + r * G + g0, in[m].scale + g0, gn);
         for (int r = 0; r < R; r++)
-            for (int i = 0; i < 2; i++) _mm_prefetch((const char *)(w + r * rb + g0 * 16) + 2 * K + 64 * i, _MM_HINT_T1);
+            for (int i = 0; i < 2; i++) _mm_prefetch((const char *)(w + r * rb + g0 * 16) + 4 * K + 64 * i, _MM_HINT_T1);
         __m256i sel = spread0;
         for (int64_t j = 0; j < gn; j += 2, sel = _mm256_add_epi32(sel, step)) {
             const int64_t g = g0 + j;

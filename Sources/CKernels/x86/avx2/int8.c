@@ -199,8 +199,9 @@ AVX2 static INLINE void gemv_q4_rows(const ck_qinput *in, int64_t K, const uint8
 
 AVX2 static void gemv_q4_avx2(const ck_qinput *in, int64_t K, const uint8_t *W, const uint16_t *scales,
                               const float *bias, float *y, int64_t n0, int64_t n1) {
-    /* the next four rows (4·K/2 bytes) at the same place */
-    const int64_t pf = 2 * K;
+    /* two passes on (8 rows, 4·K bytes) at the same place: 4-bit rows pass quickly, and with the
+     * next pass's rows (2·K bytes) the reads arrived too late, about 10 % slower on a Zen 4 */
+    const int64_t pf = 4 * K;
     int64_t n = n0;
     for (; n + 4 <= n1; n += 4) gemv_q4_rows(in, K, W, scales, bias, y, n, 4, pf);
     if (n + 2 <= n1) gemv_q4_rows(in, K, W, scales, bias, y, n, 2, pf), n += 2;
