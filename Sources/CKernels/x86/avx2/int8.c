@@ -278,7 +278,7 @@ AVX2 static INLINE void gemv_q4_batch(const ck_qinput *in, const int M, int64_t 
         for (int m = 0; m < M; m++)
             for (int r = 0; r < R; r++) c[m][r] = row_scales(sc + r * G + g0, in[m].scale + g0, gn);
         for (int r = 0; r < R; r++)
-            for (int i = 0; i < 2; i++) _mm_prefetch((const char *)(w + r * rb + g0 * 16) + 2 * K + 64 * i, _MM_HINT_T1);
+            for (int i = 0; i < 2; i++) _mm_prefetch((const char *)(w + r * rb + g0 * 16) + 4 * K + 64 * i, _MM_HINT_T1);
         __m256i sel = spread0;
         for (int64_t j = 0; j < gn; j += 4, sel = _mm256_add_epi32(sel, step)) {
             const int64_t g = g0 + j;
