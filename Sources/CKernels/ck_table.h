@@ -71,6 +71,9 @@ typedef struct ck_kernels {
     float (*read_all)(const float *p, int64_t n);
     double (*fma_probe)(int64_t iterations, float *sink);
     double (*int8_probe)(int64_t iterations, float *sink);
+    /* the 4-bit weights' int8 products where their instructions differ from int8_probe's (avx2:
+     * vpmaddubsw on nibbles, sums kept in 16 bits); NULL: the same as int8_probe */
+    double (*int8_probe_q4)(int64_t iterations, float *sink);
     double (*bf16_probe)(int64_t iterations, float *sink);
 } ck_kernels;
 

@@ -67,7 +67,8 @@ static void detect(ck_cpu *cpu) {
 
 /* Adds a level on top of the last one: a copy of it, then the level's own entries. A level that
  * replaces a one-input GEMV but not its batched form gets the plain batched twin (which calls the
- * active level's GEMV per input), so that the batched rows stay that GEMV's bit for bit. */
+ * active level's GEMV per input), so that the batched rows stay that GEMV's bit for bit; one that
+ * replaces the int8 probe but not its 4-bit form probes 4-bit products with its int8 probe. */
 #define ADD_LEVEL(fill)                                                              \
     do {                                                                             \
         if (!fill) break;                                                            \
@@ -78,6 +79,8 @@ static void detect(ck_cpu *cpu) {
             t->gemv_q_int8_rows = tables[0].gemv_q_int8_rows;                        \
         if (t->gemv_bf16 != below->gemv_bf16 && t->gemv_bf16_rows == below->gemv_bf16_rows) \
             t->gemv_bf16_rows = tables[0].gemv_bf16_rows;                            \
+        if (t->int8_probe != below->int8_probe && t->int8_probe_q4 == below->int8_probe_q4) \
+            t->int8_probe_q4 = NULL;                                                 \
         level_count++;                                                               \
     } while (0)
 
@@ -256,4 +259,8 @@ void ck_axpy(float a, const float *x, float *y, int64_t n) { ck_active()->axpy(a
 
 double ck_fma_probe(int64_t iterations, float *sink) { return ck_active()->fma_probe(iterations, sink); }
 double ck_int8_probe(int64_t iterations, float *sink) { return ck_active()->int8_probe(iterations, sink); }
+double ck_int8_probe_q4(int64_t iterations, float *sink) {
+    const ck_kernels *t = ck_active();
+    return (t->int8_probe_q4 ? t->int8_probe_q4 : t->int8_probe)(iterations, sink);
+}
 double ck_bf16_probe(int64_t iterations, float *sink) { return ck_active()->bf16_probe(iterations, sink); }

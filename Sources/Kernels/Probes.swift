@@ -18,10 +18,18 @@ public enum KernelProbes {
         return ck_bf16_probe(Int64(iterations), &sink)
     }
 
-    /// Int8 dot products (0 where the level has none).
+    /// Int8 dot products as 8-bit weights' products use them (0 where the level has none).
     public static func int8(iterations: Int) -> Double {
         var sink: Float = 0
         return ck_int8_probe(Int64(iterations), &sink)
+    }
+
+    /// Int8 products as 4-bit weights' products use them: the same as `int8` on levels with a
+    /// dot-product instruction; on avx2 `vpmaddubsw` with sums kept in 16 bits, twice the
+    /// multiply-adds per instruction (0 where the level has no int8 products).
+    public static func int8FourBit(iterations: Int) -> Double {
+        var sink: Float = 0
+        return ck_int8_probe_q4(Int64(iterations), &sink)
     }
 
     /// Sums `count` floats at `values` with the level's widest loads: a memory-read bandwidth

@@ -93,12 +93,16 @@ struct Bench: AsyncParsableCommand {
         var prefixTFLOP: Double
         var prefixGFLOPs: Double
         /// The time the prefix would take at the measured ceilings of the instructions it uses
-        /// (vision tower and float decoders: FMA or bf16 dot products; quantized decoders: int8
-        /// dot products), divided by the time it took.
+        /// (float weights: FMA or bf16 dot products; quantized checkpoints, whose vision tower is
+        /// 8-bit: int8 products, the 4-bit decoder's as 4-bit weights use them), divided by the
+        /// time it took.
         var computeFraction: Double
         var measuredFMAGFLOPs: Double
         var measuredBF16GFLOPs: Double?
         var measuredInt8GOPs: Double?
+        /// Int8 products as 4-bit weights use them (avx2: twice the multiply-adds per instruction
+        /// of the 8-bit ones; elsewhere the same instruction as measuredInt8GOPs).
+        var measuredInt8FourBitGOPs: Double?
         var ceiling: String
         var decodeGBPerToken: Double
         var decodeGBs: Double
@@ -244,11 +248,18 @@ struct Bench: AsyncParsableCommand {
         // Which instruction each part's products run on (FastBackend's choice for this CPU).
         let floatPeak = fast.bf16Products && fast.prefersBF16DotProducts ? (ceilings.bf16 ?? ceilings.fma) : ceilings.fma
         let floatName = fast.bf16Products && fast.prefersBF16DotProducts ? "bf16 dot" : "float32 FMA"
-        let quantizedDecoder = m.config.quantization != nil && fast.int8Activations && ceilings.int8 != nil
-        let decoderPeak = quantizedDecoder ? ceilings.int8! : floatPeak
+        // A quantized checkpoint keeps SigLIP's matrices in 8 bits and the decoder's in its
+        // format; with int8 activations both run on int8 products.
         var ceiling = String(format: "%@ %.0f GFLOP/s", floatName, floatPeak)
-        if quantizedDecoder { ceiling += String(format: ", decoder int8 dot %.0f GOPS", decoderPeak) }
-        var idealSeconds = visionFLOPs / (floatPeak * 1e9) + decoderFLOPs / (decoderPeak * 1e9)
+        var (visionPeak, decoderPeak) = (floatPeak, floatPeak)
+        if let quantization = m.config.quantization, fast.int8Activations, let int8 = ceilings.int8 {
+            let fourBit = quantization.format == "q4" ? (ceilings.int8FourBit ?? int8) : int8
+            (visionPeak, decoderPeak) = (int8, fourBit)
+            ceiling = fourBit == int8
+                ? String(format: "vision and decoder int8 dot %.0f GOPS", int8)
+                : String(format: "vision int8 dot %.0f GOPS, decoder 4-bit int8 %.0f GOPS", int8, fourBit)
+        }
+        var idealSeconds = visionFLOPs / (visionPeak * 1e9) + decoderFLOPs / (decoderPeak * 1e9)
         if let peakGFLOPs {
             idealSeconds = flops / (peakGFLOPs * 1e9)
             ceiling = String(format: "%.0f GFLOP/s given", peakGFLOPs)
@@ -269,6 +280,7 @@ struct Bench: AsyncParsableCommand {
             prefixTFLOP: flops / 1e12, prefixGFLOPs: flops / (imageSeconds + prefillSeconds) / 1e9,
             computeFraction: idealSeconds / (imageSeconds + prefillSeconds),
             measuredFMAGFLOPs: ceilings.fma, measuredBF16GFLOPs: ceilings.bf16, measuredInt8GOPs: ceilings.int8,
+            measuredInt8FourBitGOPs: ceilings.int8FourBit,
             ceiling: ceiling,
             decodeGBPerToken: stepBytes / 1e9, decodeGBs: stepBytes * decodeRate / 1e9, measuredReadGBs: bandwidthGBs,
             bandwidthFraction: stepBytes * decodeRate / 1e9 / bandwidthGBs)

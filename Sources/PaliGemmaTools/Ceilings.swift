@@ -29,9 +29,9 @@ public enum MachineCeilings {
     }
 
     /// GFLOP/s (GOPS for int8) of the active kernel level's product instructions with every
-    /// worker busy, best of three: float32 FMA, bf16 dot products and int8 dot products (nil
-    /// where the level has none).
-    public static func compute(threads: Int) -> (fma: Double, bf16: Double?, int8: Double?) {
+    /// worker busy, best of three: float32 FMA, bf16 dot products, and int8 products as 8-bit and
+    /// as 4-bit weights use them (nil where the level has none).
+    public static func compute(threads: Int) -> (fma: Double, bf16: Double?, int8: Double?, int8FourBit: Double?) {
         func rate(_ probe: @Sendable (Int) -> Double) -> Double {
             // Long enough (about 0.1 s a worker) that the workers' start-up skew is noise: a
             // short probe on two threads ran them one after the other and halved the ceiling.
@@ -57,6 +57,10 @@ public enum MachineCeilings {
         let fma = rate(KernelProbes.fma(iterations:))
         let bf16 = rate(KernelProbes.bf16(iterations:))
         let int8 = rate(KernelProbes.int8(iterations:))
-        return (fma, bf16 > 0 ? bf16 : nil, int8 > 0 ? int8 : nil)
+        // The 4-bit probe is the int8 one unless it counts other work per round (avx2's 16-bit sums):
+        // then it is timed too, else the int8 rate stands for it (two timings would differ by noise).
+        let distinct = KernelProbes.int8FourBit(iterations: 1) != KernelProbes.int8(iterations: 1)
+        let int8FourBit = distinct ? rate(KernelProbes.int8FourBit(iterations:)) : int8
+        return (fma, bf16 > 0 ? bf16 : nil, int8 > 0 ? int8 : nil, int8FourBit > 0 ? int8FourBit : nil)
     }
 }

@@ -161,18 +161,21 @@ final class CLITests: XCTestCase {
     /// `bench` on a real (tiny) checkpoint at every kernel level this CPU supports (`--isa`): a
     /// small vocabulary, its own prompt ids, and every figure of the JSON report present and
     /// consistent — the level it names is the one asked for, and the achieved rate is not far
-    /// above the ceilings probed with that level's instructions; with q8 weights the ceiling
-    /// names the int8 products where the level has them.
+    /// above the ceilings probed with that level's instructions; with q8 and q4 weights the
+    /// ceiling names the int8 products where the level has them, and on avx2 (no dot-product
+    /// instruction) 4-bit weights get their own probe, with 16-bit sums.
     func testBenchReportsConsistentFiguresAtEveryKernelLevel() throws {
         struct Report: Decodable {
             let configuration: String, isa: String, isaAvailable: [String], backend: String
             let promptTokens: Int, imageTokens: Int, decodeTokens: Int
             let imageEncodeSeconds: Double, prefillSeconds: Double, timeToFirstTokenSeconds: Double
             let decodeTokensPerSecond: Double, peakRSSGB: Double, measuredReadGBs: Double
-            let measuredFMAGFLOPs: Double, measuredInt8GOPs: Double?, computeFraction: Double, ceiling: String
+            let measuredFMAGFLOPs: Double, measuredInt8GOPs: Double?, measuredInt8FourBitGOPs: Double?
+            let computeFraction: Double, ceiling: String
         }
-        let q8 = tmp.appendingPathComponent("bench-q8").path
+        let q8 = tmp.appendingPathComponent("bench-q8").path, q4 = tmp.appendingPathComponent("bench-q4").path
         XCTAssertEqual(try run(["quantize", model, q8, "--format", "q8"]).status, 0)
+        XCTAssertEqual(try run(["quantize", model, q4, "--format", "q4"]).status, 0)
         func bench(_ dir: String, _ isa: String?) throws -> Report {
             let r = try run(["bench", "--model", dir, "--only", "model", "--decode-tokens", "3", "--prompt-tokens", "7", "--json"]
                             + (isa.map { ["--isa", $0] } ?? []))
@@ -185,7 +188,7 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(best.isa, requested.flatMap { best.isaAvailable.contains($0) ? $0 : nil } ?? best.isaAvailable.last)
         XCTAssertEqual(best.isaAvailable.first, "generic")
         for level in best.isaAvailable {
-            for (dir, quantized) in [(model, false), (q8, true)] {
+            for (dir, quantized) in [(model, false), (q8, true), (q4, true)] {
                 let report = try bench(dir, level)
                 XCTAssertEqual(report.isa, level)
                 XCTAssertTrue(report.backend.contains(level), report.backend)
@@ -203,6 +206,11 @@ final class CLITests: XCTestCase {
                 XCTAssertGreaterThan(report.computeFraction, 0)
                 XCTAssertLessThanOrEqual(report.computeFraction, 1.5, "\(level): a ceiling far below the achieved rate means a wrong probe")
                 XCTAssertEqual(report.ceiling.contains("int8"), quantized && report.measuredInt8GOPs != nil, "\(level): \(report.ceiling)")
+                XCTAssertEqual(report.measuredInt8FourBitGOPs != nil, report.measuredInt8GOPs != nil, level)
+                // Only avx2 multiplies 4-bit weights with other instructions than 8-bit ones.
+                let ownFourBit = dir == q4 && level == "avx2"
+                XCTAssertEqual(report.ceiling.contains("decoder 4-bit int8"), ownFourBit, "\(level): \(report.ceiling)")
+                if !ownFourBit && level != "avx2" { XCTAssertEqual(report.measuredInt8FourBitGOPs, report.measuredInt8GOPs, level) }
             }
         }
         let unknown = try run(["bench", "--model", model, "--only", "model", "--isa", "sse9"])

@@ -468,8 +468,11 @@ static void check_probes(void) {
     ck_set_level(level_under_test);
     const ck_kernels *t = ck_active();
     double fma = ck_fma_probe(1000, &sink), i8 = ck_int8_probe(1000, &sink), bf = ck_bf16_probe(1000, &sink);
-    int ok = fma > 0 && (i8 > 0) == (t->int8_products != 0) && (bf > 0) == (t->bf16_products != 0);
-    if (!ok) printf("FAIL %s probes: fma %g int8 %g bf16 %g (int8 products %d, bf16 %d)\n", t->name, fma, i8, bf, t->int8_products, t->bf16_products);
+    double i4 = ck_int8_probe_q4(1000, &sink);
+    /* the 4-bit probe is the int8 one, or (avx2) one with twice its multiply-adds per instruction */
+    int ok = fma > 0 && (i8 > 0) == (t->int8_products != 0) && (bf > 0) == (t->bf16_products != 0) &&
+             (i4 == i8 || (t->int8_probe_q4 && i4 == 2 * i8));
+    if (!ok) printf("FAIL %s probes: fma %g int8 %g (4-bit %g) bf16 %g (int8 products %d, bf16 %d)\n", t->name, fma, i8, i4, bf, t->int8_products, t->bf16_products);
     result(ok);
 }
 

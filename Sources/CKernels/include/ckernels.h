@@ -172,9 +172,13 @@ int64_t ck_argmax(const float *x, int64_t n);
 /// Compute-ceiling probes of the active level: `iterations` rounds of independent float32 FMAs,
 /// int8 dot products or bf16 dot products on its widest vectors, with the instructions its
 /// products use; each returns the operations performed (a multiply-add counts 2), 0 where the
-/// level has no such products. Time them per thread.
+/// level has no such products. Time them per thread. ck_int8_probe uses the instructions of the
+/// 8-bit weights' products, ck_int8_probe_q4 those of the 4-bit weights' (the same on every level
+/// with a dot-product instruction; on avx2 4-bit products keep their sums in 16 bits, twice the
+/// multiply-adds per instruction).
 double ck_fma_probe(int64_t iterations, float *sink);
 double ck_int8_probe(int64_t iterations, float *sink);
+double ck_int8_probe_q4(int64_t iterations, float *sink);
 double ck_bf16_probe(int64_t iterations, float *sink);
 
 /// Sums n floats with the level's widest loads: a memory-read bandwidth probe.

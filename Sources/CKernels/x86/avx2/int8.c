@@ -356,6 +356,20 @@ AVX2 static double int8_probe_avx2(int64_t n, float *sink) {
     return (double)n * 12 * 16 * 2;
 }
 
+/* 12 independent chains of the q4 prefill tile's step (vpmaddubsw of u8 by s8 pairs into int16,
+ * vpaddw): 32 multiply-adds per vpmaddubsw, counted 2 operations each. */
+AVX2 static double int8_probe_q4_avx2(int64_t n, float *sink) {
+    __m256i a[12];
+    const __m256i w = _mm256_set1_epi8(-3);
+    for (int i = 0; i < 12; i++) a[i] = _mm256_set1_epi8((char)(i + 1));
+    for (int64_t k = 0; k < n; k++)
+        for (int i = 0; i < 12; i++) a[i] = _mm256_add_epi16(a[i], _mm256_maddubs_epi16(a[i], w));
+    __m256i s = a[0];
+    for (int i = 1; i < 12; i++) s = _mm256_add_epi16(s, a[i]);
+    *sink = (float)_mm256_extract_epi16(s, 0);
+    return (double)n * 12 * 32 * 2;
+}
+
 void ck_fill_avx2_int8(ck_kernels *t, const ck_cpu *cpu) {
     (void)cpu;
     t->int8_products = 1;
@@ -364,6 +378,7 @@ void ck_fill_avx2_int8(ck_kernels *t, const ck_cpu *cpu) {
     t->gemv_q_int8_rows = gemv_q_int8_rows_avx2;
     t->quantize_rows_u8 = quantize_rows_u8_avx2;
     t->int8_probe = int8_probe_avx2;
+    t->int8_probe_q4 = int8_probe_q4_avx2;
 }
 #else
 void ck_fill_avx2_int8(ck_kernels *t, const ck_cpu *cpu) { (void)t; (void)cpu; }
