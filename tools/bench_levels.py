@@ -93,8 +93,13 @@ def main():
         if "measuredReadGBs" in first:
             bw = f"{span([x['decodeGBs'] for x in runs], '%.1f')} ({span([100 * x['bandwidthFraction'] for x in runs], '%.0f')}%)"
             int8 = [x.get("measuredInt8GOPs") or 0 for x in runs]
+            # 4-bit weights' own int8 probe, where it is not the 8-bit one (avx2's 16-bit sums)
+            four = [x.get("measuredInt8FourBitGOPs") or 0 for x in runs]
+            int8_text = span(int8, '%.0f') if any(int8) else '–'
+            if "q4" in first.get("configuration", "") and any(four) and four != int8:
+                int8_text += f" (4-bit {span(four, '%.0f')})"
             ceil = (f"{span([x['measuredFMAGFLOPs'] for x in runs], '%.0f')} / "
-                    f"{span(int8, '%.0f') if any(int8) else '–'} / {span([x['measuredReadGBs'] for x in runs], '%.0f')}")
+                    f"{int8_text} / {span([x['measuredReadGBs'] for x in runs], '%.0f')}")
         else:
             bw, ceil = "–", "–"
         print(f"| {label} | {first['_started']} | {span(image, '%.2f')} s | {span(ttft, '%.2f')} s | {span(tok, '%.2f')} "
