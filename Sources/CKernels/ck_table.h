@@ -83,6 +83,8 @@ const ck_kernels *ck_active(void);
 /* CPU features a fill function may look at beyond its level's baseline. */
 typedef struct {
     int avx2, fma, f16c, avxvnni, avx512f, avx512bw, avx512vl, avx512dq, avx512vnni, avx512bf16;
+    /* 512-bit operations issue as two 256-bit halves (AMD Zen 4: family 19h) */
+    int avx512_halves;
     int neon, dotprod, i8mm, bf16;
 } ck_cpu;
 
@@ -96,6 +98,11 @@ __attribute__((weak)) void ck_fill_avx512(ck_kernels *t, const ck_cpu *cpu);
 __attribute__((weak)) void ck_fill_neon(ck_kernels *t, const ck_cpu *cpu);
 __attribute__((weak)) void ck_fill_dotprod(ck_kernels *t, const ck_cpu *cpu);
 __attribute__((weak)) void ck_fill_i8mm(ck_kernels *t, const ck_cpu *cpu);
+
+/* The avx512 level's int8 prefill GEMM: 1 for its 512-bit kernel, 0 for the level below's 256-bit
+ * one (its default on CPUs with avx512_halves); returns the previous choice. For tests, which
+ * check both. */
+__attribute__((weak)) int ck_avx512_wide_int8_gemm(int wide);
 
 /* ---- helpers every level may use ---- */
 

@@ -46,6 +46,14 @@ static void detect(ck_cpu *cpu) {
     cpu->avx512dq = __builtin_cpu_supports("avx512dq");
     cpu->avx512vnni = __builtin_cpu_supports("avx512vnni");
     cpu->avx512bf16 = __builtin_cpu_supports("avx512bf16");
+    {   /* vendor and family: cpuid 0 names the vendor, cpuid 1 the (extended) family */
+        unsigned a, b, c, d;
+        __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(0), "c"(0));
+        const int amd = b == 0x68747541u && d == 0x69746e65u && c == 0x444d4163u; /* "AuthenticAMD" */
+        __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(1), "c"(0));
+        const unsigned family = ((a >> 8) & 0xF) + (((a >> 8) & 0xF) == 0xF ? (a >> 20) & 0xFF : 0);
+        cpu->avx512_halves = amd && family == 0x19 && cpu->avx512f;
+    }
 #elif CK_ARCH_ARM
     cpu->neon = 1; /* Advanced SIMD is part of every arm64 CPU */
 #if defined(__linux__)

@@ -497,6 +497,14 @@ int main(int argc, char **argv) {
         check_dot_axpy();
         check_dense_products();
         check_quantized_products();
+        /* the avx512 level's int8 GEMM is its own 512-bit one or the level below's 256-bit one,
+         * by CPU (ck_avx512_wide_int8_gemm): both are checked, the chosen one restored */
+        if (ck_avx512_wide_int8_gemm && strcmp(ck_level_name(level_under_test), "avx512") == 0) {
+            const int chosen = ck_avx512_wide_int8_gemm(0);
+            ck_avx512_wide_int8_gemm(!chosen);
+            check_quantized_products();
+            ck_avx512_wide_int8_gemm(chosen);
+        }
         check_each_row();
         check_attention();
         check_elementwise();
