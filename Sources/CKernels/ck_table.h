@@ -106,6 +106,39 @@ __attribute__((weak)) int ck_avx512_wide_int8_gemm(int wide);
 
 /* ---- helpers every level may use ---- */
 
+/* The body of a level's gemv_q_int8_rows (its parameters in scope: in, M, K, W, scales, format,
+ * bias, y, ldy, n0, n1) over batch kernels q4_batch / q8_batch(inputs, M, K, W, scales, bias, y,
+ * ldy, first row, R) that take M ≤ CK_ROWS_CHUNK inputs and R ∈ {1, 2} rows, both compile-time
+ * constants in each call: blocks of nb_rows weight rows, each for every chunk of inputs in turn
+ * (the chunks after the first find the block's weights in L2), pairs of rows, then a last one. */
+#define CK_ROWS_CHUNK 4
+#define CK_ROWS_BATCH_CASE(batch, T, MM)                                                                    \
+    case MM: {                                                                                              \
+        int64_t n = nb;                                                                                     \
+        for (; n + 2 <= ne; n += 2) batch(in + m, MM, K, (const T *)W, scales, bias, ym, ldy, n, 2);        \
+        if (n < ne) batch(in + m, MM, K, (const T *)W, scales, bias, ym, ldy, n, 1);                        \
+        break;                                                                                              \
+    }
+#define CK_Q_INT8_ROWS_BODY(q4_batch, q8_batch, nb_rows)                                                    \
+    for (int64_t nb = n0; nb < n1; nb += (nb_rows)) {                                                       \
+        const int64_t ne = n1 - nb < (nb_rows) ? n1 : nb + (nb_rows);                                       \
+        for (int64_t m = 0; m < M; m += CK_ROWS_CHUNK) {                                                    \
+            float *ym = y + m * ldy;                                                                        \
+            const int64_t chunk = M - m < CK_ROWS_CHUNK ? M - m : CK_ROWS_CHUNK;                            \
+            if (format == CK_Q4) {                                                                          \
+                switch (chunk) {                                                                            \
+                    CK_ROWS_BATCH_CASE(q4_batch, uint8_t, 1) CK_ROWS_BATCH_CASE(q4_batch, uint8_t, 2)       \
+                    CK_ROWS_BATCH_CASE(q4_batch, uint8_t, 3) CK_ROWS_BATCH_CASE(q4_batch, uint8_t, 4)       \
+                }                                                                                           \
+            } else {                                                                                        \
+                switch (chunk) {                                                                            \
+                    CK_ROWS_BATCH_CASE(q8_batch, int8_t, 1) CK_ROWS_BATCH_CASE(q8_batch, int8_t, 2)         \
+                    CK_ROWS_BATCH_CASE(q8_batch, int8_t, 3) CK_ROWS_BATCH_CASE(q8_batch, int8_t, 4)         \
+                }                                                                                           \
+            }                                                                                               \
+        }                                                                                                   \
+    }
+
 static inline float ck_bf16_value(uint16_t h) {
     uint32_t u = (uint32_t)h << 16;
     float f;

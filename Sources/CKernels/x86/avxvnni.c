@@ -29,7 +29,7 @@
 /* The batched decode GEMVs (gemv_q_int8_rows) take up to ROWS_MAX inputs per chunk, two weight
  * rows per pass: 2·ROWS_MAX accumulators, two rows' weights and the constants fit in 16 registers.
  * Larger M runs in chunks over blocks of ROWS_NB rows. */
-#define ROWS_MAX 4
+#define ROWS_MAX CK_ROWS_CHUNK
 #define ROWS_NB 16
 
 /* Packs weight rows n ..< n + cols (≤ VN; the rest zero) in the layout above. Each 8 rows of a
@@ -294,39 +294,13 @@ VNNI static INLINE void V(gemv_q4_batch)(const ck_qinput *in, const int M, int64
     for (int m = 0; m < M; m++) store_q4_rows(&in[m], W, K, sc, acc[m], R, bias, y + m * ldy, n);
 }
 
-/* rows nb ..< ne for M (≤ ROWS_MAX) inputs: pairs of rows, then a last single one */
-#define ROWS_CASE(batch, T, M)                                                                         \
-    case M: {                                                                                          \
-        int64_t n = nb;                                                                                \
-        for (; n + 2 <= ne; n += 2) batch(in + m, M, K, (const T *)W, scales, bias, ym, ldy, n, 2);    \
-        if (n < ne) batch(in + m, M, K, (const T *)W, scales, bias, ym, ldy, n, 1);                    \
-        break;                                                                                         \
-    }
-
 /* Blocks of ROWS_NB weight rows, each for every chunk of inputs in turn: the chunks after the
  * first find the block's weights in L2. */
 VNNI static void V(gemv_q_int8_rows)(const ck_qinput *in, int64_t M, int64_t K, const void *W,
                                      const uint16_t *scales, int format, const float *bias, float *y, int64_t ldy,
                                      int64_t n0, int64_t n1) {
-    for (int64_t nb = n0; nb < n1; nb += ROWS_NB) {
-        const int64_t ne = n1 - nb < ROWS_NB ? n1 : nb + ROWS_NB;
-        for (int64_t m = 0; m < M; m += ROWS_MAX) {
-            float *ym = y + m * ldy;
-            if (format == CK_Q4) {
-                switch (M - m < ROWS_MAX ? M - m : ROWS_MAX) {
-                    ROWS_CASE(V(gemv_q4_batch), uint8_t, 1) ROWS_CASE(V(gemv_q4_batch), uint8_t, 2)
-                    ROWS_CASE(V(gemv_q4_batch), uint8_t, 3) ROWS_CASE(V(gemv_q4_batch), uint8_t, 4)
-                }
-            } else {
-                switch (M - m < ROWS_MAX ? M - m : ROWS_MAX) {
-                    ROWS_CASE(V(gemv_q8_batch), int8_t, 1) ROWS_CASE(V(gemv_q8_batch), int8_t, 2)
-                    ROWS_CASE(V(gemv_q8_batch), int8_t, 3) ROWS_CASE(V(gemv_q8_batch), int8_t, 4)
-                }
-            }
-        }
-    }
+    CK_Q_INT8_ROWS_BODY(V(gemv_q4_batch), V(gemv_q8_batch), ROWS_NB)
 }
-#undef ROWS_CASE
 
 /* One register tile: mr (≤ VR) rows × VN columns over all of K. Per group the int32 sums start at
  * the compensation −128·Σw, take 8 vpdpbusd per accumulator (a broadcast 4-byte chunk of u8

@@ -221,7 +221,7 @@ AVX2 static void gemv_q_int8_avx2(const ck_qinput *in, int64_t K, const void *W,
  * several inputs. Two weight rows per pass and at most ROWS_MAX inputs per chunk keep the 2·M
  * accumulators, two rows' weights and the constants in the 16 registers; larger M runs in chunks
  * over blocks of ROWS_NB rows. R and M are compile-time constants in each specialisation. */
-#define ROWS_MAX 4
+#define ROWS_MAX CK_ROWS_CHUNK
 #define ROWS_NB 16
 
 AVX2 static INLINE void gemv_q8_batch(const ck_qinput *in, const int M, int64_t K, const int8_t *W,
@@ -308,38 +308,12 @@ AVX2 static INLINE void gemv_q4_batch(const ck_qinput *in, const int M, int64_t 
     for (int m = 0; m < M; m++) store_q4_rows(&in[m], W, K, sc, acc[m], R, bias, y + m * ldy, n);
 }
 
-/* rows nb ..< ne for M (≤ ROWS_MAX) inputs: pairs of rows, then a last single one */
-#define ROWS_CASE(batch, T, M)                                                                         \
-    case M: {                                                                                          \
-        int64_t n = nb;                                                                                \
-        for (; n + 2 <= ne; n += 2) batch(in + m, M, K, (const T *)W, scales, bias, ym, ldy, n, 2);    \
-        if (n < ne) batch(in + m, M, K, (const T *)W, scales, bias, ym, ldy, n, 1);                    \
-        break;                                                                                         \
-    }
-
 /* Blocks of ROWS_NB weight rows, each for every chunk of inputs in turn: the chunks after the
  * first find the block's weights in L2. */
 AVX2 static void gemv_q_int8_rows_avx2(const ck_qinput *in, int64_t M, int64_t K, const void *W, const uint16_t *scales,
                                        int format, const float *bias, float *y, int64_t ldy, int64_t n0, int64_t n1) {
-    for (int64_t nb = n0; nb < n1; nb += ROWS_NB) {
-        const int64_t ne = n1 - nb < ROWS_NB ? n1 : nb + ROWS_NB;
-        for (int64_t m = 0; m < M; m += ROWS_MAX) {
-            float *ym = y + m * ldy;
-            if (format == CK_Q4) {
-                switch (M - m < ROWS_MAX ? M - m : ROWS_MAX) {
-                    ROWS_CASE(gemv_q4_batch, uint8_t, 1) ROWS_CASE(gemv_q4_batch, uint8_t, 2)
-                    ROWS_CASE(gemv_q4_batch, uint8_t, 3) ROWS_CASE(gemv_q4_batch, uint8_t, 4)
-                }
-            } else {
-                switch (M - m < ROWS_MAX ? M - m : ROWS_MAX) {
-                    ROWS_CASE(gemv_q8_batch, int8_t, 1) ROWS_CASE(gemv_q8_batch, int8_t, 2)
-                    ROWS_CASE(gemv_q8_batch, int8_t, 3) ROWS_CASE(gemv_q8_batch, int8_t, 4)
-                }
-            }
-        }
-    }
+    CK_Q_INT8_ROWS_BODY(gemv_q4_batch, gemv_q8_batch, ROWS_NB)
 }
-#undef ROWS_CASE
 
 /* 12 independent chains of the q8 prefill tile's step (vpmaddwd of int16 pairs, vpaddd into
  * int32): 16 multiply-adds per vpmaddwd, counted 2 operations each. */
