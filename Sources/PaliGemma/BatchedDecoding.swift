@@ -266,7 +266,8 @@ extension Gemma2Decoder {
                 state.q.copyRows(from: s.q, sourceRow: i, count: 1, to: 0)
                 state.k.copyRows(from: s.k, sourceRow: i, count: 1, to: 0)
                 state.v.copyRows(from: s.v, sourceRow: i, count: 1, to: 0)
-                attend(state, layer: l, start: state.length, rows: 1, backend: backend)
+                appendKeysValues(state, layer: l, start: state.length, rows: 1, backend: backend)
+                attend(state, layer: l, queryStart: state.length, keyCount: state.length + 1, backend: backend)
                 s.attended.setRows(n)
                 s.attended.copyRows(from: state.attended, count: 1, to: i)
             }

@@ -116,10 +116,15 @@ struct Gemma2Decoder {
     }
 
     /// Runs the layers over `state.x` (the embeddings of the next `state.x.rows` tokens), appending
-    /// their keys and values to the cache. Leaves the final hidden states (pre-norm) in `state.x`.
-    /// `betweenLayers` runs after each layer but the last (other sequences' decode steps, while
-    /// this prefill is under way; it must not touch `state`).
-    func forward(_ state: Gemma2State, backend: ComputeBackend, betweenLayers: () -> Void = {}) {
+    /// their keys and values to the cache. Leaves the final hidden states (pre-norm) in `state.x`:
+    /// of every token, or with `lastRowOnly` of the last one alone (then `state.x` has one row).
+    /// Generation needs no more: the final layer's other rows feed only their own logits, so it
+    /// computes keys and values for all rows and the rest of the layer for the last, each row's
+    /// products being independent of the others. `betweenLayers` runs after each layer but the
+    /// last (other sequences' decode steps, while this prefill is under way; it must not touch
+    /// `state`).
+    func forward(_ state: Gemma2State, backend: ComputeBackend, lastRowOnly: Bool = false,
+                 betweenLayers: () -> Void = {}) {
         let rows = state.x.rows
         let start = state.length
         precondition(start + rows <= state.capacity, "sequence exceeds the state's capacity")
@@ -127,10 +132,19 @@ struct Gemma2Decoder {
         for (l, layer) in layers.enumerated() {
             // h = x + post_attention_layernorm(attn(input_layernorm(x)))  (Gemma 1: x + attn(input_layernorm(x)))
             backend.rmsNorm(state.x, weight: layer.inputNorm, weightOffset: 1, eps: c.rmsNormEps, into: state.normed)
-            project(state.normed, l, .q, layer.q, into: state.q, state, backend)
             project(state.normed, l, .k, layer.k, into: state.k, state, backend)
             project(state.normed, l, .v, layer.v, into: state.v, state, backend)
-            attend(state, layer: l, start: start, rows: rows, backend: backend)
+            appendKeysValues(state, layer: l, start: start, rows: rows, backend: backend)
+            var queryStart = start
+            if lastRowOnly && l + 1 == layers.count && rows > 1 {
+                state.normed.copyRows(from: state.normed, sourceRow: rows - 1, count: 1, to: 0)
+                state.normed.setRows(1)
+                state.x.copyRows(from: state.x, sourceRow: rows - 1, count: 1, to: 0)
+                state.x.setRows(1)
+                queryStart = start + rows - 1
+            }
+            project(state.normed, l, .q, layer.q, into: state.q, state, backend)
+            attend(state, layer: l, queryStart: queryStart, keyCount: start + rows, backend: backend)
             project(state.attended, l, .o, layer.o, into: state.attnOut, state, backend)
             addSublayer(state.attnOut, norm: layer.postAttentionNorm, scratch: state.sublayerOut, into: state.x, backend)
             // out = h + post_feedforward_layernorm(down(gelu_tanh(gate(n)) · up(n))), n = pre_feedforward_layernorm(h)
@@ -146,20 +160,25 @@ struct Gemma2Decoder {
         state.length = start + rows
     }
 
-    /// Layer `l`'s attention for the `rows` new tokens in `state.q/k/v` (positions `start`…):
-    /// RoPE, their keys and values appended to the cache, attention into `state.attended`.
-    func attend(_ state: Gemma2State, layer l: Int, start: Int, rows: Int, backend: ComputeBackend) {
-        let c = config
+    /// Layer `l`'s keys and values of the `rows` new tokens in `state.k/v` (positions `start`…):
+    /// RoPE, then appended to the cache.
+    func appendKeysValues(_ state: Gemma2State, layer l: Int, start: Int, rows: Int, backend: ComputeBackend) {
         // transformers' PaliGemma positions are 1-based: position = index + 1.
-        backend.rope(state.q, headDim: c.headDim, firstPosition: start + 1, theta: c.ropeTheta)
-        backend.rope(state.k, headDim: c.headDim, firstPosition: start + 1, theta: c.ropeTheta)
+        backend.rope(state.k, headDim: config.headDim, firstPosition: start + 1, theta: config.ropeTheta)
         state.keys[l].setRows(start + rows)
         state.values[l].setRows(start + rows)
         state.keys[l].copyRows(from: state.k, count: rows, to: start)
         state.values[l].copyRows(from: state.v, count: rows, to: start)
+    }
+
+    /// Layer `l`'s attention of the queries in `state.q` (positions `queryStart`…) over the first
+    /// `keyCount` cached keys, into `state.attended`.
+    func attend(_ state: Gemma2State, layer l: Int, queryStart: Int, keyCount: Int, backend: ComputeBackend) {
+        let c = config
+        backend.rope(state.q, headDim: c.headDim, firstPosition: queryStart + 1, theta: c.ropeTheta)
         let shape = AttentionShape(heads: c.numAttentionHeads, kvHeads: c.numKeyValueHeads, headDim: c.headDim,
                                    scale: 1 / c.queryPreAttnScalar.squareRoot(), softcap: c.attnLogitSoftcapping,
-                                   queryStart: start, keyCount: start + rows)
+                                   queryStart: queryStart, keyCount: keyCount)
         let mask = AttentionMask.prefixLM(prefixLength: state.prefixLength, window: layers[l].sliding ? c.slidingWindow : nil)
         backend.attention(queries: state.q, keys: state.keys[l], values: state.values[l], shape: shape,
                           mask: mask, into: state.attended)

@@ -331,10 +331,11 @@ public final class InferenceSession {
         guard prompt.count <= state.capacity else { throw InputError.tooLong(tokens: prompt.count, capacity: state.capacity) }
         try model.embedPrompt(prompt, image: image, into: state.x)
         state.prefixLength = prefixLength
-        model.decoder.forward(state, backend: model.backend, betweenLayers: { [batching] in batching?.interleave() })
+        model.decoder.forward(state, backend: model.backend, lastRowOnly: rows == .last,
+                              betweenLayers: { [batching] in batching?.interleave() })
         switch rows {
         case .last:
-            lastHidden.copyRows(from: state.x, sourceRow: prompt.count - 1, count: 1, to: 0)
+            lastHidden.copyRows(from: state.x, sourceRow: state.x.rows - 1, count: 1, to: 0)
             model.decoder.logits(hidden: lastHidden, into: state.lastLogits, scratch: lastNormed, backend: model.backend)
             return state.lastLogits
         case .all:

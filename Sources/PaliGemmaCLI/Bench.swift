@@ -370,7 +370,7 @@ struct Bench: AsyncParsableCommand {
         }
         // Forward products plus the input gradients through every frozen matrix (the same
         // count again); LoRA's own products and the attention scores are small beside them.
-        let (_, decoderFLOPs) = Benchmarks.prefixFLOPs(config, promptLength: ids.count)
+        let (_, decoderFLOPs) = Benchmarks.prefixFLOPs(config, promptLength: ids.count, allRows: true)
         let steady = times.count > 1 ? times.dropFirst().reduce(0, +) / Double(times.count - 1) : times[0]
         let report = TrainReport(configuration: name, backend: backend.name, isa: KernelLevel.active.name, threads: backend.threads,
                                  loraParameters: adapter.parameterCount, sequenceTokens: ids.count, answerTokens: answerTokens,

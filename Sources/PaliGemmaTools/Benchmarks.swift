@@ -121,8 +121,10 @@ public enum Benchmarks {
     }
 
     /// Floating-point operations of the prefix (multiply-adds × 2): the vision tower with the
-    /// projector, and the decoder's prefill up to the last row's logits.
-    public static func prefixFLOPs(_ c: PaliGemmaConfig, promptLength t: Int) -> (vision: Double, decoder: Double) {
+    /// projector, and the decoder's prefill up to the last row's logits, whose final layer
+    /// computes keys and values for every row and the rest for the last row only (generation);
+    /// with `allRows`, every layer for every row (a training step's forward pass).
+    public static func prefixFLOPs(_ c: PaliGemmaConfig, promptLength t: Int, allRows: Bool = false) -> (vision: Double, decoder: Double) {
         let v = c.vision, x = c.text
         let n = Double(v.numPatches), d = Double(v.hiddenSize), i = Double(v.intermediateSize)
         var f = 2 * n * d * Double(v.numChannels * v.patchSize * v.patchSize)
@@ -130,7 +132,11 @@ public enum Benchmarks {
         f += 2 * n * d * Double(x.hiddenSize)
         let h = Double(x.hiddenSize), qd = Double(x.numAttentionHeads * x.headDim), kvd = Double(x.numKeyValueHeads * x.headDim)
         let tt = Double(t)
-        var g = Double(x.numHiddenLayers) * (2 * tt * (2 * h * qd + 2 * h * kvd + 3 * h * Double(x.intermediateSize)) + 4 * tt * tt * qd)
+        // per row: q and o, k and v, the MLP; attention: scores and sums over tt keys
+        let perRow = 2 * (2 * h * qd + 3 * h * Double(x.intermediateSize)), keysValues = 2 * 2 * h * kvd
+        let fullLayers = Double(allRows ? x.numHiddenLayers : x.numHiddenLayers - 1)
+        var g = fullLayers * (tt * (perRow + keysValues) + 4 * tt * tt * qd)
+        if !allRows { g += tt * keysValues + perRow + 4 * tt * qd }
         g += 2 * h * Double(x.vocabSize)
         return (f, g)
     }
