@@ -1102,7 +1102,7 @@ AVX512 static void attention_few_queries_avx512(const float *q, int64_t ldq, int
                                                 const float *v, int64_t ldv, int64_t d, float scale, float cap,
                                                 const int64_t *lo, const int64_t *hi, float *out, int64_t ldo,
                                                 float *scratch) {
-    enum { TILE = 64, MAXQ = 4, AHEAD = 4 };
+    enum { TILE = 64, MAXQ = 4, AHEAD = 12 };
     const int nv = (int)((d + 15) / 16);
     __mmask16 mk[16];
     for (int c = 0; c < 16; c++) {
@@ -1119,9 +1119,10 @@ AVX512 static void attention_few_queries_avx512(const float *q, int64_t ldq, int
         for (int64_t j = 0; j < len; j++) {
             const float *kr = k + (t0 + j) * ldk;
             /* The cache rows of one head are d floats at a stride of all heads' width, which the
-             * hardware prefetcher follows poorly: fetch the key (and value) rows AHEAD keys ahead ourselves. */
+             * hardware prefetcher follows poorly: fetch the key (and value) rows AHEAD keys ahead
+             * ourselves, into L2 (at a 4 KB stride the rows share their L1 sets) */
             if (t0 + j + AHEAD < last)
-                for (int64_t c = 0; c < d; c += 16) _mm_prefetch((const char *)(kr + AHEAD * ldk + c), _MM_HINT_T0);
+                for (int64_t c = 0; c < d; c += 16) _mm_prefetch((const char *)(kr + AHEAD * ldk + c), _MM_HINT_T1);
             __m512 a0[MAXQ], a1[MAXQ];
             for (int r = 0; r < MAXQ; r++) a0[r] = a1[r] = _mm512_setzero_ps();
             for (int c = 0; c < nv; c++) {
@@ -1154,7 +1155,7 @@ AVX512 static void attention_few_queries_avx512(const float *q, int64_t ldq, int
             for (int64_t j = 0; j < len; j++) {
                 const float *vr = v + (t0 + j) * ldv + 16 * c0;
                 if (t0 + j + AHEAD < last)
-                    for (int c = 0; c < 4; c++) _mm_prefetch((const char *)(vr + AHEAD * ldv + 16 * c), _MM_HINT_T0);
+                    for (int c = 0; c < 4; c++) _mm_prefetch((const char *)(vr + AHEAD * ldv + 16 * c), _MM_HINT_T1);
                 __m512 vv[4];
                 for (int c = 0; c < 4; c++) vv[c] = c0 + c < nv ? _mm512_maskz_loadu_ps(mk[c0 + c], vr + 16 * c) : _mm512_setzero_ps();
                 for (int r = 0; r < MAXQ; r++) {

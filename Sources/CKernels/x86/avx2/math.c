@@ -408,12 +408,13 @@ AVX2_INLINE void attention_few_avx2(const int NQ, const float *q, int64_t ldq, c
             __m256 a[12];
             for (int i = 0; i < 12; i++) a[i] = zero;
             for (int64_t c = 0; c < d8; c += 8) {
-                /* the rows AHEAD keys on, spread over the products: every second cache line (the
-                 * adjacent-line prefetcher brings its pair) */
-                if ((c & 31) == 0)
+                /* the rows AHEAD keys on, spread over the products, every cache line, into L2:
+                 * rows a stride of 4 KB apart (4 heads of 256 floats) share their L1 sets, and
+                 * L1 prefetches of them evicted each other and held the L1 miss buffers */
+                if ((c & 15) == 0)
                     for (int kk = 0; kk < KB; kk++) {
-                        _mm_prefetch((const char *)(pk[kk] + c), _MM_HINT_T0);
-                        _mm_prefetch((const char *)(pv[kk] + c), _MM_HINT_T0);
+                        _mm_prefetch((const char *)(pk[kk] + c), _MM_HINT_T1);
+                        _mm_prefetch((const char *)(pv[kk] + c), _MM_HINT_T1);
                     }
                 for (int kk = 0; kk < KB; kk++) {
                     __m256 kv = _mm256_loadu_ps(kr[kk] + c);
