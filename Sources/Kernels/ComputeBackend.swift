@@ -47,17 +47,36 @@ public struct AttentionShape: Sendable {
     public var softcap: Float?
     /// Sequence index of the first query row.
     public var queryStart: Int
-    /// Keys (and values) rows 0..<keyCount are valid.
+    /// Keys (and values) 0..<keyCount are valid.
     public var keyCount: Int
+    /// Where KV head h's keys and values lie. nil: columns h·headDim ..< (h+1)·headDim of rows
+    /// 0..<keyCount, as the projections produce them. n: rows h·n ..< h·n + keyCount of a
+    /// headDim-wide matrix, each head's rows contiguous (the decoder's cache: decode then reads
+    /// one stream per head instead of rows strided by every head's width).
+    public var headRows: Int?
 
     /// Checks the buffers fit this shape (an internal invariant: callers size them from the config).
     func check(queries: Matrix, keys: Matrix, values: Matrix, out: Matrix) {
         precondition(queries.columns == heads * headDim && out.columns == heads * headDim)
-        precondition(keys.columns == kvHeads * headDim && values.columns == kvHeads * headDim)
-        precondition(heads % kvHeads == 0 && keyCount <= keys.rowCapacity)
+        precondition(heads % kvHeads == 0)
+        if let n = headRows {
+            precondition(keys.columns == headDim && values.columns == headDim && keyCount <= n)
+            precondition(kvHeads * n <= keys.rowCapacity && kvHeads * n <= values.rowCapacity)
+        } else {
+            precondition(keys.columns == kvHeads * headDim && values.columns == kvHeads * headDim)
+            precondition(keyCount <= keys.rowCapacity && keyCount <= values.rowCapacity)
+        }
     }
 
-    public init(heads: Int, kvHeads: Int, headDim: Int, scale: Float, softcap: Float?, queryStart: Int, keyCount: Int) {
+    /// Offset in a key or value matrix's storage (`columns` wide) of KV head `head`'s first
+    /// element, and the distance between its consecutive keys.
+    func headStart(_ head: Int, columns: Int) -> (offset: Int, rowStride: Int) {
+        if let n = headRows { return (head * n * columns, columns) }
+        return (head * headDim, columns)
+    }
+
+    public init(heads: Int, kvHeads: Int, headDim: Int, scale: Float, softcap: Float?, queryStart: Int, keyCount: Int,
+                headRows: Int? = nil) {
         self.heads = heads
         self.kvHeads = kvHeads
         self.headDim = headDim
@@ -65,6 +84,7 @@ public struct AttentionShape: Sendable {
         self.softcap = softcap
         self.queryStart = queryStart
         self.keyCount = keyCount
+        self.headRows = headRows
     }
 }
 

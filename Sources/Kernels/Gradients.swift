@@ -173,7 +173,7 @@ public struct Gradients: Sendable {
     public func attention(queries: Matrix, keys: Matrix, values: Matrix, shape: AttentionShape, mask: AttentionMask,
                           dOut: Matrix, dQueries: Matrix, dKeys: Matrix, dValues: Matrix) {
         let n = queries.rows, d = shape.headDim
-        precondition(shape.queryStart == 0 && shape.keyCount == n && keys.rows == n && values.rows == n && dOut.rows == n,
+        precondition(shape.queryStart == 0 && shape.headRows == nil && shape.keyCount == n && keys.rows == n && values.rows == n && dOut.rows == n,
                      "attention backward takes one whole sequence")
         let groups = shape.heads / shape.kvHeads
         dQueries.setRows(n); dKeys.setRows(n); dValues.setRows(n)

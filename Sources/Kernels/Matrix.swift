@@ -71,6 +71,18 @@ public final class Matrix {
         (storage + destinationRow * columns).update(from: source.rowPointer(sourceRow), count: count * columns)
     }
 
+    /// Copies columns `sourceColumn ..< sourceColumn + columns` of source rows `0 ..< count` into
+    /// whole rows `destinationRow ..< destinationRow + count` (one head of a projection into a
+    /// head-major cache).
+    public func copyRows(from source: Matrix, columnsFrom sourceColumn: Int, count: Int, to destinationRow: Int) {
+        precondition(sourceColumn >= 0 && sourceColumn + columns <= source.columns, "source columns out of range")
+        precondition(count >= 0 && count <= source.rowCapacity, "source rows out of range")
+        precondition(destinationRow >= 0 && destinationRow + count <= rowCapacity, "destination rows out of range")
+        for r in 0..<count {
+            (storage + (destinationRow + r) * columns).update(from: source.rowPointer(r) + sourceColumn, count: columns)
+        }
+    }
+
     /// Index of the first largest value in row `r` (NaNs never win), as torch.argmax; vectorised.
     public func argmax(row r: Int) -> Int {
         precondition(r >= 0 && r < rows, "row \(r) out of range")

@@ -348,13 +348,7 @@ final class PrefillCache {
         let e = entries.remove(at: i)
         entries.append(e)
         hits += 1
-        for l in 0..<e.keys.count {
-            state.keys[l].setRows(ids.count)
-            state.values[l].setRows(ids.count)
-            state.keys[l].copyRows(from: e.keys[l], count: ids.count, to: 0)
-            state.values[l].copyRows(from: e.values[l], count: ids.count, to: 0)
-        }
-        state.length = ids.count
+        state.restorePrefix(keys: e.keys, values: e.values, count: ids.count)
         state.prefixLength = e.prefixLength
         state.lastLogits.setRow(0, e.logits)
         return true
@@ -363,13 +357,9 @@ final class PrefillCache {
     /// Stores `state` right after its prefill.
     func store(image: Matrix, ids: [Int], types: [Int], from state: Gemma2State) {
         guard capacity > 0 else { return }
-        func copy(_ m: Matrix) -> Matrix {
-            let c = Matrix(rows: ids.count, columns: m.columns)
-            c.copyRows(from: m, count: ids.count, to: 0)
-            return c
-        }
+        let cache = state.cachedPrefix(ids.count)
         entries.append(Entry(image: image, ids: ids, types: types, prefixLength: state.prefixLength,
-                             keys: state.keys.map(copy), values: state.values.map(copy), logits: state.lastLogits.row(0)))
+                             keys: cache.keys, values: cache.values, logits: state.lastLogits.row(0)))
         if entries.count > capacity { entries.removeFirst(entries.count - capacity) }
     }
 }

@@ -24,8 +24,9 @@ final class Gemma2State {
     var length = 0
     /// Leading tokens that attend bidirectionally (image + prompt prefix).
     var prefixLength = 0
-    var keys: [Matrix]      // per layer [capacity, kv·hd]
-    var values: [Matrix]    // per layer [capacity, kv·hd]
+    /// Per layer [kv·capacity, hd], head-major: KV head h's token t is row h·capacity + t.
+    var keys: [Matrix]
+    var values: [Matrix]
     // Scratch, each with `capacity` rows; the active row count follows the chunk being processed.
     let x, normed, attnOut, sublayerOut: Matrix   // [·, H]
     let q, attended: Matrix                       // [·, heads·hd]
@@ -40,8 +41,9 @@ final class Gemma2State {
         self.capacity = capacity
         let h = config.hiddenSize, qd = config.numAttentionHeads * config.headDim
         let kvd = config.numKeyValueHeads * config.headDim
-        keys = (0..<config.numHiddenLayers).map { _ in Matrix(rows: 0, columns: kvd, rowCapacity: capacity) }
-        values = (0..<config.numHiddenLayers).map { _ in Matrix(rows: 0, columns: kvd, rowCapacity: capacity) }
+        let cacheRows = config.numKeyValueHeads * capacity
+        keys = (0..<config.numHiddenLayers).map { _ in Matrix(rows: cacheRows, columns: config.headDim) }
+        values = (0..<config.numHiddenLayers).map { _ in Matrix(rows: cacheRows, columns: config.headDim) }
         x = Matrix(rows: 0, columns: h, rowCapacity: capacity)
         normed = Matrix(rows: 0, columns: h, rowCapacity: capacity)
         attnOut = Matrix(rows: 0, columns: h, rowCapacity: capacity)
@@ -57,6 +59,26 @@ final class Gemma2State {
         loraOut = loraRank == nil ? [:] : Dictionary(uniqueKeysWithValues: LoRATarget.allCases.map {
             ($0, Matrix(rows: 0, columns: config.shape(of: $0).out, rowCapacity: capacity))
         })
+    }
+
+    /// Copies of the cache's first `count` tokens, per layer [kv·count, hd] (head-major).
+    func cachedPrefix(_ count: Int) -> (keys: [Matrix], values: [Matrix]) {
+        func copy(_ m: Matrix) -> Matrix {
+            let heads = m.rows / capacity, c = Matrix(rows: heads * count, columns: m.columns)
+            for h in 0..<heads { c.copyRows(from: m, sourceRow: h * capacity, count: count, to: h * count) }
+            return c
+        }
+        return (keys.map(copy), values.map(copy))
+    }
+
+    /// Makes a prefix that `cachedPrefix(count)` copied the cache's first `count` tokens.
+    func restorePrefix(keys prefixKeys: [Matrix], values prefixValues: [Matrix], count: Int) {
+        for (cache, prefix) in zip(keys + values, prefixKeys + prefixValues) {
+            for h in 0..<(cache.rows / capacity) {
+                cache.copyRows(from: prefix, sourceRow: h * count, count: count, to: h * capacity)
+            }
+        }
+        length = count
     }
 }
 
@@ -164,11 +186,12 @@ struct Gemma2Decoder {
     /// RoPE, then appended to the cache.
     func appendKeysValues(_ state: Gemma2State, layer l: Int, start: Int, rows: Int, backend: ComputeBackend) {
         // transformers' PaliGemma positions are 1-based: position = index + 1.
-        backend.rope(state.k, headDim: config.headDim, firstPosition: start + 1, theta: config.ropeTheta)
-        state.keys[l].setRows(start + rows)
-        state.values[l].setRows(start + rows)
-        state.keys[l].copyRows(from: state.k, count: rows, to: start)
-        state.values[l].copyRows(from: state.v, count: rows, to: start)
+        let hd = config.headDim
+        backend.rope(state.k, headDim: hd, firstPosition: start + 1, theta: config.ropeTheta)
+        for h in 0..<config.numKeyValueHeads {
+            state.keys[l].copyRows(from: state.k, columnsFrom: h * hd, count: rows, to: h * state.capacity + start)
+            state.values[l].copyRows(from: state.v, columnsFrom: h * hd, count: rows, to: h * state.capacity + start)
+        }
     }
 
     /// Layer `l`'s attention of the queries in `state.q` (positions `queryStart`…) over the first
@@ -178,7 +201,7 @@ struct Gemma2Decoder {
         backend.rope(state.q, headDim: c.headDim, firstPosition: queryStart + 1, theta: c.ropeTheta)
         let shape = AttentionShape(heads: c.numAttentionHeads, kvHeads: c.numKeyValueHeads, headDim: c.headDim,
                                    scale: 1 / c.queryPreAttnScalar.squareRoot(), softcap: c.attnLogitSoftcapping,
-                                   queryStart: queryStart, keyCount: keyCount)
+                                   queryStart: queryStart, keyCount: keyCount, headRows: state.capacity)
         let mask = AttentionMask.prefixLM(prefixLength: state.prefixLength, window: layers[l].sliding ? c.slidingWindow : nil)
         backend.attention(queries: state.q, keys: state.keys[l], values: state.values[l], shape: shape,
                           mask: mask, into: state.attended)

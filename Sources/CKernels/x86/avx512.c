@@ -1118,9 +1118,10 @@ AVX512 static void attention_few_queries_avx512(const float *q, int64_t ldq, int
         int64_t len = last - t0 < TILE ? last - t0 : TILE;
         for (int64_t j = 0; j < len; j++) {
             const float *kr = k + (t0 + j) * ldk;
-            /* The cache rows of one head are d floats at a stride of all heads' width, which the
-             * hardware prefetcher follows poorly: fetch the key (and value) rows AHEAD keys ahead
-             * ourselves, into L2 (at a 4 KB stride the rows share their L1 sets) */
+            /* The key and value streams take turns with the arithmetic (and in projections one
+             * head's rows are all heads' width apart), which the hardware prefetcher follows
+             * poorly: fetch the rows AHEAD keys ahead ourselves, into L2 (L1 prefetches held
+             * its miss buffers, and rows 4 KB apart shared its sets) */
             if (t0 + j + AHEAD < last)
                 for (int64_t c = 0; c < d; c += 16) _mm_prefetch((const char *)(kr + AHEAD * ldk + c), _MM_HINT_T1);
             __m512 a0[MAXQ], a1[MAXQ];

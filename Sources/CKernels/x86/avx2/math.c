@@ -351,8 +351,9 @@ AVX2_INLINE __m256 hsum8x8(const __m256 a[8]) {
 
 /* Up to four queries sharing their keys and values (decode: the query heads of one GQA group),
  * d ≤ 256. Each key and value row is read once for all queries, the traffic that bounds decode
- * at long contexts; rows lie at a stride of all heads' width, which hardware prefetchers follow
- * poorly, so rows AHEAD keys on are prefetched explicitly.
+ * at long contexts. Rows lie ldk apart (d in the decoder's head-major cache, all heads' width in
+ * projections) and the key and value streams take turns with the arithmetic, which hardware
+ * prefetchers follow poorly, so rows AHEAD keys on are prefetched explicitly.
  * Queries are padded to NQP ∈ {1, 2, 4} and scores kept as s[key·NQP + query], so one vector
  * holds 8/NQP keys × NQP queries and the online softmax runs on whole vectors (lane i belongs to
  * query i mod NQP). Per tile of TILE keys:
@@ -409,8 +410,8 @@ AVX2_INLINE void attention_few_avx2(const int NQ, const float *q, int64_t ldq, c
             for (int i = 0; i < 12; i++) a[i] = zero;
             for (int64_t c = 0; c < d8; c += 8) {
                 /* the rows AHEAD keys on, spread over the products, every cache line, into L2:
-                 * rows a stride of 4 KB apart (4 heads of 256 floats) share their L1 sets, and
-                 * L1 prefetches of them evicted each other and held the L1 miss buffers */
+                 * L1 prefetches held its few miss buffers, and rows 4 KB apart (4 heads of 256
+                 * floats, interleaved) evicted each other from its sets */
                 if ((c & 15) == 0)
                     for (int kk = 0; kk < KB; kk++) {
                         _mm_prefetch((const char *)(pk[kk] + c), _MM_HINT_T1);
