@@ -71,7 +71,7 @@ final class Gemma2State {
         return (keys.map(copy), values.map(copy))
     }
 
-    /// Makes a prefix that `cachedPrefix(count)` copied the cache's first `count` tokens.
+    /// Puts a prefix that `cachedPrefix(count)` copied back as the cache's first `count` tokens.
     func restorePrefix(keys prefixKeys: [Matrix], values prefixValues: [Matrix], count: Int) {
         for (cache, prefix) in zip(keys + values, prefixKeys + prefixValues) {
             for h in 0..<(cache.rows / capacity) {
