@@ -221,10 +221,10 @@ final class FastVersusReferenceTests: XCTestCase {
     }
 
     func testHeadMajorKeysAndValuesGiveTheSameAttention() {
-        // The decoder's cache keeps each KV head's rows together (headRows = capacity): the same
-        // keys laid out that way, with rows past keyCount holding garbage, must give the same
-        // attention as in the projections' layout: the reference bit for bit, every level to
-        // the usual bound.
+        // The decoder's cache keeps each KV head's rows together (headRows = capacity). The same
+        // keys laid out that way, with rows past keyCount holding garbage, must give each
+        // backend's own result for the projections' layout bit for bit: only the addresses differ.
+        // (How close the levels come to the reference is the other attention tests' matter.)
         eachKernelLevel { level in
             let fast = FastBackend(threads: 2), reference = ReferenceBackend()
             for (d, keys, rows) in [(256, 150, 1), (72, 90, 1), (32, 60, 20), (20, 45, 45)] {
@@ -240,20 +240,16 @@ final class FastVersusReferenceTests: XCTestCase {
                     }
                 }
                 let q = randomMatrix(rows, 4 * d, scale: 3 / Float(d).squareRoot())
-                let start = keys - rows
                 let plain = AttentionShape(heads: 4, kvHeads: kv, headDim: d, scale: 0.5, softcap: 50,
-                                           queryStart: start, keyCount: keys)
+                                           queryStart: keys - rows, keyCount: keys)
                 var cached = plain
                 cached.headRows = capacity
                 let mask = AttentionMask.prefixLM(prefixLength: keys / 2, window: 33)
-                let expected = Matrix(rows: rows, columns: 4 * d), b = Matrix(rows: rows, columns: 4 * d)
-                let a = Matrix(rows: rows, columns: 4 * d)
-                reference.attention(queries: q, keys: k, values: v, shape: plain, mask: mask, into: expected)
-                reference.attention(queries: q, keys: kc, values: vc, shape: cached, mask: mask, into: b)
-                fast.attention(queries: q, keys: kc, values: vc, shape: cached, mask: mask, into: a)
-                XCTAssertEqual(b.values, expected.values, "\(level) reference d\(d) rows \(rows)")
-                for i in 0..<(rows * 4 * d) {
-                    XCTAssertEqual(a.storage[i], expected.storage[i], accuracy: 8 * gamma(keys + d), "\(level) d\(d) rows \(rows)")
+                for (name, backend) in [("fast", fast as ComputeBackend), ("reference", reference)] {
+                    let expected = Matrix(rows: rows, columns: 4 * d), out = Matrix(rows: rows, columns: 4 * d)
+                    backend.attention(queries: q, keys: k, values: v, shape: plain, mask: mask, into: expected)
+                    backend.attention(queries: q, keys: kc, values: vc, shape: cached, mask: mask, into: out)
+                    XCTAssertEqual(out.values, expected.values, "\(level) \(name) d\(d) rows \(rows)")
                 }
             }
         }
