@@ -355,7 +355,8 @@ final class CLITests: XCTestCase {
     /// Two runs on one results file: the second is refused while the first holds it.
     func testSecondWriterOfAResultsFileIsRefused() throws {
         let list = tmp.appendingPathComponent("list.jsonl")
-        try (0..<40).map { "{\"id\": \"r\($0)\", \"image\": \"\(image)\", \"prompt\": \"caption en\", \"max_new_tokens\": 8}" }
+        let count = 400
+        try (0..<count).map { "{\"id\": \"r\($0)\", \"image\": \"\(image)\", \"prompt\": \"caption en\", \"max_new_tokens\": 8}" }
             .joined(separator: "\n").write(to: list, atomically: true, encoding: .utf8)
         let results = tmp.appendingPathComponent("shared.jsonl")
         let first = Process()
@@ -364,14 +365,22 @@ final class CLITests: XCTestCase {
         first.standardOutput = FileHandle.nullDevice
         first.standardError = FileHandle.nullDevice
         try first.run()
-        // Wait until the first run holds the file (its first answer is there).
-        for _ in 0..<200 where ((try? Data(contentsOf: results))?.isEmpty ?? true) { usleep(50_000) }
-        let second = try run(["generate", "--input", list.path, "--results", results.path, "--model", model])
+        // Once its first answer is there the first run holds the file; stopped, it keeps holding
+        // it however fast the machine would otherwise finish the list.
+        for _ in 0..<2000 where ((try? Data(contentsOf: results))?.isEmpty ?? true) { usleep(5_000) }
+        kill(first.processIdentifier, SIGSTOP)
+        let answeredBefore = try Data(contentsOf: results).filter { $0 == UInt8(ascii: "\n") }.count
+        let second: Run
+        do {
+            defer { kill(first.processIdentifier, SIGCONT) }
+            second = try run(["generate", "--input", list.path, "--results", results.path, "--model", model])
+        }
         first.waitUntilExit()
+        XCTAssertLessThan(answeredBefore, count, "the first run finished before it was stopped")
         XCTAssertEqual(first.terminationStatus, 0)
         XCTAssertNotEqual(second.status, 0)
         XCTAssertTrue(second.stderr.contains("being written by another paligemma process"), second.stderr)
-        XCTAssertEqual(Set(try jsonLines(results).compactMap { $0["id"] as? String }).count, 40)
+        XCTAssertEqual(Set(try jsonLines(results).compactMap { $0["id"] as? String }).count, count)
     }
 
     /// Bounds on what a user can ask for.
