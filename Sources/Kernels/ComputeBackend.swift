@@ -69,10 +69,9 @@ public struct AttentionShape: Sendable {
     }
 
     /// Offset in a key or value matrix's storage (`columns` wide) of KV head `head`'s first
-    /// element, and the distance between its consecutive keys.
-    func headStart(_ head: Int, columns: Int) -> (offset: Int, rowStride: Int) {
-        if let n = headRows { return (head * n * columns, columns) }
-        return (head * headDim, columns)
+    /// element; its consecutive keys are a row (`columns`) apart in either layout.
+    func headOffset(_ head: Int, columns: Int) -> Int {
+        headRows.map { head * $0 * columns } ?? head * headDim
     }
 
     public init(heads: Int, kvHeads: Int, headDim: Int, scale: Float, softcap: Float?, queryStart: Int, keyCount: Int,

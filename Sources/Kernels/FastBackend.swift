@@ -516,10 +516,9 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
                         hi[i] = Int64(range.upperBound)
                     }
                     for kvh in h0..<h1 {
-                        let (kb, ks) = shape.headStart(kvh, columns: keys.columns)
-                        let (vb, vs) = shape.headStart(kvh, columns: values.columns)
                         ck_attention_block(queries.rowPointer(0) + kvh * group * d, Int64(d), Int64(group),
-                                           keys.storage + kb, Int64(ks), values.storage + vb, Int64(vs), Int64(d),
+                                           keys.storage + shape.headOffset(kvh, columns: keys.columns), Int64(keys.columns),
+                                           values.storage + shape.headOffset(kvh, columns: values.columns), Int64(values.columns), Int64(d),
                                            shape.scale, shape.softcap ?? 0, lo, hi,
                                            out.rowPointer(0) + kvh * group * d, Int64(d), buffers[w])
                     }
@@ -540,10 +539,9 @@ public final class FastBackend: ComputeBackend, @unchecked Sendable {
                         hi[i] = Int64(range.upperBound)
                     }
                     let kvh = h / group
-                    let (kb, ks) = shape.headStart(kvh, columns: keys.columns)
-                    let (vb, vs) = shape.headStart(kvh, columns: values.columns)
                     ck_attention_block(queries.rowPointer(r0) + h * d, Int64(queries.columns), Int64(n),
-                                       keys.storage + kb, Int64(ks), values.storage + vb, Int64(vs), Int64(d),
+                                       keys.storage + shape.headOffset(kvh, columns: keys.columns), Int64(keys.columns),
+                                       values.storage + shape.headOffset(kvh, columns: values.columns), Int64(values.columns), Int64(d),
                                        shape.scale, shape.softcap ?? 0, lo, hi,
                                        out.rowPointer(r0) + h * d, Int64(out.columns), buffers[w])
                 }

@@ -36,9 +36,8 @@ extension Matrix {
 
     /// Copies columns `start ..< start + out.columns` of the active rows into `out`.
     public func copyColumns(from start: Int, into out: Matrix) {
-        precondition(start >= 0 && start + out.columns <= columns && out.rowCapacity >= rows, "column slice out of range")
         out.setRows(rows)
-        for r in 0..<rows { out.rowPointer(r).update(from: rowPointer(r) + start, count: out.columns) }
+        out.copyRows(from: self, columnsFrom: start, count: rows, to: 0)
     }
 
     /// Adds `part`'s rows into columns `start ..< start + part.columns` (`assign` overwrites).

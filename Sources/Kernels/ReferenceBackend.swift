@@ -101,11 +101,11 @@ public struct ReferenceBackend: ComputeBackend {
             let q = shape.queryStart + r
             for h in 0..<shape.heads {
                 let kvh = h / group
-                let (kb, ks) = shape.headStart(kvh, columns: keys.columns), (vb, vs) = shape.headStart(kvh, columns: values.columns)
+                let kb = shape.headOffset(kvh, columns: keys.columns), vb = shape.headOffset(kvh, columns: values.columns)
                 var scores = [Float](repeating: -.infinity, count: shape.keyCount)
                 for k in 0..<shape.keyCount where mask.allows(query: q, key: k) {
                     var s: Float = 0
-                    for i in 0..<d { s += queries[r, h * d + i] * keys.storage[kb + k * ks + i] }
+                    for i in 0..<d { s += queries[r, h * d + i] * keys.storage[kb + k * keys.columns + i] }
                     s *= shape.scale
                     if let cap = shape.softcap { s = cap * tanh(s / cap) }
                     scores[k] = s
@@ -119,7 +119,7 @@ public struct ReferenceBackend: ComputeBackend {
                 for i in 0..<d {
                     var acc: Float = 0
                     for k in scores.indices where scores[k] > -.infinity {
-                        acc += scores[k] / total * values.storage[vb + k * vs + i]
+                        acc += scores[k] / total * values.storage[vb + k * values.columns + i]
                     }
                     out[r, h * d + i] = acc
                 }
